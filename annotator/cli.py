@@ -1,0 +1,225 @@
+"""The `annotator` command. Each subcommand imports what it needs when it runs.
+
+Errors the user can fix (a bad file, row or key) are `AnnotatorError`s and print as one line;
+item text never reaches the terminal except through `results`, which exists to show it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from annotator import __version__
+from annotator.errors import AnnotatorError
+
+DEFAULTS = {"n_ctx": 4096, "n_batch": 512}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="annotator")
+def cli() -> None:
+    """Offline rubric annotation with a small model in one GGUF file.
+
+    Label a data file against a rubric with llama.cpp, spot-check the labels, and measure
+    agreement (Krippendorff's alpha) between the model and reviewers, per dimension.
+    Nothing here uses the network.
+    """
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--rubric", "rubric_path", type=click.Path(path_type=Path),
+              help="Rubric TOML. Default: the rubric the model file carries.")
+@click.option("--project", required=True, type=click.Path(path_type=Path),
+              help="Project file (SQLite); created if missing, resumed if it exists.")
+@click.option("--model", type=click.Path(path_type=Path),
+              help="GGUF model. Default: the embedded Gemma 3 270M (assembled on first use).")
+@click.option("--id-col", default=None, help="Column holding item ids [default: id, else row number].")
+@click.option("--n-ctx", default=DEFAULTS["n_ctx"], show_default=True, help="Context size in tokens.")
+@click.option("--n-batch", default=DEFAULTS["n_batch"], show_default=True, help="Batch size in tokens.")
+@click.option("--threads", default=0, help="CPU threads [default: all this process may use].")
+@click.option("--flash-attn/--no-flash-attn", default=False, show_default=True)
+@click.option("--gpu", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: CUDA when the build and a device allow it, else CPU.")
+@click.option("--tie-margin", default=0.1, show_default=True,
+              help="Flag a label whose probability beats the runner-up by less than this.")
+def annotate(data, rubric_path, project, model, id_col, n_ctx, n_batch, threads, flash_attn, gpu,
+             tie_margin) -> None:
+    """Label every item of DATA (.csv, .tsv, .jsonl) into the project.
+
+    Rerunning resumes: items already labelled by the same model, rubric and settings are
+    skipped. Rows that cannot be labelled are recorded with the reason, never dropped.
+    """
+    from annotator.console import progress_bar
+    from annotator.engine import EngineSettings
+    from annotator.job import open_job
+
+    settings = EngineSettings(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
+                              flash_attn=flash_attn, gpu=gpu)
+    job = open_job(data, project, rubric_path, model, id_col or "id", id_col is not None,
+                   settings, tie_margin)
+    say = _stderr
+    say(f"model {job.model.path.name} ({job.model.quantization}) on {job.engine.backend.upper()}: "
+        f"{job.engine.backend_reason}")
+    say(f"rubric {job.rubric.name!r} {job.rubric.hash[:12]}; run {job.run_id}"
+        + (" (resumed)" if job.resumed else ""))
+    s = job.summary
+    interrupted = False
+    try:
+        with progress_bar(len(job.todo)) as advance:
+            for _ in job.run():
+                advance()
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        job.close()
+    say(f"done {s.done_before + s.done_now} of {s.items} items ({s.done_now} now, "
+        f"{s.done_before} before), skipped {s.skipped} rows, flagged {s.flagged} "
+        f"({s.truncated} truncated, {s.near_ties} near ties < {tie_margin})"
+        + (f"; {s.done_now / s.seconds:.2f} items/s" if s.seconds > 0 else ""))
+    for skip in job.skipped[:10]:
+        say(f"  skipped row {skip.row}" + (f" (id {skip.id})" if skip.id else "") + f": {skip.reason}")
+    if len(job.skipped) > 10:
+        say(f"  ... and {len(job.skipped) - 10} more (all stored in the project)")
+    if interrupted:
+        say("interrupted: finished items are saved; run the same command again to resume")
+        sys.exit(130)
+
+
+@cli.command()
+@click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write .csv or .jsonl; without it, print a table.")
+@click.option("--run", "run_id", type=int, help="Run number [default: the latest].")
+def results(project, out, run_id) -> None:
+    """One row per item: id, each dimension's value, <dimension>_p (its probability),
+    <dimension>_margin (to the runner-up) and truncated (tokens cut to fit the context)."""
+    from annotator.results import print_table, result_rows, write_results
+    from annotator.store import Store
+
+    with Store(project) as store:
+        rubric = store.rubric()
+        if rubric is None:
+            raise AnnotatorError(f"{project}: no annotation run yet")
+        run = store.run(run_id)
+        rows = result_rows(rubric, store.annotations(run.id))
+    if out is None:
+        print_table(rubric, rows)
+    else:
+        write_results(out, rubric, rows)
+        _stderr(f"wrote {len(rows)} rows to {out}")
+
+
+@cli.group()
+def review() -> None:
+    """Reviewers' labels (spot checks)."""
+
+
+@review.command("import")
+@click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("labels", type=click.Path(path_type=Path))
+@click.option("--reviewer", required=True, help="Name stored with every label.")
+def review_import(project, labels, reviewer) -> None:
+    """Import spot labels from LABELS (.csv/.jsonl with `id` and dimension columns).
+
+    Blank cells mean "not reviewed". Unknown ids and invalid values are reported, not stored.
+    """
+    from annotator.reviews import import_reviews
+    from annotator.store import Store
+
+    with Store(project) as store:
+        report = import_reviews(store, labels, reviewer)
+    _stderr(f"stored {report.stored} labels from {reviewer!r} for {report.items} items")
+    for problem in report.problems[:20]:
+        _stderr(f"  {problem}")
+    if len(report.problems) > 20:
+        _stderr(f"  ... and {len(report.problems) - 20} more problems")
+
+
+@cli.command()
+@click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--reviewer", help="Only this reviewer [default: each reviewer].")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples (0: none).")
+@click.option("--run", "run_id", type=int, help="Run number [default: the latest].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def agree(project, reviewer, bootstrap, run_id, as_json) -> None:
+    """Krippendorff's alpha per dimension: model vs each reviewer, and between reviewers.
+
+    Uses each dimension's level (nominal, ordinal, interval) and full value domain, with a 95%
+    interval from resampling items. Only audit-sample and imported reviews count; reviews
+    from the "hardest first" queue are chosen by the model's doubt and would bias alpha.
+    """
+    from annotator.reviews import agreement_report
+    from annotator.store import Store
+
+    with Store(project) as store:
+        report = agreement_report(store, run_id=run_id, reviewer=reviewer, bootstrap=bootstrap)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        from annotator.console import print_agreement
+
+        print_agreement(report)
+
+
+@cli.command()
+def doctor() -> None:
+    """Versions, backend (CUDA or CPU and why), the default model's path and sha256."""
+    from annotator.engine import backend_choice, runtime_versions
+    from annotator.modelfile import default_model_path, sha256_file
+
+    for name, version in runtime_versions().items():
+        click.echo(f"{name:18} {version}")
+    backend, why = backend_choice("auto")
+    click.echo(f"{'backend':18} {backend.upper()}: {why}")
+    path = default_model_path()
+    click.echo(f"{'default model':18} {path}")
+    click.echo(f"{'sha256':18} {sha256_file(path)}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path(path_type=Path))
+def inspect(model) -> None:
+    """Architecture, size, quantization, sha256 and any rubric the GGUF file carries."""
+    from annotator.modelfile import read_model_info, sha256_file
+
+    info = read_model_info(model)
+    click.echo(f"file          {info.path}")
+    click.echo(f"name          {info.name}")
+    click.echo(f"architecture  {info.architecture}")
+    click.echo(f"size          {info.size / 1e6:.1f} MB ({info.size} bytes)")
+    click.echo(f"quantization  {info.quantization}")
+    click.echo(f"context       {info.context_length}")
+    click.echo(f"sha256        {sha256_file(info.path)}")
+    if info.rubric is None:
+        click.echo("rubric        none (pass --rubric when annotating)")
+    else:
+        r = info.rubric
+        click.echo(f"rubric        {r.name!r} {r.hash[:12]} (prompt format {info.prompt_format})")
+        for dim in r.dimensions:
+            click.echo(f"  {dim.name}: {dim.scale} {', '.join(map(str, dim.values))}")
+    if info.provenance:
+        click.echo("provenance    " + json.dumps(info.provenance, sort_keys=True))
+
+
+def _stderr(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except AnnotatorError as exc:
+        click.echo(f"annotator: error: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

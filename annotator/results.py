@@ -1,0 +1,76 @@
+"""The results of a run as rows: id, value, probability and margin per dimension."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from annotator.errors import AnnotatorError
+from annotator.rubric import Rubric
+from annotator.store import Label
+
+
+def columns(rubric: Rubric) -> list[str]:
+    cols = ["id"]
+    for dim in rubric.dimensions:
+        cols += [dim.name, f"{dim.name}_p", f"{dim.name}_margin"]
+    return cols + ["truncated"]
+
+
+def result_rows(rubric: Rubric, annotations: list[tuple[str, dict[str, Label], int]]) -> list[dict]:
+    rows = []
+    for item_id, labels, truncated in annotations:
+        row: dict = {"id": item_id}
+        for dim in rubric.dimensions:
+            label = labels[dim.name]
+            # Fixed rounding: the same run gives the same bytes.
+            row[dim.name] = label.value
+            row[f"{dim.name}_p"] = round(label.prob, 6)
+            row[f"{dim.name}_margin"] = round(label.margin, 6)
+        row["truncated"] = truncated
+        rows.append(row)
+    return rows
+
+
+def write_results(out: Path, rubric: Rubric, rows: list[dict]) -> None:
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".jsonl"):
+        raise AnnotatorError(f"{out}: results file must end in .csv or .jsonl")
+    tmp = out.with_name(out.name + ".tmp")
+    try:
+        with tmp.open("w", encoding="utf-8", newline="") as handle:
+            if suffix == ".csv":
+                writer = csv.DictWriter(handle, fieldnames=columns(rubric), lineterminator="\n")
+                writer.writeheader()
+                for row in rows:
+                    writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+            else:
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, out)  # a reader never sees half a file
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise AnnotatorError(f"{out}: cannot write results ({exc.strerror or exc})") from exc
+
+
+def _csv_cell(value: object) -> str:
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
+
+
+def print_table(rubric: Rubric, rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{rubric.name}: {len(rows)} items")
+    table.add_column("id")
+    for dim in rubric.dimensions:
+        table.add_column(dim.name)
+        table.add_column("p", style="dim")
+    for row in rows:
+        cells = [str(row["id"])]
+        for dim in rubric.dimensions:
+            cells += [str(row[dim.name]), f"{row[f'{dim.name}_p']:.2f}"]
+        table.add_row(*cells)
+    Console().print(table)

@@ -1,0 +1,298 @@
+"""The project store: one SQLite file per project.
+
+WAL journal, synchronous=FULL and one transaction per item (all of its dimensions at once), so
+a process killed at any moment loses at most the item in flight, and a primary key on
+(run, item) makes a duplicate impossible. The schema evolves through the `MIGRATIONS` list:
+small functions applied in order and recorded in the `_migrations` table.
+
+A project is tied to one rubric (its hash is fixed when the project is created); runs record
+the model, its sha256, the engine settings, backend and library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from annotator.data import Item, Skipped
+from annotator.errors import AnnotatorError
+from annotator.rubric import Rubric, Value, rubric_from_json
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE project (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            model_path TEXT NOT NULL,
+            model_sha256 TEXT NOT NULL,
+            rubric_hash TEXT NOT NULL,
+            data_path TEXT NOT NULL,
+            data_sha256 TEXT NOT NULL,
+            settings TEXT NOT NULL,      -- JSON: engine settings, backend, versions
+            run_key TEXT NOT NULL        -- what must match for a rerun to resume this run
+        );
+        CREATE INDEX runs_key ON runs (run_key);
+        CREATE TABLE items (
+            id TEXT PRIMARY KEY,
+            row INTEGER NOT NULL,
+            fields TEXT NOT NULL         -- JSON object: column -> text
+        );
+        CREATE TABLE skipped (
+            run_id INTEGER NOT NULL REFERENCES runs (id),
+            row INTEGER NOT NULL,
+            item_id TEXT,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (run_id, row)
+        );
+        CREATE TABLE annotations (
+            run_id INTEGER NOT NULL REFERENCES runs (id),
+            item_id TEXT NOT NULL REFERENCES items (id),
+            labels TEXT NOT NULL,        -- JSON: dimension -> [value, prob, margin]
+            n_tokens INTEGER NOT NULL,
+            truncated_tokens INTEGER NOT NULL,
+            seconds REAL NOT NULL,
+            PRIMARY KEY (run_id, item_id)
+        );
+        CREATE TABLE reviews (
+            item_id TEXT NOT NULL REFERENCES items (id),
+            dimension TEXT NOT NULL,
+            reviewer TEXT NOT NULL,
+            value TEXT NOT NULL,         -- JSON scalar
+            queue TEXT NOT NULL,         -- audit (random sample) | hard (low margin) | import
+            created_at REAL NOT NULL,
+            PRIMARY KEY (item_id, dimension, reviewer)
+        );
+        """
+    )
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    # Statement by statement: executescript() would commit the migration's transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+@dataclass(frozen=True)
+class Label:
+    value: Value
+    prob: float
+    margin: float
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    started_at: float
+    model_path: str
+    model_sha256: str
+    rubric_hash: str
+    data_path: str
+    settings: dict
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise AnnotatorError(f"{self.path}: not a project file ({exc})") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
+        for fn in MIGRATIONS:
+            if fn.__name__ not in done:
+                with self.transaction() as db:
+                    fn(db)
+                    db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))
+
+    # -- the project's rubric ---------------------------------------------------------------
+
+    def rubric(self) -> Rubric | None:
+        row = self.db.execute("SELECT value FROM project WHERE key = 'rubric'").fetchone()
+        return rubric_from_json(row[0], f"{self.path} [rubric]") if row else None
+
+    def bind_rubric(self, rubric: Rubric) -> None:
+        """Tie the project to `rubric`; refuse a different rubric for an existing project."""
+        existing = self.rubric()
+        if existing is None:
+            with self.transaction() as db:
+                db.execute("INSERT INTO project VALUES ('rubric', ?)", (rubric.canonical_json(),))
+        elif existing.hash != rubric.hash:
+            raise AnnotatorError(
+                f"{self.path}: project uses rubric {existing.name!r} ({existing.hash[:12]}), "
+                f"not {rubric.name!r} ({rubric.hash[:12]}); use a new project file"
+            )
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def find_or_start_run(
+        self, *, model_path: str, model_sha256: str, rubric: Rubric, data_path: str,
+        data_sha256: str, settings: dict,
+    ) -> tuple[int, bool]:
+        """(run id, resumed): a run with the same model, rubric and engine settings is resumed."""
+        # Thread count is left out: it does not change results, so a rerun on another
+        # machine or with other --threads still resumes.
+        engine = {k: v for k, v in (settings.get("settings") or {}).items() if k != "n_threads"}
+        key = json.dumps([model_sha256, rubric.hash, engine, settings.get("backend")], sort_keys=True)
+        row = self.db.execute(
+            "SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1", (key,)
+        ).fetchone()
+        if row:
+            return int(row[0]), True
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (started_at, model_path, model_sha256, rubric_hash, data_path,"
+                " data_sha256, settings, run_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), model_path, model_sha256, rubric.hash, data_path, data_sha256,
+                 json.dumps(settings, sort_keys=True), key),
+            )
+            return int(cursor.lastrowid or 0), False
+
+    def runs(self) -> list[Run]:
+        rows = self.db.execute(
+            "SELECT id, started_at, model_path, model_sha256, rubric_hash, data_path, settings"
+            " FROM runs ORDER BY id"
+        ).fetchall()
+        return [Run(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+
+    def run(self, run_id: int | None = None) -> Run:
+        """The run asked for, or the latest one."""
+        runs = self.runs()
+        if not runs:
+            raise AnnotatorError(f"{self.path}: no annotation run yet (run `annotator annotate`)")
+        if run_id is None:
+            return runs[-1]
+        for run in runs:
+            if run.id == run_id:
+                return run
+        raise AnnotatorError(f"{self.path}: no run {run_id} (runs: {', '.join(str(r.id) for r in runs)})")
+
+    # -- items and annotations --------------------------------------------------------------
+
+    def add_items(self, items: Iterable[Item]) -> list[Skipped]:
+        """Store items; an id already stored with different text is reported, not replaced."""
+        conflicts: list[Skipped] = []
+        with self.transaction() as db:
+            for item in items:
+                fields = json.dumps(item.fields, sort_keys=True, ensure_ascii=False)
+                row = db.execute("SELECT fields FROM items WHERE id = ?", (item.id,)).fetchone()
+                if row is None:
+                    db.execute("INSERT INTO items VALUES (?, ?, ?)", (item.id, item.row, fields))
+                elif row[0] != fields:
+                    conflicts.append(Skipped(item.row, item.id, "id already in the project with other text"))
+        return conflicts
+
+    def record_skipped(self, run_id: int, skipped: Iterable[Skipped]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
+                [(run_id, s.row, s.id, s.reason) for s in skipped],
+            )
+
+    def skipped(self, run_id: int) -> list[Skipped]:
+        rows = self.db.execute(
+            "SELECT row, item_id, reason FROM skipped WHERE run_id = ? ORDER BY row", (run_id,)
+        )
+        return [Skipped(r[0], r[1], r[2]) for r in rows]
+
+    def done_ids(self, run_id: int) -> set[str]:
+        rows = self.db.execute("SELECT item_id FROM annotations WHERE run_id = ?", (run_id,))
+        return {r[0] for r in rows}
+
+    def save_annotation(
+        self, run_id: int, item_id: str, labels: dict[str, Label], n_tokens: int,
+        truncated_tokens: int, seconds: float,
+    ) -> None:
+        payload = json.dumps({k: [v.value, v.prob, v.margin] for k, v in labels.items()})
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO annotations VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, item_id, payload, n_tokens, truncated_tokens, seconds),
+            )
+
+    def annotations(self, run_id: int) -> list[tuple[str, dict[str, Label], int]]:
+        """(item id, labels, truncated tokens) in the data file's row order."""
+        rows = self.db.execute(
+            "SELECT a.item_id, a.labels, a.truncated_tokens FROM annotations a"
+            " JOIN items i ON i.id = a.item_id WHERE a.run_id = ? ORDER BY i.row, i.id",
+            (run_id,),
+        )
+        return [
+            (r[0], {k: Label(*v) for k, v in json.loads(r[1]).items()}, r[2]) for r in rows
+        ]
+
+    def items(self) -> list[Item]:
+        rows = self.db.execute("SELECT id, row, fields FROM items ORDER BY row, id")
+        return [Item(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    def item_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM items")}
+
+    # -- reviews ----------------------------------------------------------------------------
+
+    def save_reviews(self, reviewer: str, queue: str, rows: Iterable[tuple[str, str, Value]]) -> int:
+        """Save (item id, dimension, value) reviews in one transaction; a re-review replaces."""
+        now = time.time()
+        with self.transaction() as db:
+            cursor = db.executemany(
+                "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?, ?, ?)",
+                [(i, d, reviewer, json.dumps(v), queue, now) for i, d, v in rows],
+            )
+            return cursor.rowcount
+
+    def reviews(self, queue: str | None = None) -> list[tuple[str, str, str, Value, str]]:
+        """(item id, dimension, reviewer, value, queue) rows."""
+        sql = "SELECT item_id, dimension, reviewer, value, queue FROM reviews"
+        args: tuple = ()
+        if queue is not None:
+            sql += " WHERE queue = ?"
+            args = (queue,)
+        rows = self.db.execute(sql + " ORDER BY item_id, dimension, reviewer", args)
+        return [(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    def reviewers(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT reviewer FROM reviews ORDER BY 1")]
