@@ -205,6 +205,30 @@ def inspect(model) -> None:
         click.echo("provenance    " + json.dumps(info.provenance, sort_keys=True))
 
 
+@cli.command()
+@click.argument("project", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), help="Data file to annotate.")
+@click.option("--rubric", "rubric_path", type=click.Path(path_type=Path), help="Rubric TOML.")
+@click.option("--model", type=click.Path(path_type=Path), help="GGUF model [default: embedded].")
+def tui(project, data, rubric_path, model) -> None:
+    """Open the terminal app: annotate, browse, blind spot-check review, agreement."""
+    from tui.app import run_app
+
+    run_app(project=project, data=data, rubric=rubric_path, model=model)
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})
+@click.pass_context
+def train(ctx: click.Context) -> None:
+    """Fine-tune a base model on labelled items (needs the [train] extra; see --help)."""
+    try:
+        from train.cli import main as train_main
+    except ImportError as exc:
+        raise AnnotatorError(f"training needs the [train] extra: pip install '.[train]' ({exc})") from exc
+    train_main(ctx.args)
+
+
 def _stderr(message: str) -> None:
     click.echo(message, err=True)
 

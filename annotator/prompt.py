@@ -61,3 +61,25 @@ def render_cue(dim: Dimension) -> str:
 def render_answer(value: Value) -> list[str]:
     """The answer pieces: the value with its leading space, then the line end."""
     return [" " + str(value), "\n"]
+
+
+def segments(
+    rubric: Rubric,
+    fields: Mapping[str, str],
+    answers: Mapping[str, Value] | None = None,
+    order: tuple[int, ...] | None = None,
+    instructions: str | None = None,
+) -> list[tuple[str, str]]:
+    """The whole prompt as (kind, text) pieces, each tokenized on its own (the first with BOS).
+
+    kinds: "prefix", "item", "cue", "answer". With `answers`, every dimension's cue is followed
+    by its answer pieces (training); without, only the first cue (what inference evaluates
+    before its first decision). The engine builds exactly this sequence, piece by piece.
+    """
+    pieces = [("prefix", render_prefix(rubric, instructions)), ("item", render_item(rubric, fields, order))]
+    for dim in rubric.dimensions:
+        pieces.append(("cue", render_cue(dim)))
+        if answers is None:
+            break
+        pieces += [("answer", text) for text in render_answer(answers[dim.name])]
+    return pieces
