@@ -23,11 +23,18 @@ PROMPT_FORMAT = 1
 ANSWERS_HEADER = "### ANSWERS\n"
 
 
-def render_prefix(rubric: Rubric, instructions: str | None = None) -> str:
+def render_prefix(
+    rubric: Rubric,
+    instructions: str | None = None,
+    shown_values: Mapping[str, tuple[Value, ...]] | None = None,
+) -> str:
+    """The rubric part. Training may paraphrase `instructions` and reorder the values shown
+    for a dimension (`shown_values`); inference uses the rubric as written."""
     parts = [(instructions if instructions is not None else rubric.instructions).strip(), "\n\n"]
     parts.append("Answer each question with exactly one of the allowed values.\n")
     for dim in rubric.dimensions:
-        parts.append("\n" + dimension_line(dim))
+        shown = shown_values.get(dim.name) if shown_values else None
+        parts.append("\n" + dimension_line(dim, shown))
     parts.append("\n")
     return "".join(parts)
 
@@ -69,6 +76,7 @@ def segments(
     answers: Mapping[str, Value] | None = None,
     order: tuple[int, ...] | None = None,
     instructions: str | None = None,
+    shown_values: Mapping[str, tuple[Value, ...]] | None = None,
 ) -> list[tuple[str, str]]:
     """The whole prompt as (kind, text) pieces, each tokenized on its own (the first with BOS).
 
@@ -76,7 +84,8 @@ def segments(
     by its answer pieces (training); without, only the first cue (what inference evaluates
     before its first decision). The engine builds exactly this sequence, piece by piece.
     """
-    pieces = [("prefix", render_prefix(rubric, instructions)), ("item", render_item(rubric, fields, order))]
+    prefix = render_prefix(rubric, instructions, shown_values)
+    pieces = [("prefix", prefix), ("item", render_item(rubric, fields, order))]
     for dim in rubric.dimensions:
         pieces.append(("cue", render_cue(dim)))
         if answers is None:
