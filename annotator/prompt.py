@@ -35,7 +35,6 @@ def render_prefix(
     for dim in rubric.dimensions:
         shown = shown_values.get(dim.name) if shown_values else None
         parts.append("\n" + dimension_line(dim, shown))
-    parts.append("\n")
     return "".join(parts)
 
 
