@@ -106,8 +106,9 @@ def open_job(
         rubric = resolve_rubric(rubric_path, info, store)
         rows, items, skipped = read_items(data, [i.column for i in rubric.inputs], id_col, id_col_given)
         store.bind_rubric(rubric)
-        skipped = sorted(skipped + store.add_items(items), key=lambda s: s.row)
-        conflicted = {s.id for s in skipped}
+        conflicts = store.add_items(items)
+        skipped = sorted(skipped + conflicts, key=lambda s: s.row)
+        conflicted = {s.id for s in conflicts}
         items = [i for i in items if i.id not in conflicted]
         engine = Engine(info.path, rubric, settings or EngineSettings())
     except BaseException:

@@ -1,0 +1,57 @@
+"""Shared fixtures: the real default model, the bundled samples, small data files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "annotator" / "samples"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def default_model() -> Path:
+    from annotator.modelfile import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def newsroom_rubric():
+    from annotator.rubric import load_rubric
+
+    return load_rubric(SAMPLES / "newsroom" / "rubric.toml")
+
+
+@pytest.fixture(scope="session")
+def goemotions_rubric():
+    from annotator.rubric import load_rubric
+
+    return load_rubric(SAMPLES / "goemotions" / "rubric.toml")
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:
+    columns = columns or list(rows[0])
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real `annotator` command in a subprocess (so imports and exit codes are real)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "annotator", *args], capture_output=True, text=True,
+        env=full_env, cwd=cwd or ROOT, timeout=600,
+    )
+
+
+sys.path.insert(0, str(ROOT))  # bench/ helpers (reading ../shared/data) are used by tests too

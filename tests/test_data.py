@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from annotator.data import read_items
+from annotator.errors import AnnotatorError
+
+
+def reasons(skipped):
+    return {(s.row, s.reason.split(" (")[0]) for s in skipped}
+
+
+def test_csv_ids_and_skipped_rows(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(
+        b"id,text\n"
+        b"a,hello\n"
+        b"b,\n"                       # empty text
+        b"a,again\n"                  # duplicate id
+        b"c,caf\xe9 latin-1\n"        # not UTF-8
+        b",no id\n"                   # empty id
+        b"d,\"multi\nline\"\n"
+        b"e\n"                        # missing input column
+    )
+    _, items, skipped = read_items(path, ["text"])
+    assert [(i.id, i.fields["text"]) for i in items] == [("a", "hello"), ("d", "multi\nline")]
+    assert reasons(skipped) == {
+        (2, "empty text in column 'text'"),
+        (3, "duplicate id"),
+        (4, "undecodable bytes"),
+        (5, "empty id in 'id'"),
+        (7, "missing input column 'text'"),
+    }
+
+
+def test_tsv_without_id_column_uses_row_numbers(tmp_path):
+    path = tmp_path / "d.tsv"
+    path.write_text("text\tother\nfirst\tx\nsecond\ty\n", encoding="utf-8")
+    _, items, skipped = read_items(path, ["text"])
+    assert [i.id for i in items] == ["1", "2"] and not skipped
+
+
+def test_explicit_id_column_must_exist(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("text\nx\n")
+    with pytest.raises(AnnotatorError, match="d.csv: no id column 'key'"):
+        read_items(path, ["text"], id_col="key", id_col_given=True)
+
+
+def test_jsonl_rows(tmp_path):
+    path = tmp_path / "d.jsonl"
+    lines = [
+        json.dumps({"id": 1, "text": "one"}),
+        "{not json",
+        json.dumps(["a list"]),
+        json.dumps({"id": 2}),
+        json.dumps({"id": 3, "text": {"nested": 1}}),
+        json.dumps({"id": 1, "text": "dup"}),
+    ]
+    path.write_bytes("\n".join(lines).encode() + b'\n{"id": 4, "text": "\xff"}\n')
+    _, items, skipped = read_items(path, ["text"])
+    assert [i.id for i in items] == ["1"]
+    assert reasons(skipped) == {
+        (2, "not valid JSON"), (3, "not a JSON object"), (4, "missing input column 'text'"),
+        (5, "column 'text' is not text"), (6, "duplicate id"), (7, "undecodable bytes"),
+    }
+
+
+def test_file_level_errors_name_the_file(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(AnnotatorError, match="empty.csv: data file is empty"):
+        read_items(empty, ["text"])
+    header = tmp_path / "h.csv"
+    header.write_text("id,body\n1,x\n")
+    with pytest.raises(AnnotatorError, match=r"h.csv: missing column\(s\) 'text'"):
+        read_items(header, ["text"])
+    with pytest.raises(AnnotatorError, match="x.xlsx: unknown data format"):
+        read_items(tmp_path / "x.xlsx", ["text"])
+    with pytest.raises(AnnotatorError, match="nope.csv: cannot read data file"):
+        read_items(tmp_path / "nope.csv", ["text"])
+
+
+def test_bom_is_ignored(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"\xef\xbb\xbfid,text\n1,x\n")
+    _, items, _ = read_items(path, ["text"])
+    assert items[0].id == "1"

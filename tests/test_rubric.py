@@ -1,0 +1,110 @@
+import pytest
+
+from annotator.errors import AnnotatorError
+from annotator.rubric import load_rubric, rubric_from_dict, rubric_from_json
+
+ISSUE_EXAMPLE = '''
+name = "newsroom"
+instructions = "You will read a news article and a summary of it. Rate the summary."
+[[inputs]]
+column = "summary"
+label = "SUMMARY"
+[[inputs]]
+column = "article"
+label = "ARTICLE"
+[[dimensions]]
+name = "informativeness"
+question = "How well does the summary capture the key points of the article?"
+scale = "ordinal"
+values = [1, 2, 3, 4, 5]
+anchors = { 1 = "misses the key points", 5 = "captures all key points" }
+'''
+
+
+def test_issue_example_is_accepted(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text(ISSUE_EXAMPLE)
+    rubric = load_rubric(path)
+    assert [i.column for i in rubric.inputs] == ["summary", "article"]
+    dim = rubric.dimensions[0]
+    assert dim.values == (1, 2, 3, 4, 5) and dim.scale == "ordinal"
+    assert dict(dim.anchors) == {"1": "misses the key points", "5": "captures all key points"}
+
+
+def test_hash_is_stable_across_formatting_and_changes_with_content(tmp_path):
+    a = tmp_path / "a.toml"
+    a.write_text(ISSUE_EXAMPLE)
+    b = tmp_path / "b.toml"
+    # Same rubric, other key order, spacing and anchor order.
+    b.write_text(ISSUE_EXAMPLE.replace(
+        'anchors = { 1 = "misses the key points", 5 = "captures all key points" }',
+        'anchors = {5 = "captures all key points",   1 = "misses the key points"}'))
+    assert load_rubric(a).hash == load_rubric(b).hash
+    c = tmp_path / "c.toml"
+    c.write_text(ISSUE_EXAMPLE.replace("[1, 2, 3, 4, 5]", "[1, 2, 3, 4]").replace(', 5 = "captures all key points"', ""))
+    assert load_rubric(c).hash != load_rubric(a).hash
+    # The canonical form round-trips.
+    rubric = load_rubric(a)
+    assert rubric_from_json(rubric.canonical_json(), "x").hash == rubric.hash
+
+
+def test_classification_is_one_nominal_dimension(goemotions_rubric):
+    dim = goemotions_rubric.dimensions[0]
+    assert dim.scale == "nominal" and "neutral" in dim.values and len(dim.values) == 28
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda d: d.pop("instructions"), "instructions: missing"),
+        (lambda d: d.update(colour="red"), "colour: unknown key"),
+        (lambda d: d["dimensions"][0].update(scale="ratio"), "dimensions[0].scale: must be one of"),
+        (lambda d: d["dimensions"][0].update(values=[1, "two"]), "dimensions[0].values: ordinal values must be integers"),
+        (lambda d: d["dimensions"][0].update(values=[1, 1, 2]), "dimensions[0].values: values must be unique"),
+        (lambda d: d["dimensions"][0].update(anchors={"9": "x"}), "dimensions[0].anchors.9: is not one of"),
+        (lambda d: d["dimensions"][0].update(name="bad name!"), "dimensions[0].name: must start with a letter"),
+        (lambda d: d["inputs"].append({"column": "summary"}), "inputs[2].column: duplicate column"),
+        (lambda d: d.update(inputs=[]), "inputs: must be a non-empty list"),
+        (lambda d: d["dimensions"][0].update(question=7), "dimensions[0].question: must be text"),
+        (lambda d: d.update(name="x" * 5000), "name: longer than"),
+    ],
+)
+def test_invalid_rubrics_name_file_and_key(change, expected):
+    import tomllib
+
+    data = tomllib.loads(ISSUE_EXAMPLE)
+    change(data)
+    with pytest.raises(AnnotatorError) as err:
+        rubric_from_dict(data, source="rubric.toml")
+    message = str(err.value)
+    assert message.startswith("rubric.toml: invalid rubric: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(AnnotatorError) as err:
+        rubric_from_dict({"name": 3, "inputs": "x", "dimensions": []}, source="r.toml")
+    message = str(err.value)
+    for key in ("name:", "instructions:", "inputs:", "dimensions:"):
+        assert key in message
+
+
+def test_unreadable_and_invalid_toml(tmp_path):
+    with pytest.raises(AnnotatorError, match="missing.toml: cannot read rubric"):
+        load_rubric(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = ")
+    with pytest.raises(AnnotatorError, match="bad.toml: invalid TOML"):
+        load_rubric(bad)
+
+
+def test_parse_value():
+    import tomllib
+
+    rubric = rubric_from_dict(tomllib.loads(ISSUE_EXAMPLE), "r")
+    dim = rubric.dimensions[0]
+    assert dim.parse_value("3") == 3 and dim.parse_value(" 4.0 ") == 4
+    for bad in ("6", "x", "3.5", True):
+        with pytest.raises(ValueError):
+            dim.parse_value(bad)
