@@ -1,0 +1,25 @@
+# The README's commands. `make demo` sets up and runs the main job on the embedded default;
+# `make test` runs the tests (what CI runs).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test lint
+
+$(BIN)/annotator:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e '.[test]'
+
+setup: $(BIN)/annotator
+
+demo: setup
+	$(BIN)/annotator annotate annotator/samples/newsroom/items.csv \
+		--rubric annotator/samples/newsroom/rubric.toml --project demo.db
+	$(BIN)/annotator results demo.db
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint:
+	$(BIN)/python -m ruff check annotator tui train export tests bench
