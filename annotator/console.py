@@ -11,8 +11,14 @@ from annotator.agreement import verdict
 @contextmanager
 def progress_bar(total: int) -> Iterator[Callable[[], None]]:
     from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     columns = [
         TextColumn("annotating"), BarColumn(), MofNCompleteColumn(),

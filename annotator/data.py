@@ -128,7 +128,7 @@ def _delimited_records(
         if len(values) > len(header):
             records.append((number, f"{len(values)} fields but the header has {len(header)}"))
             continue
-        records.append((number, dict(zip(header, values))))
+        records.append((number, dict(zip(header, values, strict=False))))
     return tuple(header), records
 
 

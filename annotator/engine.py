@@ -110,14 +110,14 @@ class Engine:
         self.prefix_tokens = self._tok(prompt.render_prefix(rubric), bos=True)
         self.cue_tokens = [self._tok(prompt.render_cue(d)) for d in rubric.dimensions]
         self.value_tokens = [
-            [sum((self._tok(p) for p in prompt.render_answer(v)), []) for v in d.values]
+            [[t for piece in prompt.render_answer(v) for t in self._tok(piece)] for v in d.values]
             for d in rubric.dimensions
         ]
         # Per dimension: the tokens every value starts with (evaluated with the cue, no choice
         # there) and the trie node where the values branch.
         self.tries = [_lead_and_branch(_build_trie(d, seqs))
-                      for d, seqs in zip(rubric.dimensions, self.value_tokens)]
-        answers = sum(len(c) + max(map(len, seqs)) for c, seqs in zip(self.cue_tokens, self.value_tokens))
+                      for d, seqs in zip(rubric.dimensions, self.value_tokens, strict=True)]
+        answers = sum(len(c) + max(map(len, seqs)) for c, seqs in zip(self.cue_tokens, self.value_tokens, strict=True))
         self.item_budget = s.n_ctx - len(self.prefix_tokens) - answers
         if self.item_budget < 32:
             raise AnnotatorError(
@@ -225,7 +225,7 @@ class Engine:
         top = max(logits)
         weights = [math.exp(x - top) for x in logits]
         total = sum(weights)
-        for token, weight in zip(tokens, weights):
+        for token, weight in zip(tokens, weights, strict=True):
             child, share = node.children[token], mass * weight / total
             leaf = _only_leaf(child)
             if leaf is not None:

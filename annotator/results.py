@@ -16,7 +16,7 @@ def columns(rubric: Rubric) -> list[str]:
     cols = ["id"]
     for dim in rubric.dimensions:
         cols += [dim.name, f"{dim.name}_p", f"{dim.name}_margin"]
-    return cols + ["truncated"]
+    return [*cols, "truncated"]
 
 
 def result_rows(rubric: Rubric, annotations: list[tuple[str, dict[str, Label], int]]) -> list[dict]:

@@ -6,12 +6,12 @@ import json
 import math
 
 import pytest
+from conftest import run_cli
 
 from annotator.agreement import agreement
 from annotator.data import Item
 from annotator.rubric import rubric_from_dict
 from annotator.store import Label, Store
-from conftest import run_cli
 
 N = None
 PUBLISHED = {  # coder -> values for units 1..12

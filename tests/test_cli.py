@@ -5,7 +5,6 @@ import json
 import shutil
 
 import pytest
-
 from conftest import SAMPLES, run_cli, write_csv
 
 GOEMO = SAMPLES / "goemotions"

@@ -5,12 +5,12 @@ import random
 
 import llama_cpp
 import pytest
+from conftest import SAMPLES
 
 from annotator import prompt
 from annotator.data import read_items
 from annotator.engine import Engine, EngineSettings
 from annotator.rubric import rubric_from_dict
-from conftest import SAMPLES
 
 
 @pytest.fixture(scope="module")

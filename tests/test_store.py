@@ -8,9 +8,10 @@ import subprocess
 import sys
 import time
 
+from conftest import ROOT, SAMPLES, write_csv
+
 from annotator.store import MIGRATIONS, Store
 from bench.datasets import goemotions
-from conftest import ROOT, SAMPLES, write_csv
 
 
 def test_migrations_are_recorded_once(tmp_path):
