@@ -81,29 +81,38 @@ def backend_choice(gpu: str) -> tuple[str, str]:
     return "cpu", "this llama-cpp-python build has no GPU offload (CPU build)"
 
 
+def load_llama(model_path: str | Path, settings: EngineSettings) -> llama_cpp.Llama:
+    """The model in llama.cpp with the run's fixed settings (one load serves metadata and work)."""
+    s = settings.resolved()
+    backend, _ = backend_choice(s.gpu)
+    quiet_llama()
+    try:
+        return llama_cpp.Llama(
+            model_path=str(model_path),
+            n_ctx=s.n_ctx,
+            n_batch=s.n_batch,
+            n_ubatch=s.n_ubatch,
+            n_threads=s.n_threads,
+            n_threads_batch=s.n_threads,
+            flash_attn=s.flash_attn,
+            n_gpu_layers=-1 if backend == "cuda" else 0,
+            seed=0,
+            logits_all=False,
+            verbose=False,
+        )
+    except (ValueError, RuntimeError) as exc:
+        raise AnnotatorError(f"{model_path}: damaged or truncated GGUF file (llama.cpp cannot load it)") from exc
+
+
 class Engine:
-    def __init__(self, model_path: str | Path, rubric: Rubric, settings: EngineSettings):
+    def __init__(self, model_path: str | Path, rubric: Rubric, settings: EngineSettings,
+                 llm: llama_cpp.Llama | None = None):
+        """`llm`: a model already loaded by `load_llama` with the same settings."""
         self.rubric = rubric
         self.settings = settings.resolved()
         self.backend, self.backend_reason = backend_choice(self.settings.gpu)
         s = self.settings
-        quiet_llama()
-        try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(model_path),
-                n_ctx=s.n_ctx,
-                n_batch=s.n_batch,
-                n_ubatch=s.n_ubatch,
-                n_threads=s.n_threads,
-                n_threads_batch=s.n_threads,
-                flash_attn=s.flash_attn,
-                n_gpu_layers=-1 if self.backend == "cuda" else 0,
-                seed=0,
-                logits_all=False,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError) as exc:
-            raise AnnotatorError(f"{model_path}: llama.cpp could not load the model ({exc})") from exc
+        self.llm = llm if llm is not None else load_llama(model_path, s)
         if self.llm.n_ctx() < s.n_ctx:
             raise AnnotatorError(f"{model_path}: context {s.n_ctx} is more than the model allows")
 

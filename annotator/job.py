@@ -13,9 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotator.data import Item, Skipped, read_items
-from annotator.engine import Engine, EngineSettings, ItemResult
+from annotator.engine import Engine, EngineSettings, ItemResult, load_llama
 from annotator.errors import AnnotatorError
-from annotator.modelfile import ModelInfo, default_model_path, read_model_info, sha256_file
+from annotator.modelfile import (
+    ModelInfo,
+    check_gguf_header,
+    default_model_path,
+    model_info_from_metadata,
+    read_model_info,
+    sha256_file,
+)
 from annotator.rubric import Rubric, load_rubric
 from annotator.store import Label, Store
 
@@ -100,19 +107,30 @@ def open_job(
     settings: EngineSettings | None = None,
     tie_margin: float = DEFAULT_TIE_MARGIN,
 ) -> Job:
-    info = resolve_model(model)
-    store = Store(project)
+    """Check the inputs, load the model once, and find or start the run (resuming it)."""
+    settings = settings or EngineSettings()
+    # A rubric file and the data are checked before the model loads: bad input fails fast.
+    rubric = load_rubric(rubric_path) if rubric_path else None
+    loaded = read_items(data, [i.column for i in rubric.inputs], id_col, id_col_given) if rubric else None
+    path = Path(model) if model else default_model_path()
+    check_gguf_header(path)
+    llm = load_llama(path, settings)
+    store: Store | None = None
     try:
-        rubric = resolve_rubric(rubric_path, info, store)
-        rows, items, skipped = read_items(data, [i.column for i in rubric.inputs], id_col, id_col_given)
+        info = model_info_from_metadata(path, dict(llm.metadata))
+        store = Store(project)
+        rubric = rubric or resolve_rubric(None, info, store)
+        rows, items, skipped = loaded or read_items(data, [i.column for i in rubric.inputs], id_col, id_col_given)
         store.bind_rubric(rubric)
         conflicts = store.add_items(items)
         skipped = sorted(skipped + conflicts, key=lambda s: s.row)
         conflicted = {s.id for s in conflicts}
         items = [i for i in items if i.id not in conflicted]
-        engine = Engine(info.path, rubric, settings or EngineSettings())
+        engine = Engine(path, rubric, settings, llm=llm)
     except BaseException:
-        store.close()
+        if store is not None:
+            store.close()
+        llm.close()
         raise
     description = engine.describe()
     run_id, resumed = store.find_or_start_run(

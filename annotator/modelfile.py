@@ -125,16 +125,21 @@ def read_model_info(path: str | Path) -> ModelInfo:
     return model_info_from_metadata(path, metadata)
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    import llama_cpp
-
-    from annotator.llama_quiet import quiet_llama
-
+def check_gguf_header(path: Path) -> None:
+    """Fail early, naming the file, for a missing or non-GGUF model file."""
     if not path.is_file():
         raise AnnotatorError(f"{path}: model file not found")
     with path.open("rb") as handle:
         if handle.read(4) != b"GGUF":
             raise AnnotatorError(f"{path}: not a GGUF model file")
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    import llama_cpp
+
+    from annotator.llama_quiet import quiet_llama
+
+    check_gguf_header(path)
     quiet_llama()
     try:
         llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)

@@ -35,6 +35,14 @@ def test_not_a_project_file(tmp_path):
         Store(bogus)
 
 
+def annotation_count(project) -> int:
+    try:
+        with sqlite3.connect(f"file:{project}?mode=ro", uri=True) as db:
+            return db.execute("SELECT count(*) FROM annotations").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
 def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, default_model):
     rows = goemotions(160)
     data = write_csv(tmp_path / "items.csv", rows, ["id", "text"])
@@ -42,17 +50,22 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, default_
     cmd = [sys.executable, "-m", "annotator", "annotate", str(data), "--project", str(project),
            "--rubric", str(SAMPLES / "goemotions" / "rubric.toml"), "--model", str(default_model)]
     rng = random.Random(3)
-    counts = []
+    counts = [0]
     for _ in range(4):
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.2, 2.5))
+        # Kill only once this process has saved something, at a random moment after that
+        # (a loaded machine is slow to start; a fixed delay could kill before any work).
+        deadline = time.monotonic() + 120
+        while annotation_count(project) <= counts[-1] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         with sqlite3.connect(project) as db:
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-            counts.append(db.execute("SELECT count(*) FROM annotations").fetchone()[0])
+        counts.append(annotation_count(project))
     assert counts == sorted(counts) and 0 < counts[-1] < len(rows), counts
-    finished = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finished = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr
     with sqlite3.connect(project) as db:
         ids = [r[0] for r in db.execute("SELECT item_id FROM annotations")]
