@@ -1,0 +1,182 @@
+"""Train tests, part 3: the real `annotator train` entry point on a tiny model, end to end.
+
+A two-layer Gemma 3 with the real Gemma tokenizer trains for a few steps on CPU, validates,
+keeps its best adapter and merges it; the tests check the files written, the provenance, the
+run directory rule, that nothing reached the network or the log as item text, and that the
+merged model reproduces the adapter model's logits.
+"""
+
+from __future__ import annotations  # noqa: I001  (`import train` must precede torch)
+
+import hashlib
+import json
+
+import train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
+
+import pytest
+import torch
+from test_train_base import SMOKE_TOML, WORDS, smoke_rows, tiny_dir, write_labeled
+
+from annotator import prompt
+from annotator.rubric import load_rubric
+from conftest import run_cli
+from train.data import Encoder, LabeledItem
+
+NO_NETWORK = '''
+import socket
+
+def _refuse(*args, **kwargs):
+    raise OSError("network access attempted during an offline test")
+
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+socket.create_connection = _refuse
+socket.getaddrinfo = _refuse
+'''
+# A learning rate far above the recipe's, so three steps move the adapter enough that
+# "merged equals adapter" is not trivially true of an adapter that is still zero.
+FAST = ["--batch-size", "4", "--micro-batch-size", "2", "--max-steps", "3", "--eval-every", "2",
+        "--lr", "0.02", "--warmup", "0", "--lora-r", "4", "--lora-alpha", "8"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("train-cli")
+    (path / "rubric.toml").write_text(SMOKE_TOML)
+    write_labeled(path / "a.csv", smoke_rows(16, seed=1, prefix="a"))
+    write_labeled(path / "b.csv", smoke_rows(8, seed=2, prefix="b"))
+    site = path / "offline_site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(NO_NETWORK)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(workdir):
+    """One real run through `python -m annotator train`, network switched off."""
+    done = run_cli("train", "--base", str(tiny_dir()), "--data", str(workdir / "a.csv"),
+                   "--data", str(workdir / "b.csv"), "--rubric", str(workdir / "rubric.toml"),
+                   "--out", str(workdir / "run"), *FAST,
+                   env={"PYTHONPATH": str(workdir / "offline_site"), "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return workdir / "run", done
+
+
+def test_run_writes_the_run_directory(run):
+    run_dir, done = run
+    for name in ("train.log", "split.json", "validation.jsonl", "metrics.jsonl",
+                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+                 "merged/config.json", "merged/model.safetensors", "merged/tokenizer.json",
+                 "merged/annotator_provenance.json"):
+        assert (run_dir / name).is_file(), name
+    assert "plain LoRA in fp32" in done.stderr  # the CPU fallback is announced
+    assert "validation alpha before" in done.stdout and "merged model" in done.stdout
+    metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [0, 2, 3]  # before, every 2 steps, last step
+
+
+def test_provenance_records_what_made_the_model(run, workdir):
+    run_dir, _ = run
+    prov = json.loads((run_dir / "merged" / "annotator_provenance.json").read_text())
+    rubric = load_rubric(workdir / "rubric.toml")
+    assert prov["rubric"] == rubric.canonical_json()
+    assert prov["prompt_format"] == prompt.PROMPT_FORMAT
+    assert prov["data_sha256"] == [hashlib.sha256((workdir / n).read_bytes()).hexdigest()
+                                   for n in ("a.csv", "b.csv")]
+    assert prov["base"] == str(tiny_dir().resolve()) and prov["base_detail"]["kind"] == "hf"
+    assert set(prov["validation_alpha"]) == {"sentiment", "quality"}
+    split = prov["split"]
+    assert split["seed"] == 3407 and split["train_count"] + split["validation_count"] == 24
+    assert prov["settings"]["train"]["lr"] == 0.02
+    assert prov["settings"]["hardware"]["resolved"]["quantize"] == "none"
+    check = prov["merge_check"]
+    assert check["all_same"] and check["items"] == split["validation_count"]
+    assert check["max_abs_logit_diff"] < 1e-3
+    for key in ("date", "tool_version", "validation_alpha_before"):
+        assert key in prov
+
+
+def test_validation_file_holds_exactly_the_held_out_items(run):
+    run_dir, _ = run
+    split = json.loads((run_dir / "split.json").read_text())
+    rows = [json.loads(line) for line in (run_dir / "validation.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == split["validation_ids"]
+    assert all(set(r) == {"id", "title", "text", "sentiment", "quality"} for r in rows)
+    source = {r["id"]: r for r in smoke_rows(16, 1, "a") + smoke_rows(8, 2, "b")}
+    for r in rows:
+        assert r["text"] == source[r["id"]]["text"] and r["quality"] == source[r["id"]]["quality"]
+
+
+def test_no_item_text_in_the_log(run):
+    run_dir, done = run
+    log = (run_dir / "train.log").read_text() + done.stderr + done.stdout
+    assert not any(word in log for word in WORDS)
+
+
+def test_merged_model_reproduces_the_adapter_models_logits(run, workdir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    run_dir, _ = run
+    rubric = load_rubric(workdir / "rubric.toml")
+    base = AutoModelForCausalLM.from_pretrained(tiny_dir(), dtype=torch.float32)
+    plain = AutoModelForCausalLM.from_pretrained(tiny_dir(), dtype=torch.float32)
+    adapter = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(run_dir / "merged", dtype=torch.float32).eval()
+    from train.base import load_tokenizer
+
+    encoder = Encoder(load_tokenizer(run_dir / "merged"), rubric, 512)
+    rows = [json.loads(line) for line in (run_dir / "validation.jsonl").read_text().splitlines()]
+    with torch.no_grad():
+        for row in rows:
+            item = LabeledItem(row["id"], "v", 1, {"title": row["title"], "text": row["text"]},
+                               {"sentiment": row["sentiment"], "quality": row["quality"]})
+            ids = torch.tensor([encoder.example(item).ids])
+            a, m = adapter(input_ids=ids).logits, merged(input_ids=ids).logits
+            assert torch.allclose(a, m, atol=1e-4, rtol=1e-4), (a - m).abs().max()
+            # ...and the adapter really changed the model, so the comparison means something
+            assert (a - plain(input_ids=ids).logits).abs().max() > 1e-2
+
+
+def test_a_second_run_never_overwrites_the_first(run, workdir):
+    from train.cli import main
+
+    run_dir, _ = run
+    before = (run_dir / "merged" / "annotator_provenance.json").read_bytes()
+    main(["--base", str(tiny_dir()), "--data", str(workdir / "a.csv"), "--rubric",
+          str(workdir / "rubric.toml"), "--out", str(run_dir), "--no-eval-before", *FAST,
+          "--max-steps", "1"])
+    assert (run_dir.parent / "run-2" / "merged" / "annotator_provenance.json").is_file()
+    assert (run_dir / "merged" / "annotator_provenance.json").read_bytes() == before
+    assert "run-2" in (run_dir.parent / "run-2" / "train.log").read_text()
+
+
+def test_a_mistake_in_the_inputs_leaves_no_run_directory(workdir):
+    from annotator.errors import AnnotatorError
+    from train.cli import main
+
+    rows = [{k: v for k, v in r.items() if k != "quality"} for r in smoke_rows(4)]
+    unlabelled = write_labeled(workdir / "unlabelled.csv", rows)
+    with pytest.raises(AnnotatorError, match="missing column"):
+        main(["--base", str(tiny_dir()), "--data", str(unlabelled),
+              "--rubric", str(workdir / "rubric.toml"), "--out", str(workdir / "never")])
+    assert not (workdir / "never").exists()
+
+
+def test_the_qlora_path_runs_and_merges_into_the_dequantized_base(workdir):
+    """The 4-bit code path (NF4 base, 8-bit AdamW, merge into the dequantized NF4 weights) on
+    bitsandbytes' CPU kernels. The merged model matches the adapter model to the precision of
+    the 4-bit kernels (they do not compute exactly as fp32 matmuls on dequantized weights)."""
+    from train.cli import main
+
+    main(["--base", str(tiny_dir()), "--data", str(workdir / "a.csv"), "--rubric",
+          str(workdir / "rubric.toml"), "--out", str(workdir / "qlora"), "--quantize", "nf4",
+          "--optimizer", "adamw8bit", "--no-eval-before", *FAST])
+    prov = json.loads((workdir / "qlora" / "merged" / "annotator_provenance.json").read_text())
+    resolved = prov["settings"]["hardware"]["resolved"]
+    assert resolved["quantize"] == "nf4" and resolved["optimizer"] == "adamw8bit"
+    check = prov["merge_check"]
+    assert "dequantized" in check["merged_into"]
+    assert check["max_abs_logit_diff"] < 0.1 * max(check["max_abs_logit"], 1.0)
+    config = json.loads((workdir / "qlora" / "merged" / "config.json").read_text())
+    assert "quantization_config" not in config

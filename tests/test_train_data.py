@@ -1,0 +1,215 @@
+"""Train tests, part 2: labelled files, the split, augmentation and token dropout, the loss mask.
+
+These guard against the defects of the paper's code: a split after augmentation (items in
+both sets), an empty template, dropout on answer tokens, on validation batches, with a real
+token as "blank", or at the wrong rate."""
+
+from __future__ import annotations  # noqa: I001  (`import train` must precede torch)
+
+import random
+
+import train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
+
+import pytest
+import torch
+from test_train_base import gemma_tokenizer, smoke_rows, smoke_rubric, write_labeled
+
+from annotator import prompt
+from annotator.errors import AnnotatorError
+from train.args import AugmentArgs, DataArgs
+from train.augment import DROPPABLE, instruction_texts, read_paraphrases, token_dropout
+from train.data import (Encoder, LabeledItem, encode_pieces, neutral_token, read_labeled, split_items,
+                        training_examples, validation_examples)
+from train.loss import answer_loss
+
+
+def items(n: int = 40) -> list[LabeledItem]:
+    return [LabeledItem(r["id"], "f.csv", i + 1, {"title": r["title"], "text": r["text"]},
+                        {"sentiment": r["sentiment"], "quality": r["quality"]})
+            for i, r in enumerate(smoke_rows(n))]
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+def test_several_files_are_read_and_bad_rows_skipped_with_reasons(tmp_path):
+    rubric = smoke_rubric()
+    rows = smoke_rows(6)
+    rows[1]["sentiment"] = "furious"  # not an allowed value
+    rows[2]["quality"] = ""  # unlabelled
+    first = write_labeled(tmp_path / "a.csv", rows)
+    second = write_labeled(tmp_path / "b.csv", [*smoke_rows(3, seed=2, prefix="s"), rows[0]])
+    data = read_labeled(DataArgs(paths=[first, second], rubric=tmp_path / "r.toml"), rubric)
+    assert [i.id for i in data.items] == ["r0", "r3", "r4", "r5", "s0", "s1", "s2"]
+    reasons = {(name, s.id): s.reason for name, s in data.skipped}
+    assert "is not one of" in reasons[("a.csv", "r1")]
+    assert "empty" in reasons[("a.csv", "r2")]
+    assert "duplicate id" in reasons[("b.csv", "r0")]
+    assert data.items[0].labels == {"sentiment": rows[0]["sentiment"], "quality": rows[0]["quality"]}
+    assert len(data.sha256) == 2
+
+
+def test_several_files_need_ids(tmp_path):
+    rows = [{k: v for k, v in r.items() if k != "id"} for r in smoke_rows(3)]
+    a, b = write_labeled(tmp_path / "a.csv", rows), write_labeled(tmp_path / "b.csv", rows)
+    with pytest.raises(AnnotatorError, match="no id column"):
+        read_labeled(DataArgs(paths=[a, b], rubric=tmp_path / "r.toml"), smoke_rubric())
+    # one file without ids: row numbers, as `annotate` does
+    data = read_labeled(DataArgs(paths=[a], rubric=tmp_path / "r.toml"), smoke_rubric())
+    assert [i.id for i in data.items] == ["1", "2", "3"]
+
+
+# -- the split -------------------------------------------------------------------------------
+
+
+def test_split_is_by_item_disjoint_seeded_and_recorded():
+    pool = items(50)
+    # the same text under another id must stay on the same side as its twin
+    twin = LabeledItem("twin", "f.csv", 99, dict(pool[0].fields), dict(pool[0].labels))
+    pool.append(twin)
+    split = split_items(pool, 0.2, seed=3407)
+    train_ids = {i.id for i in split.train}
+    val_ids = {i.id for i in split.validation}
+    assert train_ids.isdisjoint(val_ids) and len(train_ids | val_ids) == len(pool)
+    train_texts = {tuple(sorted(i.fields.items())) for i in split.train}
+    assert not any(tuple(sorted(i.fields.items())) in train_texts for i in split.validation)
+    assert ("r0" in val_ids) == ("twin" in val_ids)
+    assert 9 <= len(val_ids) <= 12
+    assert split.record["validation_ids"] == [i.id for i in split.validation]
+    assert split.record["seed"] == 3407 and split.record["train_count"] == len(train_ids)
+    again = split_items(pool, 0.2, seed=3407)
+    assert [i.id for i in again.validation] == [i.id for i in split.validation]
+    other = split_items(pool, 0.2, seed=1)
+    assert [i.id for i in other.validation] != [i.id for i in split.validation]
+
+
+def test_training_examples_come_only_from_training_items():
+    tokenizer = gemma_tokenizer()
+    rubric = smoke_rubric()
+    split = split_items(items(30), 0.2, seed=7)
+    encoder = Encoder(tokenizer, rubric, 512)
+    texts = instruction_texts(rubric, AugmentArgs(), [])
+    seen = set()
+    for epoch in range(3):
+        seen |= {e.item_id for e in training_examples(encoder, split.train, AugmentArgs(), texts,
+                                                      neutral_token(tokenizer), 7, epoch)}
+    assert seen == {i.id for i in split.train}
+
+
+# -- augmentation and dropout ------------------------------------------------------------------
+
+
+def test_paraphrase_files_never_yield_an_empty_prompt(tmp_path):
+    good = tmp_path / "good.txt"
+    good.write_text("Label the review.\n---\nSay how the review feels\nand how well it reads.\n")
+    assert read_paraphrases(good) == ["Label the review.", "Say how the review feels\nand how well it reads."]
+    for text in ("One.\n---\n", "One.\n---\n\n---\nTwo.", "---\nOne."):
+        bad = tmp_path / "bad.txt"
+        bad.write_text(text)
+        with pytest.raises(AnnotatorError, match="empty"):
+            read_paraphrases(bad)
+    texts = instruction_texts(smoke_rubric(), AugmentArgs(), read_paraphrases(good))
+    assert texts[0] == smoke_rubric().instructions and all(t.strip() for t in texts)
+
+
+def test_token_dropout_touches_only_prompt_tokens_at_the_intended_rate():
+    kinds = ["bos"] + ["prefix"] * 300 + ["item"] * 100 + ["cue"] * 3 + ["answer"] * 2 + ["cue"] * 3 + ["answer"] * 3
+    ids = list(range(1000, 1000 + len(kinds)))
+    rng = random.Random(0)
+    hit = 0
+    trials = 2000
+    for _ in range(trials):
+        out = token_dropout(ids, kinds, rate=0.03, share=0.5, neutral_id=0, rng=rng)
+        changed = [i for i, (a, b) in enumerate(zip(ids, out, strict=True)) if a != b]
+        if changed:
+            hit += 1
+            assert len(changed) == round(0.03 * 400)  # 3% of the 400 droppable tokens
+            assert all(kinds[i] in DROPPABLE for i in changed)
+            assert all(out[i] == 0 for i in changed)
+    # share 0.5: binomial(2000, 0.5) has sd ~22; the paper's code hit ~69%
+    assert abs(hit / trials - 0.5) < 0.05
+    assert token_dropout(ids, kinds, 0.03, 0.0, 0, rng) == ids
+
+
+def test_dropout_and_variants_never_reach_answers_or_validation():
+    """With dropout on every example and a high rate, training prompts change everywhere
+    but in BOS, cues and answers, and validation examples are the inference prompt exactly."""
+    tokenizer = gemma_tokenizer()
+    rubric = smoke_rubric()
+    pool = items(12)
+    encoder = Encoder(tokenizer, rubric, 512)
+    heavy = AugmentArgs(token_dropout=0.5, token_dropout_share=1.0)
+    texts = instruction_texts(rubric, heavy, ["Paraphrased: label the review."])
+    neutral = neutral_token(tokenizer)
+    # the pad token itself (Gemma's happens to be id 0), not whatever token has id 0
+    assert neutral == tokenizer.pad_token_id and tokenizer.convert_ids_to_tokens(neutral) == "<pad>"
+    trained = {e.item_id: e for e in training_examples(encoder, pool, heavy, texts, neutral, 3, 0)}
+    for item in pool:
+        example = trained[item.id]
+        answers = [t for t, k in zip(example.ids, example.kinds, strict=True) if k in ("answer", "cue", "bos")]
+        clean = encoder.example(item)
+        assert answers == [t for t, k in zip(clean.ids, clean.kinds, strict=True) if k in ("answer", "cue", "bos")]
+        assert example.ids.count(neutral) > 10
+    for example, item in zip(validation_examples(encoder, pool), pool, strict=True):
+        pieces = prompt.segments(rubric, item.fields, answers=item.labels)
+        ids, kinds = encode_pieces(tokenizer, pieces, [tokenizer.bos_token_id])
+        assert example.ids == ids and example.kinds == kinds
+        assert neutral not in ids[1:]
+
+
+def test_variants_vary_instructions_order_and_nominal_values_only():
+    tokenizer = gemma_tokenizer()
+    rubric = smoke_rubric()
+    encoder = Encoder(tokenizer, rubric, 512)
+    args = AugmentArgs(token_dropout=0.0)
+    texts = instruction_texts(rubric, args, [])
+    decoded = [tokenizer.decode(e.ids) for e in
+               training_examples(encoder, items(40), args, texts, 0, 11, 0)]
+    assert any("Task: " in d for d in decoded) and any(d.index("### REVIEW") < d.index("### TITLE") for d in decoded)
+    assert any("Allowed values: negative" in d for d in decoded)
+    assert all("Allowed values: 1, 2, 3" in d for d in decoded)  # ordinal: order kept
+    off = AugmentArgs(templates=False, reorder_inputs=False, shuffle_values=False, token_dropout=0.0)
+    plain = training_examples(encoder, items(10), off, instruction_texts(rubric, off, []), 0, 11, 0)
+    for example in plain:
+        item = next(i for i in items(10) if i.id == example.item_id)
+        assert example.ids == encoder.example(item).ids
+
+
+# -- the loss ----------------------------------------------------------------------------------
+
+
+class _Recorder(torch.nn.Module):
+    """A stand-in model: zero logits, and a record of what it was asked for."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        self.vocab = vocab
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.calls = []
+
+    def forward(self, input_ids, attention_mask, logits_to_keep, use_cache):
+        self.calls.append((input_ids, logits_to_keep))
+        logits = torch.zeros(input_ids.shape[0], len(logits_to_keep), self.vocab) + self.weight
+
+        class Out:
+            pass
+
+        out = Out()
+        out.logits = logits
+        return out
+
+
+def test_loss_is_taken_on_answer_tokens_only():
+    tokenizer = gemma_tokenizer()
+    rubric = smoke_rubric()
+    encoder = Encoder(tokenizer, rubric, 512)
+    examples = [encoder.example(i) for i in items(3)]
+    model = _Recorder(len(tokenizer))
+    loss, count = answer_loss(model, examples, tokenizer.pad_token_id, "cpu")
+    assert count == sum(sum(e.answer_mask) for e in examples)
+    # uniform logits: each answer token costs log(vocab) and nothing else is counted
+    assert loss.item() == pytest.approx(count * torch.log(torch.tensor(float(len(tokenizer)))).item(), rel=1e-5)
+    kept = model.calls[0][1].tolist()
+    for e in examples:
+        answer_positions = [p for p, a in enumerate(e.answer_mask) if a]
+        assert all(p - 1 in kept for p in answer_positions)

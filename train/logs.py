@@ -1,0 +1,83 @@
+"""The run's log (RUN_DIR/train.log and stderr) and its progress bar.
+
+Log lines carry counts, ids, losses and alphas, never item text.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+log = logging.getLogger("train")
+
+
+def start_logging(run_dir: Path) -> Callable[[], None]:
+    """Log to RUN_DIR/train.log (with times) and to stderr; returns a function that stops it."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    to_file = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    console = Console(stderr=True)
+    to_screen: logging.Handler
+    if console.is_terminal:  # shares the console with the progress bar, which stays below
+        to_screen = RichHandler(console=console, show_path=False, show_time=False, markup=False)
+        to_screen.setFormatter(logging.Formatter("%(message)s"))
+    else:  # pipes and CI logs: plain lines, unwrapped
+        to_screen = logging.StreamHandler(sys.stderr)
+        to_screen.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log.addHandler(to_file)
+    log.addHandler(to_screen)
+    _quiet_libraries()
+
+    def stop() -> None:
+        for handler in (to_file, to_screen):
+            log.removeHandler(handler)
+            handler.close()
+
+    return stop
+
+
+def _quiet_libraries() -> None:
+    # Library chatter (weight-loading bars, deprecation notices) would bury the run's own log.
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    logging.getLogger("peft").setLevel(logging.ERROR)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
+
+
+@contextmanager
+def progress(total: int, what: str) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr; the yielded function advances it and shows fields."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = [TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    console = Console(stderr=True, file=sys.stderr)
+    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
+        task = bar.add_task(what, total=total, info="")
+
+        def advance(steps: int = 1, info: str = "") -> None:
+            bar.update(task, advance=steps, info=info)
+
+        yield advance
