@@ -1,0 +1,101 @@
+"""The app's pieces without a terminal: review queues, value picking, launch defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from annotator.store import Label
+from tui.launch import DEMO_PROJECT, resolve_launch
+from tui.queues import AUDIT, HARD, audit_order, audit_queue, hard_queue, my_review_queues
+
+IDS = [f"i{n:02d}" for n in range(30)]
+
+
+def test_audit_sample_is_fixed_random_and_grows_by_adding():
+    order = audit_order(IDS)
+    assert order == audit_order(reversed(IDS))  # independent of the order items came in
+    assert order != sorted(IDS)
+    small, large = audit_queue(order, 5, {}), audit_queue(order, 12, {})
+    assert large.sample[:5] == small.sample and len(large.sample) == 12
+
+
+def test_audit_queue_counts_done_items_and_finds_hard_reviews_to_refile():
+    order = audit_order(IDS)
+    mine = {order[0]: AUDIT, order[1]: HARD, order[20]: HARD}
+    queue = audit_queue(order, 5, mine)
+    assert queue.done == 2 and queue.todo == order[2:5] and queue.promote == [order[1]]
+
+
+def test_hard_queue_is_least_sure_first_without_excluded_items():
+    annotations = [(f"i{n}", {"d": Label("x", 0.9, margin), "e": Label("y", 0.8, 0.5)}, 0)
+                   for n, margin in enumerate([0.4, 0.1, 0.3, 0.1])]
+    assert hard_queue(annotations, exclude={"i2"}) == ["i1", "i3", "i0"]
+
+
+def test_my_review_queues_only_mine():
+    reviews = [("a", "d", "me", 1, HARD), ("a", "e", "me", 1, AUDIT), ("b", "d", "you", 2, AUDIT)]
+    assert my_review_queues(reviews, "me") == {"a": AUDIT}
+
+
+def test_launch_defaults():
+    demo = resolve_launch()
+    assert demo.demo and demo.project == DEMO_PROJECT and demo.data.name == "items.csv"
+    assert demo.rubric.parent.name == "goemotions"
+    given = resolve_launch("p.db", model="m.gguf")
+    assert not given.demo and given.data is None and given.model == Path("m.gguf")
+
+
+def test_value_picker_digits(goemotions_rubric):
+    from tui.widgets.value_picker import ValuePicker
+
+    picker = ValuePicker(goemotions_rubric.dimensions[0])
+    picked = []
+    picker.post_message = lambda message: picked.append(picker.selected)  # no app needed
+    picker.pick_digit(3, now=0.0)
+    picker.pick_digit(1, now=5.0)
+    picker.pick_digit(8, now=5.5)  # "1" then "8" quickly: the 18th value
+    picker.pick_digit(2, now=9.0)
+    picker.pick_digit(9, now=9.2)  # 29 is past the end: "9" alone
+    picker.pick_digit(0, now=20.0)  # "0" alone: the tenth
+    assert picked == [2, 0, 17, 1, 8, 9]
+    assert picker.value == "disappointment"
+
+
+def test_confusion_counts_only_unbiased_reviews_and_draws_a_matrix_for_scores(newsroom_rubric):
+    from tui.confusion import confusions
+    from tui.widgets.confusion_view import confusion_lines
+
+    dims = [d.name for d in newsroom_rubric.dimensions]
+    model = [(f"i{n}", {d: Label(v, 0.5, 0.1) for d in dims}, 0) for n, v in enumerate([1, 2, 5])]
+    reviews = [("i0", dims[0], "me", 1, AUDIT), ("i1", dims[0], "me", 3, AUDIT),
+               ("i2", dims[0], "me", 5, HARD), ("i2", dims[0], "you", 4, "import")]
+    first = confusions(newsroom_rubric, model, reviews)[0]
+    assert dict(first.pairs) == {(1, 1): 1, (2, 3): 1, (5, 4): 1} and first.agreed == 1
+    lines = [str(line) for line in confusion_lines(first)]
+    assert "1 of 3 the same" in lines[0]
+    assert lines[1].split()[-5:] == ["1", "2", "3", "4", "5"]  # reviewer values across
+    assert lines[3].split() == ["2", "·", "·", "1", "·", "·"]  # model 2, reviewer 3
+
+
+def test_a_model_that_carries_its_rubric_needs_no_rubric_file(tmp_path, monkeypatch, goemotions_rubric):
+    """A new project from --data and a model whose GGUF metadata holds the rubric."""
+    from dataclasses import replace
+
+    from test_tui_support import sample_subset
+
+    import tui.project as project_module
+    from annotator.modelfile import default_model_path, read_model_info
+    from tui.launch import Launch
+    from tui.project import load_project
+
+    real = read_model_info(default_model_path())
+    monkeypatch.setattr(project_module, "read_model_info",
+                        lambda path: replace(real, rubric=goemotions_rubric))
+    data = sample_subset(tmp_path, 5)
+    info = load_project(Launch(tmp_path / "p.db", data=data))
+    assert info.errors == [] and info.rubric == goemotions_rubric and info.data_items == 5
+    assert info.can_annotate
+    # Without a rubric anywhere the problem is named, and no project file is left behind.
+    monkeypatch.setattr(project_module, "read_model_info", lambda path: real)
+    info = load_project(Launch(tmp_path / "q.db", data=data))
+    assert "carries no rubric" in info.errors[0] and not (tmp_path / "q.db").exists()

@@ -1,0 +1,91 @@
+"""Screenshots of the app's screens at 80x24 (pytest-textual-snapshot; Textual pinned exactly).
+
+Every screen here is built on a fabricated project (seeded labels and reviews, relative paths)
+so nothing depends on timing, the machine or where the tests run. Update with
+`pytest tests/test_tui_snapshots.py --snapshot-update` and look at the SVGs before committing.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_tui_support import fabricated_project, opened, text_of, wait_for
+
+from tui.app import make_app
+from tui.widgets.agreement_view import AgreementView
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the app shows paths relative to the working directory
+    return fabricated_project(tmp_path).name
+
+
+async def _opened_quietly(pilot) -> None:
+    await opened(pilot)
+    pilot.app.clear_notifications()
+
+
+def test_project_view_with_a_broken_model(snap_compare, project, tmp_path):
+    """Errors are a panel in the app: the model is not a GGUF file; the project still opens."""
+    (tmp_path / "broken.gguf").write_bytes(b"not a model" * 10)
+    app = make_app(project, model="broken.gguf")
+    assert snap_compare(app, run_before=_opened_quietly)
+
+
+def test_browse_least_sure_first(snap_compare, project):
+    app = make_app(project)
+
+    async def run_before(pilot) -> None:
+        await _opened_quietly(pilot)
+        await pilot.press("b", "s")
+
+    assert snap_compare(app, run_before=run_before)
+
+
+def test_review_is_blind(snap_compare, project):
+    """An audit item with a value picked and not yet saved: no model answer anywhere."""
+    app = make_app(project, reviewer="alice")
+
+    async def run_before(pilot) -> None:
+        await _opened_quietly(pilot)
+        await pilot.press("r", "1", "0", "enter", "4")
+        pilot.app.clear_notifications()
+
+    assert snap_compare(app, run_before=run_before)
+
+
+def test_review_after_saving_reveals_the_model(snap_compare, project):
+    app = make_app(project, reviewer="alice")
+
+    async def run_before(pilot) -> None:
+        await _opened_quietly(pilot)
+        await pilot.press("r", "1", "0", "enter", "4", "enter")
+        pilot.app.clear_notifications()
+
+    assert snap_compare(app, run_before=run_before)
+
+
+@pytest.mark.parametrize("theme", ["textual-dark", "textual-light"])
+def test_agreement(snap_compare, project, theme):
+    app = make_app(project, bootstrap=200)
+
+    async def run_before(pilot) -> None:
+        await _opened_quietly(pilot)
+        pilot.app.theme = theme
+        await pilot.press("g")
+        view = pilot.app.main.query_one(AgreementView)
+        await wait_for(pilot, lambda: view.report is not None, what="agreement")
+        await pilot.app.workers.wait_for_complete()
+        assert "model vs alice" in text_of(view)
+
+    assert snap_compare(app, run_before=run_before)
+
+
+def test_help(snap_compare, project):
+    app = make_app(project)
+
+    async def run_before(pilot) -> None:
+        await _opened_quietly(pilot)
+        await pilot.press("question_mark")
+
+    assert snap_compare(app, run_before=run_before)

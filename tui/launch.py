@@ -1,0 +1,43 @@
+"""What the user asked to open: the command line turned into paths (no Textual here).
+
+`annotator tui` with no arguments opens the bundled sample: project `demo.db` in the current
+directory, the GoEmotions items and their rubric. Otherwise the project defaults to `demo.db`
+and every other path is taken as given; `project.load_project` decides what is missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import annotator
+
+DEMO_PROJECT = Path("demo.db")
+
+
+def samples_dir() -> Path:
+    # The samples ship as package data next to the core's modules.
+    return Path(annotator.__file__).resolve().parent / "samples"
+
+
+@dataclass(frozen=True)
+class Launch:
+    project: Path
+    data: Path | None = None
+    rubric: Path | None = None
+    model: Path | None = None
+    demo: bool = False  # the bundled sample was chosen because nothing was given
+
+
+def resolve_launch(
+    project: str | Path | None = None,
+    data: str | Path | None = None,
+    rubric: str | Path | None = None,
+    model: str | Path | None = None,
+) -> Launch:
+    as_path = lambda p: Path(p) if p is not None else None  # noqa: E731
+    if project is None and data is None and rubric is None:
+        sample = samples_dir() / "goemotions"
+        return Launch(DEMO_PROJECT, sample / "items.csv", sample / "rubric.toml", as_path(model),
+                      demo=True)
+    return Launch(as_path(project) or DEMO_PROJECT, as_path(data), as_path(rubric), as_path(model))
