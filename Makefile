@@ -13,10 +13,11 @@ $(BIN)/annotator:
 
 setup: $(BIN)/annotator
 
+# Annotate the bundled GoEmotions sample into demo.db, then open the terminal app on it.
 demo: setup
-	$(BIN)/annotator annotate annotator/samples/newsroom/items.csv \
-		--rubric annotator/samples/newsroom/rubric.toml --project demo.db
-	$(BIN)/annotator results demo.db
+	$(BIN)/annotator annotate annotator/samples/goemotions/items.csv \
+		--rubric annotator/samples/goemotions/rubric.toml --project demo.db
+	$(BIN)/annotator tui demo.db
 
 test: setup
 	$(BIN)/python -m pytest
