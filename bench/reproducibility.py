@@ -54,12 +54,12 @@ def main() -> None:
 
     times = {}
     for name, data in (("first", in_order), ("rerun", in_order), ("shuffled", shuffled)):
-        times[name] = annotate(data, work / f"{name}.db", work / f"{name}.csv", args.model)
+        times[name] = annotate(data, work / f"{name}.db", work / f"results-{name}.csv", args.model)
         print(f"{name:9} {times[name]:7.1f} s  ({args.n / times[name]:.2f} items/s)", flush=True)
 
-    identical = (work / "first.csv").read_bytes() == (work / "rerun.csv").read_bytes()
-    first = {r["id"]: r for r in csv.DictReader((work / "first.csv").open())}
-    other = {r["id"]: r for r in csv.DictReader((work / "shuffled.csv").open())}
+    identical = (work / "results-first.csv").read_bytes() == (work / "results-rerun.csv").read_bytes()
+    first = {r["id"]: r for r in csv.DictReader((work / "results-first.csv").open())}
+    other = {r["id"]: r for r in csv.DictReader((work / "results-shuffled.csv").open())}
     dims = [c for c in next(iter(first.values())) if c not in ("id", "truncated")
             and not c.endswith(("_p", "_margin"))]
     labels = sum(1 for i in first for d in dims if first[i][d] != other[i][d])
