@@ -6,3 +6,10 @@ class AnnotatorError(Exception):
 
     The message names the file, row or key at fault and fits on one line.
     """
+
+
+def printable(text: object, limit: int = 200) -> str:
+    """Untrusted text (a key from a model file, a column name) made safe to print on one line:
+    control characters, terminal escapes included, become '?'."""
+    shown = str(text)[:limit]
+    return "".join(c if c.isprintable() else "?" for c in shown)

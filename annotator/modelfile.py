@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from annotator.errors import AnnotatorError
+from annotator.errors import AnnotatorError, printable
 from annotator.rubric import Rubric, rubric_from_json
 
 # Metadata keys under the project's own namespace (export writes them, everything reads them).
@@ -169,7 +169,8 @@ def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
         except ValueError:
             raise AnnotatorError(f"{path}: metadata {key} must be an integer") from None
 
-    arch = text("general.architecture") or "unknown"
+    # Shown on terminals: strip escapes from what the file says about itself.
+    arch = printable(text("general.architecture") or "unknown", 60)
     file_type = number("general.file_type")
     try:
         quant = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
@@ -191,7 +192,7 @@ def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
         path=path,
         size=path.stat().st_size,
         architecture=arch,
-        name=text("general.name") or path.stem,
+        name=printable(text("general.name") or path.stem),
         quantization=quant,
         context_length=number(f"{arch}.context_length"),
         rubric=rubric,

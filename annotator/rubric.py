@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from annotator.errors import AnnotatorError
+from annotator.errors import AnnotatorError, printable
 
 SCALES = ("nominal", "ordinal", "interval")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -142,7 +142,7 @@ def rubric_from_dict(data: object, source: str) -> Rubric:
     if not isinstance(data, dict):
         raise AnnotatorError(f"{source}: rubric must be a table of keys")
     for key in sorted(set(data) - _TOP_KEYS):
-        bad(str(key)[:60], "unknown key")
+        bad(printable(key, 60), "unknown key")
 
     name = _text(data, "name", "name", bad, _MAX_SHORT, required=True)
     instructions = _text(data, "instructions", "instructions", bad, _MAX_TEXT, required=True)
@@ -191,7 +191,7 @@ def _inputs(raw: object, bad) -> list[InputField]:
             bad(where, "must be a table with column and label")
             continue
         for key in sorted(set(entry) - _INPUT_KEYS):
-            bad(f"{where}.{str(key)[:60]}", "unknown key")
+            bad(f"{where}.{printable(key, 60)}", "unknown key")
         column = _text(entry, "column", f"{where}.column", bad, _MAX_SHORT, required=True)
         label = _text(entry, "label", f"{where}.label", bad, _MAX_SHORT, required=False) or column
         if "\n" in label or "\n" in column:
@@ -216,7 +216,7 @@ def _dimensions(raw: object, bad) -> list[Dimension]:
             bad(where, "must be a table")
             continue
         for key in sorted(set(entry) - _DIMENSION_KEYS):
-            bad(f"{where}.{str(key)[:60]}", "unknown key")
+            bad(f"{where}.{printable(key, 60)}", "unknown key")
         name = _text(entry, "name", f"{where}.name", bad, 64, required=True)
         if name and not _NAME_RE.match(name):
             bad(f"{where}.name", "must start with a letter and use only letters, digits and _")
@@ -267,11 +267,11 @@ def _anchors(raw: object, values: tuple[Value, ...], where: str, bad) -> tuple[t
     pairs: list[tuple[str, str]] = []
     for key, text in raw.items():
         if str(key) not in names:
-            bad(f"{where}.{str(key)[:60]}", "is not one of the dimension's values")
+            bad(f"{where}.{printable(key, 60)}", "is not one of the dimension's values")
         elif not isinstance(text, str) or not text.strip() or len(text) > _MAX_SHORT:
-            bad(f"{where}.{key}", f"must be text of 1 to {_MAX_SHORT} characters")
+            bad(f"{where}.{printable(key, 60)}", f"must be text of 1 to {_MAX_SHORT} characters")
         elif "\n" in text or not text.isprintable():
-            bad(f"{where}.{key}", "must be one printable line")
+            bad(f"{where}.{printable(key, 60)}", "must be one printable line")
         else:
             pairs.append((str(key), text))
     # Anchors follow the order of the values, whatever order the file used.

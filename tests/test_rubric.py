@@ -108,3 +108,10 @@ def test_parse_value():
     for bad in ("6", "x", "3.5", True):
         with pytest.raises(ValueError):
             dim.parse_value(bad)
+
+
+def test_untrusted_key_names_are_printed_without_terminal_escapes():
+    with pytest.raises(AnnotatorError) as err:
+        rubric_from_dict({"\x1b]0;pwned\x07": 1}, source="model.gguf [annotator.rubric]")
+    assert "\x1b" not in str(err.value) and "\x07" not in str(err.value)
+    assert "?]0;pwned?: unknown key" in str(err.value)
