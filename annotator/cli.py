@@ -229,6 +229,18 @@ def train(ctx: click.Context) -> None:
     train_main(ctx.args)
 
 
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                               "help_option_names": []})
+@click.pass_context
+def export(ctx: click.Context) -> None:
+    """Merged model to one 4-bit GGUF with its rubric, checked for drift ([export] extra; see --help)."""
+    try:
+        from export.cli import main as export_main
+    except ImportError as exc:
+        raise AnnotatorError(f"export needs the [export] extra: pip install '.[export]' ({exc})") from exc
+    export_main(ctx.args)
+
+
 def _stderr(message: str) -> None:
     click.echo(message, err=True)
 

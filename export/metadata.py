@@ -1,0 +1,121 @@
+"""What an exported GGUF says about itself: the rubric, the prompt format and the provenance.
+
+train/ leaves `annotator_provenance.json` beside the merged model. Here it is checked, turned
+into the key/value pairs written under the project's namespace (`annotator.*`, the keys the
+core reads), and, once the file exists, read back the way every user of the file will read it:
+through `annotator.modelfile.read_model_info`, which treats metadata as untrusted data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from annotator import __version__, prompt
+from annotator.errors import AnnotatorError
+from annotator.modelfile import (
+    KEY_PROMPT_FORMAT,
+    KEY_PROVENANCE,
+    KEY_RUBRIC,
+    ModelInfo,
+    read_model_info,
+)
+from annotator.rubric import Rubric, rubric_from_json
+
+PROVENANCE_FILE = "annotator_provenance.json"
+# The contract with train/: every key must be present. "rubric" travels under its own key.
+PROVENANCE_KEYS = ("base", "data_sha256", "split", "settings", "validation_alpha", "rubric",
+                   "prompt_format", "date", "tool_version", "merge_check")
+_TEXT_KEYS = ("base", "date", "tool_version")
+# The core refuses metadata strings above 1,000,000 characters; stay well below it.
+_MAX_PROVENANCE = 200_000
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """The merged model's provenance, checked, with its rubric parsed."""
+
+    rubric: Rubric
+    prompt_format: int
+    record: dict[str, Any]  # the provenance file as read (rubric text included)
+
+
+def load_training_record(merged_dir: str | Path) -> TrainingRecord:
+    """Read and check RUN_DIR/merged/annotator_provenance.json. One-line errors name the key."""
+    path = Path(merged_dir) / PROVENANCE_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AnnotatorError(f"{path}: missing (is {merged_dir} a merged model from "
+                             "`annotator train`?)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnnotatorError(f"{path}: cannot read ({exc})") from exc
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        raise AnnotatorError(f"{path}: not valid JSON") from None
+    if not isinstance(record, dict):
+        raise AnnotatorError(f"{path}: must be a JSON object")
+    missing = [k for k in PROVENANCE_KEYS if k not in record]
+    if missing:
+        raise AnnotatorError(f"{path}: missing key(s) {', '.join(missing)}")
+    for key in _TEXT_KEYS:
+        if not isinstance(record[key], str) or not record[key].strip():
+            raise AnnotatorError(f"{path}: {key} must be non-empty text")
+    # train records one sha256 per labelled file (--data may repeat).
+    hashes = record["data_sha256"]
+    if isinstance(hashes, str):
+        hashes = [hashes]
+    if not isinstance(hashes, list) or not hashes or not all(
+            isinstance(h, str) and len(h) == 64 for h in hashes):
+        raise AnnotatorError(f"{path}: data_sha256 must be a list of sha256 hex digests")
+    if not isinstance(record["rubric"], str):
+        raise AnnotatorError(f"{path}: rubric must be the rubric's canonical JSON text")
+    rubric = rubric_from_json(record["rubric"], f"{path} [rubric]")
+    fmt = record["prompt_format"]
+    if isinstance(fmt, bool) or not isinstance(fmt, int):
+        raise AnnotatorError(f"{path}: prompt_format must be an integer")
+    # A model trained on another prompt layout would be read with the wrong one: labels would
+    # still come out (the engine is constrained), only wrong. Refuse instead.
+    if fmt != prompt.PROMPT_FORMAT:
+        raise AnnotatorError(f"{path}: trained with prompt format {fmt}, this annotator "
+                             f"renders format {prompt.PROMPT_FORMAT}")
+    return TrainingRecord(rubric, fmt, record)
+
+
+def file_metadata(training: TrainingRecord, export: dict[str, Any]) -> dict[str, str | int]:
+    """The key/value pairs to write into the GGUF.
+
+    The rubric is stored in canonical form (what its hash is computed from), re-serialized
+    from the parsed rubric so the file carries exactly what validates. The provenance record
+    drops the rubric text (it has its own key) and gains the rubric's hash and `export`.
+    """
+    provenance = {k: v for k, v in training.record.items() if k in PROVENANCE_KEYS and k != "rubric"}
+    provenance["rubric_sha256"] = training.rubric.hash
+    provenance["export"] = {"tool_version": __version__, **export}
+    try:
+        provenance_json = json.dumps(provenance, sort_keys=True, ensure_ascii=False,
+                                     separators=(",", ":"), allow_nan=False)
+    except ValueError as exc:  # NaN/inf: not JSON, and the core's reader would refuse them
+        raise AnnotatorError(f"provenance cannot be stored as JSON ({exc})") from exc
+    if len(provenance_json) > _MAX_PROVENANCE:
+        raise AnnotatorError(f"provenance is too large to embed ({len(provenance_json)} characters)")
+    return {
+        KEY_RUBRIC: training.rubric.canonical_json(),
+        KEY_PROMPT_FORMAT: training.prompt_format,
+        KEY_PROVENANCE: provenance_json,
+    }
+
+
+def verify_file(path: Path, training: TrainingRecord) -> ModelInfo:
+    """Read the written file back as any user would (untrusted) and check what it carries."""
+    info = read_model_info(path)
+    if info.rubric is None or info.rubric.hash != training.rubric.hash:
+        raise AnnotatorError(f"{path}: the rubric read back differs from the one written")
+    if info.prompt_format != training.prompt_format:
+        raise AnnotatorError(f"{path}: the prompt format read back differs from the one written")
+    if not info.provenance or info.provenance.get("rubric_sha256") != training.rubric.hash:
+        raise AnnotatorError(f"{path}: the provenance read back differs from the one written")
+    return info

@@ -1,0 +1,172 @@
+"""One export, start to finish: check inputs, convert, quantize, read back, drift-check, decide.
+
+Every input is checked before the minutes of conversion start. The model is built inside a
+temporary folder next to the output (same disk, so the final move is a rename) and only
+reaches its final name once the drift check has passed; a failing file is kept as
+MODEL.gguf.rejected for inspection, never under the name `annotator annotate` would be given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from annotator.engine import EngineSettings
+from annotator.errors import AnnotatorError
+from annotator.modelfile import sha256_file
+from export import convert, drift, metadata
+from export.report import write_report
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    merged_dir: Path
+    """RUN_DIR/merged: a Hugging Face model dir with annotator_provenance.json (from train/)."""
+    out: Path
+    """Where the model goes (MODEL.gguf); reports go next to it."""
+    quant: str = "q4_k_m"
+    """q4_k_m, q5_k_m, q8_0 (llama.cpp quantization), or f16 (the converter's output as is)."""
+    check: Path | None = None
+    """Items with human labels for the drift check; default RUN_DIR/validation.jsonl."""
+    min_agreement: float = 0.9
+    """Refuse the file when alpha(quantized, merged) is below this on any dimension."""
+    n_ctx: int = 4096
+    """Engine context for the drift check (as `annotator annotate --n-ctx`)."""
+    threads: int = 0
+    """CPU threads for quantizing and the drift check; 0: all this process may use."""
+    gpu: str = "auto"
+    """Engine backend for the drift check: auto, cpu or cuda."""
+    bootstrap: int = 1000
+    """Bootstrap resamples for the alpha intervals (0: none)."""
+    force: bool = False
+    """Replace an existing MODEL.gguf."""
+    verbose: bool = False
+    """Show the converter's own log lines."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path  # MODEL.gguf, or MODEL.gguf.rejected when the drift check failed
+    accepted: bool
+    sha256: str
+    size: int
+    report: dict[str, Any]
+    report_files: tuple[Path, Path]
+
+
+def export_model(opts: ExportOptions, say: Callable[[str], None] = lambda _: None) -> ExportResult:
+    """Run the export; `say` gets one line per step (progress for the terminal)."""
+    _check_options(opts)
+    training = metadata.load_training_record(opts.merged_dir)
+    check_path = opts.check or opts.merged_dir.parent / "validation.jsonl"
+    if opts.check is None and not check_path.is_file():
+        raise AnnotatorError(f"{check_path}: no validation items for the drift check "
+                             "(pass --check DATA)")
+    items, problems = drift.load_check_items(check_path, training.rubric)
+    convert.check_converter()
+    if not opts.verbose:
+        # The converter and gguf's writer warn about things that are normal for these models
+        # ("Duplicated key name", "Unknown RoPE type: default"); the drift check is what says
+        # whether the conversion is sound.
+        for name in ("hf-to-gguf", "gguf"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+    timings: dict[str, float] = {}
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{opts.out.name}.", dir=opts.out.parent) as tmp:
+        f16 = Path(tmp) / "model-f16.gguf"
+        say(f"converting {opts.merged_dir} to GGUF f16 (llama.cpp converter)")
+        started = time.perf_counter()
+        kv = metadata.file_metadata(training, _export_record(opts))
+        convert.convert_to_f16(opts.merged_dir, f16, kv, model_name=f"{training.rubric.name} annotator")
+        timings["convert_s"] = time.perf_counter() - started
+        built, f16_bytes = f16, f16.stat().st_size
+        if opts.quant != "f16":
+            say(f"quantizing to {opts.quant.upper()} (llama.cpp)")
+            built = Path(tmp) / "model-quantized.gguf"
+            started = time.perf_counter()
+            convert.quantize(f16, built, opts.quant, opts.threads)
+            timings["quantize_s"] = time.perf_counter() - started
+            f16.unlink()  # free the disk before the drift check
+
+        # Read back the way every user of the file will: untrusted metadata, validated.
+        info = metadata.verify_file(built, training)
+        assert info.rubric is not None  # verify_file checked it
+        say(f"drift check on {len(items)} items from {check_path}")
+        started = time.perf_counter()
+        settings = EngineSettings(n_ctx=opts.n_ctx, n_threads=opts.threads, gpu=opts.gpu)
+        quantized, engine = drift.engine_answers(built, info.rubric, items, settings)
+        timings["check_quantized_s"] = time.perf_counter() - started
+        started = time.perf_counter()
+        merged = drift.merged_answers(opts.merged_dir, training.rubric, items, opts.n_ctx)
+        timings["check_merged_s"] = time.perf_counter() - started
+        result = drift.compare(training.rubric, items, quantized, merged, opts.min_agreement,
+                               opts.bootstrap)
+
+        final = opts.out if result["passed"] else opts.out.with_name(opts.out.name + ".rejected")
+        os.replace(built, final)
+
+    size = final.stat().st_size
+    digest = sha256_file(final)
+    reason = "" if result["passed"] else _rejection(result)
+    report = {
+        "status": "accepted" if result["passed"] else "rejected",
+        "reason": reason,
+        "file": str(final),
+        "source": str(opts.merged_dir),
+        "quant": info.quantization,
+        "size": size,
+        "sha256": digest,
+        "f16_bytes": f16_bytes,
+        "check_items": str(check_path),
+        "problems": problems,
+        "timings": {k: round(v, 2) for k, v in timings.items()},
+        "engine": engine,
+        "provenance": info.provenance,
+        "drift": result,
+    }
+    files = write_report(report, opts.out)
+    return ExportResult(final, result["passed"], digest, size, report, files)
+
+
+def _check_options(opts: ExportOptions) -> None:
+    if opts.quant not in convert.QUANTS:
+        raise AnnotatorError(f"--quant {opts.quant}: use one of {', '.join(convert.QUANTS)}")
+    if not 0.0 <= opts.min_agreement <= 1.0:
+        raise AnnotatorError("--min-agreement must be between 0 and 1")
+    if not opts.merged_dir.is_dir():
+        raise AnnotatorError(f"{opts.merged_dir}: not a directory (expected RUN_DIR/merged)")
+    if opts.out.suffix != ".gguf":
+        raise AnnotatorError(f"{opts.out}: the output name must end in .gguf")
+    if opts.out.exists() and not opts.force:
+        raise AnnotatorError(f"{opts.out}: already exists (pass --force to replace it)")
+
+
+def _export_record(opts: ExportOptions) -> dict[str, Any]:
+    """What the file records about its own making (the drift result lives in the report)."""
+    return {
+        "date": datetime.now(UTC).replace(microsecond=0).isoformat(),
+        "quant": opts.quant,
+        "converter": f"{convert.CONVERTER_DIST} {version(convert.CONVERTER_DIST)}",
+        "quantizer": f"llama-cpp-python {version('llama-cpp-python')}",
+        "min_agreement": opts.min_agreement,
+    }
+
+
+def _rejection(result: dict[str, Any]) -> str:
+    failing = []
+    for d in result["dimensions"]:
+        if not d["passed"]:
+            alpha = d["quantized_vs_merged"]["alpha"]
+            shown = "undefined" if alpha is None else f"{alpha:.3f}"
+            failing.append(f"{d['dimension']} ({shown})")
+    return (f"alpha(quantized, merged) below {result['threshold']} on "
+            + ", ".join(failing))
