@@ -120,7 +120,11 @@ def tiny_dir() -> Path:
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-        layer_types=["sliding_attention", "full_attention"], sliding_window=64,
+        # Shaped so llama.cpp computes what torch computes (export's drift check runs on it):
+        # llama.cpp scales attention by head_dim and reads a 2-layer Gemma 3 as all
+        # sliding-window; a window longer than any test sequence makes that exact.
+        query_pre_attn_scalar=32, layer_types=["sliding_attention", "sliding_attention"],
+        sliding_window=512,
         max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True)

@@ -180,3 +180,21 @@ def test_the_qlora_path_runs_and_merges_into_the_dequantized_base(workdir):
     assert check["max_abs_logit_diff"] < 0.1 * max(check["max_abs_logit"], 1.0)
     config = json.loads((workdir / "qlora" / "merged" / "config.json").read_text())
     assert "quantization_config" not in config
+
+
+def test_the_trained_run_goes_through_export(run, workdir):
+    """Train's real output, exported: the GGUF carries the rubric and annotates without one."""
+    run_dir, _ = run
+    out = workdir / "tiny.gguf"
+    done = run_cli("export", str(run_dir / "merged"), "--out", str(out), "--quant", "q8_0",
+                   "--threads", "1", "--min-agreement", "0", "--bootstrap", "50")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert out.is_file() and "sha256" in done.stdout + done.stderr
+    shown = run_cli("inspect", str(out))
+    assert shown.returncode == 0, shown.stderr
+    rubric = load_rubric(workdir / "rubric.toml")
+    assert f"rubric        {rubric.name!r} {rubric.hash[:12]}" in shown.stdout
+    labelled = run_cli("annotate", str(run_dir / "validation.jsonl"), "--project",
+                       str(workdir / "exported.db"), "--model", str(out), "--threads", "1")
+    assert labelled.returncode == 0, labelled.stderr
+    assert "skipped 0 rows" in labelled.stderr
