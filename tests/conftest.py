@@ -45,6 +45,26 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
     return path
 
 
+NO_NETWORK = '''
+import socket
+
+def _refuse(*args, **kwargs):
+    raise OSError("network access attempted during an offline test")
+
+socket.socket.connect = _refuse
+socket.socket.connect_ex = _refuse
+socket.create_connection = _refuse
+socket.getaddrinfo = _refuse
+'''
+
+
+def offline_site(folder: Path) -> Path:
+    """A folder for PYTHONPATH whose sitecustomize makes any network connection fail."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(NO_NETWORK)
+    return folder
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The real `annotator` command in a subprocess (so imports and exit codes are real)."""
     full_env = {**os.environ, **(env or {})}

@@ -5,29 +5,15 @@ import json
 import shutil
 
 import pytest
-from conftest import SAMPLES, run_cli, write_csv
+from conftest import SAMPLES, offline_site, run_cli, write_csv
 
 GOEMO = SAMPLES / "goemotions"
 
-NO_NETWORK = '''
-import socket
-
-def _refuse(*args, **kwargs):
-    raise OSError("network access attempted during an offline test")
-
-socket.socket.connect = _refuse
-socket.socket.connect_ex = _refuse
-socket.create_connection = _refuse
-socket.getaddrinfo = _refuse
-'''
 
 
 @pytest.fixture
 def offline_env(tmp_path):
-    site = tmp_path / "offline_site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(NO_NETWORK)
-    return {"PYTHONPATH": str(site), "HF_HUB_OFFLINE": "1"}
+    return {"PYTHONPATH": str(offline_site(tmp_path / "offline_site")), "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,9 @@ from test_train_base import SMOKE_TOML, WORDS, smoke_rows, tiny_dir, write_label
 
 from annotator import prompt
 from annotator.rubric import load_rubric
-from conftest import run_cli
+from conftest import offline_site, run_cli
 from train.data import Encoder, LabeledItem
 
-NO_NETWORK = '''
-import socket
-
-def _refuse(*args, **kwargs):
-    raise OSError("network access attempted during an offline test")
-
-socket.socket.connect = _refuse
-socket.socket.connect_ex = _refuse
-socket.create_connection = _refuse
-socket.getaddrinfo = _refuse
-'''
 # A learning rate far above the recipe's, so three steps move the adapter enough that
 # "merged equals adapter" is not trivially true of an adapter that is still zero.
 FAST = ["--batch-size", "4", "--micro-batch-size", "2", "--max-steps", "3", "--eval-every", "2",
@@ -45,9 +34,7 @@ def workdir(tmp_path_factory):
     (path / "rubric.toml").write_text(SMOKE_TOML)
     write_labeled(path / "a.csv", smoke_rows(16, seed=1, prefix="a"))
     write_labeled(path / "b.csv", smoke_rows(8, seed=2, prefix="b"))
-    site = path / "offline_site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(NO_NETWORK)
+    offline_site(path / "offline_site")
     return path
 
 
