@@ -112,25 +112,32 @@ def gemma_tokenizer():
 
 
 @functools.cache
-def tiny_dir() -> Path:
-    """A two-layer Gemma 3 (hidden size 64) with the real 262k-token Gemma tokenizer."""
+def tiny_dir(llama_cpp_shape: bool = True) -> Path:
+    """A two-layer Gemma 3 (hidden size 64) with the real 262k-token Gemma tokenizer.
+
+    `llama_cpp_shape`: shaped so llama.cpp computes what torch computes (export's drift check
+    runs on it): llama.cpp scales attention by head_dim and reads a 2-layer Gemma 3 as all
+    sliding-window; a window longer than any test sequence makes that exact. Torch-only tests
+    that need varied answers from random weights use the other shape (a short window and a
+    full-attention layer), where answers depend more on the item.
+    """
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     tokenizer = gemma_tokenizer()
+    if llama_cpp_shape:
+        shape = {"query_pre_attn_scalar": 32, "sliding_window": 512,
+                 "layer_types": ["sliding_attention", "sliding_attention"]}
+    else:
+        shape = {"sliding_window": 64, "layer_types": ["sliding_attention", "full_attention"]}
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-        # Shaped so llama.cpp computes what torch computes (export's drift check runs on it):
-        # llama.cpp scales attention by head_dim and reads a 2-layer Gemma 3 as all
-        # sliding-window; a window longer than any test sequence makes that exact.
-        query_pre_attn_scalar=32, layer_types=["sliding_attention", "sliding_attention"],
-        sliding_window=512,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, **shape,
         max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True)
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(config)
-    out = _WORK / "tiny"
+    out = _WORK / ("tiny" if llama_cpp_shape else "tiny-torch")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out

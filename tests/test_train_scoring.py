@@ -61,7 +61,7 @@ def test_scoring_matches_the_brute_force_reference():
     from transformers import AutoModelForCausalLM
 
     tokenizer = gemma_tokenizer()
-    model = AutoModelForCausalLM.from_pretrained(tiny_dir(), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir(llama_cpp_shape=False), dtype=torch.float32).eval()
     torch.manual_seed(1)
     with torch.no_grad():  # sharpen the random model so its choices are not near-ties
         for p in model.parameters():
