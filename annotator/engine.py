@@ -16,10 +16,9 @@ Texts that do not fit the context are cut by `fit_item` (see its docstring) and 
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import llama_cpp
@@ -27,7 +26,8 @@ import llama_cpp
 from annotator import __version__, prompt
 from annotator.errors import AnnotatorError
 from annotator.llama_quiet import quiet_llama
-from annotator.rubric import Dimension, Rubric, Value
+from annotator.rubric import Rubric, Value
+from annotator.trie import Node, build_trie, lead_and_branch, only_leaf, restricted_softmax
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,6 @@ class ItemResult:
     decisions: dict[str, Decision]
     n_tokens: int  # item tokens evaluated (after any truncation)
     truncated_tokens: int  # tokens cut from the item's inputs; 0 when it fit
-
-
-@dataclass
-class _Node:
-    """A trie node over value token sequences."""
-
-    children: dict[int, _Node] = field(default_factory=dict)
-    value_index: int | None = None  # set on leaves
 
 
 def backend_choice(gpu: str) -> tuple[str, str]:
@@ -124,7 +116,7 @@ class Engine:
         ]
         # Per dimension: the tokens every value starts with (evaluated with the cue, no choice
         # there) and the trie node where the values branch.
-        self.tries = [_lead_and_branch(_build_trie(d, seqs))
+        self.tries = [lead_and_branch(build_trie(d, seqs))
                       for d, seqs in zip(rubric.dimensions, self.value_tokens, strict=True)]
         answers = sum(len(c) + max(map(len, seqs)) for c, seqs in zip(self.cue_tokens, self.value_tokens, strict=True))
         self.item_budget = s.n_ctx - len(self.prefix_tokens) - answers
@@ -214,7 +206,7 @@ class Engine:
         logits = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return [logits[t] for t in token_ids]
 
-    def _value_probs(self, node: _Node, probs: list[float], mass: float) -> None:
+    def _value_probs(self, node: Node, probs: list[float], mass: float) -> None:
         """Fill `probs` with each value's probability below `node`.
 
         The cache holds the tokens on the path to `node`; it is left as it was found.
@@ -230,13 +222,10 @@ class Engine:
         if forced:
             self.llm.eval(forced)
         tokens = list(node.children)
-        logits = self._next_logits(tokens)
-        top = max(logits)
-        weights = [math.exp(x - top) for x in logits]
-        total = sum(weights)
-        for token, weight in zip(tokens, weights, strict=True):
-            child, share = node.children[token], mass * weight / total
-            leaf = _only_leaf(child)
+        shares = restricted_softmax(self._next_logits(tokens))
+        for token, share in zip(tokens, shares, strict=True):
+            child, share = node.children[token], mass * share
+            leaf = only_leaf(child)
             if leaf is not None:
                 probs[leaf] = share
             else:
@@ -258,37 +247,10 @@ class Engine:
         return decision, self.value_tokens[index][best][len(lead):]
 
 
-def _build_trie(dim: Dimension, sequences: list[list[int]]) -> _Node:
-    root = _Node()
-    for index, seq in enumerate(sequences):
-        node = root
-        for token in seq:
-            node = node.children.setdefault(token, _Node())
-        if node.value_index is not None or node.children:
-            raise AnnotatorError(
-                f"dimension {dim.name!r}: values {dim.values[index]!r} and another value "
-                "tokenize the same way for this model"
-            )
-        node.value_index = index
-    return root
 
 
-def _lead_and_branch(root: _Node) -> tuple[list[int], _Node]:
-    lead: list[int] = []
-    node = root
-    while node.value_index is None and len(node.children) == 1:
-        token, node = next(iter(node.children.items()))
-        lead.append(token)
-    return lead, node
 
 
-def _only_leaf(node: _Node) -> int | None:
-    """The value index when only one value lies below `node` (no decision left), else None."""
-    while node.value_index is None:
-        if len(node.children) != 1:
-            return None
-        node = next(iter(node.children.values()))
-    return node.value_index
 
 
 def runtime_versions() -> dict[str, str]:

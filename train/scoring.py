@@ -15,24 +15,18 @@ Item text longer than the budget is cut with the engine's rule (train.data.fit_f
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from annotator import prompt
 from annotator.errors import AnnotatorError
 from annotator.rubric import Dimension, Rubric, Value
+from annotator.trie import Node, build_trie, lead_and_branch, only_leaf, restricted_softmax
 from train.data import answers_budget, bos_ids, fit_fields, tokenize_piece
 
 Decision = tuple[Value, float, float]  # value, probability among allowed values, margin
-
-
-@dataclass
-class _Node:
-    children: dict[int, _Node] = field(default_factory=dict)
-    value_index: int | None = None
 
 
 @dataclass
@@ -43,7 +37,7 @@ class _Plan:
     cue: list[int]
     values: list[list[int]]
     lead: list[int]
-    branch: _Node
+    branch: Node
     decisions: list[tuple[tuple[int, ...], list[int]]]  # (path after lead, children's tokens)
     # of every node whose logits are read
 
@@ -102,31 +96,18 @@ def _plan(tokenizer, dim: Dimension) -> _Plan:
     cue = tokenize_piece(tokenizer, prompt.render_cue(dim))
     values = [[t for p in prompt.render_answer(v) for t in tokenize_piece(tokenizer, p)]
               for v in dim.values]
-    root = _Node()
-    for index, seq in enumerate(values):
-        node = root
-        for token in seq:
-            node = node.children.setdefault(token, _Node())
-        if node.value_index is not None or node.children:
-            raise AnnotatorError(f"dimension {dim.name!r}: values {dim.values[index]!r} and "
-                                 "another value tokenize the same way for this model")
-        node.value_index = index
-    lead: list[int] = []
-    node = root
-    while node.value_index is None and len(node.children) == 1:
-        token, node = next(iter(node.children.items()))
-        lead.append(token)
+    lead, node = lead_and_branch(build_trie(dim, values))
     return _Plan(dim, cue, values, lead, node, _decision_paths(node, ()))
 
 
-def _forced(node: _Node, path: tuple[int, ...]) -> tuple[_Node, tuple[int, ...]]:
+def _forced(node: Node, path: tuple[int, ...]) -> tuple[Node, tuple[int, ...]]:
     while node.value_index is None and len(node.children) == 1:
         token, node = next(iter(node.children.items()))
         path += (token,)
     return node, path
 
 
-def _decision_paths(node: _Node, path: tuple[int, ...]) -> list[tuple[tuple[int, ...], list[int]]]:
+def _decision_paths(node: Node, path: tuple[int, ...]) -> list[tuple[tuple[int, ...], list[int]]]:
     """Every node where the engine reads logits (same walk as _value_probs): its path and
     the tokens of its children (the only logits read there)."""
     node, path = _forced(node, path)
@@ -134,37 +115,28 @@ def _decision_paths(node: _Node, path: tuple[int, ...]) -> list[tuple[tuple[int,
         return []
     found = [(path, list(node.children))]
     for token, child in node.children.items():
-        if _only_leaf(child) is None:
+        if only_leaf(child) is None:
             found += _decision_paths(child, (*path, token))
     return found
 
 
-def _value_probs(node: _Node, path: tuple[int, ...], logits_at, probs: list[float], mass: float) -> None:
+def _value_probs(node: Node, path: tuple[int, ...], logits_at, probs: list[float], mass: float) -> None:
     node, path = _forced(node, path)
     if node.value_index is not None:
         probs[node.value_index] = mass
         return
     row = logits_at(path)
     tokens = list(node.children)
-    logits = [row[t] for t in tokens]
-    top = max(logits)
-    weights = [math.exp(x - top) for x in logits]
-    total = sum(weights)
-    for token, weight in zip(tokens, weights, strict=True):
-        child, share = node.children[token], mass * weight / total
-        leaf = _only_leaf(child)
+    shares = restricted_softmax([row[t] for t in tokens])
+    for token, share in zip(tokens, shares, strict=True):
+        child, share = node.children[token], mass * share
+        leaf = only_leaf(child)
         if leaf is not None:
             probs[leaf] = share
         else:
             _value_probs(child, (*path, token), logits_at, probs, share)
 
 
-def _only_leaf(node: _Node) -> int | None:
-    while node.value_index is None:
-        if len(node.children) != 1:
-            return None
-        node = next(iter(node.children.values()))
-    return node.value_index
 
 
 @torch.no_grad()
