@@ -36,7 +36,10 @@ def cli() -> None:
 @click.option("--project", required=True, type=click.Path(path_type=Path),
               help="Project file (SQLite); created if missing, resumed if it exists.")
 @click.option("--model", type=click.Path(path_type=Path),
-              help="GGUF model. Default: the embedded Gemma 3 270M (assembled on first use).")
+              help="GGUF model, or a LoRA adapter GGUF from `annotator export --adapter`. "
+                   "Default: the embedded Gemma 3 270M (assembled on first use).")
+@click.option("--base", type=click.Path(path_type=Path),
+              help="The base GGUF an adapter --model runs on [default: the embedded model].")
 @click.option("--id-col", default=None, help="Column holding item ids [default: id, else row number].")
 @click.option("--n-ctx", default=DEFAULTS["n_ctx"], show_default=True, help="Context size in tokens.")
 @click.option("--n-batch", default=DEFAULTS["n_batch"], show_default=True, help="Batch size in tokens.")
@@ -46,8 +49,8 @@ def cli() -> None:
               help="auto: CUDA when the build and a device allow it, else CPU.")
 @click.option("--tie-margin", default=0.1, show_default=True,
               help="Flag a label whose probability beats the runner-up by less than this.")
-def annotate(data, rubric_path, project, model, id_col, n_ctx, n_batch, threads, flash_attn, gpu,
-             tie_margin) -> None:
+def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, threads, flash_attn,
+             gpu, tie_margin) -> None:
     """Label every item of DATA (.csv, .tsv, .jsonl) into the project.
 
     Rerunning resumes: items already labelled by the same model, rubric and settings are
@@ -60,7 +63,7 @@ def annotate(data, rubric_path, project, model, id_col, n_ctx, n_batch, threads,
     settings = EngineSettings(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
                               flash_attn=flash_attn, gpu=gpu)
     job = open_job(data, project, rubric_path, model, id_col or "id", id_col is not None,
-                   settings, tie_margin)
+                   settings, tie_margin, base)
     say = _stderr
     say(f"model {job.model.path.name} ({job.model.quantization}) on {job.engine.backend.upper()}: "
         f"{job.engine.backend_reason}")
@@ -194,6 +197,8 @@ def inspect(model) -> None:
     click.echo(f"quantization  {info.quantization}")
     click.echo(f"context       {info.context_length}")
     click.echo(f"sha256        {sha256_file(info.path)}")
+    if info.is_adapter:
+        click.echo(f"base sha256   {info.base_sha256 or 'not recorded'} (runs on that base model)")
     if info.rubric is None:
         click.echo("rubric        none (pass --rubric when annotating)")
     else:

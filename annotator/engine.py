@@ -73,8 +73,10 @@ def backend_choice(gpu: str) -> tuple[str, str]:
     return "cpu", "this llama-cpp-python build has no GPU offload (CPU build)"
 
 
-def load_llama(model_path: str | Path, settings: EngineSettings) -> llama_cpp.Llama:
-    """The model in llama.cpp with the run's fixed settings (one load serves metadata and work)."""
+def load_llama(model_path: str | Path, settings: EngineSettings,
+               adapter: str | Path | None = None) -> llama_cpp.Llama:
+    """The model in llama.cpp with the run's fixed settings (one load serves metadata and work),
+    with a LoRA adapter GGUF applied on top when `adapter` is given."""
     s = settings.resolved()
     backend, _ = backend_choice(s.gpu)
     quiet_llama()
@@ -90,9 +92,12 @@ def load_llama(model_path: str | Path, settings: EngineSettings) -> llama_cpp.Ll
             n_gpu_layers=-1 if backend == "cuda" else 0,
             seed=0,
             logits_all=False,
+            lora_path=None if adapter is None else str(adapter),
             verbose=False,
         )
     except (ValueError, RuntimeError) as exc:
+        if adapter is not None and "LoRA" in str(exc):
+            raise AnnotatorError(f"{adapter}: llama.cpp cannot apply this adapter to {model_path}") from exc
         raise AnnotatorError(f"{model_path}: damaged or truncated GGUF file (llama.cpp cannot load it)") from exc
 
 

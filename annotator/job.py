@@ -12,14 +12,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import llama_cpp
+
 from annotator.data import Item, Skipped, read_items
 from annotator.engine import Engine, EngineSettings, ItemResult, load_llama
 from annotator.errors import AnnotatorError
 from annotator.modelfile import (
     ModelInfo,
+    check_adapter_base,
     check_gguf_header,
     default_model_path,
     model_info_from_metadata,
+    read_adapter_metadata,
     read_model_info,
     sha256_file,
 )
@@ -81,6 +85,27 @@ class Job:
         self.store.close()
 
 
+def load_model(path: Path, settings: EngineSettings, base: str | Path | None = None
+               ) -> tuple[llama_cpp.Llama, ModelInfo]:
+    """Load a model file, or a LoRA adapter file on its base (`base`, else the embedded
+    default model), once; return it with what the file says about itself."""
+    check_gguf_header(path)
+    try:
+        llm = load_llama(path, settings)
+        return llm, model_info_from_metadata(path, dict(llm.metadata))
+    except AnnotatorError:
+        # llama.cpp cannot open an adapter on its own (it has no vocabulary): that failure
+        # takes milliseconds, and only then is the file read as a possible adapter.
+        adapter = read_adapter_metadata(path)
+        if adapter is None:
+            raise
+    info = model_info_from_metadata(path, adapter)
+    base_path = Path(base) if base else default_model_path()
+    check_gguf_header(base_path)
+    check_adapter_base(info, base_path)
+    return load_llama(base_path, settings, adapter=path), info
+
+
 def resolve_model(model: str | Path | None) -> ModelInfo:
     path = Path(model) if model else default_model_path()
     return read_model_info(path)
@@ -106,6 +131,7 @@ def open_job(
     id_col_given: bool = False,
     settings: EngineSettings | None = None,
     tie_margin: float = DEFAULT_TIE_MARGIN,
+    base: str | Path | None = None,
 ) -> Job:
     """Check the inputs, load the model once, and find or start the run (resuming it)."""
     settings = settings or EngineSettings()
@@ -113,11 +139,9 @@ def open_job(
     rubric = load_rubric(rubric_path) if rubric_path else None
     loaded = read_items(data, [i.column for i in rubric.inputs], id_col, id_col_given) if rubric else None
     path = Path(model) if model else default_model_path()
-    check_gguf_header(path)
-    llm = load_llama(path, settings)
+    llm, info = load_model(path, settings, base)
     store: Store | None = None
     try:
-        info = model_info_from_metadata(path, dict(llm.metadata))
         store = Store(project)
         rubric = rubric or resolve_rubric(None, info, store)
         rows, items, skipped = loaded or read_items(data, [i.column for i in rubric.inputs], id_col, id_col_given)
@@ -133,6 +157,8 @@ def open_job(
         llm.close()
         raise
     description = engine.describe()
+    if info.is_adapter:
+        description["base_model"] = {"path": str(engine.llm.model_path), "sha256": info.base_sha256}
     run_id, resumed = store.find_or_start_run(
         model_path=str(info.path), model_sha256=sha256_file(info.path), rubric=rubric,
         data_path=str(Path(data)), data_sha256=rows.sha256, settings=description,

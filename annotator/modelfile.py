@@ -20,6 +20,8 @@ from annotator.rubric import Rubric, rubric_from_json
 KEY_RUBRIC = "annotator.rubric"
 KEY_PROMPT_FORMAT = "annotator.prompt_format"
 KEY_PROVENANCE = "annotator.provenance"
+# In a LoRA adapter file: the sha256 of the base GGUF it was trained on (and must run on).
+KEY_BASE_SHA256 = "annotator.base_sha256"
 _MAX_META_STRING = 1_000_000
 
 
@@ -111,6 +113,15 @@ class ModelInfo:
     provenance: dict | None
     metadata: dict[str, str]
 
+    @property
+    def is_adapter(self) -> bool:
+        """A llama.cpp LoRA adapter file: it runs on top of the base model it names."""
+        return self.metadata.get("general.type") == "adapter"
+
+    @property
+    def base_sha256(self) -> str | None:
+        return self.metadata.get(KEY_BASE_SHA256)
+
 
 def read_model_info(path: str | Path) -> ModelInfo:
     """Check that `path` is a complete GGUF model and read what it says about itself.
@@ -144,11 +155,51 @@ def read_metadata(path: Path) -> dict[str, str]:
     try:
         llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
     except (ValueError, RuntimeError) as exc:
+        if (adapter := read_adapter_metadata(path)) is not None:
+            return adapter
         raise AnnotatorError(f"{path}: damaged or truncated GGUF file (llama.cpp cannot load it)") from exc
     try:
         return dict(llm.metadata)
     finally:
         llm.close()
+
+
+def read_adapter_metadata(path: Path) -> dict[str, str] | None:
+    """The metadata of a LoRA adapter GGUF as text values (llama.cpp's own form), or None
+    when `path` is not a readable adapter file.
+
+    llama.cpp cannot open an adapter on its own (no vocabulary), so this is only tried after a
+    model load failed; gguf's reader is quick here because an adapter has no token arrays.
+    """
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path)
+        fields = reader.fields
+        kind = fields.get("general.type")
+        if kind is None or kind.contents() != "adapter":
+            return None
+        metadata = {}
+        for key, field in fields.items():
+            if key.startswith("GGUF.") or len(field.types) != 1:
+                continue  # header counts and arrays: nothing the annotator reads
+            value = field.contents()
+            metadata[key] = value if isinstance(value, str) else str(value)
+        return metadata
+    except (ValueError, KeyError, IndexError, OSError):
+        return None
+
+
+def check_adapter_base(adapter: ModelInfo, base: Path) -> None:
+    """Refuse to run an adapter on any base other than the one it was trained on."""
+    want = adapter.base_sha256
+    if not want:
+        raise AnnotatorError(f"{adapter.path}: LoRA adapter without {KEY_BASE_SHA256}; "
+                             "only adapters from `annotator export --adapter` can be used")
+    have = sha256_file(base)
+    if have != want:
+        raise AnnotatorError(f"{adapter.path}: made for the base model with sha256 {want[:12]}..., "
+                             f"but {base} has {have[:12]}...; pass that model with --base")
 
 
 def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
@@ -176,6 +227,8 @@ def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
         quant = gguf.LlamaFileType(file_type).name.removeprefix("MOSTLY_")
     except ValueError:
         quant = "unknown" if file_type is None else f"file type {file_type}"
+    if metadata.get("general.type") == "adapter":
+        quant = "LoRA adapter"
     rubric_json = text(KEY_RUBRIC)
     rubric = None
     if rubric_json is not None:

@@ -34,8 +34,11 @@ from export.convert import QUANTS
               help="Bootstrap resamples for the alpha intervals (0: none).")
 @click.option("--force", is_flag=True, help="Replace an existing MODEL.gguf.")
 @click.option("--verbose", is_flag=True, help="Show the converter's log lines.")
+@click.option("--adapter", is_flag=True,
+              help="Write RUN_DIR/adapter as a LoRA adapter GGUF (a few MB) for the base GGUF the "
+                   "run trained from, instead of a full model; --quant does not apply.")
 def export_command(merged, out, quant, check, min_agreement, n_ctx, threads, gpu, bootstrap,
-                   force, verbose) -> None:
+                   force, verbose, adapter) -> None:
     """Convert a merged model (RUN_DIR/merged from `annotator train`) to one GGUF file.
 
     HF -> GGUF f16 (llama.cpp's converter) -> QUANT (llama.cpp), with the rubric, prompt
@@ -43,13 +46,17 @@ def export_command(merged, out, quant, check, min_agreement, n_ctx, threads, gpu
     annotator's engine, against the merged model and the human labels on the validation items.
     The file keeps its name only if alpha(quantized, merged) >= --min-agreement on every
     dimension; otherwise it is left as MODEL.gguf.rejected and the command fails.
+
+    With --adapter (runs trained from a GGUF base, such as the embedded model) the file is a
+    llama.cpp LoRA adapter that `annotator annotate --model` applies on top of that unchanged
+    base file: nothing is re-quantized, so small models keep what they learned.
     """
     from export.pipeline import ExportOptions, export_model
     from export.report import format_report
 
     opts = ExportOptions(merged_dir=merged, out=out, quant=quant, check=check,
                          min_agreement=min_agreement, n_ctx=n_ctx, threads=threads, gpu=gpu,
-                         bootstrap=bootstrap, force=force, verbose=verbose)
+                         bootstrap=bootstrap, force=force, verbose=verbose, adapter=adapter)
     result = export_model(opts, say=lambda line: click.echo(line, err=True))
     click.echo(format_report(result.report), nl=False)
     json_path, text_path = result.report_files

@@ -16,7 +16,7 @@ from typing import Any
 
 from annotator.agreement import agreement
 from annotator.data import read_items
-from annotator.engine import Decision, Engine, EngineSettings
+from annotator.engine import Decision, Engine, EngineSettings, load_llama
 from annotator.errors import AnnotatorError
 from annotator.rubric import Rubric, Value
 
@@ -60,10 +60,13 @@ def load_check_items(path: str | Path, rubric: Rubric) -> tuple[list[CheckItem],
 
 
 def engine_answers(model_path: Path, rubric: Rubric, items: Sequence[CheckItem],
-                   settings: EngineSettings) -> tuple[Answers, dict[str, Any]]:
+                   settings: EngineSettings, base: Path | None = None
+                   ) -> tuple[Answers, dict[str, Any]]:
     """The GGUF's answers through the annotator's Engine, and the engine's description
-    (settings, backend, versions) plus how many items had to be cut to fit the context."""
-    engine = Engine(model_path, rubric, settings)
+    (settings, backend, versions) plus how many items had to be cut to fit the context.
+    With `base`, `model_path` is a LoRA adapter GGUF applied on top of that base model."""
+    llm = load_llama(base, settings, adapter=model_path) if base is not None else None
+    engine = Engine(model_path, rubric, settings, llm=llm)
     try:
         results = [engine.annotate(item.fields) for item in items]
         description = engine.describe()

@@ -8,6 +8,7 @@ MODEL.gguf.rejected for inspection, never under the name `annotator annotate` wo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -21,8 +22,8 @@ from typing import Any
 
 from annotator.engine import EngineSettings
 from annotator.errors import AnnotatorError
-from annotator.modelfile import sha256_file
-from export import convert, drift, metadata
+from annotator.modelfile import KEY_BASE_SHA256, default_model_path, sha256_file
+from export import adapter, convert, drift, metadata
 from export.report import write_report
 
 
@@ -50,6 +51,9 @@ class ExportOptions:
     """Replace an existing MODEL.gguf."""
     verbose: bool = False
     """Show the converter's own log lines."""
+    adapter: bool = False
+    """Write RUN_DIR/adapter as a LoRA adapter GGUF for the base GGUF training started from,
+    instead of a full model (no re-quantization: the base file + adapter is the trained model)."""
 
 
 @dataclass(frozen=True)
@@ -81,21 +85,12 @@ def export_model(opts: ExportOptions, say: Callable[[str], None] = lambda _: Non
 
     timings: dict[str, float] = {}
     opts.out.parent.mkdir(parents=True, exist_ok=True)
+    base = _adapter_base(training) if opts.adapter else None
     with tempfile.TemporaryDirectory(prefix=f".{opts.out.name}.", dir=opts.out.parent) as tmp:
-        f16 = Path(tmp) / "model-f16.gguf"
-        say(f"converting {opts.merged_dir} to GGUF f16 (llama.cpp converter)")
-        started = time.perf_counter()
-        kv = metadata.file_metadata(training, _export_record(opts))
-        convert.convert_to_f16(opts.merged_dir, f16, kv, model_name=f"{training.rubric.name} annotator")
-        timings["convert_s"] = time.perf_counter() - started
-        built, f16_bytes = f16, f16.stat().st_size
-        if opts.quant != "f16":
-            say(f"quantizing to {opts.quant.upper()} (llama.cpp)")
-            built = Path(tmp) / "model-quantized.gguf"
-            started = time.perf_counter()
-            convert.quantize(f16, built, opts.quant, opts.threads)
-            timings["quantize_s"] = time.perf_counter() - started
-            f16.unlink()  # free the disk before the drift check
+        if base is not None:
+            built, f16_bytes = _build_adapter(opts, training, Path(tmp), say, timings)
+        else:
+            built, f16_bytes = _build_model(opts, training, Path(tmp), say, timings)
 
         # Read back the way every user of the file will: untrusted metadata, validated.
         info = metadata.verify_file(built, training)
@@ -103,7 +98,7 @@ def export_model(opts: ExportOptions, say: Callable[[str], None] = lambda _: Non
         say(f"drift check on {len(items)} items from {check_path}")
         started = time.perf_counter()
         settings = EngineSettings(n_ctx=opts.n_ctx, n_threads=opts.threads, gpu=opts.gpu)
-        quantized, engine = drift.engine_answers(built, info.rubric, items, settings)
+        quantized, engine = drift.engine_answers(built, info.rubric, items, settings, base)
         timings["check_quantized_s"] = time.perf_counter() - started
         started = time.perf_counter()
         merged = drift.merged_answers(opts.merged_dir, training.rubric, items, opts.n_ctx)
@@ -123,6 +118,7 @@ def export_model(opts: ExportOptions, say: Callable[[str], None] = lambda _: Non
         "file": str(final),
         "source": str(opts.merged_dir),
         "quant": info.quantization,
+        "base": None if base is None else {"path": str(base), "sha256": info.base_sha256},
         "size": size,
         "sha256": digest,
         "f16_bytes": f16_bytes,
@@ -135,6 +131,72 @@ def export_model(opts: ExportOptions, say: Callable[[str], None] = lambda _: Non
     }
     files = write_report(report, opts.out)
     return ExportResult(final, result["passed"], digest, size, report, files)
+
+
+def _build_model(opts: ExportOptions, training: metadata.TrainingRecord, tmp: Path,
+                 say: Callable[[str], None], timings: dict[str, float]) -> tuple[Path, int]:
+    """HF -> GGUF f16 -> QUANT inside `tmp`: (the file, the f16 file's size)."""
+    f16 = tmp / "model-f16.gguf"
+    say(f"converting {opts.merged_dir} to GGUF f16 (llama.cpp converter)")
+    started = time.perf_counter()
+    kv = metadata.file_metadata(training, _export_record(opts))
+    convert.convert_to_f16(opts.merged_dir, f16, kv, model_name=f"{training.rubric.name} annotator")
+    timings["convert_s"] = time.perf_counter() - started
+    f16_bytes = f16.stat().st_size
+    if opts.quant == "f16":
+        return f16, f16_bytes
+    say(f"quantizing to {opts.quant.upper()} (llama.cpp)")
+    built = tmp / "model-quantized.gguf"
+    started = time.perf_counter()
+    convert.quantize(f16, built, opts.quant, opts.threads)
+    timings["quantize_s"] = time.perf_counter() - started
+    f16.unlink()  # free the disk before the drift check
+    return built, f16_bytes
+
+
+def _build_adapter(opts: ExportOptions, training: metadata.TrainingRecord, tmp: Path,
+                   say: Callable[[str], None], timings: dict[str, float]) -> tuple[Path, int]:
+    """RUN_DIR/adapter -> LoRA adapter GGUF inside `tmp`: (the file, 0: there is no f16 stage)."""
+    adapter_dir = opts.merged_dir.parent / "adapter"
+    say(f"writing {adapter_dir} as a llama.cpp LoRA adapter (f16)")
+    started = time.perf_counter()
+    config = _read_json(opts.merged_dir / "config.json")
+    arch, alpha, tensors = adapter.read_adapter(adapter_dir, str(config.get("model_type")),
+                                                int(config.get("num_hidden_layers", 0)))
+    kv = metadata.file_metadata(training, _export_record(opts))
+    kv[KEY_BASE_SHA256] = training.record["base_detail"]["sha256"]
+    built = tmp / "adapter.gguf"
+    adapter.write_adapter_gguf(built, arch, alpha, tensors, kv)
+    timings["convert_s"] = time.perf_counter() - started
+    return built, 0
+
+
+def _adapter_base(training: metadata.TrainingRecord) -> Path:
+    """The base GGUF the run was trained from, present and unchanged: the adapter's base."""
+    detail = training.record.get("base_detail")
+    if not isinstance(detail, dict) or detail.get("kind") != "gguf":
+        raise AnnotatorError("--adapter needs a run trained from a GGUF base (--base M.gguf or "
+                             "the embedded model); this run's base is a Hugging Face model, so "
+                             "export the merged model instead")
+    path, want = Path(str(detail.get("path"))), str(detail.get("sha256"))
+    if not path.is_file():
+        default = default_model_path()
+        if default.is_file() and sha256_file(default) == want:
+            return default
+        raise AnnotatorError(f"{path}: the run's base GGUF is missing (needed for --adapter)")
+    if sha256_file(path) != want:
+        raise AnnotatorError(f"{path}: changed since training (sha256 differs from the run's record)")
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise AnnotatorError(f"{path}: cannot read ({exc})") from exc
+    if not isinstance(value, dict):
+        raise AnnotatorError(f"{path}: must be a JSON object")
+    return value
 
 
 def _check_options(opts: ExportOptions) -> None:
@@ -154,7 +216,7 @@ def _export_record(opts: ExportOptions) -> dict[str, Any]:
     """What the file records about its own making (the drift result lives in the report)."""
     return {
         "date": datetime.now(UTC).replace(microsecond=0).isoformat(),
-        "quant": opts.quant,
+        "quant": "lora-f16" if opts.adapter else opts.quant,
         "converter": f"{convert.CONVERTER_DIST} {version(convert.CONVERTER_DIST)}",
         "quantizer": f"llama-cpp-python {version('llama-cpp-python')}",
         "min_agreement": opts.min_agreement,
