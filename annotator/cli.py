@@ -142,6 +142,35 @@ def review_import(project, labels, reviewer) -> None:
         _stderr(f"  ... and {len(report.problems) - 20} more problems")
 
 
+
+
+@review.command("export")
+@click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Labelled file to write (.csv, .tsv or .jsonl), as `annotator train --data` reads.")
+@click.option("--reviewer", help="Only this reviewer's labels [default: every reviewer].")
+@click.option("--queue", type=click.Choice(["audit", "hard", "import", "all"]), default="all",
+              show_default=True, help="Only reviews from this queue.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+def review_export(project, out, reviewer, queue, force) -> None:
+    """Write the reviewed items to OUT for the next training round.
+
+    One row per reviewed item: id, the rubric's input columns and one column per dimension
+    (blank where not reviewed). Where reviewers disagree on a cell it is left blank.
+    """
+    from annotator.reviews import export_reviews
+    from annotator.store import Store
+
+    with Store(project) as store:
+        report = export_reviews(store, out, reviewer=reviewer, queue=queue, force=force)
+    _stderr(f"wrote {report.items} items ({report.labels} labels) to {out}; "
+            f"{report.conflicts} conflicting cells left blank")
+    if report.incomplete:
+        _stderr(f"  {report.incomplete} items lack a label for some dimension; "
+                "`annotator train` skips such rows")
+
+
+cli.add_command(review, name="reviews")  # `annotator reviews export` works too
 @cli.command()
 @click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--reviewer", help="Only this reviewer [default: each reviewer].")

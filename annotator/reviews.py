@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotator.agreement import agreement
-from annotator.data import read_rows
+from annotator.data import data_format, read_rows
 from annotator.errors import AnnotatorError
 from annotator.rubric import Value
 from annotator.store import Store
@@ -14,6 +18,7 @@ from annotator.store import Store
 # Queues whose reviews count towards alpha: the random audit sample and imported labels.
 # The "hard" queue holds items picked for low model confidence and would bias alpha.
 UNBIASED_QUEUES = ("audit", "import")
+QUEUES = ("audit", "hard", "import")
 MODEL = "model"
 
 
@@ -63,6 +68,112 @@ def import_reviews(store: Store, path: str | Path, reviewer: str) -> ImportRepor
         report.items += found
     report.stored = store.save_reviews(reviewer, "import", to_save) if to_save else 0
     return report
+
+
+@dataclass
+class ExportReport:
+    path: Path
+    items: int = 0  # rows written
+    labels: int = 0  # non-blank dimension cells written
+    conflicts: int = 0  # item+dimension cells where reviewers disagree, left blank
+    incomplete: int = 0  # rows with at least one blank dimension (`train` skips those rows)
+
+
+def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, queue: str = "all",
+                   force: bool = False) -> ExportReport:
+    """Reviewed items as a labelled file `annotator train --data` reads (.csv, .tsv, .jsonl).
+
+    One row per item with at least one label: `id`, the rubric's input columns (the stored
+    item text) and one column per dimension (blank where not reviewed). Where several
+    reviewers labelled the same item and dimension (no `reviewer` given), agreeing values are
+    written and disagreeing ones left blank and counted as conflicts. The file is written to a
+    temporary file beside `out` and renamed into place; an existing `out` needs `force`.
+    """
+    out = Path(out)
+    fmt = data_format(out)
+    if queue != "all" and queue not in QUEUES:
+        raise AnnotatorError(f"--queue: {queue!r} is not one of {', '.join(QUEUES)}, all")
+    if out.exists() and not force:
+        raise AnnotatorError(f"{out}: already exists (use --force to replace it)")
+    rubric = store.rubric()
+    if rubric is None:
+        raise AnnotatorError(f"{store.path}: project has no rubric yet (annotate first)")
+    inputs = [f.column for f in rubric.inputs]
+    dims = [d.name for d in rubric.dimensions]
+    columns = ["id", *inputs, *dims]
+    if len(set(columns)) != len(columns):
+        raise AnnotatorError(f"{store.path}: the rubric's input and dimension names clash with "
+                             f"each other or with 'id'; cannot write one column per name")
+
+    reviews = store.reviews(None if queue == "all" else queue)
+    if not reviews:
+        where = "" if queue == "all" else f" in the {queue!r} queue"
+        raise AnnotatorError(f"{store.path}: no reviews{where} to export")
+    if reviewer is not None:
+        reviews = [r for r in reviews if r[2] == reviewer]
+        if not reviews:
+            where = "" if queue == "all" else f" in the {queue!r} queue"
+            names = ", ".join(sorted({r[2] for r in store.reviews()})) or "none"
+            raise AnnotatorError(f"{store.path}: no reviews by {reviewer!r}{where} (reviewers: {names})")
+
+    values: dict[tuple[str, str], set[str]] = {}
+    parsed: dict[tuple[str, str], Value] = {}
+    for item_id, dim_name, _, value, _ in reviews:
+        if dim_name not in dims:
+            continue  # not a dimension of this rubric: nothing to write it under
+        key = (item_id, dim_name)
+        values.setdefault(key, set()).add(json.dumps(value))
+        parsed[key] = value
+    report = ExportReport(out)
+    labels: dict[str, dict[str, Value]] = {}
+    for key, seen in values.items():
+        if len(seen) > 1:
+            report.conflicts += 1
+        else:
+            labels.setdefault(key[0], {})[key[1]] = parsed[key]
+
+    rows: list[dict[str, object]] = []
+    for item in store.items():
+        found = labels.get(item.id)
+        if not found:
+            continue
+        row: dict[str, object] = {"id": item.id}
+        row.update({c: item.fields.get(c, "") for c in inputs})
+        row.update({d: found.get(d) for d in dims})
+        rows.append(row)
+        report.items += 1
+        report.labels += len(found)
+        report.incomplete += len(found) < len(dims)
+    _write_atomic(out, fmt, columns, rows)
+    return report
+
+
+def _write_atomic(out: Path, fmt: str, columns: list[str], rows: list[dict[str, object]]) -> None:
+    try:
+        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", dir=out.parent,
+                                             prefix=f".{out.name}.", suffix=".tmp", delete=False)
+    except OSError as exc:
+        raise AnnotatorError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+    temp = Path(handle.name)
+    try:
+        with handle:
+            if fmt == "jsonl":
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                writer = csv.writer(handle, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n")
+                writer.writerow(columns)
+                for row in rows:
+                    writer.writerow(["" if row[c] is None else row[c] for c in columns])
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, out)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise AnnotatorError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def agreement_report(store: Store, run_id: int | None = None, reviewer: str | None = None,
