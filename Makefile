@@ -13,10 +13,11 @@ $(BIN)/annotator:
 
 setup: $(BIN)/annotator
 
-# Annotate the bundled GoEmotions sample into demo.db, then open the terminal app on it.
+# Annotate the bundled GoEmotions sample into demo.db with the bundled fine-tuned adapter (it
+# carries its rubric and runs on the embedded Gemma 3 270M), then open the terminal app on it.
 demo: setup
 	$(BIN)/annotator annotate annotator/samples/goemotions/items.csv \
-		--rubric annotator/samples/goemotions/rubric.toml --project demo.db
+		--model annotator/samples/goemotions/goemotions-lora.gguf --project demo.db
 	$(BIN)/annotator tui demo.db
 
 test: setup

@@ -226,6 +226,8 @@ def inspect(model) -> None:
     click.echo(f"quantization  {info.quantization}")
     click.echo(f"context       {info.context_length}")
     click.echo(f"sha256        {sha256_file(info.path)}")
+    if info.description:
+        click.echo(f"description   {info.description}")
     if info.is_adapter:
         click.echo(f"base sha256   {info.base_sha256 or 'not recorded'} (runs on that base model)")
     if info.rubric is None:

@@ -112,6 +112,7 @@ class ModelInfo:
     prompt_format: int | None
     provenance: dict | None
     metadata: dict[str, str]
+    description: str = ""  # general.description: what the model is, its data and their license
 
     @property
     def is_adapter(self) -> bool:
@@ -252,4 +253,5 @@ def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
         prompt_format=number(KEY_PROMPT_FORMAT),
         provenance=provenance,
         metadata=metadata,
+        description=printable(text("general.description") or "", 2000),
     )

@@ -34,11 +34,14 @@ from export.convert import QUANTS
               help="Bootstrap resamples for the alpha intervals (0: none).")
 @click.option("--force", is_flag=True, help="Replace an existing MODEL.gguf.")
 @click.option("--verbose", is_flag=True, help="Show the converter's log lines.")
+@click.option("--description", default="",
+              help="Stored as general.description and shown by `inspect` and the app: what the "
+                   "model labels, its training data and their license.")
 @click.option("--adapter", is_flag=True,
               help="Write RUN_DIR/adapter as a LoRA adapter GGUF (a few MB) for the base GGUF the "
                    "run trained from, instead of a full model; --quant does not apply.")
 def export_command(merged, out, quant, check, min_agreement, n_ctx, threads, gpu, bootstrap,
-                   force, verbose, adapter) -> None:
+                   force, verbose, description, adapter) -> None:
     """Convert a merged model (RUN_DIR/merged from `annotator train`) to one GGUF file.
 
     HF -> GGUF f16 (llama.cpp's converter) -> QUANT (llama.cpp), with the rubric, prompt
@@ -56,7 +59,7 @@ def export_command(merged, out, quant, check, min_agreement, n_ctx, threads, gpu
 
     opts = ExportOptions(merged_dir=merged, out=out, quant=quant, check=check,
                          min_agreement=min_agreement, n_ctx=n_ctx, threads=threads, gpu=gpu,
-                         bootstrap=bootstrap, force=force, verbose=verbose, adapter=adapter)
+                         bootstrap=bootstrap, force=force, verbose=verbose, description=description, adapter=adapter)
     result = export_model(opts, say=lambda line: click.echo(line, err=True))
     click.echo(format_report(result.report), nl=False)
     json_path, text_path = result.report_files

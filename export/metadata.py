@@ -85,7 +85,8 @@ def load_training_record(merged_dir: str | Path) -> TrainingRecord:
     return TrainingRecord(rubric, fmt, record)
 
 
-def file_metadata(training: TrainingRecord, export: dict[str, Any]) -> dict[str, str | int]:
+def file_metadata(training: TrainingRecord, export: dict[str, Any], description: str = ""
+                  ) -> dict[str, str | int]:
     """The key/value pairs to write into the GGUF.
 
     The rubric is stored in canonical form (what its hash is computed from), re-serialized
@@ -102,11 +103,14 @@ def file_metadata(training: TrainingRecord, export: dict[str, Any]) -> dict[str,
         raise AnnotatorError(f"provenance cannot be stored as JSON ({exc})") from exc
     if len(provenance_json) > _MAX_PROVENANCE:
         raise AnnotatorError(f"provenance is too large to embed ({len(provenance_json)} characters)")
-    return {
+    kv: dict[str, str | int] = {
         KEY_RUBRIC: training.rubric.canonical_json(),
         KEY_PROMPT_FORMAT: training.prompt_format,
         KEY_PROVENANCE: provenance_json,
     }
+    if description.strip():
+        kv["general.description"] = description.strip()
+    return kv
 
 
 def verify_file(path: Path, training: TrainingRecord) -> ModelInfo:

@@ -51,6 +51,8 @@ class ExportOptions:
     """Replace an existing MODEL.gguf."""
     verbose: bool = False
     """Show the converter's own log lines."""
+    description: str = ""
+    """general.description: what the model is for, its training data and their license."""
     adapter: bool = False
     """Write RUN_DIR/adapter as a LoRA adapter GGUF for the base GGUF training started from,
     instead of a full model (no re-quantization: the base file + adapter is the trained model)."""
@@ -139,7 +141,7 @@ def _build_model(opts: ExportOptions, training: metadata.TrainingRecord, tmp: Pa
     f16 = tmp / "model-f16.gguf"
     say(f"converting {opts.merged_dir} to GGUF f16 (llama.cpp converter)")
     started = time.perf_counter()
-    kv = metadata.file_metadata(training, _export_record(opts))
+    kv = metadata.file_metadata(training, _export_record(opts), opts.description)
     convert.convert_to_f16(opts.merged_dir, f16, kv, model_name=f"{training.rubric.name} annotator")
     timings["convert_s"] = time.perf_counter() - started
     f16_bytes = f16.stat().st_size
@@ -163,7 +165,7 @@ def _build_adapter(opts: ExportOptions, training: metadata.TrainingRecord, tmp: 
     config = _read_json(opts.merged_dir / "config.json")
     arch, alpha, tensors = adapter.read_adapter(adapter_dir, str(config.get("model_type")),
                                                 int(config.get("num_hidden_layers", 0)))
-    kv = metadata.file_metadata(training, _export_record(opts))
+    kv = metadata.file_metadata(training, _export_record(opts), opts.description)
     kv[KEY_BASE_SHA256] = training.record["base_detail"]["sha256"]
     built = tmp / "adapter.gguf"
     adapter.write_adapter_gguf(built, arch, alpha, tensors, kv)

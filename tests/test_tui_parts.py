@@ -41,6 +41,7 @@ def test_launch_defaults():
     demo = resolve_launch()
     assert demo.demo and demo.project == DEMO_PROJECT and demo.data.name == "items.csv"
     assert demo.rubric.parent.name == "goemotions"
+    assert demo.model is not None and demo.model.name == "goemotions-lora.gguf"  # fine-tuned
     given = resolve_launch("p.db", model="m.gguf")
     assert not given.demo and given.data is None and given.model == Path("m.gguf")
 
@@ -99,3 +100,15 @@ def test_a_model_that_carries_its_rubric_needs_no_rubric_file(tmp_path, monkeypa
     monkeypatch.setattr(project_module, "read_model_info", lambda path: real)
     info = load_project(Launch(tmp_path / "q.db", data=data))
     assert "carries no rubric" in info.errors[0] and not (tmp_path / "q.db").exists()
+
+
+def test_training_summary_reads_untrusted_provenance():
+    from tui.formatting import training_summary
+
+    good = {"split": {"train_count": 256, "validation_count": 64},
+            "validation_alpha": {"emotion": 0.2858}}
+    assert training_summary(good) == ("fine-tuned on 256 labelled items; alpha vs human labels "
+                                      "on 64 held-out items: emotion 0.286")
+    assert training_summary(None) is None and training_summary({}) is None
+    odd = {"split": "x", "validation_alpha": {"a\x1b[31m": "high", "b": True, "c": 0.5}}
+    assert training_summary(odd) == "alpha vs human labels: c 0.500"

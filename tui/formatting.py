@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import annotator
+from annotator.errors import printable
 from annotator.rubric import Value
 
 
@@ -59,3 +60,24 @@ def value(v: Value | None) -> str:
 def alpha(a: float | None) -> str:
     # Three decimals: the same rounding as `annotator agree`.
     return "-" if a is None else f"{a:.3f}"
+
+
+def training_summary(provenance: dict | None) -> str | None:
+    """One line from a fine-tuned model's provenance: how much it was trained on and the alpha
+    it reached against human labels on held-out items. The provenance comes from the model
+    file, so anything missing or of the wrong type is simply left out."""
+    if not isinstance(provenance, dict):
+        return None
+    split = provenance.get("split") if isinstance(provenance.get("split"), dict) else {}
+    alphas = provenance.get("validation_alpha")
+    parts = []
+    if isinstance(split.get("train_count"), int):
+        parts.append(f"fine-tuned on {split['train_count']} labelled items")
+    if isinstance(alphas, dict) and alphas:
+        shown = ", ".join(f"{printable(str(k), 40)} {alpha(v)}" for k, v in alphas.items()
+                          if isinstance(v, (int, float)) and not isinstance(v, bool))
+        held = split.get("validation_count")
+        where = f" on {held} held-out items" if isinstance(held, int) else ""
+        if shown:
+            parts.append(f"alpha vs human labels{where}: {shown}")
+    return "; ".join(parts) or None

@@ -1,7 +1,8 @@
 """What the user asked to open: the command line turned into paths (no Textual here).
 
 `annotator tui` with no arguments opens the bundled sample: project `demo.db` in the current
-directory, the GoEmotions items and their rubric. Otherwise the project defaults to `demo.db`
+directory, the GoEmotions items and their rubric, labelled by the bundled fine-tuned adapter
+(`goemotions-lora.gguf`, on the embedded base model) unless --model names another. Otherwise the project defaults to `demo.db`
 and every other path is taken as given; `project.load_project` decides what is missing.
 """
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import annotator
 
 DEMO_PROJECT = Path("demo.db")
+DEMO_MODEL = "goemotions-lora.gguf"  # in samples/goemotions: bench/quality.py's GoEmotions run
 
 
 def samples_dir() -> Path:
@@ -38,6 +40,7 @@ def resolve_launch(
     as_path = lambda p: Path(p) if p is not None else None  # noqa: E731
     if project is None and data is None and rubric is None:
         sample = samples_dir() / "goemotions"
-        return Launch(DEMO_PROJECT, sample / "items.csv", sample / "rubric.toml", as_path(model),
-                      demo=True)
+        demo_model = sample / DEMO_MODEL
+        chosen = as_path(model) or (demo_model if demo_model.is_file() else None)
+        return Launch(DEMO_PROJECT, sample / "items.csv", sample / "rubric.toml", chosen, demo=True)
     return Launch(as_path(project) or DEMO_PROJECT, as_path(data), as_path(rubric), as_path(model))

@@ -63,13 +63,20 @@ class ProjectView(VerticalScroll, can_focus=True):
         if model is None:
             return [("Model", Content.styled("not loaded (see the message above)", "$text-error"))]
         context = f" · context {model.context_length}" if model.context_length else ""
-        return [
+        lines: list[Line] = [
             ("Model", Content.assemble((model.name, "bold"), f"  {model.path.name}")),
             ("", f"{fmt.size(model.size)} · {model.quantization} · {model.architecture}{context}"),
             ("sha256", f"{info.model_sha256}"),
-            ("", Content.assemble("backend ", (info.backend.upper(), "bold"),
-                                  f": {info.backend_reason}")),
         ]
+        if model.is_adapter:
+            lines.append(("", f"runs on the base model with sha256 {model.base_sha256}"))
+        lines.append(("", Content.assemble("backend ", (info.backend.upper(), "bold"),
+                                           f": {info.backend_reason}")))
+        if model.description:
+            lines.append(("About", model.description))
+        if trained := fmt.training_summary(model.provenance):
+            lines.append(("Trained", trained))
+        return lines
 
     def _rubric_lines(self, info: ProjectInfo) -> list[Line]:
         rubric = info.rubric
