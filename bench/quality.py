@@ -111,6 +111,7 @@ def main() -> None:
                         help="test items (goemotions) or held-out articles (newsroom) [200, 15]")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=None,
                         help="training length and engine context [goemotions 2048, newsroom 640]")
     parser.add_argument("--threads", type=int, default=2)
@@ -142,7 +143,7 @@ def main() -> None:
     if not (run_dir / "merged").is_dir():
         run([*annotator, "train", "--data", str(out / "train.csv"), "--rubric",
              str(RUBRICS[args.task]), "--out", str(run_dir), "--epochs", str(args.epochs),
-             "--lr", str(args.lr), "--max-tokens", str(max_tokens), "--threads",
+             "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--max-tokens", str(max_tokens), "--threads",
              str(args.threads), "--seed", str(args.seed)], out / "train.log")
     else:
         print(f"loading the finished run {run_dir}")
@@ -184,7 +185,7 @@ def main() -> None:
         rows.append(entry)
 
     report = {"task": args.task, "train_items": len(train), "test_items": len(test),
-              "epochs": args.epochs, "lr": args.lr, "max_tokens": max_tokens,
+              "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "max_tokens": max_tokens,
               "files": {"q4_k_m": str(q4_file), "adapter": str(adapter_file)},
               "seconds": seconds, "command": shlex.join(sys.argv), "dimensions": rows}
     (out / "quality.json").write_text(json.dumps(report, indent=1))
