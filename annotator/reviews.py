@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +17,29 @@ from annotator.rubric import Value
 from annotator.store import Store
 
 # Queues whose reviews count towards alpha: the random audit sample and imported labels.
-# The "hard" queue holds items picked for low model confidence and would bias alpha.
+# The "hard" queue holds items picked for low model confidence and would bias alpha (and its
+# reviewer may have seen the model's answer). The order is the order of preference, see
+# `unbiased_labels`.
 UNBIASED_QUEUES = ("audit", "import")
 QUEUES = ("audit", "hard", "import")
 MODEL = "model"
+
+
+def unbiased_labels(reviews: Iterable[tuple[str, str, str, Value, str]]
+                    ) -> dict[str, dict[tuple[str, str], Value]]:
+    """reviewer -> (item id, dimension) -> the one label of theirs that alpha counts.
+
+    The store keeps a review per queue, so one reviewer may hold several reviews of the same
+    item and dimension. Only `UNBIASED_QUEUES` count, and one of them per reviewer, item and
+    dimension, so nothing is counted twice: the audit review if there is one, else the
+    imported one. Hard-queue reviews never count, even where they are the only review.
+    """
+    found: dict[str, dict[tuple[str, str], Value]] = {}
+    for preferred in UNBIASED_QUEUES:  # audit first, then import
+        for item_id, dim_name, name, value, queue in reviews:
+            if queue == preferred:
+                found.setdefault(name, {}).setdefault((item_id, dim_name), value)
+    return found
 
 
 @dataclass
@@ -105,7 +125,7 @@ def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, q
         raise AnnotatorError(f"{store.path}: the rubric's input and dimension names clash with "
                              f"each other or with 'id'; cannot write one column per name")
 
-    reviews = store.reviews(None if queue == "all" else queue)
+    reviews = store.timed_reviews(None if queue == "all" else queue)
     if not reviews:
         where = "" if queue == "all" else f" in the {queue!r} queue"
         raise AnnotatorError(f"{store.path}: no reviews{where} to export")
@@ -116,11 +136,23 @@ def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, q
             names = ", ".join(sorted({r[2] for r in store.reviews()})) or "none"
             raise AnnotatorError(f"{store.path}: no reviews by {reviewer!r}{where} (reviewers: {names})")
 
-    values: dict[tuple[str, str], set[str]] = {}
-    parsed: dict[tuple[str, str], Value] = {}
-    for item_id, dim_name, _, value, _ in reviews:
+    # One value per reviewer, item and dimension first. The store keeps a review per queue,
+    # so a reviewer may have labelled an item twice (in the hard queue and later, blind, in the
+    # audit sample; or in the app and in an import): the later-saved review is their answer,
+    # and on equal times the audit one, then import, then hard.
+    preference = {name: n for n, name in enumerate(("audit", "import", "hard"))}
+    latest: dict[tuple[str, str, str], tuple[tuple[float, int], Value]] = {}
+    for item_id, dim_name, name, value, queue_name, saved_at in reviews:
         if dim_name not in dims:
             continue  # not a dimension of this rubric: nothing to write it under
+        rank = (saved_at, -preference.get(queue_name, len(preference)))
+        mine = latest.get((item_id, dim_name, name))
+        if mine is None or rank > mine[0]:
+            latest[(item_id, dim_name, name)] = (rank, value)
+    # Then across reviewers: agreeing values are written, disagreeing ones are conflicts.
+    values: dict[tuple[str, str], set[str]] = {}
+    parsed: dict[tuple[str, str], Value] = {}
+    for (item_id, dim_name, _), (_, value) in latest.items():
         key = (item_id, dim_name)
         values.setdefault(key, set()).add(json.dumps(value))
         parsed[key] = value
@@ -184,16 +216,14 @@ def agreement_report(store: Store, run_id: int | None = None, reviewer: str | No
         raise AnnotatorError(f"{store.path}: project has no rubric yet (annotate first)")
     run = store.run(run_id)
     model_labels = {item_id: labels for item_id, labels, _ in store.annotations(run.id)}
-    reviews = [r for r in store.reviews() if r[4] in UNBIASED_QUEUES]
-    reviewers = sorted({r[2] for r in reviews})
+    # One label per reviewer, item and dimension: audit, else import; never hard.
+    labels = unbiased_labels(store.reviews())
+    reviewers = sorted(labels)
     if reviewer is not None:
         if reviewer not in reviewers:
             raise AnnotatorError(f"{store.path}: no reviews by {reviewer!r} (reviewers: {', '.join(reviewers) or 'none'})")
         reviewers = [reviewer]
-    by_coder: dict[str, dict[tuple[str, str], Value]] = {name: {} for name in reviewers}
-    for item_id, dim_name, name, value, _ in reviews:
-        if name in by_coder:
-            by_coder[name][(item_id, dim_name)] = value
+    by_coder = {name: labels[name] for name in reviewers}
 
     dimensions = []
     for dim in rubric.dimensions:

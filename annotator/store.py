@@ -3,7 +3,8 @@
 WAL journal, synchronous=FULL and one transaction per item (all of its dimensions at once), so
 a process killed at any moment loses at most the item in flight, and a primary key on
 (run, item) makes a duplicate impossible. The schema evolves through the `MIGRATIONS` list:
-small functions applied in order and recorded in the `_migrations` table.
+small functions applied in order, each in one transaction together with its row in the
+`_migrations` table (so a crash mid-migration leaves the file as it was before it).
 
 A project is tied to one rubric (its hash is fixed when the project is created); runs record
 the model, its sha256, the engine settings, backend and library versions.
@@ -84,6 +85,33 @@ def m001_initial(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m002_reviews_keyed_by_queue(db: sqlite3.Connection) -> None:
+    """Key reviews by queue too: one reviewer may hold a hard-queue review (maybe not blind)
+    and a blind audit review of the same item, and only the audit one counts for alpha.
+
+    SQLite cannot change a primary key in place: a new table, every row copied, the old one
+    dropped and the new one renamed, all in the migration's transaction."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE reviews_m002 (
+            item_id TEXT NOT NULL REFERENCES items (id),
+            dimension TEXT NOT NULL,
+            reviewer TEXT NOT NULL,
+            value TEXT NOT NULL,         -- JSON scalar
+            queue TEXT NOT NULL,         -- audit (random sample) | hard (low margin) | import
+            created_at REAL NOT NULL,    -- when saved (a re-review in the same queue: its time)
+            PRIMARY KEY (item_id, dimension, reviewer, queue)
+        );
+        INSERT INTO reviews_m002 (item_id, dimension, reviewer, value, queue, created_at)
+            SELECT item_id, dimension, reviewer, value, queue, created_at FROM reviews;
+        DROP TABLE reviews;
+        ALTER TABLE reviews_m002 RENAME TO reviews
+        """
+    )
+
+
 def _run_script(db: sqlite3.Connection, script: str) -> None:
     # Statement by statement: executescript() would commit the migration's transaction.
     for statement in script.split(";"):
@@ -146,6 +174,10 @@ class Store:
         for fn in MIGRATIONS:
             if fn.__name__ not in done:
                 with self.transaction() as db:
+                    # Read again under the write lock: another process opening the same
+                    # project may have applied it since.
+                    if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (fn.__name__,)).fetchone():
+                        continue
                     fn(db)
                     db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))
 
@@ -275,24 +307,34 @@ class Store:
     # -- reviews ----------------------------------------------------------------------------
 
     def save_reviews(self, reviewer: str, queue: str, rows: Iterable[tuple[str, str, Value]]) -> int:
-        """Save (item id, dimension, value) reviews in one transaction; a re-review replaces."""
+        """Save (item id, dimension, value) reviews in one transaction.
+
+        A review is kept per (item, dimension, reviewer, queue): a re-review in the same queue
+        replaces the earlier one (and its time); reviews in other queues stay as they are."""
         now = time.time()
         with self.transaction() as db:
             cursor = db.executemany(
-                "INSERT OR REPLACE INTO reviews VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO reviews (item_id, dimension, reviewer, value, queue,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
                 [(i, d, reviewer, json.dumps(v), queue, now) for i, d, v in rows],
             )
             return cursor.rowcount
 
     def reviews(self, queue: str | None = None) -> list[tuple[str, str, str, Value, str]]:
-        """(item id, dimension, reviewer, value, queue) rows."""
-        sql = "SELECT item_id, dimension, reviewer, value, queue FROM reviews"
+        """(item id, dimension, reviewer, value, queue) rows; one reviewer may have several
+        for the same item and dimension, one per queue."""
+        return [r[:5] for r in self.timed_reviews(queue)]
+
+    def timed_reviews(self, queue: str | None = None) -> list[tuple[str, str, str, Value, str, float]]:
+        """`reviews()` with when each was saved: (item id, dimension, reviewer, value, queue,
+        created_at) rows."""
+        sql = "SELECT item_id, dimension, reviewer, value, queue, created_at FROM reviews"
         args: tuple = ()
         if queue is not None:
             sql += " WHERE queue = ?"
             args = (queue,)
-        rows = self.db.execute(sql + " ORDER BY item_id, dimension, reviewer", args)
-        return [(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+        rows = self.db.execute(sql + " ORDER BY item_id, dimension, reviewer, queue", args)
+        return [(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
 
     def reviewers(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT reviewer FROM reviews ORDER BY 1")]

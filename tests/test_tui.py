@@ -203,13 +203,59 @@ async def test_browse_and_agreement_follow_new_reviews(tmp_path, monkeypatch):
         review = app.main.query_one(ReviewView)
         item = review.current
         await pilot.press("3", "enter")
-        # The sample covers the whole project here, so the earlier hard-queue review is
-        # re-filed as audit too (see tui.queues): n grows by two.
+        # The sample covers the whole project here, alice's earlier hard-queue review included:
+        # that one stays filed as hard (it may not be blind), so n grows by one.
         audit_items = {i for i, *_, q in app.store.reviews() if q == AUDIT}
-        assert len(audit_items) == before + 2
+        assert len(audit_items) == before + 1
         await wait_for(pilot, lambda: agreement.report["dimensions"][0]["comparisons"][0]["n"]
-                       == before + 2, what="the agreement to update")
+                       == before + 1, what="the agreement to update")
         assert app.main.query_one(BrowseView).rows[item].reviewed
+
+
+@run_async
+async def test_an_item_reviewed_in_the_hard_queue_is_reviewed_again_blind_in_the_audit_sample(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    project = fabricated_project(tmp_path)  # alice: 8 audit reviews, 1 hard (the last item drawn)
+    with Store(project) as store:
+        hard_item = audit_order(store.item_ids())[-1]
+        assert store.reviews(HARD) == [(hard_item, "emotion", "alice", "joy", HARD)]
+    app = make_app(project.name, reviewer="alice", bootstrap=200)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await opened(pilot)
+        await pilot.press("r", "enter")  # default sample size: all 12 items
+        review = app.main.query_one(ReviewView)
+        assert review.sample_done == 8 and review.current is not None
+        assert hard_item in [review.current, *review.todo]  # asked again, not re-filed
+        assert not any("count as audit" in n.message for n in app._notifications)
+        with Store(project) as store:
+            assert {q for i, *_, q in store.reviews() if i == hard_item} == {HARD}
+        while review.current != hard_item:
+            await pilot.press("2", "enter", "enter")  # save another sampled item, next
+        # Blind as any audit item: nothing picked (not the hard review's value either), no
+        # model answer, and v does not unblind it.
+        picker = review.query_one(ValuePicker)
+        assert picker.selected is None and "model" not in text_of(review).lower()
+        await pilot.press("v")
+        assert review.blind and "model" not in text_of(review).lower()
+        await pilot.press("1", "enter")  # admiration, where the hard review said joy
+        assert review.revealed and review.sample_done == 12
+        with Store(project) as store:
+            rows = sorted((v, q) for i, _, r, v, q in store.reviews() if i == hard_item)
+            assert rows == [("admiration", AUDIT), ("joy", HARD)]
+        agreement = app.main.query_one(AgreementView)
+        await wait_for(pilot, lambda: agreement.report is not None and
+                       agreement.report["dimensions"][0]["comparisons"][0]["n"] == 12,
+                       what="the agreement to update")
+        await app.workers.wait_for_complete()
+        assert "0 hardest-first item(s) not counted" in text_of(agreement)
+    # Alpha counts the audit review only: the same with the hard one deleted.
+    from annotator.reviews import agreement_report
+
+    with Store(project) as store:
+        report = agreement_report(store, bootstrap=0)
+        store.db.execute("DELETE FROM reviews WHERE queue = 'hard'")
+        assert agreement_report(store, bootstrap=0) == report
 
 
 @run_async

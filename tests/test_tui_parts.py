@@ -6,7 +6,7 @@ from pathlib import Path
 
 from annotator.store import Label
 from tui.launch import DEMO_PROJECT, resolve_launch
-from tui.queues import AUDIT, HARD, audit_order, audit_queue, hard_queue, my_review_queues
+from tui.queues import AUDIT, HARD, audit_order, audit_queue, hard_queue, my_reviewed_items
 
 IDS = [f"i{n:02d}" for n in range(30)]
 
@@ -15,15 +15,18 @@ def test_audit_sample_is_fixed_random_and_grows_by_adding():
     order = audit_order(IDS)
     assert order == audit_order(reversed(IDS))  # independent of the order items came in
     assert order != sorted(IDS)
-    small, large = audit_queue(order, 5, {}), audit_queue(order, 12, {})
+    small, large = audit_queue(order, 5, set()), audit_queue(order, 12, set())
     assert large.sample[:5] == small.sample and len(large.sample) == 12
 
 
-def test_audit_queue_counts_done_items_and_finds_hard_reviews_to_refile():
+def test_audit_queue_counts_only_audit_reviews_as_done():
     order = audit_order(IDS)
-    mine = {order[0]: AUDIT, order[1]: HARD, order[20]: HARD}
-    queue = audit_queue(order, 5, mine)
-    assert queue.done == 2 and queue.todo == order[2:5] and queue.promote == [order[1]]
+    reviews = [(order[0], "d", "me", 1, AUDIT), (order[1], "d", "me", 1, HARD),
+               (order[20], "d", "me", 1, HARD), (order[2], "d", "you", 1, AUDIT)]
+    queue = audit_queue(order, 5, my_reviewed_items(reviews, "me", AUDIT))
+    # order[1] was reviewed in the hard queue (perhaps not blind): it is asked again, blind.
+    assert queue.done == 1 and queue.todo == order[1:5]
+    assert not hasattr(queue, "promote")  # nothing is re-filed from the hard queue
 
 
 def test_hard_queue_is_least_sure_first_without_excluded_items():
@@ -32,9 +35,12 @@ def test_hard_queue_is_least_sure_first_without_excluded_items():
     assert hard_queue(annotations, exclude={"i2"}) == ["i1", "i3", "i0"]
 
 
-def test_my_review_queues_only_mine():
-    reviews = [("a", "d", "me", 1, HARD), ("a", "e", "me", 1, AUDIT), ("b", "d", "you", 2, AUDIT)]
-    assert my_review_queues(reviews, "me") == {"a": AUDIT}
+def test_my_reviewed_items_only_mine():
+    reviews = [("a", "d", "me", 1, HARD), ("a", "e", "me", 1, AUDIT), ("b", "d", "you", 2, AUDIT),
+               ("c", "d", "me", 1, HARD)]
+    assert my_reviewed_items(reviews, "me") == {"a", "c"}
+    assert my_reviewed_items(reviews, "me", AUDIT) == {"a"}
+    assert my_reviewed_items(reviews, "me", HARD) == {"a", "c"}
 
 
 def test_launch_defaults():

@@ -1,7 +1,8 @@
 """Model vs reviewer value pairs per dimension, for the agreement view (no Textual here).
 
-Only reviews in the queues that alpha uses are counted (`UNBIASED_QUEUES`), against the same
-run's model labels, so the picture matches the numbers next to it.
+Only the reviews that alpha uses are counted (`unbiased_labels`: audit or imported, one per
+reviewer, item and dimension), against the same run's model labels, so the picture matches the
+numbers next to it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from annotator.reviews import UNBIASED_QUEUES
+from annotator.reviews import unbiased_labels
 from annotator.rubric import Dimension, Rubric, Value
 from annotator.store import Label
 
@@ -31,14 +32,16 @@ class Confusion:
 def confusions(rubric: Rubric, annotations: list[tuple[str, dict[str, Label], int]],
                reviews: list[tuple[str, str, str, Value, str]]) -> list[Confusion]:
     model = {item_id: labels for item_id, labels, _ in annotations}
+    counted = unbiased_labels(reviews)
     result = []
     for dim in rubric.dimensions:
         pairs: Counter = Counter()
-        for item_id, dim_name, _reviewer, value, queue in reviews:
-            if dim_name != dim.name or queue not in UNBIASED_QUEUES:
-                continue
-            label = model.get(item_id, {}).get(dim.name)
-            if label is not None:
-                pairs[(label.value, value)] += 1
+        for mine in counted.values():
+            for (item_id, dim_name), value in mine.items():
+                if dim_name != dim.name:
+                    continue
+                label = model.get(item_id, {}).get(dim.name)
+                if label is not None:
+                    pairs[(label.value, value)] += 1
         result.append(Confusion(dim, pairs))
     return result

@@ -6,17 +6,18 @@ audit: a random sample, the only reviews used for alpha. The sample of size N is
 hard: "hardest first", annotated items in increasing order of their smallest margin (the
     model's least sure decision). Chosen by the model's doubt, so never counted in alpha.
 
-The store keeps one review per (item, dimension, reviewer) whatever the queue, so the app keeps
-the queues disjoint itself: the hard queue leaves out the current audit sample, and a blind
-review made earlier in the hard queue for an item that the (grown) audit sample now includes is
-re-filed under "audit" (`AuditQueue.promote`): the item was drawn at random and the label was
-given blind, so leaving it out would bias the sample towards easy items.
+The store keeps a review per (item, dimension, reviewer, queue), so the queues are apart by
+construction: the audit queue asks for every sampled item this reviewer has not reviewed *in
+the audit queue*, blind, even one they reviewed earlier in the hard queue (where they may have
+seen the model's answer: that review stays filed as hard and never counts towards alpha). The
+hard queue leaves out the current audit sample and every item this reviewer has reviewed in
+any queue.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from annotator.store import Label
@@ -35,17 +36,16 @@ def audit_order(item_ids: Iterable[str]) -> list[str]:
 @dataclass(frozen=True)
 class AuditQueue:
     sample: list[str]
-    todo: list[str]  # in the sample, not yet reviewed by this reviewer
-    done: int  # in the sample and reviewed by this reviewer
-    promote: list[str]  # in the sample, reviewed by this reviewer in the hard queue
+    todo: list[str]  # in the sample, not yet reviewed by this reviewer in the audit queue
+    done: int  # in the sample and reviewed by this reviewer in the audit queue
 
 
-def audit_queue(order: list[str], size: int, my_queues: Mapping[str, str]) -> AuditQueue:
-    """`my_queues`: item id -> queue of this reviewer's review of it."""
+def audit_queue(order: list[str], size: int, audited: Collection[str]) -> AuditQueue:
+    """`audited`: the items this reviewer has reviewed in the audit queue (other queues'
+    reviews do not count: a hard-queue review may not be blind)."""
     sample = order[:max(0, size)]
-    todo = [i for i in sample if i not in my_queues]
-    promote = [i for i in sample if my_queues.get(i) == HARD]
-    return AuditQueue(sample, todo, len(sample) - len(todo), promote)
+    todo = [i for i in sample if i not in audited]
+    return AuditQueue(sample, todo, len(sample) - len(todo))
 
 
 def hard_queue(annotations: Iterable[tuple[str, dict[str, Label], int]],
@@ -59,13 +59,8 @@ def hard_queue(annotations: Iterable[tuple[str, dict[str, Label], int]],
     return [item_id for _, _, item_id in sorted(ranked)]
 
 
-def my_review_queues(reviews: Iterable[tuple[str, str, str, object, str]],
-                     reviewer: str) -> dict[str, str]:
-    """item id -> queue, for the items `reviewer` has reviewed (any dimension)."""
-    found: dict[str, str] = {}
-    for item_id, _dim, name, _value, queue in reviews:
-        if name == reviewer:
-            # An item reviewed in several queues (not possible through the app) counts as audit.
-            if found.get(item_id) != AUDIT:
-                found[item_id] = queue
-    return found
+def my_reviewed_items(reviews: Iterable[tuple[str, str, str, object, str]], reviewer: str,
+                      queue: str | None = None) -> set[str]:
+    """The items `reviewer` has reviewed (any dimension), in `queue` or in any queue."""
+    return {item_id for item_id, _dim, name, _value, in_queue in reviews
+            if name == reviewer and (queue is None or in_queue == queue)}

@@ -19,7 +19,7 @@ from textual.widgets import Static
 
 from annotator.agreement import verdict
 from annotator.errors import AnnotatorError
-from annotator.reviews import agreement_report
+from annotator.reviews import UNBIASED_QUEUES, agreement_report
 from annotator.store import Store
 from tui import formatting as fmt
 from tui.confusion import Confusion, confusions
@@ -42,7 +42,10 @@ def compute(project: Path, bootstrap: int) -> tuple[dict, list[Confusion], int]:
         assert rubric is not None  # agreement_report raised otherwise
         reviews = store.reviews()
         pairs = confusions(rubric, store.annotations(report["run"]), reviews)
-    hard = len({r[0] for r in reviews if r[4] == HARD})
+    # Items with a hardest-first review that counts nowhere: where the same reviewer also
+    # reviewed the item in the audit sample (or imported a label), that review is counted.
+    counted = {(r[0], r[2]) for r in reviews if r[4] in UNBIASED_QUEUES}
+    hard = len({r[0] for r in reviews if r[4] == HARD and (r[0], r[2]) not in counted})
     return report, pairs, hard
 
 

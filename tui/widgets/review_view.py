@@ -177,7 +177,7 @@ class ReviewView(Vertical, can_focus=True):
         if total == 0:
             self._show_message("The project has no items yet.")
             return
-        mine = queues.my_review_queues(store.reviews(queues.AUDIT), self.reviewer or "")
+        mine = queues.my_reviewed_items(store.reviews(queues.AUDIT), self.reviewer or "")
         default = self.audit_size or min(total, max(DEFAULT_AUDIT_SIZE, len(mine)))
 
         def check(text: str) -> str | None:
@@ -307,37 +307,20 @@ class ReviewView(Vertical, can_focus=True):
     def _load_queue(self) -> None:
         store = self.annotator.store
         assert store is not None and self.reviewer is not None
-        mine = queues.my_review_queues(store.reviews(), self.reviewer)
+        reviews = store.reviews()
+        mine = queues.my_reviewed_items(reviews, self.reviewer)
+        audited = queues.my_reviewed_items(reviews, self.reviewer, queues.AUDIT)
         order = queues.audit_order(store.item_ids())
-        audit = queues.audit_queue(order, self.audit_size or DEFAULT_AUDIT_SIZE, mine)
+        audit = queues.audit_queue(order, self.audit_size or DEFAULT_AUDIT_SIZE, audited)
         run_id = self.annotator.run_id
         annotations = store.annotations(run_id) if run_id is not None else []
         self._model = {item_id: labels for item_id, labels, _ in annotations}
         if self.queue == queues.AUDIT:
-            if audit.promote:
-                self._promote(audit.promote)
             self.todo = list(audit.todo)
             self.sample_done, self.sample_size = audit.done, len(audit.sample)
         else:
-            self.todo = queues.hard_queue(annotations, set(mine) | set(audit.sample))
+            self.todo = queues.hard_queue(annotations, mine | set(audit.sample))
         self.skipped = 0
-
-    def _promote(self, item_ids: list[str]) -> None:
-        """File this reviewer's earlier blind hard-queue reviews of sampled items under audit."""
-        store = self.annotator.store
-        assert store is not None
-        wanted = set(item_ids)
-        rows = [(i, d, v) for i, d, r, v, q in store.reviews(queues.HARD)
-                if r == self.reviewer and i in wanted]
-        try:
-            store.save_reviews(self.reviewer or "", queues.AUDIT, rows)
-        except (sqlite3.Error, AnnotatorError) as exc:
-            self.app.notify(f"could not update earlier reviews: {exc}", severity="error", markup=False)
-            return
-        self.app.notify(f"{len(wanted)} item(s) you reviewed blind in the hardest-first queue are in "
-                        "the audit sample: their reviews now count as audit", markup=False)
-        for item_id in wanted:
-            self.post_message(self.Saved(item_id, queues.AUDIT))
 
     def _next_item(self) -> None:
         self.current = self.todo.pop(0) if self.todo else None
