@@ -47,10 +47,13 @@ def cli() -> None:
 @click.option("--flash-attn/--no-flash-attn", default=False, show_default=True)
 @click.option("--gpu", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: CUDA when the build and a device allow it, else CPU.")
+@click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Items decoded together as parallel sequences (for GPUs). Batching can move "
+                   "a near-tie label; 1 is the deterministic reference.")
 @click.option("--tie-margin", default=0.1, show_default=True,
               help="Flag a label whose probability beats the runner-up by less than this.")
 def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, threads, flash_attn,
-             gpu, tie_margin) -> None:
+             gpu, parallel, tie_margin) -> None:
     """Label every item of DATA (.csv, .tsv, .jsonl) into the project.
 
     Rerunning resumes: items already labelled by the same model, rubric and settings are
@@ -61,7 +64,7 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
     from annotator.job import open_job
 
     settings = EngineSettings(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
-                              flash_attn=flash_attn, gpu=gpu)
+                              flash_attn=flash_attn, gpu=gpu, n_parallel=parallel)
     job = open_job(data, project, rubric_path, model, id_col or "id", id_col is not None,
                    settings, tie_margin, base)
     say = _stderr

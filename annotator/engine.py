@@ -17,8 +17,8 @@ Texts that do not fit the context are cut by `fit_item` (see its docstring) and 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Generator, Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import llama_cpp
@@ -26,6 +26,7 @@ import llama_cpp
 from annotator import __version__, prompt
 from annotator.errors import AnnotatorError
 from annotator.llama_quiet import quiet_llama
+from annotator.parallel import ParallelDecoder, Step, StepResult
 from annotator.rubric import Rubric, Value
 from annotator.trie import Node, build_trie, lead_and_branch, only_leaf, restricted_softmax
 
@@ -40,11 +41,11 @@ class EngineSettings:
     n_threads: int = 0  # 0: the CPUs this process may use
     flash_attn: bool = False
     gpu: str = "auto"  # auto | cpu | cuda
+    n_parallel: int = 1  # items decoded together as parallel sequences; 1: one at a time
 
     def resolved(self) -> EngineSettings:
         threads = self.n_threads or len(os.sched_getaffinity(0))
-        return EngineSettings(self.n_ctx, self.n_batch, min(self.n_ubatch, self.n_batch),
-                              threads, self.flash_attn, self.gpu)
+        return replace(self, n_ubatch=min(self.n_ubatch, self.n_batch), n_threads=threads)
 
 
 @dataclass(frozen=True)
@@ -131,22 +132,33 @@ class Engine:
                 "raise --n-ctx"
             )
         self._eval_prefix()
+        self._parallel = (ParallelDecoder(self.llm, self.prefix_tokens, s)
+                          if s.n_parallel > 1 else None)
 
     # -- public -----------------------------------------------------------------------------
 
     def annotate(self, fields: Mapping[str, str]) -> ItemResult:
         item_tokens, cut = self.fit_item(fields)
-        self.llm.n_tokens = len(self.prefix_tokens)
-        pending = item_tokens + self._cue_and_lead(0)
-        decisions: dict[str, Decision] = {}
-        last = len(self.rubric.dimensions) - 1
-        for index, dim in enumerate(self.rubric.dimensions):
-            self.llm.eval(pending)
-            decision, rest = self._decide(index)
-            decisions[dim.name] = decision
-            if index < last:
-                pending = rest + self._cue_and_lead(index + 1)
+        decisions = self._run_steps(self._item_steps(item_tokens))
         return ItemResult(decisions, len(item_tokens), cut)
+
+    def annotate_many(self, items: Iterable[Mapping[str, str]]) -> Iterator[ItemResult]:
+        """Results in item order, items taken lazily. With `n_parallel` > 1, up to that many
+        items are decoded together as parallel sequences (annotator/parallel.py)."""
+        if self._parallel is None:
+            for fields in items:
+                yield self.annotate(fields)
+            return
+        sizes: list[tuple[int, int]] = []  # per item: tokens evaluated, tokens cut
+
+        def steps() -> Iterator[Generator[Step, list[float] | None, StepResult]]:
+            for fields in items:
+                tokens, cut = self.fit_item(fields)
+                sizes.append((len(tokens), cut))
+                yield self._item_steps(tokens)
+
+        for index, decisions in enumerate(self._parallel.run(steps())):
+            yield ItemResult(decisions, *sizes[index])
 
     def fit_item(self, fields: Mapping[str, str]) -> tuple[list[int], int]:
         """The item's tokens and how many were cut to fit the context.
@@ -191,6 +203,8 @@ class Engine:
         }
 
     def close(self) -> None:
+        if self._parallel is not None:
+            self._parallel.close()
         self.llm.close()
 
     # -- internals --------------------------------------------------------------------------
@@ -206,56 +220,77 @@ class Engine:
     def _cue_and_lead(self, index: int) -> list[int]:
         return self.cue_tokens[index] + self.tries[index][0]
 
+    # Labelling an item is a generator of steps: (position, tokens to evaluate there, token ids
+    # whose logits are wanted after the last of them; [] for none). A driver evaluates each
+    # step and sends back those logits. The sequential driver below and the parallel one in
+    # annotator/parallel.py run the same steps, so the decision logic exists once.
+
+    def _item_steps(self, item_tokens: list[int]) -> Generator[Step, list[float] | None,
+                                                                 dict[str, Decision]]:
+        pos = len(self.prefix_tokens)
+        pending = item_tokens + self._cue_and_lead(0)
+        decisions: dict[str, Decision] = {}
+        last = len(self.rubric.dimensions) - 1
+        for index, dim in enumerate(self.rubric.dimensions):
+            decision, rest = yield from self._decide(index, pos, pending)
+            decisions[dim.name] = decision
+            pos += len(pending)
+            if index < last:
+                pending = rest + self._cue_and_lead(index + 1)
+        return decisions
+
+    def _run_steps(self, steps: Generator[Step, list[float] | None, StepResult]) -> StepResult:
+        """The sequential driver: one sequence in the Llama's own context."""
+        reply: list[float] | None = None
+        try:
+            while True:
+                pos, tokens, candidates = steps.send(reply)
+                self.llm.n_tokens = pos  # eval() first drops the cache beyond this point
+                self.llm.eval(tokens)
+                reply = self._next_logits(candidates) if candidates else None
+        except StopIteration as done:
+            return done.value
+
     def _next_logits(self, token_ids: list[int]) -> list[float]:
         # Read only the candidate ids: no pass over the whole vocabulary in Python.
         logits = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return [logits[t] for t in token_ids]
 
-    def _value_probs(self, node: Node, probs: list[float], mass: float) -> None:
-        """Fill `probs` with each value's probability below `node`.
-
-        The cache holds the tokens on the path to `node`; it is left as it was found.
-        """
+    def _value_probs(self, node: Node, probs: list[float], mass: float, pos: int,
+                     tokens: list[int]) -> Generator[Step, list[float] | None, None]:
+        """Evaluate `tokens` at `pos` (they lead to `node`), then fill `probs` with each value's
+        probability below `node`: the branches are explored from there."""
         forced: list[int] = []
         while node.value_index is None and len(node.children) == 1:
             token, node = next(iter(node.children.items()))
             forced.append(token)
-        if node.value_index is not None:
-            probs[node.value_index] = mass
-            return
-        start = self.llm.n_tokens
         if forced:
-            self.llm.eval(forced)
-        tokens = list(node.children)
-        shares = restricted_softmax(self._next_logits(tokens))
-        for token, share in zip(tokens, shares, strict=True):
+            yield pos, tokens, []
+            pos, tokens = pos + len(tokens), forced
+        candidates = list(node.children)
+        logits = yield pos, tokens, candidates
+        assert logits is not None
+        end = pos + len(tokens)
+        for token, share in zip(candidates, restricted_softmax(logits), strict=True):
             child, share = node.children[token], mass * share
             leaf = only_leaf(child)
             if leaf is not None:
                 probs[leaf] = share
             else:
-                at = self.llm.n_tokens
-                self.llm.eval([token])
-                self._value_probs(child, probs, share)
-                self.llm.n_tokens = at
-        self.llm.n_tokens = start
+                yield from self._value_probs(child, probs, share, end, [token])
 
-    def _decide(self, index: int) -> tuple[Decision, list[int]]:
-        """The decision for dimension `index` and the tokens of its value not yet evaluated."""
+    def _decide(self, index: int, pos: int, pending: list[int]
+                ) -> Generator[Step, list[float] | None, tuple[Decision, list[int]]]:
+        """Evaluate `pending` (item or previous answer, cue, lead) at `pos` and decide dimension
+        `index`: the decision and the tokens of its value not yet evaluated."""
         dim, lead, branch = self.rubric.dimensions[index], *self.tries[index]
         probs = [0.0] * len(dim.values)
-        self._value_probs(branch, probs, 1.0)
+        yield from self._value_probs(branch, probs, 1.0, pos, pending)
         # Highest probability wins; exact ties go to the value listed first (deterministic).
         order = sorted(range(len(probs)), key=lambda i: (-probs[i], i))
         best, second = order[0], order[1]
         decision = Decision(dim.values[best], probs[best], probs[best] - probs[second])
         return decision, self.value_tokens[index][best][len(lead):]
-
-
-
-
-
-
 
 
 def runtime_versions() -> dict[str, str]:

@@ -65,9 +65,11 @@ class Job:
     def run(self) -> Iterator[tuple[Item, ItemResult]]:
         """Label the remaining items, committing each before yielding it."""
         started = time.perf_counter()
+        # With --parallel the engine works ahead on the next items; results come in order.
+        results = self.engine.annotate_many(item.fields for item in self.todo)
         for item in self.todo:
             t0 = time.perf_counter()
-            result = self.engine.annotate(item.fields)
+            result = next(results)
             labels = {k: Label(d.value, d.prob, d.margin) for k, d in result.decisions.items()}
             self.store.save_annotation(self.run_id, item.id, labels, result.n_tokens,
                                        result.truncated_tokens, time.perf_counter() - t0)

@@ -1,7 +1,7 @@
 """Annotation speed: annotator's Engine against plain llama-cpp-python, same model, same items.
 
     python bench/annotate.py [--model M.gguf] [--short 60] [--long 12] [--repeats 1]
-                             [--threads 0] [--json OUT.json]
+                             [--threads 0] [--parallel N] [--json OUT.json]
 
 Two workloads: "short" (GoEmotions dev comments, one nominal dimension of 28 emotions) and
 "long" (Newsroom summary + article, one summary per article, four ordinal 1-5 dimensions), with
@@ -21,6 +21,8 @@ llama.cpp settings (n_ctx 4096, n_batch 512, threads):
      own tokens (the Engine's tokenization, done before the clock starts) plus the first cue,
      then one forward step per further decision (chosen value + next cue); the value is the
      argmax over the allowed first tokens. No probabilities, no bookkeeping.
+  P  (with --parallel N) the Engine with N parallel sequences (`annotator annotate --parallel`),
+     all items in one call; reported with P/C and the share of labels that differ from C.
 
 Timing. One fresh process per workload and repeat holds A's Llama, B's Llama (separate, so B
 never reuses A's cached prompt) and one Engine (C; L uses its model and cache, both cut back to
@@ -112,7 +114,7 @@ def load_workload(workload: str, n: int):
 # -- the four modes, timed item by item in one process ----------------------------------------
 
 
-def measure(workload: str, n: int, model: str, threads: int, n_ctx: int) -> dict:
+def measure(workload: str, n: int, model: str, threads: int, n_ctx: int, parallel: int = 1) -> dict:
     """Every mode on every item of the workload: seconds, labels and tokens per mode."""
     import llama_cpp
 
@@ -168,6 +170,14 @@ def measure(workload: str, n: int, model: str, threads: int, n_ctx: int) -> dict
             tokens[m] += count
     for closable in (llm_a, llm_b, engine):
         closable.close()
+    if parallel > 1:  # P: the same engine with --parallel, all items in one call
+        engine_p = Engine(model, rubric, EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH,
+                                                        n_threads=threads, n_parallel=parallel))
+        start = time.perf_counter()
+        results = list(engine_p.annotate_many(items))
+        seconds["P"] = time.perf_counter() - start
+        labels["P"] = [[r.decisions[d.name].value for d in rubric.dimensions] for r in results]
+        engine_p.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return {"seconds": seconds, "labels": labels, "tokens": tokens, "process_peak_rss": peak}
 
@@ -314,10 +324,15 @@ def failed(labels: list) -> float:
 
 
 def one_repeat(workload: str, n: int, args) -> dict:
-    run = in_fresh_process(workload, n, args.model, args.threads, args.n_ctx)
+    run = in_fresh_process(workload, n, args.model, args.threads, args.n_ctx, args.parallel)
     seconds, labels, tokens = run["seconds"], run["labels"], run["tokens"]
     speed = {m: n / seconds[m] for m in MODES}
+    parallel = {}
+    if "P" in seconds:
+        parallel = {"P_items_per_s": n / seconds["P"], "P_over_C": seconds["C"] / seconds["P"],
+                    "P_differs_from_C": differs(labels["P"], labels["C"])}
     return {
+        **parallel,
         **{f"{m}_items_per_s": speed[m] for m in MODES},
         "C_over_A": speed["C"] / speed["A"],
         "C_over_B": speed["C"] / speed["B"],
@@ -343,7 +358,7 @@ def mib(size: float) -> str:
     return f"{size / 2**20:.0f} MiB"
 
 
-def report(workload: str, n: int, runs: list[dict], model_size: int) -> None:
+def report(workload: str, n: int, runs: list[dict], model_size: int, parallel: int = 1) -> None:
     from annotator.rubric import load_rubric
 
     med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
@@ -378,6 +393,11 @@ def report(workload: str, n: int, runs: list[dict], model_size: int) -> None:
           f"annotate` start to the first stored label (target <= 2 s: {ok(fl <= 2)}); real CLI "
           f"in a subprocess, fresh project, SQLite polled every 10 ms; its whole "
           f"{med['cli_items']:.0f}-item run took {med['cli_seconds']:.1f} s")
+    if "P_items_per_s" in med:
+        print(f"  P engine with --parallel {parallel}: {med['P_items_per_s']:.3g} items/s, "
+              f"P/C {med['P_over_C']:.2f}x{spread('P_over_C', '.2f')}; labels where P differs "
+              f"from C: {med['P_differs_from_C']:.1%} (one timed call over all items, not "
+              "interleaved with the other modes)")
     peak, limit = med["cli_peak_rss"], model_size + GB
     print(f"  peak RSS of that CLI run (ru_maxrss): {mib(peak)} vs model file {mib(model_size)} "
           f"+ 1 GiB = {mib(limit)} (target: {ok(peak <= limit)})")
@@ -393,6 +413,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads [0: all this process may use, the engine's default]")
     parser.add_argument("--n-ctx", type=int, default=4096, help="context size [4096, as the CLI]")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="also time P: the engine with --parallel N (N > 1) [off]")
     parser.add_argument("--json", type=Path, help="write every figure (each repeat and medians)")
     args = parser.parse_args(argv)
 
@@ -418,7 +440,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  run {r + 1}/{args.repeats} {workload}: {time.perf_counter() - t:.0f} s",
                   file=sys.stderr, flush=True)
     for workload, runs in repeats.items():
-        report(workload, sizes[workload], runs, model_size)
+        report(workload, sizes[workload], runs, model_size, args.parallel)
     if args.json:
         medians = {w: {k: statistics.median(run[k] for run in runs) for k in runs[0]}
                    for w, runs in repeats.items()}
