@@ -248,12 +248,16 @@ def inspect(model) -> None:
 @click.argument("project", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), help="Data file to annotate.")
 @click.option("--rubric", "rubric_path", type=click.Path(path_type=Path), help="Rubric TOML.")
-@click.option("--model", type=click.Path(path_type=Path), help="GGUF model [default: embedded].")
-def tui(project, data, rubric_path, model) -> None:
+@click.option("--model", type=click.Path(path_type=Path),
+              help="GGUF model or LoRA adapter [default: the project's last one; for the "
+                   "bundled sample its fine-tuned adapter; else the embedded model].")
+@click.option("--base", type=click.Path(path_type=Path),
+              help="The base GGUF an adapter --model runs on [default: the embedded model].")
+def tui(project, data, rubric_path, model, base) -> None:
     """Open the terminal app: annotate, browse, blind spot-check review, agreement."""
     from tui.app import run_app
 
-    run_app(project=project, data=data, rubric=rubric_path, model=model)
+    run_app(project=project, data=data, rubric=rubric_path, model=model, base=base)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,

@@ -471,9 +471,12 @@ async def test_keys_typed_ahead_land_in_order(tmp_path, newsroom_rubric):
         await pilot.press("enter")
         review = app.main.query_one(ReviewView)
         burst("4", "tab", "5", "tab", "3", "tab", "right", "right")
-        await pilot.pause(0.3)
-        assert [p.value for p in review.query(ValuePicker)] == [4, 5, 3, 2]
+        # Waiting for the end state, not a fixed pause: a loaded machine only delays the keys;
+        # a lost or reordered key never reaches it.
+        await wait_for(pilot, lambda: [p.value for p in review.query(ValuePicker)] == [4, 5, 3, 2],
+                       10, "the picked values 4, 5, 3, 2")
         burst("g", "p", "a", "space")  # tab keys then a key for the new tab
+        await wait_for(pilot, lambda: app.main.query_one("#tabs").active == "annotate", 10,
+                       "the annotate tab")
         await pilot.pause(0.3)
-        assert app.main.query_one("#tabs").active == "annotate"
         assert app.main.query_one(AnnotateView).state == "error"  # no data: refused, not lost

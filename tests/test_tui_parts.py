@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from annotator.store import Label
 from tui.launch import DEMO_PROJECT, resolve_launch
 from tui.queues import AUDIT, HARD, audit_order, audit_queue, hard_queue, my_reviewed_items
@@ -118,3 +120,26 @@ def test_training_summary_reads_untrusted_provenance():
     assert training_summary(None) is None and training_summary({}) is None
     odd = {"split": "x", "validation_alpha": {"a\x1b[31m": "high", "b": True, "c": 0.5}}
     assert training_summary(odd) == "alpha vs human labels: c 0.500"
+
+
+def test_the_app_runs_an_adapter_on_the_base_it_is_given(tmp_path):
+    """`annotator tui --model ADAPTER --base BASE`: the base reaches the job; a base the
+    adapter was not made for is refused with the job's one-line error."""
+    from annotator.errors import AnnotatorError
+    from annotator.modelfile import default_model_path
+    from tui.annotation import AnnotationRunner
+    from tui.launch import DEMO_MODEL, samples_dir
+
+    sample = samples_dir() / "goemotions"
+    launch = resolve_launch(tmp_path / "p.db", sample / "items.csv", model=sample / DEMO_MODEL,
+                            base=default_model_path())
+    assert launch.base == default_model_path() and resolve_launch().base is None
+    events = []
+    runner = AnnotationRunner(launch.data, launch.project, None, launch.model, base=launch.base)
+    finished = runner.run(events.append)
+    assert finished.done_now == 40
+    wrong = tmp_path / "not-the-base.gguf"
+    wrong.write_bytes(sample.joinpath(DEMO_MODEL).read_bytes())  # a GGUF, but another sha256
+    other = AnnotationRunner(launch.data, tmp_path / "q.db", None, launch.model, base=wrong)
+    with pytest.raises(AnnotatorError, match="made for the base model"):
+        other.run(events.append)

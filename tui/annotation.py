@@ -66,8 +66,10 @@ Event = Started | ItemDone | Paused | Finished
 
 class AnnotationRunner:
     def __init__(self, data: Path, project: Path, rubric: Path | None, model: Path | None,
-                 settings: EngineSettings | None = None, tie_margin: float = DEFAULT_TIE_MARGIN):
+                 settings: EngineSettings | None = None, tie_margin: float = DEFAULT_TIE_MARGIN,
+                 base: Path | None = None):
         self.data, self.project, self.rubric, self.model = data, project, rubric, model
+        self.base = base  # for an adapter model: the base it runs on (default: embedded)
         self.settings = settings or EngineSettings()
         self.tie_margin = tie_margin
         self._go = threading.Event()  # set: running; clear: paused
@@ -96,7 +98,7 @@ class AnnotationRunner:
     # Called in the worker thread; raises AnnotatorError for the user's problems.
     def run(self, emit: Callable[[Event], object]) -> Finished:
         job = open_job(self.data, self.project, self.rubric, self.model,
-                       settings=self.settings, tie_margin=self.tie_margin)
+                       settings=self.settings, tie_margin=self.tie_margin, base=self.base)
         try:
             s = job.summary
             emit(Started(job.run_id, job.resumed, s.items, s.done_before, s.skipped,

@@ -166,19 +166,20 @@ class AnnotatorApp(App[None]):
 
 def make_app(project: str | Path | None = None, data: str | Path | None = None,
              rubric: str | Path | None = None, model: str | Path | None = None, *,
-             reviewer: str | None = None, settings: EngineSettings | None = None,
+             base: str | Path | None = None, reviewer: str | None = None, settings: EngineSettings | None = None,
              bootstrap: int = 1000, tie_margin: float = DEFAULT_TIE_MARGIN) -> AnnotatorApp:
     """The app for `annotator tui [PROJECT] [--data] [--rubric] [--model]`.
 
     `reviewer` skips the name prompt (tests); the others mirror `annotator annotate`.
     """
-    return AnnotatorApp(resolve_launch(project, data, rubric, model), reviewer=reviewer,
+    return AnnotatorApp(resolve_launch(project, data, rubric, model, base), reviewer=reviewer,
                         settings=settings, bootstrap=bootstrap, tie_margin=tie_margin)
 
 
 def run_app(project: str | Path | None = None, data: str | Path | None = None,
-            rubric: str | Path | None = None, model: str | Path | None = None) -> None:
-    app = make_app(project, data, rubric, model)
+            rubric: str | Path | None = None, model: str | Path | None = None,
+            base: str | Path | None = None) -> None:
+    app = make_app(project, data, rubric, model, base=base)
     # A real terminal: draw on a private fd (see tui.terminal). Tests use the headless driver.
     app.driver_class = driver_class() or app.driver_class
     app.run()

@@ -29,6 +29,7 @@ class Launch:
     rubric: Path | None = None
     model: Path | None = None
     demo: bool = False  # the bundled sample was chosen because nothing was given
+    base: Path | None = None  # the base model an adapter --model runs on (default: embedded)
 
 
 def resolve_launch(
@@ -36,11 +37,14 @@ def resolve_launch(
     data: str | Path | None = None,
     rubric: str | Path | None = None,
     model: str | Path | None = None,
+    base: str | Path | None = None,
 ) -> Launch:
     as_path = lambda p: Path(p) if p is not None else None  # noqa: E731
     if project is None and data is None and rubric is None:
         sample = samples_dir() / "goemotions"
         demo_model = sample / DEMO_MODEL
         chosen = as_path(model) or (demo_model if demo_model.is_file() else None)
-        return Launch(DEMO_PROJECT, sample / "items.csv", sample / "rubric.toml", chosen, demo=True)
-    return Launch(as_path(project) or DEMO_PROJECT, as_path(data), as_path(rubric), as_path(model))
+        return Launch(DEMO_PROJECT, sample / "items.csv", sample / "rubric.toml", chosen, demo=True,
+                      base=as_path(base))
+    return Launch(as_path(project) or DEMO_PROJECT, as_path(data), as_path(rubric), as_path(model),
+                  base=as_path(base))

@@ -125,7 +125,8 @@ class AnnotateView(Vertical):
             return
         assert info.data is not None and info.model is not None
         self.runner = AnnotationRunner(info.data, info.project, info.launch.rubric, info.model.path,
-                                       self.annotator.settings, self.annotator.tie_margin)
+                                       self.annotator.settings, self.annotator.tie_margin,
+                                       info.launch.base)
         self._set_state("loading", "Loading the model...")
         self._annotate(self.runner)
 
