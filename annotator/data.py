@@ -12,7 +12,8 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,44 @@ def data_format(path: Path) -> str:
     if fmt is None:
         raise AnnotatorError(f"{path}: unknown data format (use .csv, .tsv or .jsonl)")
     return fmt
+
+
+def write_rows(out: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]], *,
+               csv_cell: Callable[[object], object] = lambda v: "" if v is None else v,
+               private: bool = False) -> None:
+    """Write `rows` as CSV, TSV or JSONL (by `out`'s suffix, as `read_rows` reads them).
+
+    Atomic: written and synced under a temporary name beside `out`, then renamed, so a
+    reader never sees half a file and a failure leaves no partial file. CSV/TSV cells go
+    through `csv_cell`; JSONL lines are the rows as they are. `private`: readable by the owner
+    only (files holding item text); otherwise the umask decides, as for any new file.
+    """
+    fmt = data_format(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o666)
+    except OSError as exc:
+        raise AnnotatorError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+    try:
+        with open(fd, "w", encoding="utf-8", newline="") as handle:
+            if fmt == "jsonl":
+                for row in rows:
+                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            else:
+                writer = csv.writer(handle, delimiter="\t" if fmt == "tsv" else ",",
+                                    lineterminator="\n")
+                writer.writerow(columns)
+                for row in rows:
+                    writer.writerow([csv_cell(row[c]) for c in columns])
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise AnnotatorError(f"{out}: cannot write ({exc.strerror or exc})") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_rows(path: str | Path) -> Rows:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 from pathlib import Path
 
+from annotator.data import write_rows
 from annotator.errors import AnnotatorError
 from annotator.rubric import Rubric
 from annotator.store import Label
@@ -35,24 +33,9 @@ def result_rows(rubric: Rubric, annotations: list[tuple[str, dict[str, Label], i
 
 
 def write_results(out: Path, rubric: Rubric, rows: list[dict]) -> None:
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".jsonl"):
+    if out.suffix.lower() not in (".csv", ".jsonl"):
         raise AnnotatorError(f"{out}: results file must end in .csv or .jsonl")
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        with tmp.open("w", encoding="utf-8", newline="") as handle:
-            if suffix == ".csv":
-                writer = csv.DictWriter(handle, fieldnames=columns(rubric), lineterminator="\n")
-                writer.writeheader()
-                for row in rows:
-                    writer.writerow({k: _csv_cell(v) for k, v in row.items()})
-            else:
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)  # a reader never sees half a file
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise AnnotatorError(f"{out}: cannot write results ({exc.strerror or exc})") from exc
+    write_rows(out, columns(rubric), rows, csv_cell=_csv_cell)
 
 
 def _csv_cell(value: object) -> str:

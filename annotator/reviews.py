@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotator.agreement import agreement
-from annotator.data import data_format, read_rows
+from annotator.data import data_format, read_rows, write_rows
 from annotator.errors import AnnotatorError
 from annotator.rubric import Value
 from annotator.store import Store
@@ -110,7 +107,7 @@ def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, q
     temporary file beside `out` and renamed into place; an existing `out` needs `force`.
     """
     out = Path(out)
-    fmt = data_format(out)
+    data_format(out)  # an unknown suffix fails before any work
     if queue != "all" and queue not in QUEUES:
         raise AnnotatorError(f"--queue: {queue!r} is not one of {', '.join(QUEUES)}, all")
     if out.exists() and not force:
@@ -133,7 +130,7 @@ def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, q
         reviews = [r for r in reviews if r[2] == reviewer]
         if not reviews:
             where = "" if queue == "all" else f" in the {queue!r} queue"
-            names = ", ".join(sorted({r[2] for r in store.reviews()})) or "none"
+            names = ", ".join(store.reviewers()) or "none"
             raise AnnotatorError(f"{store.path}: no reviews by {reviewer!r}{where} (reviewers: {names})")
 
     # One value per reviewer, item and dimension first. The store keeps a review per queue,
@@ -176,36 +173,8 @@ def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, q
         report.items += 1
         report.labels += len(found)
         report.incomplete += len(found) < len(dims)
-    _write_atomic(out, fmt, columns, rows)
+    write_rows(out, columns, rows, private=True)  # it holds item text
     return report
-
-
-def _write_atomic(out: Path, fmt: str, columns: list[str], rows: list[dict[str, object]]) -> None:
-    try:
-        handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", dir=out.parent,
-                                             prefix=f".{out.name}.", suffix=".tmp", delete=False)
-    except OSError as exc:
-        raise AnnotatorError(f"{out}: cannot write ({exc.strerror or exc})") from exc
-    temp = Path(handle.name)
-    try:
-        with handle:
-            if fmt == "jsonl":
-                for row in rows:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            else:
-                writer = csv.writer(handle, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n")
-                writer.writerow(columns)
-                for row in rows:
-                    writer.writerow(["" if row[c] is None else row[c] for c in columns])
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, out)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise AnnotatorError(f"{out}: cannot write ({exc.strerror or exc})") from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def agreement_report(store: Store, run_id: int | None = None, reviewer: str | None = None,
