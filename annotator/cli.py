@@ -59,7 +59,7 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
     Rerunning resumes: items already labelled by the same model, rubric and settings are
     skipped. Rows that cannot be labelled are recorded with the reason, never dropped.
     """
-    from annotator.console import progress_bar
+    from annotator.console import progress
     from annotator.engine import EngineSettings
     from annotator.job import open_job
 
@@ -75,7 +75,7 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
     s = job.summary
     interrupted = False
     try:
-        with progress_bar(len(job.todo)) as advance:
+        with progress(len(job.todo), "annotating", rate_unit="items") as advance:
             for _ in job.run():
                 advance()
     except KeyboardInterrupt:

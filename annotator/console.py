@@ -9,7 +9,14 @@ from annotator.agreement import verdict
 
 
 @contextmanager
-def progress_bar(total: int) -> Iterator[Callable[[], None]]:
+def progress(total: int, what: str, *, rate_unit: str | None = None,
+             terminal_only: bool = False) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr: `what`, bar, done/total, an info field, elapsed time and ETA.
+
+    The yielded `advance(steps=1, info="")` moves it and sets the info field; with `rate_unit`
+    the field shows the measured rate instead ("2.50 items/s"). `terminal_only`: draw nothing
+    when stderr is not a terminal (training logs go there too).
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -21,17 +28,19 @@ def progress_bar(total: int) -> Iterator[Callable[[], None]]:
     )
 
     columns = [
-        TextColumn("annotating"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-        TimeRemainingColumn(),
+        TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        task = progress.add_task("annotate", total=total, rate="")
+    console = Console(stderr=True)
+    with Progress(*columns, console=console, transient=False,
+                  disable=terminal_only and not console.is_terminal) as bar:
+        task = bar.add_task(what, total=total, info="")
 
-        def advance() -> None:
-            progress.advance(task)
-            speed = progress.tasks[0].speed
-            progress.update(task, rate=f"{speed:.2f} items/s" if speed else "")
+        def advance(steps: int = 1, info: str = "") -> None:
+            bar.update(task, advance=steps, info=info)
+            if rate_unit is not None:
+                speed = bar.tasks[0].speed
+                bar.update(task, info=f"{speed:.2f} {rate_unit}/s" if speed else "")
 
         yield advance
 

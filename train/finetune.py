@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from annotator.console import progress
 from annotator.errors import AnnotatorError
 from annotator.rubric import Rubric, load_rubric
 from train.args import FinetuneArgs
@@ -44,7 +45,7 @@ from train.data import (
     validation_examples,
     write_validation,
 )
-from train.logs import progress, start_logging
+from train.logs import start_logging
 from train.loss import answer_loss
 from train.scoring import score_items
 from train.validate import Evaluation, evaluation, validation_loss
@@ -211,7 +212,7 @@ class Trainer:
         torch.manual_seed(t.seed)
         losses: list[float] = []
         log_every = max(1, total // 20)
-        with progress(total, "training") as advance:
+        with progress(total, "training", terminal_only=True) as advance:
             for epoch in range(t.epochs):
                 examples = training_examples(self.encoder, self.split.train, self.args.augment,
                                              self.texts, self.neutral_id, t.seed, epoch)

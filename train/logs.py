@@ -1,4 +1,4 @@
-"""The run's log (RUN_DIR/train.log and stderr) and its progress bar.
+"""The run's log (RUN_DIR/train.log and stderr); the progress bar is annotator.console's.
 
 Log lines carry counts, ids, losses and alphas, never item text.
 """
@@ -8,8 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("train")
@@ -56,28 +55,3 @@ def _quiet_libraries() -> None:
     logging.getLogger("peft").setLevel(logging.ERROR)
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\.")
-
-
-@contextmanager
-def progress(total: int, what: str) -> Iterator[Callable[..., None]]:
-    """A progress bar on stderr; the yielded function advances it and shows fields."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = [TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    console = Console(stderr=True, file=sys.stderr)
-    with Progress(*columns, console=console, transient=False, disable=not console.is_terminal) as bar:
-        task = bar.add_task(what, total=total, info="")
-
-        def advance(steps: int = 1, info: str = "") -> None:
-            bar.update(task, advance=steps, info=info)
-
-        yield advance
