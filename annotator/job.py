@@ -24,7 +24,6 @@ from annotator.modelfile import (
     default_model_path,
     model_info_from_metadata,
     read_adapter_metadata,
-    read_model_info,
     sha256_file,
 )
 from annotator.rubric import Rubric, load_rubric
@@ -106,11 +105,6 @@ def load_model(path: Path, settings: EngineSettings, base: str | Path | None = N
     check_gguf_header(base_path)
     check_adapter_base(info, base_path)
     return load_llama(base_path, settings, adapter=path), info
-
-
-def resolve_model(model: str | Path | None) -> ModelInfo:
-    path = Path(model) if model else default_model_path()
-    return read_model_info(path)
 
 
 def resolve_rubric(rubric_path: str | Path | None, model: ModelInfo, store: Store | None = None) -> Rubric:

@@ -78,25 +78,8 @@ def run(cmd: list[str], log: Path) -> None:
         sys.exit(f"{cmd[0]} failed: see {log}")
 
 
-def engine_labels(rubric, items, model: Path | None, adapter: Path | None, n_ctx: int,
-                  threads: int) -> list[dict]:
-    from annotator.engine import Engine, EngineSettings, load_llama
-    from annotator.modelfile import default_model_path
-
-    settings = EngineSettings(n_ctx=n_ctx, n_threads=threads)
-    llm = load_llama(model or default_model_path(), settings, adapter=adapter)
-    engine = Engine("", rubric, settings, llm=llm)
-    try:
-        return [{k: d.value for k, d in engine.annotate(item.fields).decisions.items()}
-                for item in items]
-    finally:
-        engine.close()
-
-
-def merged_labels(rubric, items, merged: Path, n_ctx: int) -> list[dict]:
-    from export import drift
-
-    answers = drift.merged_answers(merged, rubric, items, n_ctx)
+def values(answers) -> list[dict]:
+    """export.drift's answers (dimension -> Decision per item) as dimension -> value."""
     return [{k: d.value for k, d in a.items()} for a in answers]
 
 
@@ -160,11 +143,20 @@ def main() -> None:
     items = [CheckItem(r["id"], {c: r[c] for c in inputs}, {d: r[d] for d in dims}) for r in test]
     coders: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
+    from annotator.engine import EngineSettings
+    from annotator.modelfile import default_model_path
+    from export import drift
+
+    base = default_model_path()
+    settings = EngineSettings(n_ctx=max_tokens, n_threads=args.threads)
+    # The same helpers as export's drift check: the engine on a GGUF (or base + adapter),
+    # and the merged model scored torch-side with the same decoding.
     steps = {
-        "base zero-shot": lambda: engine_labels(rubric, items, None, None, max_tokens, args.threads),
-        "merged": lambda: merged_labels(rubric, items, run_dir / "merged", max_tokens),
-        "q4_k_m": lambda: engine_labels(rubric, items, q4_file, None, max_tokens, args.threads),
-        "adapter": lambda: engine_labels(rubric, items, None, adapter_file, max_tokens, args.threads),
+        "base zero-shot": lambda: values(drift.engine_answers(base, rubric, items, settings)[0]),
+        "merged": lambda: values(drift.merged_answers(run_dir / "merged", rubric, items, max_tokens)),
+        "q4_k_m": lambda: values(drift.engine_answers(q4_file, rubric, items, settings)[0]),
+        "adapter": lambda: values(drift.engine_answers(adapter_file, rubric, items, settings,
+                                                       base)[0]),
     }
     for name, label in steps.items():
         print(f"labelling {len(items)} test items: {name}", flush=True)
