@@ -9,7 +9,16 @@ How an item is labelled:
      allowed value. Values whose tokens share a prefix form a trie; branches are resolved with
      extra forward steps, so each value gets its exact sequence probability. The answer is the
      most probable allowed value: never free text, never a parse.
-  4. The chosen value's tokens and the next cue are appended and evaluated in one step.
+  4. The most probable value's tokens and the next cue are appended and evaluated in one step.
+  5. The label is what the run's readout (annotator/readout.py: a decision rule, a prior, a
+     fitted head from annotator/calibration.py) makes of each dimension's distribution and
+     hidden state. The prompt always continues with the most probable value, so the model's
+     pass never depends on the readout and a readout can be applied again to stored outputs.
+
+The final hidden state at each decision point (the last token before the answer) is read from
+the same evaluation: that one token is evaluated in a decode of its own with llama.cpp's
+embedding output switched on (switched on for a longer decode, llama.cpp would compute the
+vocabulary logits of every token in it).
 
 Texts that do not fit the context are cut by `fit_item` (see its docstring) and flagged.
 """
@@ -20,15 +29,21 @@ import os
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp
+import numpy as np
 
 from annotator import __version__, prompt
 from annotator.errors import AnnotatorError
 from annotator.llama_quiet import quiet_llama
-from annotator.parallel import ParallelDecoder, Step, StepResult
+from annotator.parallel import ParallelDecoder, Reading, Step, StepResult
+from annotator.readout import CONTENT_FREE_TEXTS, Readout, mean_distribution
 from annotator.rubric import Rubric, Value
 from annotator.trie import Node, build_trie, lead_and_branch, only_leaf, restricted_softmax
+
+if TYPE_CHECKING:
+    from annotator.calibration import Head
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,7 @@ class EngineSettings:
     flash_attn: bool = False
     gpu: str = "auto"  # auto | cpu | cuda
     n_parallel: int = 1  # items decoded together as parallel sequences; 1: one at a time
+    read_hidden: bool = True  # read the hidden state at each decision (a decode of its own)
 
     def resolved(self) -> EngineSettings:
         threads = self.n_threads or len(os.sched_getaffinity(0))
@@ -51,8 +67,9 @@ class EngineSettings:
 @dataclass(frozen=True)
 class Decision:
     value: Value
-    prob: float  # probability among the allowed values
-    margin: float  # prob minus the runner-up's prob
+    prob: float  # the model's probability of this value among the allowed values
+    margin: float  # how far the readout's decision is from flipping, 0..1 (readout.py)
+    probs: tuple[float, ...] = ()  # every allowed value's probability, in rubric order
 
 
 @dataclass(frozen=True)
@@ -60,6 +77,15 @@ class ItemResult:
     decisions: dict[str, Decision]
     n_tokens: int  # item tokens evaluated (after any truncation)
     truncated_tokens: int  # tokens cut from the item's inputs; 0 when it fit
+    hidden: np.ndarray | None = None  # (dimensions, n_embd) float32 hidden states, or None
+
+
+@dataclass(frozen=True)
+class RawItem:
+    """What the model's pass gives for an item, before any readout."""
+
+    probs: list[list[float]]  # per dimension, every value's probability
+    hidden: np.ndarray | None  # (dimensions, n_embd), or None when not read
 
 
 def backend_choice(gpu: str) -> tuple[str, str]:
@@ -104,8 +130,11 @@ def load_llama(model_path: str | Path, settings: EngineSettings,
 
 class Engine:
     def __init__(self, model_path: str | Path, rubric: Rubric, settings: EngineSettings,
-                 llm: llama_cpp.Llama | None = None):
-        """`llm`: a model already loaded by `load_llama` with the same settings."""
+                 llm: llama_cpp.Llama | None = None, readout: Readout | None = None,
+                 head: Head | None = None):
+        """`llm`: a model already loaded by `load_llama` with the same settings. `readout`
+        turns distributions into labels (default: argmax); `head`, a fitted calibration head,
+        labels the dimensions it covers from their hidden states (it needs read_hidden)."""
         self.rubric = rubric
         self.settings = settings.resolved()
         self.backend, self.backend_reason = backend_choice(self.settings.gpu)
@@ -131,7 +160,12 @@ class Engine:
                 f"the rubric needs {s.n_ctx - self.item_budget} of {s.n_ctx} context tokens; "
                 "raise --n-ctx"
             )
+        if head is not None and not s.read_hidden:
+            raise AnnotatorError("this model's calibration head needs hidden states (read_hidden)")
+        self.head = head
+        self._embeddings = False  # llama.cpp's embedding output, switched per decode
         self._eval_prefix()
+        self.readout = self._with_content_free_prior(readout or Readout())
         self._parallel = (ParallelDecoder(self.llm, self.prefix_tokens, s)
                           if s.n_parallel > 1 else None)
 
@@ -139,8 +173,8 @@ class Engine:
 
     def annotate(self, fields: Mapping[str, str]) -> ItemResult:
         item_tokens, cut = self.fit_item(fields)
-        decisions = self._run_steps(self._item_steps(item_tokens))
-        return ItemResult(decisions, len(item_tokens), cut)
+        raw = self._run_steps(self._item_steps(item_tokens))
+        return self._result(raw, len(item_tokens), cut)
 
     def annotate_many(self, items: Iterable[Mapping[str, str]]) -> Iterator[ItemResult]:
         """Results in item order, items taken lazily. With `n_parallel` > 1, up to that many
@@ -157,8 +191,21 @@ class Engine:
                 sizes.append((len(tokens), cut))
                 yield self._item_steps(tokens)
 
-        for index, decisions in enumerate(self._parallel.run(steps())):
-            yield ItemResult(decisions, *sizes[index])
+        for index, raw in enumerate(self._parallel.run(steps())):
+            yield self._result(raw, *sizes[index])
+
+    def label(self, raw: RawItem) -> dict[str, Decision]:
+        """The readout's decisions (the head's where it covers a dimension) for a raw pass."""
+        decisions = {}
+        for index, dim in enumerate(self.rubric.dimensions):
+            probs = raw.probs[index]
+            if self.head is not None and dim.name in self.head.dims:
+                assert raw.hidden is not None
+                chosen, margin = self.head.choose(dim, raw.hidden[index])
+            else:
+                chosen, margin = self.readout.choose(dim, probs)
+            decisions[dim.name] = Decision(dim.values[chosen], probs[chosen], margin, tuple(probs))
+        return decisions
 
     def fit_item(self, fields: Mapping[str, str]) -> tuple[list[int], int]:
         """The item's tokens and how many were cut to fit the context.
@@ -192,7 +239,10 @@ class Engine:
         raise AnnotatorError("the input labels alone do not fit the context; raise --n-ctx")
 
     def describe(self) -> dict[str, object]:
-        """What a run records: settings, backend and versions."""
+        """What a run records: settings, backend, versions and the readout."""
+        readout = self.readout.describe(self.rubric)
+        if self.head is not None:
+            readout["head"] = self.head.describe()
         return {
             "settings": asdict(self.settings),
             "backend": self.backend,
@@ -200,6 +250,7 @@ class Engine:
             "versions": runtime_versions(),
             "prompt_format": prompt.PROMPT_FORMAT,
             "prefix_tokens": len(self.prefix_tokens),
+            "readout": readout,
         }
 
     def close(self) -> None:
@@ -214,40 +265,66 @@ class Engine:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False)
 
     def _eval_prefix(self) -> None:
+        self._set_embeddings(False)
         self.llm.reset()
         self.llm.eval(self.prefix_tokens)
+
+    def _with_content_free_prior(self, readout: Readout) -> Readout:
+        """The readout with the content-free prior: the mean distribution over items whose
+        inputs say nothing. Computed for every run (three short items), so that it is on record
+        and `annotator calibrate` can apply it later."""
+        passes = []
+        for text in CONTENT_FREE_TEXTS:
+            tokens, _ = self.fit_item({i.column: text for i in self.rubric.inputs})
+            passes.append(self._run_steps(self._item_steps(tokens)).probs)
+        priors = {dim.name: tuple(mean_distribution([p[index] for p in passes]))
+                  for index, dim in enumerate(self.rubric.dimensions)}
+        return replace(readout, priors={**priors, **readout.priors})
+
+    def _result(self, raw: RawItem, n_tokens: int, cut: int) -> ItemResult:
+        return ItemResult(self.label(raw), n_tokens, cut, raw.hidden)
+
+    def _set_embeddings(self, on: bool) -> None:
+        if on != self._embeddings:
+            llama_cpp.llama_set_embeddings(self.llm.ctx, on)
+            self._embeddings = on
 
     def _cue_and_lead(self, index: int) -> list[int]:
         return self.cue_tokens[index] + self.tries[index][0]
 
     # Labelling an item is a generator of steps: (position, tokens to evaluate there, token ids
-    # whose logits are wanted after the last of them; [] for none). A driver evaluates each
-    # step and sends back those logits. The sequential driver below and the parallel one in
-    # annotator/parallel.py run the same steps, so the decision logic exists once.
+    # whose logits are wanted after the last of them ([] for none), whether the hidden state
+    # is wanted there too). A driver evaluates each step and sends back a `Reading`. The
+    # sequential driver below and the parallel one in annotator/parallel.py run the same
+    # steps, so the decision logic exists once.
 
-    def _item_steps(self, item_tokens: list[int]) -> Generator[Step, list[float] | None,
-                                                                 dict[str, Decision]]:
+    def _item_steps(self, item_tokens: list[int]) -> Generator[Step, Reading | None, RawItem]:
         pos = len(self.prefix_tokens)
         pending = item_tokens + self._cue_and_lead(0)
-        decisions: dict[str, Decision] = {}
+        probs: list[list[float]] = []
+        hidden: list[np.ndarray] = []
         last = len(self.rubric.dimensions) - 1
-        for index, dim in enumerate(self.rubric.dimensions):
-            decision, rest = yield from self._decide(index, pos, pending)
-            decisions[dim.name] = decision
+        for index in range(len(self.rubric.dimensions)):
+            dim_probs, state, rest = yield from self._decide(index, pos, pending)
+            probs.append(dim_probs)
+            if state is not None:
+                hidden.append(state)
             pos += len(pending)
             if index < last:
                 pending = rest + self._cue_and_lead(index + 1)
-        return decisions
+        return RawItem(probs, np.stack(hidden) if hidden else None)
 
-    def _run_steps(self, steps: Generator[Step, list[float] | None, StepResult]) -> StepResult:
+    def _run_steps(self, steps: Generator[Step, Reading | None, StepResult]) -> StepResult:
         """The sequential driver: one sequence in the Llama's own context."""
-        reply: list[float] | None = None
+        reply: Reading | None = None
         try:
             while True:
-                pos, tokens, candidates = steps.send(reply)
+                pos, tokens, candidates, hidden = steps.send(reply)
                 self.llm.n_tokens = pos  # eval() first drops the cache beyond this point
+                self._set_embeddings(hidden)
                 self.llm.eval(tokens)
-                reply = self._next_logits(candidates) if candidates else None
+                reply = Reading(self._next_logits(candidates),
+                                self._hidden() if hidden else None) if candidates else None
         except StopIteration as done:
             return done.value
 
@@ -256,41 +333,52 @@ class Engine:
         logits = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return [logits[t] for t in token_ids]
 
+    def _hidden(self) -> np.ndarray:
+        row = llama_cpp.llama_get_embeddings_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(row, shape=(self.llm.n_embd(),)).copy()
+
     def _value_probs(self, node: Node, probs: list[float], mass: float, pos: int,
-                     tokens: list[int]) -> Generator[Step, list[float] | None, None]:
+                     tokens: list[int], want_hidden: bool = False
+                     ) -> Generator[Step, Reading | None, np.ndarray | None]:
         """Evaluate `tokens` at `pos` (they lead to `node`), then fill `probs` with each value's
-        probability below `node`: the branches are explored from there."""
+        probability below `node`: the branches are explored from there. With `want_hidden`,
+        return the hidden state where the first branch is read."""
         forced: list[int] = []
         while node.value_index is None and len(node.children) == 1:
             token, node = next(iter(node.children.items()))
             forced.append(token)
         if forced:
-            yield pos, tokens, []
+            yield pos, tokens, [], False
             pos, tokens = pos + len(tokens), forced
+        if want_hidden and len(tokens) > 1:  # the decision token alone, in a decode of its own
+            yield pos, tokens[:-1], [], False
+            pos, tokens = pos + len(tokens) - 1, tokens[-1:]
         candidates = list(node.children)
-        logits = yield pos, tokens, candidates
-        assert logits is not None
+        reading = yield pos, tokens, candidates, want_hidden
+        assert reading is not None
         end = pos + len(tokens)
-        for token, share in zip(candidates, restricted_softmax(logits), strict=True):
+        for token, share in zip(candidates, restricted_softmax(reading.logits), strict=True):
             child, share = node.children[token], mass * share
             leaf = only_leaf(child)
             if leaf is not None:
                 probs[leaf] = share
             else:
                 yield from self._value_probs(child, probs, share, end, [token])
+        return reading.hidden
 
     def _decide(self, index: int, pos: int, pending: list[int]
-                ) -> Generator[Step, list[float] | None, tuple[Decision, list[int]]]:
-        """Evaluate `pending` (item or previous answer, cue, lead) at `pos` and decide dimension
-        `index`: the decision and the tokens of its value not yet evaluated."""
+                ) -> Generator[Step, Reading | None,
+                               tuple[list[float], np.ndarray | None, list[int]]]:
+        """Evaluate `pending` (item or previous answer, cue, lead) at `pos` and read dimension
+        `index`: every value's probability, the hidden state (when read), and the tokens of the
+        most probable value not yet evaluated (the prompt continues with it)."""
         dim, lead, branch = self.rubric.dimensions[index], *self.tries[index]
         probs = [0.0] * len(dim.values)
-        yield from self._value_probs(branch, probs, 1.0, pos, pending)
-        # Highest probability wins; exact ties go to the value listed first (deterministic).
-        order = sorted(range(len(probs)), key=lambda i: (-probs[i], i))
-        best, second = order[0], order[1]
-        decision = Decision(dim.values[best], probs[best], probs[best] - probs[second])
-        return decision, self.value_tokens[index][best][len(lead):]
+        hidden = yield from self._value_probs(branch, probs, 1.0, pos, pending,
+                                              self.settings.read_hidden)
+        # Exact ties go to the value listed first (deterministic).
+        best = min(range(len(probs)), key=lambda i: (-probs[i], i))
+        return probs, hidden, self.value_tokens[index][best][len(lead):]
 
 
 def runtime_versions() -> dict[str, str]:

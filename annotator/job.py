@@ -26,6 +26,7 @@ from annotator.modelfile import (
     read_adapter_metadata,
     sha256_file,
 )
+from annotator.readout import Readout
 from annotator.rubric import Rubric, load_rubric
 from annotator.store import Label, Store
 
@@ -70,8 +71,11 @@ class Job:
             t0 = time.perf_counter()
             result = next(results)
             labels = {k: Label(d.value, d.prob, d.margin) for k, d in result.decisions.items()}
+            probs = {k: list(d.probs) for k, d in result.decisions.items()}
+            hidden = None if result.hidden is None else result.hidden.astype("<f2").tobytes()
             self.store.save_annotation(self.run_id, item.id, labels, result.n_tokens,
-                                       result.truncated_tokens, time.perf_counter() - t0)
+                                       result.truncated_tokens, time.perf_counter() - t0,
+                                       probs, hidden)
             self.summary.done_now += 1
             near_tie = any(d.margin < self.tie_margin for d in result.decisions.values())
             self.summary.near_ties += near_tie
@@ -128,8 +132,12 @@ def open_job(
     settings: EngineSettings | None = None,
     tie_margin: float = DEFAULT_TIE_MARGIN,
     base: str | Path | None = None,
+    readout: Readout | None = None,
 ) -> Job:
-    """Check the inputs, load the model once, and find or start the run (resuming it)."""
+    """Check the inputs, load the model once, and find or start the run (resuming it).
+
+    `readout` turns the model's distributions into labels (default: argmax); a calibration
+    head the model file carries labels the dimensions it covers."""
     settings = settings or EngineSettings()
     # A rubric file and the data are checked before the model loads: bad input fails fast.
     rubric = load_rubric(rubric_path) if rubric_path else None
@@ -146,7 +154,8 @@ def open_job(
         skipped = sorted(skipped + conflicts, key=lambda s: s.row)
         conflicted = {s.id for s in conflicts}
         items = [i for i in items if i.id not in conflicted]
-        engine = Engine(path, rubric, settings, llm=llm)
+        engine = Engine(path, rubric, settings, llm=llm, readout=readout,
+                        head=info.head(rubric))
     except BaseException:
         if store is not None:
             store.close()

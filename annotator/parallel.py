@@ -12,8 +12,9 @@ The rubric prefix is evaluated once into sequence 0 and copied to the others
 (`llama_memory_seq_cp`). Each item runs the engine's own step
 generator (`Engine._item_steps`) on its sequence. Every round takes the next step of every
 item in flight, packs their tokens into decodes of at most n_batch tokens (a long step spans
-several), and sends each item the logits it asked for. A finished item's sequence is cut back
-to the prefix and takes the next item.
+several), and sends each item the logits (and hidden state) it asked for. Pieces that want a
+hidden state go in decodes of their own with the embedding output on, as in the sequential
+driver. A finished item's sequence is cut back to the prefix and takes the next item.
 """
 
 from __future__ import annotations
@@ -21,19 +22,29 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import llama_cpp
+import numpy as np
 
 from annotator.errors import AnnotatorError
 
 if TYPE_CHECKING:
     from annotator.engine import EngineSettings
 
-# (position, tokens to evaluate there, token ids whose logits are wanted after the last one)
-Step = tuple[int, list[int], list[int]]
-StepResult = Any  # what an item's generator returns (the engine's decisions)
-Steps = Generator[Step, "list[float] | None", StepResult]
+
+class Reading(NamedTuple):
+    """What a driver sends back for a step that asked for logits."""
+
+    logits: list[float]  # at the candidate ids, in their order
+    hidden: np.ndarray | None  # the final hidden state there, when the step asked for it
+
+
+# (position, tokens to evaluate there, token ids whose logits are wanted after the last one,
+# whether the hidden state is wanted there too)
+Step = tuple[int, list[int], list[int], bool]
+StepResult = Any  # what an item's generator returns (the engine's raw outputs)
+Steps = Generator[Step, "Reading | None", StepResult]
 
 
 @dataclass
@@ -42,6 +53,7 @@ class _Piece:
     pos: int
     tokens: list[int]
     wants: list[int]  # candidate ids to read after this piece's last token ([]: none)
+    hidden: bool = False  # read the hidden state there too (a one-token piece)
 
 
 class ParallelDecoder:
@@ -64,6 +76,8 @@ class ParallelDecoder:
             llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, scales)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self.n_embd = llm.n_embd()
+        self._embeddings = False
         self._decode([_Piece(0, 0, prefix, [])])
         for seq in range(1, self.n_seq):
             llama_cpp.llama_memory_seq_cp(self.memory, 0, seq, -1, -1)
@@ -122,15 +136,32 @@ class ParallelDecoder:
             results[index] = done.value
             return None
 
-    def _decode(self, pieces: list[_Piece]) -> list[list[float] | None]:
-        """Evaluate every piece on its sequence; return the wanted logits per piece."""
+    def _decode(self, pieces: list[_Piece]) -> list[Reading | None]:
+        """Evaluate every piece on its sequence; return the wanted readings per piece."""
         for p in pieces:  # each sequence holds exactly `pos` tokens before its piece
             llama_cpp.llama_memory_seq_rm(self.memory, p.seq, p.pos, -1)
-        replies: list[list[float] | None] = [None] * len(pieces)
+        replies: list[Reading | None] = [None] * len(pieces)
+        # With the embedding output on, llama.cpp outputs every token of a decode: the
+        # one-token pieces that want a hidden state get decodes of their own.
+        for hidden in (False, True):
+            group = [n for n, p in enumerate(pieces) if p.hidden == hidden]
+            if group:
+                self._set_embeddings(hidden)
+                self._decode_group(pieces, group, replies)
+        return replies
+
+    def _set_embeddings(self, on: bool) -> None:
+        if on != self._embeddings:
+            llama_cpp.llama_set_embeddings(self.ctx, on)
+            self._embeddings = on
+
+    def _decode_group(self, pieces: list[_Piece], group: list[int],
+                      replies: list[Reading | None]) -> None:
         batch = self.batch
         batch.n_tokens = 0
         reads: list[tuple[int, int]] = []  # (piece index, row in the batch)
-        for number, p in enumerate(pieces):
+        for number in group:
+            p = pieces[number]
             for offset, token in enumerate(p.tokens):
                 if batch.n_tokens == self.n_batch:
                     self._flush(pieces, reads, replies)
@@ -146,16 +177,19 @@ class ParallelDecoder:
                 batch.n_tokens += 1
         if batch.n_tokens:
             self._flush(pieces, reads, replies)
-        return replies
 
     def _flush(self, pieces: list[_Piece], reads: list[tuple[int, int]],
-               replies: list[list[float] | None]) -> None:
+               replies: list[Reading | None]) -> None:
         code = llama_cpp.llama_decode(self.ctx, self.batch)
         if code != 0:
             raise AnnotatorError(f"llama_decode failed ({code}) with {self.n_seq} parallel "
                                  "sequences; lower --parallel or --n-ctx")
         for number, row in reads:
             logits = llama_cpp.llama_get_logits_ith(self.ctx, row)
-            replies[number] = [logits[t] for t in pieces[number].wants]
+            hidden = None
+            if pieces[number].hidden:
+                state = llama_cpp.llama_get_embeddings_ith(self.ctx, row)
+                hidden = np.ctypeslib.as_array(state, shape=(self.n_embd,)).copy()
+            replies[number] = Reading([logits[t] for t in pieces[number].wants], hidden)
         reads.clear()
         self.batch.n_tokens = 0

@@ -7,35 +7,43 @@ from pathlib import Path
 from annotator.data import write_rows
 from annotator.errors import AnnotatorError
 from annotator.rubric import Rubric
-from annotator.store import Label
+from annotator.store import Output
 
 
-def columns(rubric: Rubric) -> list[str]:
+def columns(rubric: Rubric, with_probs: bool = False) -> list[str]:
     cols = ["id"]
     for dim in rubric.dimensions:
         cols += [dim.name, f"{dim.name}_p", f"{dim.name}_margin"]
+        if with_probs:
+            cols += [f"{dim.name}_p_{v}" for v in dim.values]
     return [*cols, "truncated"]
 
 
-def result_rows(rubric: Rubric, annotations: list[tuple[str, dict[str, Label], int]]) -> list[dict]:
+def result_rows(rubric: Rubric, outputs: list[Output], with_probs: bool = False) -> list[dict]:
+    """With `with_probs`, every value's probability too (blank for rows stored before they
+    were kept)."""
     rows = []
-    for item_id, labels, truncated in annotations:
-        row: dict = {"id": item_id}
+    for output in outputs:
+        row: dict = {"id": output.item_id}
         for dim in rubric.dimensions:
-            label = labels[dim.name]
+            label = output.labels[dim.name]
             # Fixed rounding: the same run gives the same bytes.
             row[dim.name] = label.value
             row[f"{dim.name}_p"] = round(label.prob, 6)
             row[f"{dim.name}_margin"] = round(label.margin, 6)
-        row["truncated"] = truncated
+            if with_probs:
+                probs = (output.probs or {}).get(dim.name) or [""] * len(dim.values)
+                for value, p in zip(dim.values, probs, strict=True):
+                    row[f"{dim.name}_p_{value}"] = p if p == "" else round(p, 6)
+        row["truncated"] = output.truncated_tokens
         rows.append(row)
     return rows
 
 
-def write_results(out: Path, rubric: Rubric, rows: list[dict]) -> None:
+def write_results(out: Path, rubric: Rubric, rows: list[dict], with_probs: bool = False) -> None:
     if out.suffix.lower() not in (".csv", ".jsonl"):
         raise AnnotatorError(f"{out}: results file must end in .csv or .jsonl")
-    write_rows(out, columns(rubric), rows, csv_cell=_csv_cell)
+    write_rows(out, columns(rubric, with_probs), rows, csv_cell=_csv_cell)
 
 
 def _csv_cell(value: object) -> str:

@@ -112,6 +112,16 @@ def m002_reviews_keyed_by_queue(db: sqlite3.Connection) -> None:
     )
 
 
+@migration
+def m003_answer_distributions(db: sqlite3.Connection) -> None:
+    """Keep what the model's pass gave, not only the label: every allowed value's probability
+    (`probs`, JSON: dimension -> list in rubric order) and the hidden state at each decision
+    (`hidden`, float16 bytes, dimensions x n_embd), so a decision rule or a calibration head
+    can be applied to a project without running the model again. Rows from before stay NULL."""
+    db.execute("ALTER TABLE annotations ADD COLUMN probs TEXT")
+    db.execute("ALTER TABLE annotations ADD COLUMN hidden BLOB")
+
+
 def _run_script(db: sqlite3.Connection, script: str) -> None:
     # Statement by statement: executescript() would commit the migration's transaction.
     for statement in script.split(";"):
@@ -127,6 +137,19 @@ class Label:
 
 
 @dataclass(frozen=True)
+class Output:
+    """An item's stored model outputs (NULL for rows written before m003)."""
+
+    item_id: str
+    labels: dict[str, Label]
+    probs: dict[str, list[float]] | None
+    hidden: bytes | None  # float16, dimensions x n_embd
+    n_tokens: int
+    truncated_tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
 class Run:
     id: int
     started_at: float
@@ -135,6 +158,19 @@ class Run:
     rubric_hash: str
     data_path: str
     settings: dict
+
+
+_INSERT_ANNOTATION = (
+    "INSERT OR IGNORE INTO annotations (run_id, item_id, labels, n_tokens, truncated_tokens,"
+    " seconds, probs, hidden) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _annotation_row(run_id: int, item_id: str, labels: dict[str, Label], n_tokens: int,
+                    truncated_tokens: int, seconds: float, probs: dict[str, list[float]] | None,
+                    hidden: bytes | None) -> tuple:
+    payload = json.dumps({k: [v.value, v.prob, v.margin] for k, v in labels.items()})
+    return (run_id, item_id, payload, n_tokens, truncated_tokens, seconds,
+            None if probs is None else json.dumps(probs), hidden)
 
 
 class Store:
@@ -209,7 +245,8 @@ class Store:
         # Thread count is left out: it does not change results, so a rerun on another
         # machine or with other --threads still resumes.
         engine = {k: v for k, v in (settings.get("settings") or {}).items() if k != "n_threads"}
-        key = json.dumps([model_sha256, rubric.hash, engine, settings.get("backend")], sort_keys=True)
+        key = json.dumps([model_sha256, rubric.hash, engine, settings.get("backend"),
+                          settings.get("readout")], sort_keys=True)
         row = self.db.execute(
             "SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1", (key,)
         ).fetchone()
@@ -277,14 +314,46 @@ class Store:
 
     def save_annotation(
         self, run_id: int, item_id: str, labels: dict[str, Label], n_tokens: int,
-        truncated_tokens: int, seconds: float,
+        truncated_tokens: int, seconds: float, probs: dict[str, list[float]] | None = None,
+        hidden: bytes | None = None,
     ) -> None:
-        payload = json.dumps({k: [v.value, v.prob, v.margin] for k, v in labels.items()})
         with self.transaction() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO annotations VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, item_id, payload, n_tokens, truncated_tokens, seconds),
-            )
+            db.execute(_INSERT_ANNOTATION, _annotation_row(
+                run_id, item_id, labels, n_tokens, truncated_tokens, seconds, probs, hidden))
+
+    def outputs(self, run_id: int) -> list[Output]:
+        """Every item's stored outputs in the run, in the data file's row order."""
+        rows = self.db.execute(
+            "SELECT a.item_id, a.labels, a.probs, a.hidden, a.n_tokens, a.truncated_tokens,"
+            " a.seconds FROM annotations a JOIN items i ON i.id = a.item_id WHERE a.run_id = ?"
+            " ORDER BY i.row, i.id", (run_id,))
+        return [Output(r[0], {k: Label(*v) for k, v in json.loads(r[1]).items()},
+                       None if r[2] is None else json.loads(r[2]), r[3], r[4], r[5], r[6])
+                for r in rows]
+
+    def start_derived_run(self, parent: Run, settings: dict, relabelled: Iterable[Output]) -> int:
+        """A new run holding `parent`'s model outputs with new labels (a readout applied
+        again, no model pass), written in one transaction; the same derivation twice reuses
+        its run."""
+        key = json.dumps(["derived", parent.id, settings.get("readout")], sort_keys=True)
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM runs WHERE run_key = ?", (key,)).fetchone()
+            if row:
+                return int(row[0])
+            data_sha = db.execute("SELECT data_sha256 FROM runs WHERE id = ?",
+                                  (parent.id,)).fetchone()[0]
+            cursor = db.execute(
+                "INSERT INTO runs (started_at, model_path, model_sha256, rubric_hash, data_path,"
+                " data_sha256, settings, run_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), parent.model_path, parent.model_sha256, parent.rubric_hash,
+                 parent.data_path, data_sha, json.dumps(settings, sort_keys=True), key))
+            run_id = int(cursor.lastrowid or 0)
+            db.executemany(_INSERT_ANNOTATION, [
+                _annotation_row(run_id, o.item_id, o.labels, o.n_tokens, o.truncated_tokens,
+                                o.seconds, o.probs, o.hidden) for o in relabelled])
+            db.execute("INSERT INTO skipped SELECT ?, row, item_id, reason FROM skipped"
+                       " WHERE run_id = ?", (run_id, parent.id))
+            return run_id
 
     def annotations(self, run_id: int) -> list[tuple[str, dict[str, Label], int]]:
         """(item id, labels, truncated tokens) in the data file's row order."""
