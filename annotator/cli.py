@@ -50,28 +50,42 @@ def cli() -> None:
 @click.option("--parallel", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Items decoded together as parallel sequences (for GPUs). Batching can move "
                    "a near-tie label; 1 is the deterministic reference.")
+@click.option("--rule", type=click.Choice(["auto", "argmax", "median", "mean"]), default="auto",
+              show_default=True,
+              help="How a label is read from the values' probabilities: auto is median for "
+                   "ordinal, mean for interval, argmax for nominal dimensions.")
+@click.option("--prior", type=click.Choice(["none", "content-free"]), default="none",
+              show_default=True,
+              help="content-free: divide by the model's answer to an empty item first.")
 @click.option("--tie-margin", default=0.1, show_default=True,
-              help="Flag a label whose probability beats the runner-up by less than this.")
+              help="Flag a label whose margin (how far the rule is from choosing another "
+                   "value, 0-1) is below this.")
 def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, threads, flash_attn,
-             gpu, parallel, tie_margin) -> None:
+             gpu, parallel, rule, prior, tie_margin) -> None:
     """Label every item of DATA (.csv, .tsv, .jsonl) into the project.
 
     Rerunning resumes: items already labelled by the same model, rubric and settings are
-    skipped. Rows that cannot be labelled are recorded with the reason, never dropped.
+    skipped. Rows that cannot be labelled are recorded with the reason, never dropped. Every
+    value's probability and the model's hidden state at each answer are stored, so
+    `annotator calibrate` can read the labels out again. A calibration head the model file
+    carries labels the dimensions it covers.
     """
     from annotator.console import progress
     from annotator.engine import EngineSettings
     from annotator.job import open_job
+    from annotator.readout import Readout
 
     settings = EngineSettings(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
                               flash_attn=flash_attn, gpu=gpu, n_parallel=parallel)
     job = open_job(data, project, rubric_path, model, id_col or "id", id_col is not None,
-                   settings, tie_margin, base)
+                   settings, tie_margin, base, Readout(rule=rule, prior=prior))
     say = _stderr
     say(f"model {job.model.path.name} ({job.model.quantization}) on {job.engine.backend.upper()}: "
         f"{job.engine.backend_reason}")
     say(f"rubric {job.rubric.name!r} {job.rubric.hash[:12]}; run {job.run_id}"
         + (" (resumed)" if job.resumed else ""))
+    if job.engine.head is not None:
+        say(f"calibration head from the model file on {', '.join(sorted(job.engine.head.dims))}")
     s = job.summary
     interrupted = False
     try:
@@ -100,9 +114,12 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
 @click.option("--out", type=click.Path(path_type=Path),
               help="Write .csv or .jsonl; without it, print a table.")
 @click.option("--run", "run_id", type=int, help="Run number [default: the latest].")
-def results(project, out, run_id) -> None:
+@click.option("--probs", "with_probs", is_flag=True,
+              help="Add every value's probability: <dimension>_p_<value> columns.")
+def results(project, out, run_id, with_probs) -> None:
     """One row per item: id, each dimension's value, <dimension>_p (its probability),
-    <dimension>_margin (to the runner-up) and truncated (tokens cut to fit the context)."""
+    <dimension>_margin (how far the rule is from another value) and truncated (tokens cut to
+    fit the context)."""
     from annotator.results import print_table, result_rows, write_results
     from annotator.store import Store
 
@@ -111,11 +128,11 @@ def results(project, out, run_id) -> None:
         if rubric is None:
             raise AnnotatorError(f"{project}: no annotation run yet")
         run = store.run(run_id)
-        rows = result_rows(rubric, store.annotations(run.id))
+        rows = result_rows(rubric, store.outputs(run.id), with_probs)
     if out is None:
         print_table(rubric, rows)
     else:
-        write_results(out, rubric, rows)
+        write_results(out, rubric, rows, with_probs)
         _stderr(f"wrote {len(rows)} rows to {out}")
 
 
@@ -174,6 +191,53 @@ def review_export(project, out, reviewer, queue, force) -> None:
 
 
 cli.add_command(review, name="reviews")  # `annotator reviews export` works too
+
+
+@cli.command()
+@click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--reviewer", help="Fit on this reviewer's labels [default: every reviewer's].")
+@click.option("--run", "run_id", type=int, help="Run to read again [default: the latest].")
+@click.option("--rule", type=click.Choice(["auto", "argmax", "median", "mean"]),
+              help="Decision rule for dimensions without a head [default: the run's].")
+@click.option("--prior", type=click.Choice(["none", "content-free", "batch"]),
+              help="Prior to divide by first; batch: the run's mean distribution [default: the run's].")
+@click.option("--head/--no-head", "fit_head", default=True, show_default=True,
+              help="Fit a calibration head on the reviewed audit and imported items.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a copy of the run's model file that carries the head.")
+def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
+    """Read a run's labels out again, without running the model, into a new run.
+
+    Fits a small head per ordinal or interval dimension (a ridge probe on the model's hidden
+    state, with thresholds that keep the reviewed labels' value shares) on items reviewed in
+    the audit sample or imported, and applies a decision rule or prior to the rest. Items
+    that helped fit the head get leave-one-out labels, so `agree` on the new run stays honest.
+    """
+    from annotator.calibrate import calibrate as run_calibration
+    from annotator.calibrate import describe_run, write_model_with_head
+    from annotator.store import Store
+
+    with Store(project) as store:
+        result = run_calibration(store, run_id, reviewer, rule, prior, fit_head)
+        new_run = store.run(result.run_id)
+        for dim, n in result.fitted.items():
+            assert result.head is not None
+            loo = result.head.dims[dim].loo_alpha
+            _stderr(f"  {dim}: head fitted on {n} reviewed items; leave-one-out alpha "
+                    + ("undefined" if loo is None else f"{loo:.3f}"))
+        for dim, why in result.left_out.items():
+            _stderr(f"  {dim}: no head ({why})")
+        _stderr(f"run {result.run_id} from run {result.parent}: {describe_run(new_run)}")
+        _stderr(f"`annotator agree {project} --run {result.run_id}` compares it with reviewers")
+        if out is not None:
+            if result.head is None:
+                raise AnnotatorError("no dimension had enough reviewed items for a head; "
+                                     "nothing to write to --out")
+            write_model_with_head(store, new_run, result.head, out)
+            from annotator.modelfile import sha256_file
+
+            _stderr(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 "
+                    f"{sha256_file(out)[:16]}...): annotate --model {out.name} applies the head")
 @cli.command()
 @click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--reviewer", help="Only this reviewer [default: each reviewer].")
@@ -219,6 +283,7 @@ def doctor() -> None:
 @click.argument("model", type=click.Path(path_type=Path))
 def inspect(model) -> None:
     """Architecture, size, quantization, sha256 and any rubric the GGUF file carries."""
+    from annotator.calibrate import describe_head
     from annotator.modelfile import read_model_info, sha256_file
 
     info = read_model_info(model)
@@ -240,6 +305,8 @@ def inspect(model) -> None:
         click.echo(f"rubric        {r.name!r} {r.hash[:12]} (prompt format {info.prompt_format})")
         for dim in r.dimensions:
             click.echo(f"  {dim.name}: {dim.scale} {', '.join(map(str, dim.values))}")
+        if (head := info.head(r)) is not None:
+            click.echo(f"calibration   {describe_head(head)}")
     if info.provenance:
         click.echo("provenance    " + json.dumps(info.provenance, sort_keys=True))
 

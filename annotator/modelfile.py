@@ -12,14 +12,20 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from annotator.errors import AnnotatorError, printable
 from annotator.rubric import Rubric, rubric_from_json
+
+if TYPE_CHECKING:
+    from annotator.calibration import Head
 
 # Metadata keys under the project's own namespace (export writes them, everything reads them).
 KEY_RUBRIC = "annotator.rubric"
 KEY_PROMPT_FORMAT = "annotator.prompt_format"
 KEY_PROVENANCE = "annotator.provenance"
+# A calibration head fitted by `annotator calibrate` (annotator/calibration.py), as JSON.
+KEY_CALIBRATION = "annotator.calibration"
 # In a LoRA adapter file: the sha256 of the base GGUF it was trained on (and must run on).
 KEY_BASE_SHA256 = "annotator.base_sha256"
 _MAX_META_STRING = 1_000_000
@@ -122,6 +128,21 @@ class ModelInfo:
     @property
     def base_sha256(self) -> str | None:
         return self.metadata.get(KEY_BASE_SHA256)
+
+    def head(self, rubric: Rubric) -> Head | None:
+        """The calibration head the file carries, checked against `rubric` (the one the run
+        uses), or None. A head fits only the rubric it was fitted with."""
+        text = self.metadata.get(KEY_CALIBRATION)
+        if text is None:
+            return None
+        if len(text) > _MAX_META_STRING:
+            raise AnnotatorError(f"{self.path}: metadata {KEY_CALIBRATION} is too large")
+        if self.rubric is None or self.rubric.hash != rubric.hash:
+            raise AnnotatorError(f"{self.path}: its calibration head was fitted for the rubric "
+                                 "the file carries; annotate without --rubric")
+        from annotator.calibration import head_from_json
+
+        return head_from_json(text, f"{self.path} [{KEY_CALIBRATION}]", rubric)
 
 
 def read_model_info(path: str | Path) -> ModelInfo:

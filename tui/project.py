@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from annotator.calibrate import describe_head, describe_run
 from annotator.data import read_items
 from annotator.engine import backend_choice
 from annotator.errors import AnnotatorError
@@ -30,6 +31,7 @@ class ProjectInfo:
     model_error: str | None = None
     backend: str = "?"
     backend_reason: str = ""
+    head: str = ""  # the calibration head the model file carries, in one line
     rubric: Rubric | None = None
     data: Path | None = None
     data_items: int | None = None  # annotatable items in the data file
@@ -60,6 +62,7 @@ class Counts:
     audit: int
     hard: int
     imported: int
+    readout: str = ""  # how the run's labels were read from the model (annotator/calibrate.py)
 
 
 def load_project(launch: Launch) -> ProjectInfo:
@@ -113,6 +116,8 @@ def _load_model(info: ProjectInfo, path: Path | None) -> None:
         info.backend, info.backend_reason = backend_choice("auto")
         info.model = read_model_info(path or default_model_path())
         info.model_sha256 = sha256_file(info.model.path)
+        if info.model.rubric is not None and (head := info.model.head(info.model.rubric)):
+            info.head = describe_head(head)
     except AnnotatorError as exc:
         info.model, info.model_error = None, str(exc)
     except OSError as exc:
@@ -152,5 +157,6 @@ def counts(store: Store, run_id: int | None) -> Counts:
     for item_id, _dim, _reviewer, _value, queue in store.reviews():
         reviewed.add(item_id)
         by_queue.setdefault(queue, set()).add(item_id)
+    readout = describe_run(store.run(run_id)) if run_id is not None else ""
     return Counts(run_id, items, annotated, skipped, len(reviewed), len(by_queue["audit"]),
-                  len(by_queue["hard"]), len(by_queue["import"]))
+                  len(by_queue["hard"]), len(by_queue["import"]), readout)

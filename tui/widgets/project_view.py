@@ -56,6 +56,8 @@ class ProjectView(VerticalScroll, can_focus=True):
                                     f" · {counts.skipped} skipped rows"))
             lines.append(("", f"{counts.reviewed} reviewed: audit sample {counts.audit}, "
                               f"hardest first {counts.hard}, imported {counts.imported}"))
+            if counts.readout:
+                lines.append(("Labels", counts.readout))
         return lines
 
     def _model_lines(self, info: ProjectInfo) -> list[Line]:
@@ -76,6 +78,8 @@ class ProjectView(VerticalScroll, can_focus=True):
             lines.append(("About", model.description))
         if trained := fmt.training_summary(model.provenance):
             lines.append(("Trained", trained))
+        if info.head:
+            lines.append(("Calib.", info.head))
         return lines
 
     def _rubric_lines(self, info: ProjectInfo) -> list[Line]:

@@ -1,0 +1,208 @@
+"""Calibration heads: a small per-dimension probe fitted on labelled items.
+
+For an ordinal or interval dimension the head is a ridge regression from the final hidden state
+at the dimension's decision point (what the engine reads anyway, annotator/engine.py) to the
+label's position on the scale, then thresholds on that score. The thresholds keep the labelled
+data's value proportions: rounding a regression pulls every item towards the mean rating and
+collapses to one value, cutting at the labelled shares does not.
+
+Fitting is leave-one-out: the ridge strength is chosen by the closed-form leave-one-out error,
+the thresholds are cut on leave-one-out scores (what scores of new items look like), and the
+alpha a fit reports compares leave-one-out labels with the labels, so no item's own label was
+used to predict it. Nominal dimensions keep the run's rule.
+
+A head is a few kB per dimension (weights as float32, base64 in JSON): it travels in a GGUF
+file's metadata (`annotator.calibration`) and in a run's record. Hidden states are stored in
+float16 in a project, so a head always scores float16-rounded states: labels from a project's
+stored outputs and from a fresh run are the same.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from annotator.errors import AnnotatorError
+from annotator.rubric import Dimension, Rubric
+
+FORMAT = 1
+RIDGE_GRID = tuple(10.0 ** k for k in range(-2, 7))  # relative to the mean squared singular value
+MIN_ITEMS = 20  # fewer labelled items than this: no head for the dimension
+
+
+@dataclass(frozen=True)
+class DimHead:
+    weights: np.ndarray  # float32 (n_embd,): score = hidden . weights + bias
+    bias: float
+    thresholds: tuple[float, ...]  # ascending, one fewer than the dimension's values
+    spread: float  # standard deviation of the leave-one-out scores (margins are relative to it)
+    n: int  # labelled items it was fitted on
+    ridge: float  # the chosen ridge strength
+    loo_alpha: float | None  # alpha(leave-one-out labels, labels), None when undefined
+
+    def score(self, hidden: np.ndarray) -> float:
+        state = np.asarray(hidden, dtype=np.float16).astype(np.float64)
+        return float(state @ self.weights.astype(np.float64) + self.bias)
+
+    def choose(self, hidden: np.ndarray) -> tuple[int, float]:
+        """(value index, margin): the value whose band holds the score; the margin is the
+        distance to the nearest threshold in units of the score's spread, at most 1."""
+        score = self.score(hidden)
+        index = sum(score >= t for t in self.thresholds)
+        nearest = min((abs(score - t) for t in self.thresholds), default=math.inf)
+        return index, min(1.0, nearest / (self.spread or 1.0))
+
+
+@dataclass(frozen=True)
+class Head:
+    dims: Mapping[str, DimHead]
+    n_embd: int
+    fitted: Mapping[str, object]  # what it was fitted on: counts and names, never item ids
+
+    def choose(self, dim: Dimension, hidden: np.ndarray) -> tuple[int, float]:
+        return self.dims[dim.name].choose(hidden)
+
+    def to_json(self) -> str:
+        dims = {}
+        for name, d in sorted(self.dims.items()):
+            raw = np.asarray(d.weights, dtype="<f4").tobytes()
+            dims[name] = {"weights": base64.b64encode(raw).decode("ascii"), "bias": d.bias,
+                          "thresholds": list(d.thresholds), "spread": d.spread, "n": d.n,
+                          "ridge": d.ridge, "loo_alpha": d.loo_alpha}
+        return json.dumps({"format": FORMAT, "kind": "hidden-ridge", "n_embd": self.n_embd,
+                           "dims": dims, "fitted": dict(self.fitted)}, sort_keys=True)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+
+    def describe(self) -> dict:
+        """What a run records and `inspect` shows: everything but the weights."""
+        return {
+            "kind": "hidden-ridge", "sha256": self.sha256, "fitted": dict(self.fitted),
+            "dims": {name: {"n": d.n, "loo_alpha": d.loo_alpha, "thresholds":
+                            [round(t, 4) for t in d.thresholds]}
+                     for name, d in sorted(self.dims.items())},
+        }
+
+
+def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head:
+    """A head read from untrusted JSON (a model file's metadata); one-line errors name `source`."""
+    def bad(why: str) -> AnnotatorError:
+        return AnnotatorError(f"{source}: calibration head {why}")
+
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise bad("is not valid JSON") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise bad(f"must be a JSON object with format {FORMAT}")
+    n_embd = data.get("n_embd")
+    dims_in = data.get("dims")
+    if not isinstance(n_embd, int) or not 0 < n_embd <= 65536 or not isinstance(dims_in, dict):
+        raise bad("needs n_embd and dims")
+    dims = {}
+    for name, d in dims_in.items():
+        if not isinstance(d, dict):
+            raise bad(f"dims.{name} must be an object")
+        try:
+            weights = np.frombuffer(base64.b64decode(d["weights"], validate=True), dtype="<f4")
+            thresholds = tuple(float(t) for t in d["thresholds"])
+            bias, spread = float(d["bias"]), float(d["spread"])
+            n, ridge = int(d["n"]), float(d["ridge"])
+            loo = None if d.get("loo_alpha") is None else float(d["loo_alpha"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise bad(f"dims.{name}: {exc}") from None
+        numbers = [bias, spread, ridge, *thresholds]
+        if weights.shape != (n_embd,) or not np.isfinite(weights).all() \
+                or not all(map(math.isfinite, numbers)) or list(thresholds) != sorted(thresholds):
+            raise bad(f"dims.{name}: weights, thresholds or numbers are malformed")
+        if rubric is not None:
+            try:
+                dim = rubric.dimension(name)
+            except KeyError:
+                raise bad(f"names dimension {name!r}, which the rubric does not have") from None
+            if dim.scale == "nominal" or len(thresholds) != len(dim.values) - 1:
+                raise bad(f"dims.{name} does not fit the rubric's values")
+        dims[name] = DimHead(weights.astype(np.float32), bias, thresholds, spread, n, ridge, loo)
+    fitted = data.get("fitted") if isinstance(data.get("fitted"), dict) else {}
+    return Head(dims, n_embd, fitted)
+
+
+# -- fitting ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fit:
+    head: DimHead
+    loo_labels: list[int]  # per fitted item, its leave-one-out value index
+
+
+def fit_dimension(dim: Dimension, hidden: np.ndarray, targets: Sequence[float],
+                  shares_from: Sequence[int]) -> Fit:
+    """Fit one dimension's head.
+
+    hidden: (n, n_embd) states; targets: per item, the label's position on the scale (the mean
+    position when several reviewers labelled it); shares_from: every label given (positions),
+    whose value shares the thresholds keep."""
+    from annotator.agreement import alpha  # krippendorff, imported only when fitting
+
+    x = np.asarray(hidden, dtype=np.float16).astype(np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    n = len(y)
+    mean_x, mean_y = x.mean(axis=0), y.mean()
+    scale = x.std(axis=0)
+    scale[scale == 0] = 1.0
+    z = (x - mean_x) / scale
+    u, s, _ = np.linalg.svd(z, full_matrices=False)
+    uty = u.T @ (y - mean_y)
+    base = float(np.mean(s ** 2)) or 1.0
+    best: tuple[float, float, np.ndarray] | None = None
+    for factor in RIDGE_GRID:
+        lam = factor * base
+        shrink = s ** 2 / (s ** 2 + lam)
+        fitted = mean_y + u @ (shrink * uty)
+        leverage = (u ** 2) @ shrink + 1.0 / n  # + 1/n: the intercept
+        loo = y - (y - fitted) / (1 - leverage)
+        error = float(np.mean((loo - y) ** 2))
+        if best is None or error < best[0] - 1e-12:
+            best = (error, lam, loo)
+    assert best is not None
+    _, lam, loo_scores = best
+    # The same solution in the space of raw (float16-rounded) hidden states.
+    _, _, vt = np.linalg.svd(z, full_matrices=False)
+    coef_z = vt.T @ ((s / (s ** 2 + lam)) * uty)
+    weights = (coef_z / scale).astype(np.float32)
+    bias = float(mean_y - (mean_x / scale) @ coef_z)
+    thresholds = share_thresholds(loo_scores, shares_from, len(dim.values))
+    loo_labels = [int(sum(v >= t for t in thresholds)) for v in loo_scores]
+    level = "interval" if dim.scale == "interval" else "ordinal"
+    positions = [float(i) for i in range(len(dim.values))]
+    rounded = [float(round(v)) for v in y]
+    loo_alpha = alpha(np.array([loo_labels, rounded], dtype=float), level, positions)
+    head = DimHead(weights, bias, tuple(thresholds), float(np.std(loo_scores)), n, lam,
+                   None if loo_alpha is None else round(loo_alpha, 6))
+    return Fit(head, loo_labels)
+
+
+def share_thresholds(scores: Sequence[float], labels: Sequence[int], n_values: int) -> list[float]:
+    """Cut points on `scores` that give each value the share it has among `labels`."""
+    ordered = np.sort(np.asarray(scores, dtype=np.float64))
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_values)
+    cumulative = np.cumsum(counts)[:-1] / counts.sum()
+    cuts = []
+    for share in cumulative:
+        # k items go below the cut; a cut halfway between neighbours, outside at the ends.
+        k = int(np.rint(share * len(ordered)))
+        if k <= 0:
+            cuts.append(float(ordered[0] - 1.0))
+        elif k >= len(ordered):
+            cuts.append(float(ordered[-1] + 1.0))
+        else:
+            cuts.append(float((ordered[k - 1] + ordered[k]) / 2))
+    return sorted(cuts)

@@ -1,0 +1,129 @@
+"""`annotator calibrate` end to end with the real default model: stored distributions and
+hidden states, a head fitted on reviews, leave-one-out labels, and the head shipped in a file."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from conftest import SAMPLES, run_cli, write_csv
+
+from annotator.calibration import fit_dimension
+from annotator.modelfile import KEY_CALIBRATION, read_model_info
+from annotator.store import Store
+
+RUBRIC = """
+name = "tone"
+instructions = "Read the comment and rate it."
+[[inputs]]
+column = "text"
+label = "COMMENT"
+[[dimensions]]
+name = "positivity"
+question = "How positive is the comment?"
+scale = "ordinal"
+values = [1, 2, 3]
+anchors = { 1 = "negative", 3 = "positive" }
+[[dimensions]]
+name = "kind"
+question = "What kind of comment is it?"
+scale = "nominal"
+values = ["praise", "complaint", "other"]
+"""
+N_CTX = ["--n-ctx", "1024"]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("calibrate")
+    rubric = tmp / "rubric.toml"
+    rubric.write_text(RUBRIC)
+    items = list(csv.DictReader((SAMPLES / "goemotions" / "items.csv").open(encoding="utf-8")))
+    data = write_csv(tmp / "items.csv", items, ["id", "text"])
+    db = tmp / "p.db"
+    done = run_cli("annotate", str(data), "--rubric", str(rubric), "--project", str(db), *N_CTX)
+    assert done.returncode == 0, done.stderr
+    # A reviewer labels 30 of the 40 items; 10 stay unreviewed. The labels only need to vary:
+    # this checks the mechanics (quality is bench/quality.py's job).
+    reviewed = items[:30]
+    rows = [{"id": r["id"], "positivity": 1 + len(r["text"]) % 3} for r in reviewed]
+    review = write_csv(tmp / "review.csv", rows, ["id", "positivity"])
+    assert run_cli("review", "import", str(db), str(review), "--reviewer", "ann").returncode == 0
+    return tmp, db, items, rows
+
+
+def test_every_value_probability_and_hidden_state_are_stored(project):
+    tmp, db, _, _ = project
+    with Store(db) as store:
+        outputs = store.outputs(1)
+        readout = store.run(1).settings["readout"]
+    assert len(outputs) == 40
+    for o in outputs:
+        assert set(o.probs) == {"positivity", "kind"}
+        assert sum(o.probs["positivity"]) == pytest.approx(1.0) and len(o.probs["kind"]) == 3
+        assert len(o.hidden) == 2 * 640 * 2  # two dimensions x n_embd, float16
+    assert readout["rules"] == {"positivity": "median", "kind": "argmax"}  # --rule auto
+    assert set(readout["priors"]) == {"positivity", "kind"}  # content-free, on record
+    out = tmp / "probs.csv"
+    assert run_cli("results", str(db), "--probs", "--out", str(out)).returncode == 0
+    row = next(csv.DictReader(out.open()))
+    assert {"positivity_p_1", "positivity_p_3", "kind_p_other"} <= set(row)
+
+
+def test_calibrate_fits_a_head_with_leave_one_out_labels_and_ships_it(project):
+    tmp, db, items, reviews = project
+    model = tmp / "tone-head.gguf"
+    done = run_cli("calibrate", str(db), "--reviewer", "ann", "--out", str(model))
+    assert done.returncode == 0, done.stderr
+    assert "positivity: head fitted on 30 reviewed items" in done.stderr
+    assert "kind: no head (nominal" in done.stderr
+    with Store(db) as store:
+        run = store.run()
+        assert run.id == 2 and run.settings["readout"]["derived_from"] == 1
+        derived = {o.item_id: o for o in store.outputs(2)}
+        stored = {o.item_id: o for o in store.outputs(1)}
+    info = read_model_info(model)
+    assert KEY_CALIBRATION in info.metadata and info.rubric is not None
+    head = info.head(info.rubric)
+    dim = info.rubric.dimension("positivity")
+    hidden = {i: np.frombuffer(o.hidden, dtype="<f2").reshape(2, -1) for i, o in stored.items()}
+    # Reviewed items: the label a head fitted without them gives (leave-one-out).
+    ids = sorted(r["id"] for r in reviews)
+    targets = {r["id"]: r["positivity"] - 1 for r in reviews}
+    fit = fit_dimension(dim, np.stack([hidden[i][0] for i in ids]),
+                        [float(targets[i]) for i in ids], [targets[i] for i in ids])
+    assert [dim.values.index(derived[i].labels["positivity"].value) for i in ids] == fit.loo_labels
+    # Unreviewed items: the shipped head's label.
+    unreviewed = [r["id"] for r in items[30:]]
+    for i in unreviewed:
+        assert derived[i].labels["positivity"].value == dim.values[head.choose(dim, hidden[i][0])[0]]
+        assert derived[i].labels["kind"] == stored[i].labels["kind"]  # the rule, unchanged
+    # The same calibration again reuses its run: results are byte-identical.
+    again = run_cli("calibrate", str(db), "--reviewer", "ann", "--run", "1")
+    assert again.returncode == 0 and "run 2 from run 1" in again.stderr
+    # A field laptop runs the one file on new items: the head applies, labels match.
+    data = write_csv(tmp / "new.csv", items[30:], ["id", "text"])
+    field = tmp / "field.db"
+    done = run_cli("annotate", str(data), "--model", str(model), "--project", str(field), *N_CTX)
+    assert done.returncode == 0, done.stderr
+    assert "calibration head from the model file on positivity" in done.stderr
+    with Store(field) as store:
+        shipped = {o.item_id: o.labels for o in store.outputs(1)}
+        assert store.run(1).settings["readout"]["head"]["sha256"] == head.sha256
+    assert {i: shipped[i]["positivity"].value for i in unreviewed} == \
+        {i: derived[i].labels["positivity"].value for i in unreviewed}
+    shown = run_cli("inspect", str(model))
+    assert shown.returncode == 0
+    assert "calibration   head on positivity (30 reviewed items" in shown.stdout
+
+
+def test_label_free_batch_prior_and_refusals(project):
+    _, db, _, _ = project
+    done = run_cli("calibrate", str(db), "--run", "1", "--no-head", "--prior", "batch")
+    assert done.returncode == 0, done.stderr
+    with Store(db) as store:
+        readout = store.run().settings["readout"]
+    assert readout["prior"] == "batch" and readout["batch_items"] == 40 and "head" not in readout
+    missing = run_cli("calibrate", str(db), "--reviewer", "nobody")
+    assert missing.returncode == 1 and "no audit or imported reviews by 'nobody'" in missing.stderr
+    assert json.loads(run_cli("agree", str(db), "--json", "--bootstrap", "0").stdout)["run"] >= 2

@@ -1,0 +1,70 @@
+"""Calibration heads (annotator/calibration.py): fitting, thresholds, the JSON a file carries."""
+
+import json
+
+import numpy as np
+import pytest
+
+from annotator.calibration import fit_dimension, head_from_json, share_thresholds
+from annotator.errors import AnnotatorError
+from annotator.rubric import Dimension
+
+DIM = Dimension("quality", "?", "ordinal", (1, 2, 3))
+
+
+def synthetic(n: int, signal: float, seed: int = 0):
+    """Hidden states whose first coordinates carry a label (with noise), like a probe's data."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(3, size=n, p=[0.2, 0.5, 0.3])
+    states = rng.normal(0, 1, size=(n, 64)).astype(np.float32)
+    states[:, :4] += signal * labels[:, None]
+    return states, labels
+
+
+def test_shares_are_kept_where_rounding_would_collapse():
+    scores = np.linspace(0.9, 1.1, 100)  # a regression squeezed towards the mean
+    labels = [0] * 20 + [1] * 50 + [2] * 30
+    cuts = share_thresholds(scores, labels, 3)
+    given = [sum(s >= c for c in cuts) for s in scores]
+    assert [given.count(v) for v in range(3)] == [20, 50, 30]
+    assert {round(s) for s in scores} == {1}  # rounding: one value for every item
+
+
+def test_a_head_finds_a_signal_and_reports_it_out_of_fold():
+    states, labels = synthetic(200, signal=0.8)
+    fit = fit_dimension(DIM, states, labels.astype(float), list(labels))
+    assert fit.head.loo_alpha is not None and fit.head.loo_alpha > 0.5
+    assert len(set(fit.loo_labels)) == 3
+    new_states, new_labels = synthetic(100, signal=0.8, seed=1)
+    predicted = [fit.head.choose(s)[0] for s in new_states]
+    assert np.mean(np.array(predicted) == new_labels) > 0.6
+
+
+def test_no_signal_gives_no_agreement_out_of_fold():
+    rng = np.random.default_rng(3)
+    states = rng.normal(size=(120, 64)).astype(np.float32)
+    labels = rng.choice(3, size=120)
+    fit = fit_dimension(DIM, states, labels.astype(float), list(labels))
+    # In-sample a 64-feature regression would fit noise; leave-one-out it cannot.
+    assert fit.head.loo_alpha is None or fit.head.loo_alpha < 0.25
+
+
+def test_head_json_round_trip_and_untrusted_input():
+    from annotator.calibration import Head
+
+    states, labels = synthetic(60, signal=1.0)
+    fit = fit_dimension(DIM, states, labels.astype(float), list(labels))
+    head = Head({"quality": fit.head}, 64, {"items": 60})
+    again = head_from_json(head.to_json(), "m.gguf")
+    assert again.sha256 == head.sha256
+    assert again.choose(DIM, states[0]) == head.choose(DIM, states[0])
+    data = json.loads(head.to_json())
+    data["dims"]["quality"]["thresholds"] = [2.0, 1.0]
+    with pytest.raises(AnnotatorError, match=r"m.gguf: calibration head dims.quality"):
+        head_from_json(json.dumps(data), "m.gguf")
+    data = json.loads(head.to_json())
+    data["n_embd"] = 65
+    with pytest.raises(AnnotatorError, match="m.gguf"):
+        head_from_json(json.dumps(data), "m.gguf")
+    with pytest.raises(AnnotatorError, match="not valid JSON"):
+        head_from_json("{", "m.gguf")
