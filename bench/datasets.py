@@ -6,6 +6,8 @@
 Newsroom: one row per (article, system) with `summary` and `article` (HTML paragraph tags
 turned into newlines); labels are the per-rater scores (rater1..3) and their median.
 GoEmotions: comments with exactly one emotion label, so one nominal dimension fits.
+USR Topical-Chat: one row per response with `fact`, `context` and `response`, the dialogue id
+(`dialogue`), and per dimension the three raters' scores (<dim>_rater1..3) and their median.
 """
 
 from __future__ import annotations
@@ -42,6 +44,29 @@ def newsroom(n: int | None = None) -> list[dict]:
     return rows
 
 
+USR_DIMS = {"Understandable": "understandable", "Natural": "natural",
+            "Maintains Context": "maintains_context", "Engaging": "engaging",
+            "Uses Knowledge": "uses_knowledge", "Overall": "overall"}
+
+
+def usr_topical_chat() -> list[dict]:
+    """360 responses (60 dialogues x 6), ids `tc<dialogue>-<response>`, in file order."""
+    path = SHARED / "usr_topical_chat" / "usr_topical_chat.json"
+    rows = []
+    for number, dialogue in enumerate(json.loads(path.read_text(encoding="utf-8"))):
+        for index, response in enumerate(dialogue["responses"]):
+            row = {"id": f"tc{number}-{index}", "dialogue": number,
+                   "fact": dialogue["fact"].strip(), "context": dialogue["context"].strip(),
+                   "response": response["response"].strip()}
+            for source, dim in USR_DIMS.items():
+                scores = response[source]
+                for rater, score in enumerate(scores, start=1):
+                    row[f"{dim}_rater{rater}"] = score
+                row[dim] = int(statistics.median_low(scores))
+            rows.append(row)
+    return rows
+
+
 def goemotions(n: int | None = None, split: str = "dev") -> list[dict]:
     names = (SHARED / "goemotions" / "emotions.txt").read_text(encoding="utf-8").split("\n")
     rows = []
@@ -68,7 +93,7 @@ def write_csv(rows: list[dict], columns: list[str], out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("dataset", choices=["newsroom", "goemotions"])
+    parser.add_argument("dataset", choices=["newsroom", "goemotions", "usr-tc"])
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--split", default="dev")
     parser.add_argument("--out", type=Path, required=True, help="items file (inputs only)")
@@ -78,6 +103,11 @@ def main() -> None:
         rows = newsroom(args.n)
         write_csv(rows, ["id", "summary", "article"], args.out)
         label_cols = [d.lower() for d in NEWSROOM_DIMS]
+        label_cols += [f"{d}_rater{r}" for d in label_cols for r in (1, 2, 3)]
+    elif args.dataset == "usr-tc":
+        rows = usr_topical_chat()[:args.n]
+        write_csv(rows, ["id", "fact", "context", "response"], args.out)
+        label_cols = list(USR_DIMS.values())
         label_cols += [f"{d}_rater{r}" for d in label_cols for r in (1, 2, 3)]
     else:
         rows = goemotions(args.n, args.split)

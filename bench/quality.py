@@ -2,6 +2,7 @@
 
     python bench/quality.py goemotions --out runs/quality/goemotions
     python bench/quality.py newsroom --out runs/quality/newsroom
+    python bench/quality.py usr-tc --out runs/quality/usr-tc      (bench/rubric_quality.py)
 
 For one task from ../shared/data it
   1. writes the training file and a test file of items never seen in training (GoEmotions:
@@ -86,7 +87,7 @@ def values(answers) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("task", choices=list(RUBRICS))
+    parser.add_argument("task", choices=[*RUBRICS, "usr-tc"])
     parser.add_argument("--out", type=Path, required=True, help="working folder (reused)")
     parser.add_argument("--train", type=int, default=None,
                         help="training items [goemotions 320, newsroom 150]")
@@ -101,6 +102,11 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=3407)
     args = parser.parse_args()
+    if args.task == "usr-tc":  # no training: every readout lever on one model pass
+        from bench import rubric_quality
+
+        rubric_quality.main(args)
+        return
 
     from annotator.agreement import agreement
     from annotator.rubric import load_rubric
