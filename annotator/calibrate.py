@@ -95,7 +95,6 @@ def _fit_heads(store: Store, rubric: Rubric, hidden: dict[str, np.ndarray],
     heads: dict[str, DimHead] = {}
     loo: dict[str, dict[str, int]] = {}
     used: set[str] = set()
-    index = {d.name: n for n, d in enumerate(rubric.dimensions)}
     for dim in rubric.dimensions:
         if dim.scale == "nominal":
             result.left_out[dim.name] = "nominal: keeps the rule"
@@ -112,7 +111,7 @@ def _fit_heads(store: Store, rubric: Rubric, hidden: dict[str, np.ndarray],
                                          + (" with one value" if items else "")
                                          + f"; a head needs {MIN_ITEMS} with two values or more")
             continue
-        states = np.stack([hidden[i][index[dim.name]] for i in items])
+        states = np.stack([hidden[i] for i in items])
         targets = [float(np.mean(given[i])) for i in items]
         fit = fit_dimension(dim, states, targets, positions)
         heads[dim.name] = fit.head
@@ -131,10 +130,10 @@ def _relabel(rubric: Rubric, output: Output, readout: Readout, states: np.ndarra
              head: Head | None, loo: dict[str, dict[str, int]]) -> Output:
     assert output.probs is not None
     labels = {}
-    for n, dim in enumerate(rubric.dimensions):
+    for dim in rubric.dimensions:
         probs = output.probs[dim.name]
         if head is not None and dim.name in head.dims:
-            chosen, margin = head.choose(dim, states[n])
+            chosen, margin = head.choose(dim, states)
             chosen = loo[dim.name].get(output.item_id, chosen)
         else:
             chosen, margin = readout.choose(dim, probs)

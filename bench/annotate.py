@@ -21,6 +21,10 @@ llama.cpp settings (n_ctx 4096, n_batch 512, threads):
      own tokens (the Engine's tokenization, done before the clock starts) plus the first cue,
      then one forward step per further decision (chosen value + next cue); the value is the
      argmax over the allowed first tokens. No probabilities, no bookkeeping.
+  N  the Engine with read_hidden off: what reading the hidden state at each decision costs
+     (C reads it from the same evaluation, the decision token in a decode of its own); N/C
+     time is reported with the share of labels that differ (the split decode moves logits in
+     the last bits).
   P  (with --parallel N) the Engine with N parallel sequences (`annotator annotate --parallel`),
      all items in one call; reported with P/C and the share of labels that differ from C.
 
@@ -67,12 +71,13 @@ sys.path.insert(0, str(ROOT))
 
 from bench.datasets import goemotions, newsroom  # noqa: E402
 
-MODES = ("A", "B", "C", "L")
+MODES = ("A", "B", "C", "L", "N")
 MODE_NAMES = {
     "A": "free generation + parse",
     "B": "GBNF grammar",
     "C": "annotator Engine",
     "L": "limit (item eval + 1 step/decision)",
+    "N": "Engine without reading hidden states",
 }
 TARGETS = {"short": 3.0, "long": 1.5}  # C/A
 MAX_TOKENS_PER_DIM = 8
@@ -119,7 +124,7 @@ def measure(workload: str, n: int, model: str, threads: int, n_ctx: int, paralle
     import llama_cpp
 
     from annotator import prompt
-    from annotator.engine import Engine, EngineSettings
+    from annotator.engine import Engine, EngineSettings, load_llama
     from annotator.llama_quiet import quiet_llama
 
     quiet_llama()
@@ -148,27 +153,34 @@ def measure(workload: str, n: int, model: str, threads: int, n_ctx: int, paralle
     llm_a, mode_a = completion_mode(None)
     llm_b, mode_b = completion_mode(llama_cpp.LlamaGrammar.from_string(gbnf(rubric), verbose=False))
     engine = Engine(model, rubric, EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH, n_threads=threads))
+    no_hidden = Engine(model, rubric, EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH,
+                                                     n_threads=threads, read_hidden=False),
+                       llm=load_llama(model, EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH,
+                                                            n_threads=threads)))
 
-    def mode_c(fields):
-        result = engine.annotate(fields)
-        return [result.decisions[d.name].value for d in rubric.dimensions], result.n_tokens
+    def engine_mode(eng):
+        def label(fields):
+            result = eng.annotate(fields)
+            return [result.decisions[d.name].value for d in rubric.dimensions], result.n_tokens
+        return label
 
     mode_l = Limit(engine)
-    label = {"A": mode_a, "B": mode_b, "C": mode_c, "L": mode_l}
+    label = {"A": mode_a, "B": mode_b, "C": engine_mode(engine), "L": mode_l,
+             "N": engine_mode(no_hidden)}
     prepare = {"L": lambda fields: engine.fit_item(fields)[0]}  # L tokenizes before the clock
 
     seconds = dict.fromkeys(MODES, 0.0)
     labels: dict[str, list] = {m: [] for m in MODES}
     tokens = dict.fromkeys(MODES, 0)  # A, B: generated; C, L: item tokens evaluated
     for i, fields in enumerate(items):
-        for m in MODES[i % 4:] + MODES[: i % 4]:
+        for m in MODES[i % len(MODES):] + MODES[: i % len(MODES)]:
             arg = prepare[m](fields) if m in prepare else fields
             start = time.perf_counter()
             values, count = label[m](arg)
             seconds[m] += time.perf_counter() - start
             labels[m].append(values)
             tokens[m] += count
-    for closable in (llm_a, llm_b, engine):
+    for closable in (llm_a, llm_b, engine, no_hidden):
         closable.close()
     if parallel > 1:  # P: the same engine with --parallel, all items in one call
         engine_p = Engine(model, rubric, EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH,
@@ -340,6 +352,8 @@ def one_repeat(workload: str, n: int, args) -> dict:
         "C_differs_from_A": differs(labels["C"], labels["A"]),
         "C_differs_from_B": differs(labels["C"], labels["B"]),
         "L_differs_from_C": differs(labels["L"], labels["C"]),
+        "N_time_over_C_time": seconds["N"] / seconds["C"],
+        "N_differs_from_C": differs(labels["N"], labels["C"]),
         "A_failed": failed(labels["A"]),
         "B_failed": failed(labels["B"]),
         "A_generated_tokens_per_item": tokens["A"] / n,
@@ -386,6 +400,9 @@ def report(workload: str, n: int, runs: list[dict], model_size: int, parallel: i
     eff = med["L_time_over_C_time"]
     print(f"  efficiency L-time / C-time {eff:.2f}{spread('L_time_over_C_time', '.2f')} "
           f"(target >= 0.85: {ok(eff >= 0.85)})")
+    print(f"  reading hidden states: N-time / C-time {med['N_time_over_C_time']:.2f}"
+          f"{spread('N_time_over_C_time', '.2f')} (1.0: free); labels where N differs from C: "
+          f"{med['N_differs_from_C']:.1%}")
     print(f"  labels where C differs from A: {med['C_differs_from_A']:.1%} "
           f"(unparseable A counted as different), from B: {med['C_differs_from_B']:.1%}")
     fl = med["first_label_seconds"]

@@ -87,11 +87,13 @@ def run_labels(project: Path, run_id: int) -> dict[str, dict]:
     return found
 
 
-def latest_run(project: Path) -> int:
-    db = sqlite3.connect(project)
-    (run_id,) = db.execute("SELECT max(id) FROM runs").fetchone()
-    db.close()
-    return int(run_id)
+def calibrated_run(stderr: str) -> int:
+    """The run `annotator calibrate` made or reused ("run N from run M: ...")."""
+    import re
+
+    found = re.search(r"^run (\d+) from run \d+", stderr, re.MULTILINE)
+    assert found, stderr
+    return int(found.group(1))
 
 
 def head_scores(project: Path, model: Path, dim_name: str) -> dict[str, float]:
@@ -103,13 +105,12 @@ def head_scores(project: Path, model: Path, dim_name: str) -> dict[str, float]:
     info = read_model_info(model)
     head = head_from_json(info.metadata[KEY_CALIBRATION], str(model), info.rubric)
     assert info.rubric is not None
-    index = [d.name for d in info.rubric.dimensions].index(dim_name)
     db = sqlite3.connect(project)
     rows = db.execute("SELECT item_id, hidden FROM annotations WHERE run_id = 1").fetchall()
     db.close()
     n_dims = len(info.rubric.dimensions)
-    return {item_id: head.dims[dim_name].score(
-        np.frombuffer(hidden, dtype="<f2").reshape(n_dims, -1)[index]) for item_id, hidden in rows}
+    return {item_id: head.dims[dim_name].score(np.frombuffer(hidden, dtype="<f2").reshape(n_dims, -1))
+            for item_id, hidden in rows}
 
 
 def mean_rater_alpha(dim, model: list, raters: list[list], bootstrap: int, seed: int = 0) -> dict:
@@ -146,6 +147,15 @@ def human_ceiling(dim, raters: list[list], bootstrap: int) -> dict:
             "all raters": together}
 
 
+def prior_distribution(project: Path, run_id: int, dim_name: str) -> list[float] | None:
+    """The prior a run's readout divides by for `dim_name` (None without one)."""
+    db = sqlite3.connect(project)
+    (settings,) = db.execute("SELECT settings FROM runs WHERE id = ?", (run_id,)).fetchone()
+    db.close()
+    readout = json.loads(settings)["readout"]
+    return None if readout["prior"] == "none" else readout["priors"][dim_name]
+
+
 def expected_score(dim, probs: list[float]) -> float:
     return float(sum(i * p for i, p in enumerate(probs)))
 
@@ -169,6 +179,7 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 
 def main(args) -> None:
+    from annotator.readout import apply_prior
     from annotator.rubric import load_rubric
 
     rubric = load_rubric(RUBRIC)
@@ -196,11 +207,14 @@ def main(args) -> None:
             command(["review", "import", str(project), str(out / f"{rater}.csv"), "--reviewer",
                      rater], log)
     coders: dict[str, dict[str, dict]] = {}
+    coder_runs: dict[str, int] = {}
     for name, options in LEVERS.items():
-        command(["calibrate", str(project), "--run", "1", "--no-head", *options], log)
-        coders[name] = run_labels(project, latest_run(project))
-    command(["calibrate", str(project), "--run", "1", "--rule", "median", "--out", str(shipped)], log)
-    head_run = latest_run(project)
+        said = command(["calibrate", str(project), "--run", "1", "--no-head", *options], log)
+        coder_runs[name] = calibrated_run(said)
+        coders[name] = run_labels(project, coder_runs[name])
+    said = command(["calibrate", str(project), "--run", "1", "--rule", "median", "--out",
+                    str(shipped)], log)
+    head_run = calibrated_run(said)
     coders["head (fit responses)"] = run_labels(project, head_run)
     if shipped_db.exists():
         shipped_db.unlink()
@@ -222,9 +236,15 @@ def main(args) -> None:
         rows.append(entry)
     raters_mean = [float(np.mean([r[f"overall_rater{k}"] for k in (1, 2, 3)])) for r in test]
     overall = rubric.dimension("overall")
-    rho = {name: spearman([expected_score(overall, labels[r["id"]]["overall"][1]) for r in test],
-                          raters_mean) for name, labels in coders.items() if "head" not in name
-           and name != "shipped file"}
+    # The probability-weighted overall score after each prior (rules do not change it).
+    priors = {"base": "none", "content-free": "content-free", "batch": "batch"}
+    rho = {}
+    for name, prior in priors.items():
+        lever = next(c for c, options in LEVERS.items() if options[-1] == prior)
+        dist = prior_distribution(project, coder_runs[lever], "overall")
+        rho[f"{name} weighted score"] = spearman(
+            [expected_score(overall, apply_prior(coders[lever][r["id"]]["overall"][1], dist))
+             for r in test], raters_mean)
     scores = head_scores(project, shipped, "overall")
     rho["head score"] = spearman([scores[r["id"]] for r in test], raters_mean)
     report = {"task": "usr-tc", "fit_items": len(fit), "test_items": len(test),

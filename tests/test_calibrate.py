@@ -90,13 +90,13 @@ def test_calibrate_fits_a_head_with_leave_one_out_labels_and_ships_it(project):
     # Reviewed items: the label a head fitted without them gives (leave-one-out).
     ids = sorted(r["id"] for r in reviews)
     targets = {r["id"]: r["positivity"] - 1 for r in reviews}
-    fit = fit_dimension(dim, np.stack([hidden[i][0] for i in ids]),
+    fit = fit_dimension(dim, np.stack([hidden[i] for i in ids]),
                         [float(targets[i]) for i in ids], [targets[i] for i in ids])
     assert [dim.values.index(derived[i].labels["positivity"].value) for i in ids] == fit.loo_labels
     # Unreviewed items: the shipped head's label.
     unreviewed = [r["id"] for r in items[30:]]
     for i in unreviewed:
-        assert derived[i].labels["positivity"].value == dim.values[head.choose(dim, hidden[i][0])[0]]
+        assert derived[i].labels["positivity"].value == dim.values[head.choose(dim, hidden[i])[0]]
         assert derived[i].labels["kind"] == stored[i].labels["kind"]  # the rule, unchanged
     # The same calibration again reuses its run: results are byte-identical.
     again = run_cli("calibrate", str(db), "--reviewer", "ann", "--run", "1")
