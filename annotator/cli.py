@@ -100,7 +100,11 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
 @click.option("--out", type=click.Path(path_type=Path),
               help="Write .csv or .jsonl; without it, print a table.")
 @click.option("--run", "run_id", type=int, help="Run number [default: the latest].")
-def results(project, out, run_id) -> None:
+@click.option("--raw-cells", is_flag=True,
+              help="CSV/TSV: write cells exactly as they are. By default a cell a spreadsheet "
+                   "would run as a formula (starting with = + - @, tab or CR, other than a "
+                   "plain number such as -1) gets a leading single quote.")
+def results(project, out, run_id, raw_cells) -> None:
     """One row per item: id, each dimension's value, <dimension>_p (its probability),
     <dimension>_margin (to the runner-up) and truncated (tokens cut to fit the context)."""
     from annotator.results import print_table, result_rows, write_results
@@ -115,7 +119,7 @@ def results(project, out, run_id) -> None:
     if out is None:
         print_table(rubric, rows)
     else:
-        write_results(out, rubric, rows)
+        write_results(out, rubric, rows, raw_cells)
         _stderr(f"wrote {len(rows)} rows to {out}")
 
 
@@ -155,17 +159,24 @@ def review_import(project, labels, reviewer) -> None:
 @click.option("--queue", type=click.Choice(["audit", "hard", "import", "all"]), default="all",
               show_default=True, help="Only reviews from this queue.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def review_export(project, out, reviewer, queue, force) -> None:
+@click.option("--raw-cells", is_flag=True,
+              help="CSV/TSV: write cells exactly as they are. By default a cell a spreadsheet "
+                   "would run as a formula (starting with = + - @, tab or CR, other than a "
+                   "plain number such as -1) gets a leading single quote.")
+def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
     """Write the reviewed items to OUT for the next training round.
 
     One row per reviewed item: id, the rubric's input columns and one column per dimension
     (blank where not reviewed). Where reviewers disagree on a cell it is left blank.
+    For training, prefer .jsonl: it keeps every text exactly, while a CSV text cell starting
+    with = + - @ keeps its protective quote unless --raw-cells.
     """
     from annotator.reviews import export_reviews
     from annotator.store import Store
 
     with Store(project) as store:
-        report = export_reviews(store, out, reviewer=reviewer, queue=queue, force=force)
+        report = export_reviews(store, out, reviewer=reviewer, queue=queue, force=force,
+                                raw_cells=raw_cells)
     _stderr(f"wrote {report.items} items ({report.labels} labels) to {out}; "
             f"{report.conflicts} conflicting cells left blank")
     if report.incomplete:

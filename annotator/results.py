@@ -32,10 +32,11 @@ def result_rows(rubric: Rubric, annotations: list[tuple[str, dict[str, Label], i
     return rows
 
 
-def write_results(out: Path, rubric: Rubric, rows: list[dict]) -> None:
+def write_results(out: Path, rubric: Rubric, rows: list[dict], raw_cells: bool = False) -> None:
+    """CSV cells a spreadsheet would run as formulas get a leading quote unless `raw_cells`."""
     if out.suffix.lower() not in (".csv", ".jsonl"):
         raise AnnotatorError(f"{out}: results file must end in .csv or .jsonl")
-    write_rows(out, columns(rubric), rows, csv_cell=_csv_cell)
+    write_rows(out, columns(rubric), rows, csv_cell=_csv_cell, raw_cells=raw_cells)
 
 
 def _csv_cell(value: object) -> str:
