@@ -228,11 +228,28 @@ def doctor() -> None:
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-def inspect(model) -> None:
-    """Architecture, size, quantization, sha256 and any rubric the GGUF file carries."""
+@click.option("--json", "as_json", is_flag=True,
+              help="Print everything the file says about itself as JSON, the whole provenance "
+                   "record included.")
+def inspect(model, as_json) -> None:
+    """Architecture, size, quantization, sha256, any rubric the GGUF file carries and a short
+    summary of its provenance (how it was trained and checked)."""
     from annotator.modelfile import read_model_info, sha256_file
+    from annotator.provenance import summary_lines
 
     info = read_model_info(model)
+    if as_json:
+        click.echo(json.dumps({
+            "file": str(info.path), "name": info.name, "architecture": info.architecture,
+            "size": info.size, "quantization": info.quantization,
+            "context_length": info.context_length, "sha256": sha256_file(info.path),
+            "description": info.description, "is_adapter": info.is_adapter,
+            "base_sha256": info.base_sha256, "prompt_format": info.prompt_format,
+            "rubric": None if info.rubric is None else json.loads(info.rubric.canonical_json()),
+            "rubric_sha256": None if info.rubric is None else info.rubric.hash,
+            "provenance": info.provenance,
+        }, indent=2, sort_keys=True))
+        return
     click.echo(f"file          {info.path}")
     click.echo(f"name          {info.name}")
     click.echo(f"architecture  {info.architecture}")
@@ -252,7 +269,9 @@ def inspect(model) -> None:
         for dim in r.dimensions:
             click.echo(f"  {dim.name}: {dim.scale} {', '.join(map(str, dim.values))}")
     if info.provenance:
-        click.echo("provenance    " + json.dumps(info.provenance, sort_keys=True))
+        click.echo("provenance    (all of it: inspect --json)")
+        for label, text in summary_lines(info.provenance):
+            click.echo(f"  {label:12} {text}")
 
 
 @cli.command()
