@@ -213,8 +213,10 @@ def agree(project, reviewer, bootstrap, run_id, as_json) -> None:
 
 @cli.command()
 def doctor() -> None:
-    """Versions, backend (CUDA or CPU and why), the default model's path and sha256."""
+    """Versions, backend (CUDA or CPU and why), the default model's path and sha256, and the
+    field kit this environment was installed from, if any."""
     from annotator.engine import backend_choice, runtime_versions
+    from annotator.kit import installed_kit
     from annotator.modelfile import default_model_path, sha256_file
 
     for name, version in runtime_versions().items():
@@ -224,6 +226,10 @@ def doctor() -> None:
     path = default_model_path()
     click.echo(f"{'default model':18} {path}")
     click.echo(f"{'sha256':18} {sha256_file(path)}")
+    kit = installed_kit()
+    if kit is not None:
+        click.echo(f"{'kit':18} {kit.get('kit')} (built {kit.get('built')}, MANIFEST.json "
+                   f"sha256 {str(kit.get('manifest_sha256'))[:12]}..., installed {kit.get('installed')})")
 
 
 @cli.command()
@@ -312,6 +318,61 @@ def export(ctx: click.Context) -> None:
     except ImportError as exc:
         raise AnnotatorError(f"export needs the [export] extra: pip install '.[export]' ({exc})") from exc
     export_main(ctx.args)
+
+
+@cli.group()
+def kit() -> None:
+    """Field kits: the software, model, rubric and sample for an air-gapped machine."""
+
+
+@kit.command("build")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The kit folder to create (KIT.tar.gz with --archive).")
+@click.option("--model", type=click.Path(path_type=Path),
+              help="Model or LoRA adapter GGUF to ship [default: none; the embedded Gemma 3 "
+                   "270M comes with the wheels].")
+@click.option("--base", type=click.Path(path_type=Path),
+              help="The base GGUF an adapter --model runs on, when it is not the embedded model.")
+@click.option("--rubric", "rubric_path", type=click.Path(path_type=Path),
+              help="Rubric TOML to ship [needed with --sample when the model carries none].")
+@click.option("--sample", type=click.Path(path_type=Path),
+              help="A data file the kit's start.sh labels first.")
+@click.option("--extras", default="", help="Extras to include, e.g. train,export [default: none].")
+@click.option("--archive", is_flag=True, help="Write one KIT.tar.gz instead of a folder.")
+def kit_build(out, model, base, rubric_path, sample, extras, archive) -> None:
+    """Build a kit on a connected machine of the same platform and Python as the laptop.
+
+    Wheels of every distribution needed, at the versions installed here (locally built ones,
+    such as llama-cpp-python, from pip's cache), the project as a wheel, the files given,
+    licence texts, install.sh, start.sh, verify.py, a README, and MANIFEST.json with every
+    file's size and sha256.
+    """
+    import time
+
+    from annotator.kit import build_kit
+
+    started = time.perf_counter()
+    wanted = [e.strip() for e in extras.split(",") if e.strip()]
+    written = build_kit(out, model=model, base=base, rubric=rubric_path, sample=sample,
+                        extras=wanted, archive=archive, say=_stderr)
+    size = (written.stat().st_size if written.is_file()
+            else sum(p.stat().st_size for p in written.rglob("*") if p.is_file()))
+    _stderr(f"wrote {written}: {size / 1e6:.0f} MB in {time.perf_counter() - started:.0f} s")
+
+
+@kit.command("verify")
+@click.argument("kit_dir", type=click.Path(path_type=Path))
+def kit_verify(kit_dir) -> None:
+    """Check every file's size and sha256 against MANIFEST.json and that the kit is for this
+    Python and platform; one line per problem, naming the file."""
+    from annotator.kit import verify_kit
+
+    problems = verify_kit(kit_dir)
+    for line in problems:
+        _stderr(line)
+    if problems:
+        raise AnnotatorError(f"{kit_dir}: refused ({len(problems)} problem(s) above)")
+    click.echo(f"{kit_dir}: intact, for this Python and platform")
 
 
 def _stderr(message: str) -> None:
