@@ -377,11 +377,13 @@ fi
 def _readme(placed: dict[str, str]) -> str:
     first = ("sh install.sh && sh start.sh" if "sample" in placed else "sh install.sh")
     model = placed.get("model", "the embedded Gemma 3 270M")
+    python = ".".join(platform.python_version_tuple()[:2])
     return f"""# annotator field kit
 
 Offline rubric annotation ({PROJECT} {__version__}). Everything needed is in this folder:
-no network and no package index are used. Python 3 ({kit_verify.python_tag()}) on
-{kit_verify.platform_name()} is needed, as on the machine that built the kit.
+no network and no package index are used. Python {python} with its venv module ({kit_verify.python_tag()}; on
+Debian or Ubuntu the python3-venv package) on {kit_verify.platform_name()} is needed, as on
+the machine that built the kit. `PYTHON=/path/to/python3.X sh install.sh` picks another one.
 
 First command (installs into `venv/` here{", labels the sample and opens the app" if "sample" in placed else ""}):
 

@@ -156,3 +156,17 @@ def test_a_sample_without_a_rubric_is_refused_before_any_download(tmp_path):
                    str(GOEMO / "items.csv"))
     assert done.returncode == 1 and "--sample needs --rubric" in done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_the_wheelhouse_follows_the_installed_requirement_closure():
+    """What `--extras` adds is read from the installed metadata: the base kit has no torch."""
+    from annotator.errors import AnnotatorError
+    from annotator.kit import requirement_closure
+
+    base = requirement_closure("rubric-annotator")
+    assert {"llama-cpp-python", "textual", "krippendorff", "gguf", "numpy"} <= set(base)
+    assert "torch" not in base and "rubric-annotator" not in base
+    train = requirement_closure("rubric-annotator", ["train"])
+    assert {"torch", "peft", "transformers"} <= set(train) and set(base) < set(train)
+    with pytest.raises(AnnotatorError, match="no extra 'gpu'"):
+        requirement_closure("rubric-annotator", ["gpu"])
