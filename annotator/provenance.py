@@ -39,10 +39,24 @@ def summary_lines(prov: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("merge check", f"merged vs adapter answers {same} on "
                                      f"{_text(merge.get('items'))} validation items"))
     if export:
-        lines.append(("export", f"{_text(export.get('quant'))} on {_text(export.get('date'))}; "
-                                "kept only if alpha(file, merged model) >= "
-                                f"{_text(export.get('min_agreement'))} per dimension"))
+        lines.append(("export", f"{_text(export.get('quant'))} on {_text(export.get('date'))}"))
+        lines.append(("drift check", _drift(export)))
     return lines
+
+
+def _drift(export: dict) -> str:
+    """The drift check as the file records it (files exported before it was recorded only
+    say what it demanded)."""
+    check = _dict(export.get("drift_check"))
+    if not check:
+        return (f"not recorded; export keeps a file only at alpha(file, merged model) >= "
+                f"{_text(export.get('min_agreement'))} per dimension")
+    verdict = "passed" if check.get("passed") is True else "FAILED"
+    dims = _dict(check.get("dimensions"))
+    alphas = ", ".join(f"{_text(name)} {_number(_dict(d).get('vs_merged'))}"
+                       for name, d in list(dims.items())[:12])
+    return (f"{verdict} on {_text(check.get('items'))} items: alpha(file, merged model) "
+            f"{alphas or '?'} (threshold {_text(check.get('threshold'))})")
 
 
 def _dict(value: object) -> dict:

@@ -172,3 +172,58 @@ def verify_file(path: Path, training: TrainingRecord) -> ModelInfo:
     if not info.provenance or info.provenance.get("rubric_sha256") != training.rubric.hash:
         raise AnnotatorError(f"{path}: the provenance read back differs from the one written")
     return info
+
+
+def drift_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The drift check's outcome as the file records it: the verdict, the threshold, the item
+    count and per dimension alpha(file, merged) and alpha(file, human). No item ids."""
+    def alpha(pair: dict) -> float | None:
+        value = pair.get("alpha") if isinstance(pair, dict) else None
+        return None if value is None else round(float(value), 4)
+
+    return {
+        "passed": bool(result["passed"]),
+        "threshold": result["threshold"],
+        "items": result["items"],
+        "dimensions": {d["dimension"]: {"vs_merged": alpha(d["quantized_vs_merged"]),
+                                        "vs_human": alpha(d["quantized_vs_human"]),
+                                        "basis": d.get("basis")}
+                       for d in result["dimensions"]},
+    }
+
+
+def record_drift(path: Path, drift: dict[str, Any]) -> None:
+    """Rewrite `path` with `drift` added to its provenance (under "export"): only the metadata
+    changes, every tensor is copied byte for byte. The check ran on these very tensors, so
+    the file can say how it went; `inspect` shows it."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    field = reader.get_field(KEY_PROVENANCE)
+    if field is None:
+        raise AnnotatorError(f"{path}: no {KEY_PROVENANCE} to add the drift check to")
+    provenance = json.loads(field.contents())
+    provenance.setdefault("export", {})["drift_check"] = drift
+    text = json.dumps(provenance, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False)
+    out = path.with_name(path.name + ".meta")
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
+    writer = gguf.GGUFWriter(str(out), arch=arch, endianess=reader.endianess)
+    for key, kv in reader.fields.items():
+        if key == gguf.Keys.General.ARCHITECTURE or key.startswith("GGUF."):
+            continue  # the writer writes these itself
+        kind = kv.types[0]
+        sub = kv.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        value = text if key == KEY_PROVENANCE else kv.contents()
+        writer.add_key_value(key, value, kind, sub_type=sub)
+    for tensor in reader.tensors:
+        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype,
+                               tensor.data.nbytes, tensor.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+    writer.close()
+    del reader
+    out.replace(path)

@@ -110,6 +110,9 @@ def export_model(opts: ExportOptions, say: Callable[[str], None] = lambda _: Non
         timings["check_merged_s"] = time.perf_counter() - started
         result = drift.compare(training.rubric, items, quantized, merged, opts.min_agreement,
                                opts.bootstrap)
+        # The file records how its check went (inspect shows it), then is read back again.
+        metadata.record_drift(built, metadata.drift_summary(result))
+        info = metadata.verify_file(built, training)
 
         final = opts.out if result["passed"] else opts.out.with_name(opts.out.name + ".rejected")
         os.replace(built, final)

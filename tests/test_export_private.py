@@ -65,6 +65,10 @@ def test_the_exported_file_holds_no_folder_name_and_no_item_id(trained):
     assert shown.returncode == 0, shown.stderr
     assert f"{split['train_count']} trained, {split['validation_count']} validation" in shown.stdout
     assert "LoRA r=4 alpha=8, lr 0.02" in shown.stdout and "provenance" in shown.stdout
+    drift = prov["export"]["drift_check"]  # the check's outcome is in the file, without ids
+    assert drift["passed"] is True and drift["items"] == split["validation_count"]
+    assert f"drift check  passed on {drift['items']} items: alpha(file, merged model)" \
+        in shown.stdout
     as_json = json.loads(run_cli("inspect", "--json", str(out)).stdout)
     assert as_json["provenance"] == prov and as_json["rubric"]["name"] == "smoke"
 
