@@ -169,7 +169,7 @@ def _wheelhouse(folder: Path, closure: dict[str, str], say: Callable[[str], None
     folder.mkdir()
     _, canonical = _packaging()
     cached = {}
-    for line in _pip("cache", "list", "--format=abspath").splitlines():
+    for line in _pip("cache", "list", "--format=abspath", check=False).splitlines():
         path = Path(line.strip())
         if path.suffix == ".whl" and path.is_file():
             name, version = path.name.split("-")[:2]
@@ -213,9 +213,13 @@ def _project_wheel(folder: Path) -> None:
         shutil.rmtree(source)
 
 
-def _pip(*args: str) -> str:
+def _pip(*args: str, check: bool = True) -> str:
+    """pip of this interpreter; `check=False`: output of a failed call is empty (a disabled
+    cache only means every wheel is downloaded)."""
     done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
                           capture_output=True, text=True)
+    if done.returncode != 0 and not check:
+        return ""
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise AnnotatorError(f"pip {args[0]} failed: {last}")

@@ -45,6 +45,8 @@ def sha256_of(path: Path) -> str:
 
 def read_manifest(kit: Path) -> tuple[dict | None, str | None]:
     path = kit / MANIFEST
+    if kit.is_file() and kit.name.endswith((".tar.gz", ".tgz")):
+        return None, f"{kit}: an archived kit; unpack it first (tar xzf {kit.name})"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -170,3 +170,12 @@ def test_the_wheelhouse_follows_the_installed_requirement_closure():
     assert {"torch", "peft", "transformers"} <= set(train) and set(base) < set(train)
     with pytest.raises(AnnotatorError, match="no extra 'gpu'"):
         requirement_closure("rubric-annotator", ["gpu"])
+
+
+def test_an_archive_or_a_folder_without_manifest_is_refused_in_one_line(tmp_path):
+    archive = tmp_path / "kit.tar.gz"
+    archive.write_bytes(b"")
+    done = run_cli("kit", "verify", str(archive))
+    assert done.returncode == 1 and "unpack it first (tar xzf kit.tar.gz)" in done.stderr
+    done = run_cli("kit", "verify", str(tmp_path))
+    assert f"{tmp_path / 'MANIFEST.json'}: missing" in done.stderr
