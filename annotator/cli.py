@@ -116,7 +116,11 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
 @click.option("--run", "run_id", type=int, help="Run number [default: the latest].")
 @click.option("--probs", "with_probs", is_flag=True,
               help="Add every value's probability: <dimension>_p_<value> columns.")
-def results(project, out, run_id, with_probs) -> None:
+@click.option("--raw-cells", is_flag=True,
+              help="CSV/TSV: write cells exactly as they are. By default a cell a spreadsheet "
+                   "would run as a formula (starting with = + - @, tab or CR, other than a "
+                   "plain number such as -1) gets a leading single quote.")
+def results(project, out, run_id, with_probs, raw_cells) -> None:
     """One row per item: id, each dimension's value, <dimension>_p (its probability),
     <dimension>_margin (how far the rule is from another value) and truncated (tokens cut to
     fit the context)."""
@@ -132,7 +136,7 @@ def results(project, out, run_id, with_probs) -> None:
     if out is None:
         print_table(rubric, rows)
     else:
-        write_results(out, rubric, rows, with_probs)
+        write_results(out, rubric, rows, with_probs, raw_cells)
         _stderr(f"wrote {len(rows)} rows to {out}")
 
 
@@ -172,17 +176,24 @@ def review_import(project, labels, reviewer) -> None:
 @click.option("--queue", type=click.Choice(["audit", "hard", "import", "all"]), default="all",
               show_default=True, help="Only reviews from this queue.")
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-def review_export(project, out, reviewer, queue, force) -> None:
+@click.option("--raw-cells", is_flag=True,
+              help="CSV/TSV: write cells exactly as they are. By default a cell a spreadsheet "
+                   "would run as a formula (starting with = + - @, tab or CR, other than a "
+                   "plain number such as -1) gets a leading single quote.")
+def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
     """Write the reviewed items to OUT for the next training round.
 
     One row per reviewed item: id, the rubric's input columns and one column per dimension
     (blank where not reviewed). Where reviewers disagree on a cell it is left blank.
+    For training, prefer .jsonl: it keeps every text exactly, while a CSV text cell starting
+    with = + - @ keeps its protective quote unless --raw-cells.
     """
     from annotator.reviews import export_reviews
     from annotator.store import Store
 
     with Store(project) as store:
-        report = export_reviews(store, out, reviewer=reviewer, queue=queue, force=force)
+        report = export_reviews(store, out, reviewer=reviewer, queue=queue, force=force,
+                                raw_cells=raw_cells)
     _stderr(f"wrote {report.items} items ({report.labels} labels) to {out}; "
             f"{report.conflicts} conflicting cells left blank")
     if report.incomplete:
@@ -266,8 +277,10 @@ def agree(project, reviewer, bootstrap, run_id, as_json) -> None:
 
 @cli.command()
 def doctor() -> None:
-    """Versions, backend (CUDA or CPU and why), the default model's path and sha256."""
+    """Versions, backend (CUDA or CPU and why), the default model's path and sha256, and the
+    field kit this environment was installed from, if any."""
     from annotator.engine import backend_choice, runtime_versions
+    from annotator.kit import installed_kit
     from annotator.modelfile import default_model_path, sha256_file
 
     for name, version in runtime_versions().items():
@@ -277,16 +290,39 @@ def doctor() -> None:
     path = default_model_path()
     click.echo(f"{'default model':18} {path}")
     click.echo(f"{'sha256':18} {sha256_file(path)}")
+    kit = installed_kit()
+    if kit is not None:
+        click.echo(f"{'kit':18} {kit.get('kit')} (built {kit.get('built')}, MANIFEST.json "
+                   f"sha256 {str(kit.get('manifest_sha256'))[:12]}..., installed {kit.get('installed')})")
 
 
 @cli.command()
 @click.argument("model", type=click.Path(path_type=Path))
-def inspect(model) -> None:
-    """Architecture, size, quantization, sha256 and any rubric the GGUF file carries."""
+@click.option("--json", "as_json", is_flag=True,
+              help="Print everything the file says about itself as JSON, the whole provenance "
+                   "record included.")
+def inspect(model, as_json) -> None:
+    """Architecture, size, quantization, sha256, any rubric the GGUF file carries, its
+    calibration head and a short summary of its provenance (how it was trained and checked)."""
     from annotator.calibrate import describe_head
     from annotator.modelfile import read_model_info, sha256_file
+    from annotator.provenance import summary_lines
 
     info = read_model_info(model)
+    if as_json:
+        click.echo(json.dumps({
+            "file": str(info.path), "name": info.name, "architecture": info.architecture,
+            "size": info.size, "quantization": info.quantization,
+            "context_length": info.context_length, "sha256": sha256_file(info.path),
+            "description": info.description, "is_adapter": info.is_adapter,
+            "base_sha256": info.base_sha256, "prompt_format": info.prompt_format,
+            "rubric": None if info.rubric is None else json.loads(info.rubric.canonical_json()),
+            "rubric_sha256": None if info.rubric is None else info.rubric.hash,
+            "provenance": info.provenance,
+            "calibration": None if info.rubric is None or (head := info.head(info.rubric)) is None
+            else head.describe(),
+        }, indent=2, sort_keys=True))
+        return
     click.echo(f"file          {info.path}")
     click.echo(f"name          {info.name}")
     click.echo(f"architecture  {info.architecture}")
@@ -308,7 +344,9 @@ def inspect(model) -> None:
         if (head := info.head(r)) is not None:
             click.echo(f"calibration   {describe_head(head)}")
     if info.provenance:
-        click.echo("provenance    " + json.dumps(info.provenance, sort_keys=True))
+        click.echo("provenance    (all of it: inspect --json)")
+        for label, text in summary_lines(info.provenance):
+            click.echo(f"  {label:12} {text}")
 
 
 @cli.command()
@@ -349,6 +387,61 @@ def export(ctx: click.Context) -> None:
     except ImportError as exc:
         raise AnnotatorError(f"export needs the [export] extra: pip install '.[export]' ({exc})") from exc
     export_main(ctx.args)
+
+
+@cli.group()
+def kit() -> None:
+    """Field kits: the software, model, rubric and sample for an air-gapped machine."""
+
+
+@kit.command("build")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="The kit folder to create (KIT.tar.gz with --archive).")
+@click.option("--model", type=click.Path(path_type=Path),
+              help="Model or LoRA adapter GGUF to ship [default: none; the embedded Gemma 3 "
+                   "270M comes with the wheels].")
+@click.option("--base", type=click.Path(path_type=Path),
+              help="The base GGUF an adapter --model runs on, when it is not the embedded model.")
+@click.option("--rubric", "rubric_path", type=click.Path(path_type=Path),
+              help="Rubric TOML to ship [needed with --sample when the model carries none].")
+@click.option("--sample", type=click.Path(path_type=Path),
+              help="A data file the kit's start.sh labels first.")
+@click.option("--extras", default="", help="Extras to include, e.g. train,export [default: none].")
+@click.option("--archive", is_flag=True, help="Write one KIT.tar.gz instead of a folder.")
+def kit_build(out, model, base, rubric_path, sample, extras, archive) -> None:
+    """Build a kit on a connected machine of the same platform and Python as the laptop.
+
+    Wheels of every distribution needed, at the versions installed here (locally built ones,
+    such as llama-cpp-python, from pip's cache), the project as a wheel, the files given,
+    licence texts, install.sh, start.sh, verify.py, a README, and MANIFEST.json with every
+    file's size and sha256.
+    """
+    import time
+
+    from annotator.kit import build_kit
+
+    started = time.perf_counter()
+    wanted = [e.strip() for e in extras.split(",") if e.strip()]
+    written = build_kit(out, model=model, base=base, rubric=rubric_path, sample=sample,
+                        extras=wanted, archive=archive, say=_stderr)
+    size = (written.stat().st_size if written.is_file()
+            else sum(p.stat().st_size for p in written.rglob("*") if p.is_file()))
+    _stderr(f"wrote {written}: {size / 1e6:.0f} MB in {time.perf_counter() - started:.0f} s")
+
+
+@kit.command("verify")
+@click.argument("kit_dir", type=click.Path(path_type=Path))
+def kit_verify(kit_dir) -> None:
+    """Check every file's size and sha256 against MANIFEST.json and that the kit is for this
+    Python and platform; one line per problem, naming the file."""
+    from annotator.kit import verify_kit
+
+    problems = verify_kit(kit_dir)
+    for line in problems:
+        _stderr(line)
+    if problems:
+        raise AnnotatorError(f"{kit_dir}: refused ({len(problems)} problem(s) above)")
+    click.echo(f"{kit_dir}: intact, for this Python and platform")
 
 
 def _stderr(message: str) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,11 @@ from annotator.errors import AnnotatorError
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 csv.field_size_limit(64 * 1024 * 1024)
+# A cell starting with one of these is a formula to a spreadsheet (OWASP, "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A plain number ("-1", "+0.5", "-2e-3") is left alone: a spreadsheet reads it as the same
+# number, and an ordinal label of -1 must come back as -1 for `train --data`.
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -56,12 +62,13 @@ def data_format(path: Path) -> str:
 
 def write_rows(out: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]], *,
                csv_cell: Callable[[object], object] = lambda v: "" if v is None else v,
-               private: bool = False) -> None:
+               private: bool = False, raw_cells: bool = False) -> None:
     """Write `rows` as CSV, TSV or JSONL (by `out`'s suffix, as `read_rows` reads them).
 
     Atomic: written and synced under a temporary name beside `out`, then renamed, so a
     reader never sees half a file and a failure leaves no partial file. CSV/TSV cells go
-    through `csv_cell`; JSONL lines are the rows as they are. `private`: readable by the owner
+    through `csv_cell`, then `safe_cell` (unless `raw_cells`): these files are opened in
+    spreadsheets. JSONL lines are the rows as they are. `private`: readable by the owner
     only (files holding item text); otherwise the umask decides, as for any new file.
     """
     fmt = data_format(out)
@@ -78,9 +85,11 @@ def write_rows(out: Path, columns: Sequence[str], rows: Iterable[Mapping[str, ob
             else:
                 writer = csv.writer(handle, delimiter="\t" if fmt == "tsv" else ",",
                                     lineterminator="\n")
+                # The header is the rubric's column names, which `train --data` must find.
                 writer.writerow(columns)
+                cell = csv_cell if raw_cells else lambda v: safe_cell(csv_cell(v))
                 for row in rows:
-                    writer.writerow([csv_cell(row[c]) for c in columns])
+                    writer.writerow([cell(row[c]) for c in columns])
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, out)
@@ -90,6 +99,15 @@ def write_rows(out: Path, columns: Sequence[str], rows: Iterable[Mapping[str, ob
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def safe_cell(value: object) -> object:
+    """`value` as a spreadsheet shows it as text: a cell that would start a formula gets a
+    leading single quote (OWASP's advice); plain numbers and everything else are unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS) \
+            and not _PLAIN_NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def read_rows(path: str | Path) -> Rows:

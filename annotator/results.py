@@ -40,10 +40,12 @@ def result_rows(rubric: Rubric, outputs: list[Output], with_probs: bool = False)
     return rows
 
 
-def write_results(out: Path, rubric: Rubric, rows: list[dict], with_probs: bool = False) -> None:
+def write_results(out: Path, rubric: Rubric, rows: list[dict], with_probs: bool = False,
+                  raw_cells: bool = False) -> None:
+    """CSV cells a spreadsheet would run as formulas get a leading quote unless `raw_cells`."""
     if out.suffix.lower() not in (".csv", ".jsonl"):
         raise AnnotatorError(f"{out}: results file must end in .csv or .jsonl")
-    write_rows(out, columns(rubric, with_probs), rows, csv_cell=_csv_cell)
+    write_rows(out, columns(rubric, with_probs), rows, csv_cell=_csv_cell, raw_cells=raw_cells)
 
 
 def _csv_cell(value: object) -> str:

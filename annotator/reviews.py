@@ -97,7 +97,7 @@ class ExportReport:
 
 
 def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, queue: str = "all",
-                   force: bool = False) -> ExportReport:
+                   force: bool = False, raw_cells: bool = False) -> ExportReport:
     """Reviewed items as a labelled file `annotator train --data` reads (.csv, .tsv, .jsonl).
 
     One row per item with at least one label: `id`, the rubric's input columns (the stored
@@ -105,6 +105,8 @@ def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, q
     reviewers labelled the same item and dimension (no `reviewer` given), agreeing values are
     written and disagreeing ones left blank and counted as conflicts. The file is written to a
     temporary file beside `out` and renamed into place; an existing `out` needs `force`.
+    CSV/TSV cells that a spreadsheet would run as a formula get a leading quote unless
+    `raw_cells` (see `data.safe_cell`); JSONL is written exactly.
     """
     out = Path(out)
     data_format(out)  # an unknown suffix fails before any work
@@ -173,7 +175,7 @@ def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, q
         report.items += 1
         report.labels += len(found)
         report.incomplete += len(found) < len(dims)
-    write_rows(out, columns, rows, private=True)  # it holds item text
+    write_rows(out, columns, rows, private=True, raw_cells=raw_cells)  # it holds item text
     return report
 
 

@@ -40,8 +40,12 @@ from export.convert import QUANTS
 @click.option("--adapter", is_flag=True,
               help="Write RUN_DIR/adapter as a LoRA adapter GGUF (a few MB) for the base GGUF the "
                    "run trained from, instead of a full model; --quant does not apply.")
+@click.option("--full-provenance", is_flag=True,
+              help="Keep train's whole provenance record in the file: the training machine's "
+                   "paths and the validation item ids. By default the file keeps hashes, "
+                   "counts, file names without folders and settings only.")
 def export_command(merged, out, quant, check, min_agreement, n_ctx, threads, gpu, bootstrap,
-                   force, verbose, description, adapter) -> None:
+                   force, verbose, description, adapter, full_provenance) -> None:
     """Convert a merged model (RUN_DIR/merged from `annotator train`) to one GGUF file.
 
     HF -> GGUF f16 (llama.cpp's converter) -> QUANT (llama.cpp), with the rubric, prompt
@@ -59,7 +63,8 @@ def export_command(merged, out, quant, check, min_agreement, n_ctx, threads, gpu
 
     opts = ExportOptions(merged_dir=merged, out=out, quant=quant, check=check,
                          min_agreement=min_agreement, n_ctx=n_ctx, threads=threads, gpu=gpu,
-                         bootstrap=bootstrap, force=force, verbose=verbose, description=description, adapter=adapter)
+                         bootstrap=bootstrap, force=force, verbose=verbose, description=description,
+                         adapter=adapter, full_provenance=full_provenance)
     result = export_model(opts, say=lambda line: click.echo(line, err=True))
     click.echo(format_report(result.report), nl=False)
     json_path, text_path = result.report_files

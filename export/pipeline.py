@@ -56,6 +56,9 @@ class ExportOptions:
     adapter: bool = False
     """Write RUN_DIR/adapter as a LoRA adapter GGUF for the base GGUF training started from,
     instead of a full model (no re-quantization: the base file + adapter is the trained model)."""
+    full_provenance: bool = False
+    """Keep train's whole provenance record (paths of the training machine, validation item
+    ids) instead of hashes, counts, file names and settings."""
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,9 @@ def export_model(opts: ExportOptions, say: Callable[[str], None] = lambda _: Non
         timings["check_merged_s"] = time.perf_counter() - started
         result = drift.compare(training.rubric, items, quantized, merged, opts.min_agreement,
                                opts.bootstrap)
+        # The file records how its check went (inspect shows it), then is read back again.
+        metadata.record_drift(built, metadata.drift_summary(result))
+        info = metadata.verify_file(built, training)
 
         final = opts.out if result["passed"] else opts.out.with_name(opts.out.name + ".rejected")
         os.replace(built, final)
@@ -141,7 +147,8 @@ def _build_model(opts: ExportOptions, training: metadata.TrainingRecord, tmp: Pa
     f16 = tmp / "model-f16.gguf"
     say(f"converting {opts.merged_dir} to GGUF f16 (llama.cpp converter)")
     started = time.perf_counter()
-    kv = metadata.file_metadata(training, _export_record(opts), opts.description)
+    kv = metadata.file_metadata(training, _export_record(opts), opts.description,
+                                opts.full_provenance)
     convert.convert_to_f16(opts.merged_dir, f16, kv, model_name=f"{training.rubric.name} annotator")
     timings["convert_s"] = time.perf_counter() - started
     f16_bytes = f16.stat().st_size
@@ -165,7 +172,8 @@ def _build_adapter(opts: ExportOptions, training: metadata.TrainingRecord, tmp: 
     config = _read_json(opts.merged_dir / "config.json")
     arch, alpha, tensors = adapter.read_adapter(adapter_dir, str(config.get("model_type")),
                                                 int(config.get("num_hidden_layers", 0)))
-    kv = metadata.file_metadata(training, _export_record(opts), opts.description)
+    kv = metadata.file_metadata(training, _export_record(opts), opts.description,
+                                opts.full_provenance)
     kv[KEY_BASE_SHA256] = training.record["base_detail"]["sha256"]
     built = tmp / "adapter.gguf"
     adapter.write_adapter_gguf(built, arch, alpha, tensors, kv)

@@ -42,3 +42,17 @@ def test_the_demo_adapter_labels_the_sample_unlike_the_base_model(tmp_path):
     differ = sum(labels["tuned"][k] != labels["base"][k] for k in labels["tuned"])
     assert differ >= 10, differ
     assert len(set(labels["tuned"].values())) >= 4
+
+
+def test_the_demo_adapter_reveals_no_paths_or_item_ids():
+    """What travels to the field: hashes, counts, file names and settings, no training-machine
+    path and none of the validation item ids (GoEmotions ids look like 'edvnz26')."""
+    raw = (SAMPLE / DEMO_MODEL).read_bytes()
+    info = read_model_info(SAMPLE / DEMO_MODEL)
+    split = info.provenance["split"]
+    assert "validation_ids" not in split and len(split["validation_ids_sha256"]) == 64
+    assert split["validation_count"] == 64 and split["train_count"] == 256
+    assert b"/work/" not in raw and b"/home/" not in raw and b"/root/" not in raw
+    for item_id in (b"edvnz26", b"ef83m1s", b"eew89xn", b"ed4dcht"):  # validation ids it held
+        assert item_id not in raw
+    assert info.provenance["settings"]["data"]["rubric"] == "rubric.toml"

@@ -237,7 +237,9 @@ def test_annotate_and_inspect_use_the_rubric_in_the_file(accepted, tmp_path):
     shown = run_cli("inspect", str(out))
     assert shown.returncode == 0, shown.stderr
     assert "rubric        'reviews'" in shown.stdout and "Q8_0" in shown.stdout
-    assert '"rubric_sha256"' in shown.stdout
+    assert "provenance    (all of it: inspect --json)" in shown.stdout
+    full = json.loads(run_cli("inspect", "--json", str(out)).stdout)
+    assert full["provenance"]["rubric_sha256"] == RUBRIC.hash and full["quantization"] == "Q8_0"
 
 
 # -- the drift check refuses a file that drifted --------------------------------------------

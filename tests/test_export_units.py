@@ -158,8 +158,11 @@ def test_training_record_round_trip_to_file_metadata(tmp_path):
     assert kv[KEY_RUBRIC] == RUBRIC.canonical_json() and kv[KEY_PROMPT_FORMAT] == prompt.PROMPT_FORMAT
     provenance = json.loads(kv[KEY_PROVENANCE])
     assert "rubric" not in provenance and provenance["rubric_sha256"] == RUBRIC.hash
-    assert provenance["base"] == "google/gemma-3-270m" and provenance["export"]["quant"] == "q4_k_m"
+    # The file keeps the base's name without its folders, unless asked for everything.
+    assert provenance["base"] == "gemma-3-270m" and provenance["export"]["quant"] == "q4_k_m"
     assert set(metadata.PROVENANCE_KEYS) - {"rubric"} <= set(provenance)
+    full = json.loads(metadata.file_metadata(training, {}, full_provenance=True)[KEY_PROVENANCE])
+    assert full["base"] == "google/gemma-3-270m"
 
 
 @pytest.mark.parametrize("data, message", [

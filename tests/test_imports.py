@@ -10,7 +10,7 @@ CORE_MODULES = [
     "annotator", "annotator.cli", "annotator.rubric", "annotator.data", "annotator.prompt",
     "annotator.engine", "annotator.store", "annotator.agreement", "annotator.job",
     "annotator.modelfile", "annotator.results", "annotator.reviews", "annotator.console",
-    "annotator.trie",
+    "annotator.trie", "annotator.kit", "annotator.kit_verify", "annotator.provenance",
 ]
 
 
