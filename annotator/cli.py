@@ -52,12 +52,17 @@ def cli() -> None:
                    "a near-tie label; 1 is the deterministic reference.")
 @click.option("--tie-margin", default=0.1, show_default=True,
               help="Flag a label whose probability beats the runner-up by less than this.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Engine processes on this machine, one project; --threads is split "
+                   "between them.")
 def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, threads, flash_attn,
-             gpu, parallel, tie_margin) -> None:
+             gpu, parallel, tie_margin, workers) -> None:
     """Label every item of DATA (.csv, .tsv, .jsonl) into the project.
 
     Rerunning resumes: items already labelled by the same model, rubric and settings are
     skipped. Rows that cannot be labelled are recorded with the reason, never dropped.
+    Several processes may annotate one project at once (--workers, or separate commands):
+    each item is claimed first, so it is labelled once.
     """
     from annotator.console import progress
     from annotator.engine import EngineSettings
@@ -65,8 +70,18 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
 
     settings = EngineSettings(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
                               flash_attn=flash_attn, gpu=gpu, n_parallel=parallel)
-    job = open_job(data, project, rubric_path, model, id_col or "id", id_col is not None,
-                   settings, tie_margin, base)
+    job_args = dict(data=data, project=project, rubric_path=rubric_path, model=model,
+                    id_col=id_col or "id", id_col_given=id_col is not None, settings=settings,
+                    tie_margin=tie_margin, base=base)
+    if workers > 1:
+        from annotator.workers import run_workers
+
+        outcome = run_workers(workers, settings, job_args, _stderr, progress)
+        for line in outcome.died:
+            _stderr(f"  {line}; the other workers took over its items")
+        _annotate_summary(outcome.summary, outcome.skipped, tie_margin, outcome.interrupted)
+        return
+    job = open_job(**job_args)
     say = _stderr
     say(f"model {job.model.path.name} ({job.model.quantization}) on {job.engine.backend.upper()}: "
         f"{job.engine.backend_reason}")
@@ -82,14 +97,19 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
         interrupted = True
     finally:
         job.close()
+    _annotate_summary(s, job.skipped, tie_margin, interrupted)
+
+
+def _annotate_summary(s, skipped, tie_margin: float, interrupted: bool) -> None:
+    say = _stderr
     say(f"done {s.done_before + s.done_now} of {s.items} items ({s.done_now} now, "
         f"{s.done_before} before), skipped {s.skipped} rows, flagged {s.flagged} "
         f"({s.truncated} truncated, {s.near_ties} near ties < {tie_margin})"
         + (f"; {s.done_now / s.seconds:.2f} items/s" if s.seconds > 0 else ""))
-    for skip in job.skipped[:10]:
+    for skip in skipped[:10]:
         say(f"  skipped row {skip.row}" + (f" (id {skip.id})" if skip.id else "") + f": {skip.reason}")
-    if len(job.skipped) > 10:
-        say(f"  ... and {len(job.skipped) - 10} more (all stored in the project)")
+    if len(skipped) > 10:
+        say(f"  ... and {len(skipped) - 10} more (all stored in the project)")
     if interrupted:
         say("interrupted: finished items are saved; run the same command again to resume")
         sys.exit(130)
