@@ -304,6 +304,11 @@ def export(ctx: click.Context) -> None:
     export_main(ctx.args)
 
 
+from annotator.cli_project import project  # noqa: E402  (the group lives in its own module)
+
+cli.add_command(project)
+
+
 def _stderr(message: str) -> None:
     click.echo(message, err=True)
 
