@@ -55,8 +55,15 @@ def cli() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
               help="Engine processes on this machine, one project; --threads is split "
                    "between them.")
+@click.option("--ray", "ray_address", metavar="auto|local|ADDRESS",
+              help="Label on a Ray cluster ([cluster] extra): auto = the cluster this machine "
+                   "joined, local = a one-machine cluster, else the head's HOST:PORT. The model "
+                   "file must be at the same path on every node (its sha256 is checked there).")
+@click.option("--actors", default=0, type=click.IntRange(0, 10000),
+              help="With --ray: engines (each loads the model once) [default: cluster CPUs / "
+                   "--threads]. --threads is per actor there [default: 1].")
 def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, threads, flash_attn,
-             gpu, parallel, tie_margin, workers) -> None:
+             gpu, parallel, tie_margin, workers, ray_address, actors) -> None:
     """Label every item of DATA (.csv, .tsv, .jsonl) into the project.
 
     Rerunning resumes: items already labelled by the same model, rubric and settings are
@@ -73,6 +80,12 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
     job_args = dict(data=data, project=project, rubric_path=rubric_path, model=model,
                     id_col=id_col or "id", id_col_given=id_col is not None, settings=settings,
                     tie_margin=tie_margin, base=base)
+    if ray_address:
+        from annotator.cluster import annotate_command
+
+        ran = annotate_command(job_args, ray_address, actors, _stderr, progress)
+        _annotate_summary(ran.summary, ran.skipped, tie_margin, False)
+        return
     if workers > 1:
         from annotator.workers import run_workers
 

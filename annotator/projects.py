@@ -81,7 +81,7 @@ def split(source: str | Path, parts: int, out: str | Path, *, rubric_path: str |
             sha = sha256_file(default_model_path())
     else:
         model_path = model_path or default_model_path()
-        rubric = load_rubric(rubric_path) if rubric_path else _carried_rubric(model_path)
+        rubric = load_rubric(rubric_path) if rubric_path else carried_rubric(model_path)
         _, items, skipped = read_items(source, [i.column for i in rubric.inputs], id_col, id_col_given)
         not_shared = len(skipped)
         sha = sha256_file(model_path)
@@ -106,7 +106,7 @@ def split(source: str | Path, parts: int, out: str | Path, *, rubric_path: str |
     return SplitReport(shares, rubric, sha, not_shared)
 
 
-def _carried_rubric(model: Path) -> Rubric:
+def carried_rubric(model: Path) -> Rubric:
     from annotator.modelfile import model_info_from_metadata, read_adapter_metadata, read_model_info
 
     try:
