@@ -6,7 +6,8 @@ ActorPool hands blocks to free actors. A killed actor is restarted by Ray (`max_
 the block it held is run again (`max_task_retries`); labels are deterministic, so a retried
 block gives the same labels. Only the driver (this process) writes to the project, one
 transaction per item, skipping what the run already holds: a run is exactly-once and
-resumable, and other processes on the same project (claims) never see a half-written item.
+resumable. The driver takes no claims: while a Ray run works on a run, do not start other
+`annotate` commands on it (they would label some items twice; the store keeps one).
 
 The data file is read as a stream (CSV, TSV, JSONL, Parquet), a block at a time, with at most
 two blocks per actor in flight, so a corpus larger than memory works. Ray is imported only

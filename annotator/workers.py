@@ -99,11 +99,21 @@ def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+        # Read what the workers still send while they stop (a child cannot exit while its
+        # messages sit unread in the pipe), so an interrupted run still counts their work.
+        deadline = time.monotonic() + 60
+        while any(c.is_alive() for c in children) and time.monotonic() < deadline:
+            try:
+                kind, index, payload = messages.get(timeout=POLL)
+            except (queues.Empty, KeyboardInterrupt):
+                continue
+            if kind == "end" and index not in ended:
+                ended.add(index)
+                _add(outcome.summary, payload["summary"])
         for child in children:
-            child.join(timeout=60)
             if child.is_alive():
                 child.terminate()
-                child.join()
+            child.join()
     outcome.summary.seconds = time.perf_counter() - started_at if started_at else 0.0
     if outcome.run_id:
         from annotator.store import Store
