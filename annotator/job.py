@@ -34,7 +34,7 @@ DEFAULT_TIE_MARGIN = 0.1
 # Claims: items per claim (one transaction), how long a claim holds unless renewed (a worker
 # renews its claims each time it claims more), and how often to look again at items that
 # other workers hold.
-CLAIM_BLOCK = 4
+CLAIM_BLOCK = 2
 DEFAULT_LEASE = 300.0
 CLAIM_POLL = 0.5
 
@@ -69,6 +69,7 @@ class Job:
     tie_margin: float = DEFAULT_TIE_MARGIN
     worker: str = field(default_factory=worker_name)  # this process, as a claim holder
     lease: float = DEFAULT_LEASE
+    start_at: float = 0.0  # where in the items this process starts claiming (0 to 1)
 
     def run(self) -> Iterator[tuple[Item, ItemResult]]:
         """Label the remaining items, committing each before yielding it.
@@ -103,6 +104,10 @@ class Job:
         dies its claims lapse and they are labelled here, so no item is left behind."""
         by_id = {item.id: item for item in self.todo}
         pending = list(by_id)
+        # Workers started together begin at different places (--workers sets `start_at`),
+        # so they do not all contend for the same first items.
+        first = int(len(pending) * self.start_at)
+        pending = pending[first:] + pending[:first]
         while pending:
             held: list[str] = []
             for start in range(0, len(pending), CLAIM_BLOCK):

@@ -361,24 +361,35 @@ class Store:
         """Claim what of `item_ids` is neither labelled in the run nor claimed by a live
         worker: (claimed, held by others). Renews `worker`'s other claims in the run."""
         now = time.time()
-        claimed: list[str] = []
-        held: list[str] = []
+        # A read first, without the write lock: walking past items that are done or held
+        # (the usual case at the end of a run) costs no write transaction.
+        free, held = self._claimable(run_id, worker, list(item_ids), now)
+        if not free:
+            return [], held
         with self.transaction() as db:
             db.execute("UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
                        (now + lease, run_id, worker))
-            for item_id in item_ids:
-                if db.execute("SELECT 1 FROM annotations WHERE run_id = ? AND item_id = ?",
-                              (run_id, item_id)).fetchone():
-                    continue
-                row = db.execute("SELECT worker, expires_at FROM claims WHERE run_id = ?"
-                                 " AND item_id = ?", (run_id, item_id)).fetchone()
-                if row and row[0] != worker and row[1] > now and worker_alive(row[0]):
-                    held.append(item_id)
-                    continue
-                db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
-                           (run_id, item_id, worker, now + lease))
-                claimed.append(item_id)
-        return claimed, held
+            free, taken = self._claimable(run_id, worker, free, now)  # again, under the lock
+            db.executemany("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
+                           [(run_id, item_id, worker, now + lease) for item_id in free])
+        return free, held + taken
+
+    def _claimable(self, run_id: int, worker: str, item_ids: list[str], now: float
+                   ) -> tuple[list[str], list[str]]:
+        """(not labelled and free or lapsed, held by another live worker)."""
+        free: list[str] = []
+        held: list[str] = []
+        for item_id in item_ids:
+            if self.db.execute("SELECT 1 FROM annotations WHERE run_id = ? AND item_id = ?",
+                               (run_id, item_id)).fetchone():
+                continue
+            row = self.db.execute("SELECT worker, expires_at FROM claims WHERE run_id = ?"
+                                  " AND item_id = ?", (run_id, item_id)).fetchone()
+            if row and row[0] != worker and row[1] > now and worker_alive(row[0]):
+                held.append(item_id)
+            else:
+                free.append(item_id)
+        return free, held
 
     def release_claims(self, run_id: int, worker: str) -> None:
         with self.transaction() as db:

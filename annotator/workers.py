@@ -53,7 +53,7 @@ def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
     children = []
     for index, threads in enumerate(split_threads(total, workers)):
         child_args = {**job_args, "settings": replace(settings, n_threads=threads)}
-        child = context.Process(target=_worker, args=(index, child_args, messages),
+        child = context.Process(target=_worker, args=(index, workers, child_args, messages),
                                 name=f"annotator-worker-{index}", daemon=True)
         child.start()
         children.append(child)
@@ -131,7 +131,7 @@ def _add(total: Summary, part: Summary) -> None:
     total.flagged_ids += part.flagged_ids
 
 
-def _worker(index: int, job_args: dict, messages) -> None:
+def _worker(index: int, workers: int, job_args: dict, messages) -> None:
     """One engine process: open the job, label what it claims, report each item."""
     from annotator.job import open_job
 
@@ -142,6 +142,7 @@ def _worker(index: int, job_args: dict, messages) -> None:
         return
     except KeyboardInterrupt:
         return
+    job.start_at = index / workers
     engine = job.engine
     lines = [
         f"model {job.model.path.name} ({job.model.quantization}) on {engine.backend.upper()}: "
