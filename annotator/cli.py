@@ -83,6 +83,9 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
     if ray_address:
         from annotator.cluster import annotate_command
 
+        if workers > 1:
+            raise AnnotatorError("--workers is for one machine; with --ray use --actors")
+
         ran = annotate_command(job_args, ray_address, actors, _stderr, progress)
         _annotate_summary(ran.summary, ran.skipped, tie_margin, False)
         return
