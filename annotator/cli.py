@@ -60,15 +60,26 @@ def cli() -> None:
 @click.option("--tie-margin", default=0.1, show_default=True,
               help="Flag a label whose margin (how far the rule is from choosing another "
                    "value, 0-1) is below this.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Engine processes on this machine, one project; --threads is split "
+                   "between them.")
+@click.option("--ray", "ray_address", metavar="auto|local|ADDRESS",
+              help="Label on a Ray cluster ([cluster] extra): auto = the cluster this machine "
+                   "joined, local = a one-machine cluster, else the head's HOST:PORT. The model "
+                   "file must be at the same path on every node (its sha256 is checked there).")
+@click.option("--actors", default=0, type=click.IntRange(0, 10000),
+              help="With --ray: engines (each loads the model once) [default: cluster CPUs / "
+                   "--threads]. --threads is per actor there [default: 1].")
 def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, threads, flash_attn,
-             gpu, parallel, rule, prior, tie_margin) -> None:
+             gpu, parallel, rule, prior, tie_margin, workers, ray_address, actors) -> None:
     """Label every item of DATA (.csv, .tsv, .jsonl) into the project.
 
     Rerunning resumes: items already labelled by the same model, rubric and settings are
     skipped. Rows that cannot be labelled are recorded with the reason, never dropped. Every
     value's probability and the model's hidden state at each answer are stored, so
     `annotator calibrate` can read the labels out again. A calibration head the model file
-    carries labels the dimensions it covers.
+    carries labels the dimensions it covers. Several processes may annotate one project at
+    once (--workers, or separate commands): each item is claimed first, so it is labelled once.
     """
     from annotator.console import progress
     from annotator.engine import EngineSettings
@@ -77,8 +88,28 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
 
     settings = EngineSettings(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
                               flash_attn=flash_attn, gpu=gpu, n_parallel=parallel)
-    job = open_job(data, project, rubric_path, model, id_col or "id", id_col is not None,
-                   settings, tie_margin, base, Readout(rule=rule, prior=prior))
+    job_args = dict(data=data, project=project, rubric_path=rubric_path, model=model,
+                    id_col=id_col or "id", id_col_given=id_col is not None, settings=settings,
+                    tie_margin=tie_margin, base=base,
+                    readout=Readout(rule=rule, prior=prior))
+    if ray_address:
+        from annotator.cluster import annotate_command
+
+        if workers > 1:
+            raise AnnotatorError("--workers is for one machine; with --ray use --actors")
+
+        ran = annotate_command(job_args, ray_address, actors, _stderr, progress)
+        _annotate_summary(ran.summary, ran.skipped, tie_margin, False)
+        return
+    if workers > 1:
+        from annotator.workers import run_workers
+
+        outcome = run_workers(workers, settings, job_args, _stderr, progress)
+        for line in outcome.died:
+            _stderr(f"  {line}; the other workers took over its items")
+        _annotate_summary(outcome.summary, outcome.skipped, tie_margin, outcome.interrupted)
+        return
+    job = open_job(**job_args)
     say = _stderr
     say(f"model {job.model.path.name} ({job.model.quantization}) on {job.engine.backend.upper()}: "
         f"{job.engine.backend_reason}")
@@ -96,14 +127,19 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
         interrupted = True
     finally:
         job.close()
+    _annotate_summary(s, job.skipped, tie_margin, interrupted)
+
+
+def _annotate_summary(s, skipped, tie_margin: float, interrupted: bool) -> None:
+    say = _stderr
     say(f"done {s.done_before + s.done_now} of {s.items} items ({s.done_now} now, "
         f"{s.done_before} before), skipped {s.skipped} rows, flagged {s.flagged} "
         f"({s.truncated} truncated, {s.near_ties} near ties < {tie_margin})"
         + (f"; {s.done_now / s.seconds:.2f} items/s" if s.seconds > 0 else ""))
-    for skip in job.skipped[:10]:
+    for skip in skipped[:10]:
         say(f"  skipped row {skip.row}" + (f" (id {skip.id})" if skip.id else "") + f": {skip.reason}")
-    if len(job.skipped) > 10:
-        say(f"  ... and {len(job.skipped) - 10} more (all stored in the project)")
+    if len(skipped) > 10:
+        say(f"  ... and {len(skipped) - 10} more (all stored in the project)")
     if interrupted:
         say("interrupted: finished items are saved; run the same command again to resume")
         sys.exit(130)
@@ -442,6 +478,11 @@ def kit_verify(kit_dir) -> None:
     if problems:
         raise AnnotatorError(f"{kit_dir}: refused ({len(problems)} problem(s) above)")
     click.echo(f"{kit_dir}: intact, for this Python and platform")
+
+
+from annotator.cli_project import project  # noqa: E402  (the group lives in its own module)
+
+cli.add_command(project)
 
 
 def _stderr(message: str) -> None:

@@ -14,7 +14,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,25 +129,28 @@ def read_rows(path: str | Path) -> Rows:
 
 
 def _jsonl_records(raw: bytes) -> list[tuple[int, dict[str, object] | str]]:
-    records: list[tuple[int, dict[str, object] | str]] = []
-    for number, line in enumerate(raw.split(b"\n"), start=1):
+    return list(jsonl_records(raw.split(b"\n")))
+
+
+def jsonl_records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, object] | str]]:
+    """JSONL lines (bytes) to records, one at a time (also for files read as a stream)."""
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            records.append((number, "undecodable bytes (not UTF-8)"))
+            yield number, "undecodable bytes (not UTF-8)"
             continue
         try:
             record = json.loads(text)
         except (json.JSONDecodeError, RecursionError):
-            records.append((number, "not valid JSON"))
+            yield number, "not valid JSON"
             continue
         if not isinstance(record, dict):
-            records.append((number, "not a JSON object"))
+            yield number, "not a JSON object"
             continue
-        records.append((number, record))
-    return records
+        yield number, record
 
 
 def _delimited_records(
@@ -156,37 +159,52 @@ def _delimited_records(
     # surrogateescape keeps bad bytes as lone surrogates, so one bad row is found and
     # skipped instead of failing the whole file.
     text = raw.decode("utf-8", errors="surrogateescape")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header, records = delimited_records(path, io.StringIO(text, newline=""), delimiter)
+    return header, list(records)
+
+
+def delimited_records(
+    path: Path, lines: Iterable[str], delimiter: str
+) -> tuple[tuple[str, ...], Iterator[tuple[int, dict[str, object] | str]]]:
+    """The header and the records of CSV/TSV text lines, the records one at a time (also for
+    files read as a stream: open them with errors="surrogateescape", newline="")."""
+    reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next(reader)
     except csv.Error as exc:
         raise AnnotatorError(f"{path}: cannot parse header ({exc})") from exc
+    except StopIteration:
+        raise AnnotatorError(f"{path}: data file is empty") from None
     if _has_surrogates(header):
         raise AnnotatorError(f"{path}: header has undecodable bytes (not UTF-8)")
     header = [h.strip() for h in header]
-    records: list[tuple[int, dict[str, object] | str]] = []
-    number = 0
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
+    if header:
+        header[0] = header[0].removeprefix("\ufeff")  # a BOM, when read as a stream
+
+    def records() -> Iterator[tuple[int, dict[str, object] | str]]:
+        number = 0
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                number += 1
+                yield number, f"cannot parse row ({exc})"
+                continue
             number += 1
-            records.append((number, f"cannot parse row ({exc})"))
-            continue
-        number += 1
-        if not values or all(not v.strip() for v in values):
-            number -= 1  # blank lines are not rows
-            continue
-        if _has_surrogates(values):
-            records.append((number, "undecodable bytes (not UTF-8)"))
-            continue
-        if len(values) > len(header):
-            records.append((number, f"{len(values)} fields but the header has {len(header)}"))
-            continue
-        records.append((number, dict(zip(header, values, strict=False))))
-    return tuple(header), records
+            if not values or all(not v.strip() for v in values):
+                number -= 1  # blank lines are not rows
+                continue
+            if _has_surrogates(values):
+                yield number, "undecodable bytes (not UTF-8)"
+                continue
+            if len(values) > len(header):
+                yield number, f"{len(values)} fields but the header has {len(header)}"
+                continue
+            yield number, dict(zip(header, values, strict=False))
+
+    return tuple(header), records()
 
 
 def _has_surrogates(values: Sequence[str]) -> bool:
@@ -215,26 +233,33 @@ def read_items(
 
     items: list[Item] = []
     skipped: list[Skipped] = []
+    for found in items_of(rows.records, columns, id_col, use_row_numbers, id_col_given):
+        (items if isinstance(found, Item) else skipped).append(found)
+    return rows, items, skipped
+
+
+def items_of(records: Iterable[tuple[int, dict[str, object] | str]], columns: Sequence[str],
+             id_col: str, use_row_numbers: bool, id_col_given: bool) -> Iterator[Item | Skipped]:
+    """Records to items, or to skipped rows with the reason, one at a time in file order."""
     first_row: dict[str, int] = {}
-    for number, record in rows.records:
+    for number, record in records:
         if isinstance(record, str):
-            skipped.append(Skipped(number, None, record))
+            yield Skipped(number, None, record)
             continue
         item_id, problem = _item_id(record, id_col, number, use_row_numbers, id_col_given)
         if problem:
-            skipped.append(Skipped(number, item_id, problem))
+            yield Skipped(number, item_id, problem)
             continue
         assert item_id is not None
         fields, problem = _fields(record, columns)
         if problem:
-            skipped.append(Skipped(number, item_id, problem))
+            yield Skipped(number, item_id, problem)
             continue
         if item_id in first_row:
-            skipped.append(Skipped(number, item_id, f"duplicate id (first at row {first_row[item_id]})"))
+            yield Skipped(number, item_id, f"duplicate id (first at row {first_row[item_id]})")
             continue
         first_row[item_id] = number
-        items.append(Item(item_id, number, fields))
-    return rows, items, skipped
+        yield Item(item_id, number, fields)
 
 
 def _item_id(

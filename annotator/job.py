@@ -8,6 +8,7 @@ progress and stop between items without losing anything. Rerunning the same job 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +29,15 @@ from annotator.modelfile import (
 )
 from annotator.readout import Readout
 from annotator.rubric import Rubric, load_rubric
-from annotator.store import Label, Store
+from annotator.store import Label, Store, worker_name
 
 DEFAULT_TIE_MARGIN = 0.1
+# Claims: items per claim (one transaction), how long a claim holds unless renewed (a worker
+# renews its claims each time it claims more), and how often to look again at items that
+# other workers hold.
+CLAIM_BLOCK = 2
+DEFAULT_LEASE = 300.0
+CLAIM_POLL = 0.5
 
 
 @dataclass
@@ -61,15 +68,25 @@ class Job:
     skipped: list[Skipped]
     summary: Summary
     tie_margin: float = DEFAULT_TIE_MARGIN
+    worker: str = field(default_factory=worker_name)  # this process, as a claim holder
+    lease: float = DEFAULT_LEASE
+    start_at: float = 0.0  # where in the items this process starts claiming (0 to 1)
 
     def run(self) -> Iterator[tuple[Item, ItemResult]]:
-        """Label the remaining items, committing each before yielding it."""
+        """Label the remaining items, committing each before yielding it.
+
+        Items are claimed before they are labelled (Store.claim), so other processes may
+        work on the same run at the same time: each item is labelled by one of them."""
         started = time.perf_counter()
         # With --parallel the engine works ahead on the next items; results come in order.
-        results = self.engine.annotate_many(item.fields for item in self.todo)
-        for item in self.todo:
+        taken: deque[Item] = deque()
+        results = self.engine.annotate_many(_fields(self._claimed(), taken))
+        while True:
             t0 = time.perf_counter()
-            result = next(results)
+            result = next(results, None)
+            if result is None:
+                break
+            item = taken.popleft()
             labels = {k: Label(d.value, d.prob, d.margin) for k, d in result.decisions.items()}
             probs = {k: list(d.probs) for k, d in result.decisions.items()}
             hidden = None if result.hidden is None else result.hidden.astype("<f2").tobytes()
@@ -85,9 +102,40 @@ class Job:
             self.summary.seconds = time.perf_counter() - started
             yield item, result
 
+    def _claimed(self) -> Iterator[Item]:
+        """This job's items that this process claimed, in order, a few at a time. Items that
+        other live workers hold are tried again at the end (and waited for): if their worker
+        dies its claims lapse and they are labelled here, so no item is left behind."""
+        by_id = {item.id: item for item in self.todo}
+        pending = list(by_id)
+        # Workers started together begin at different places (--workers sets `start_at`),
+        # so they do not all contend for the same first items.
+        first = int(len(pending) * self.start_at)
+        pending = pending[first:] + pending[:first]
+        while pending:
+            held: list[str] = []
+            for start in range(0, len(pending), CLAIM_BLOCK):
+                got, others = self.store.claim(self.run_id, self.worker,
+                                               pending[start:start + CLAIM_BLOCK], self.lease)
+                held += others
+                yield from (by_id[item_id] for item_id in got)
+            pending = held
+            if pending:
+                time.sleep(CLAIM_POLL)
+
     def close(self) -> None:
         self.engine.close()
-        self.store.close()
+        try:
+            self.store.release_claims(self.run_id, self.worker)
+        finally:
+            self.store.close()
+
+
+def _fields(items: Iterator[Item], taken: deque[Item]) -> Iterator[dict[str, str]]:
+    """Item fields for the engine, remembering which item each result belongs to."""
+    for item in items:
+        taken.append(item)
+        yield item.fields
 
 
 def load_model(path: Path, settings: EngineSettings, base: str | Path | None = None
@@ -164,8 +212,15 @@ def open_job(
     description = engine.describe()
     if info.is_adapter:
         description["base_model"] = {"path": str(engine.llm.model_path), "sha256": info.base_sha256}
+    model_sha256 = sha256_file(info.path)
+    try:
+        store.check_model(info.path, model_sha256)  # a share made by `project split`
+    except AnnotatorError:
+        engine.close()
+        store.close()
+        raise
     run_id, resumed = store.find_or_start_run(
-        model_path=str(info.path), model_sha256=sha256_file(info.path), rubric=rubric,
+        model_path=str(info.path), model_sha256=model_sha256, rubric=rubric,
         data_path=str(Path(data)), data_sha256=rows.sha256, settings=description,
     )
     store.record_skipped(run_id, skipped)

@@ -13,6 +13,9 @@ the model, its sha256, the engine settings, backend and library versions.
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -227,9 +230,13 @@ class Store:
         """Tie the project to `rubric`; refuse a different rubric for an existing project."""
         existing = self.rubric()
         if existing is None:
+            # OR IGNORE: another process may bind the same new project at the same moment;
+            # whichever rubric won is then compared below.
             with self.transaction() as db:
-                db.execute("INSERT INTO project VALUES ('rubric', ?)", (rubric.canonical_json(),))
-        elif existing.hash != rubric.hash:
+                db.execute("INSERT OR IGNORE INTO project VALUES ('rubric', ?)",
+                           (rubric.canonical_json(),))
+            existing = self.rubric()
+        if existing is not None and existing.hash != rubric.hash:
             raise AnnotatorError(
                 f"{self.path}: project uses rubric {existing.name!r} ({existing.hash[:12]}), "
                 f"not {rubric.name!r} ({rubric.hash[:12]}); use a new project file"
@@ -247,12 +254,14 @@ class Store:
         engine = {k: v for k, v in (settings.get("settings") or {}).items() if k != "n_threads"}
         key = json.dumps([model_sha256, rubric.hash, engine, settings.get("backend"),
                           settings.get("readout")], sort_keys=True)
-        row = self.db.execute(
-            "SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1", (key,)
-        ).fetchone()
-        if row:
-            return int(row[0]), True
+        # Read and insert in one write transaction: two processes starting the same job at
+        # once must end up in the same run, never in two.
         with self.transaction() as db:
+            row = db.execute(
+                "SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1", (key,)
+            ).fetchone()
+            if row:
+                return int(row[0]), True
             cursor = db.execute(
                 "INSERT INTO runs (started_at, model_path, model_sha256, rubric_hash, data_path,"
                 " data_sha256, settings, run_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -407,3 +416,113 @@ class Store:
 
     def reviewers(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT reviewer FROM reviews ORDER BY 1")]
+
+    # -- claims: several processes labelling one run ----------------------------------------
+    # Every process (a CLI, a --workers child, the app) claims a few items before labelling
+    # them. A claim holds for a lease; a process renews its claims whenever it claims more.
+    # A process that dies leaves its claims to expire (at once when it ran on this machine
+    # and its pid is gone) and another one takes them. The primary key on (run, item) of
+    # `annotations` keeps an item from being stored twice even when a lease ran out under
+    # a slow process.
+
+    def claim(self, run_id: int, worker: str, item_ids: Iterable[str], lease: float
+              ) -> tuple[list[str], list[str]]:
+        """Claim what of `item_ids` is neither labelled in the run nor claimed by a live
+        worker: (claimed, held by others). Renews `worker`'s other claims in the run."""
+        now = time.time()
+        # A read first, without the write lock: walking past items that are done or held
+        # (the usual case at the end of a run) costs no write transaction.
+        free, held = self._claimable(run_id, worker, list(item_ids), now)
+        if not free:
+            return [], held
+        with self.transaction() as db:
+            db.execute("UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
+                       (now + lease, run_id, worker))
+            free, taken = self._claimable(run_id, worker, free, now)  # again, under the lock
+            db.executemany("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
+                           [(run_id, item_id, worker, now + lease) for item_id in free])
+        return free, held + taken
+
+    def _claimable(self, run_id: int, worker: str, item_ids: list[str], now: float
+                   ) -> tuple[list[str], list[str]]:
+        """(not labelled and free or lapsed, held by another live worker)."""
+        free: list[str] = []
+        held: list[str] = []
+        for item_id in item_ids:
+            if self.db.execute("SELECT 1 FROM annotations WHERE run_id = ? AND item_id = ?",
+                               (run_id, item_id)).fetchone():
+                continue
+            row = self.db.execute("SELECT worker, expires_at FROM claims WHERE run_id = ?"
+                                  " AND item_id = ?", (run_id, item_id)).fetchone()
+            if row and row[0] != worker and row[1] > now and worker_alive(row[0]):
+                held.append(item_id)
+            else:
+                free.append(item_id)
+        return free, held
+
+    def release_claims(self, run_id: int, worker: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM claims WHERE run_id = ? AND worker = ?", (run_id, worker))
+
+    def annotated_count(self, run_id: int) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM annotations WHERE run_id = ?", (run_id,))
+        return int(row.fetchone()[0])
+
+    # -- a share's fixed model (annotator project split) ------------------------------------
+
+    def fixed_model_sha256(self) -> str | None:
+        row = self.db.execute("SELECT value FROM project WHERE key = 'model_sha256'").fetchone()
+        return row[0] if row else None
+
+    def fix_model_sha256(self, sha256: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO project VALUES ('model_sha256', ?)", (sha256,))
+
+    def check_model(self, path: str | Path, sha256: str) -> None:
+        """Refuse a model other than the one this project (a share) was made for."""
+        fixed = self.fixed_model_sha256()
+        if fixed is not None and fixed != sha256:
+            raise AnnotatorError(
+                f"{self.path}: this project is fixed to model sha256 {fixed[:12]}, "
+                f"not {Path(path).name} ({sha256[:12]}); use that model file"
+            )
+
+
+def worker_name() -> str:
+    """This process as a claim holder: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def worker_alive(worker: str) -> bool:
+    """False only when `worker` ran on this machine and its process is gone; other hosts'
+    workers count as alive until their lease runs out."""
+    host, _, rest = worker.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# Defined last so that it stays last in MIGRATIONS whatever migrations are added above.
+@migration
+def m004_claims(db: sqlite3.Connection) -> None:
+    """Claims of items by the processes labelling a run (see Store.claim)."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE claims (
+            run_id INTEGER NOT NULL REFERENCES runs (id),
+            item_id TEXT NOT NULL,
+            worker TEXT NOT NULL,        -- host:pid:random of the claiming process
+            expires_at REAL NOT NULL,    -- unix time the lease runs out
+            PRIMARY KEY (run_id, item_id)
+        );
+        CREATE INDEX claims_worker ON claims (run_id, worker)
+        """
+    )

@@ -5,12 +5,15 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "textual")
+HEAVY = ("torch", "transformers", "peft", "bitsandbytes", "textual", "ray", "pyarrow")
 CORE_MODULES = [
     "annotator", "annotator.cli", "annotator.rubric", "annotator.data", "annotator.prompt",
     "annotator.engine", "annotator.store", "annotator.agreement", "annotator.job",
     "annotator.modelfile", "annotator.results", "annotator.reviews", "annotator.console",
     "annotator.trie", "annotator.kit", "annotator.kit_verify", "annotator.provenance",
+    "annotator.workers", "annotator.projects", "annotator.cli_project",
+    "annotator.cluster", "annotator.readout", "annotator.calibration",
+    "annotator.calibrate",
 ]
 
 
@@ -30,7 +33,8 @@ from click.testing import CliRunner
 from annotator.cli import cli
 runner = CliRunner()
 for args in (["--help"], ["doctor"], ["annotate", "--help"], ["results", "--help"],
-             ["agree", "--help"], ["review", "import", "--help"], ["inspect", "--help"]):
+             ["agree", "--help"], ["review", "import", "--help"], ["inspect", "--help"],
+             ["project", "split", "--help"], ["project", "merge", "--help"]):
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, (args, result.output)
 from annotator.modelfile import default_model_path, read_model_info

@@ -1,0 +1,358 @@
+"""`annotator annotate DATA ... --ray auto|local|ADDRESS`: label a large corpus on a Ray cluster.
+
+Ray does the distribution; nothing here schedules. Each actor (one per engine) loads the model
+once, after checking the file's sha256 on its node, and labels blocks of items; Ray's
+ActorPool hands blocks to free actors. A killed actor is restarted by Ray (`max_restarts`) and
+the block it held is run again (`max_task_retries`); labels are deterministic, so a retried
+block gives the same labels. Only the driver (this process) writes to the project, one
+transaction per item, skipping what the run already holds: a run is exactly-once and
+resumable. The driver takes no claims: while a Ray run works on a run, do not start other
+`annotate` commands on it (they would label some items twice; the store keeps one).
+
+The data file is read as a stream (CSV, TSV, JSONL, Parquet), a block at a time, with at most
+two blocks per actor in flight, so a corpus larger than memory works. Ray is imported only
+here, only when --ray is used (the `[cluster]` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from annotator.data import FORMATS, Item, Skipped, delimited_records, items_of, jsonl_records
+from annotator.engine import EngineSettings
+from annotator.errors import AnnotatorError
+from annotator.job import DEFAULT_TIE_MARGIN, Summary
+from annotator.readout import Readout
+from annotator.rubric import Rubric
+from annotator.store import Label, Store
+
+BLOCK = 16  # items per actor call: long enough to hide the round trip, short to retry
+IN_FLIGHT = 2  # blocks queued per actor, so an actor never waits for the driver
+
+
+# -- streaming input --------------------------------------------------------------------------
+
+
+def stream_items(path: Path, columns: list[str], id_col: str, id_col_given: bool
+                 ) -> Iterator[Item | Skipped]:
+    """Items (or skipped rows, with reasons) of a CSV/TSV/JSONL/Parquet file, read as a stream
+    with the same rules as `annotator.data.read_items`."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        header, records = _parquet_records(path)
+    elif suffix in FORMATS:
+        fmt = FORMATS[suffix]
+        try:
+            handle = path.open("rb") if fmt == "jsonl" else path.open(
+                encoding="utf-8", errors="surrogateescape", newline="")
+        except OSError as exc:
+            raise AnnotatorError(f"{path}: cannot read data file ({exc.strerror or exc})") from exc
+        if fmt == "jsonl":
+            header, records = None, jsonl_records(_bom_free(handle))
+        else:
+            header, records = delimited_records(path, handle, "\t" if fmt == "tsv" else ",")
+    else:
+        raise AnnotatorError(f"{path}: unknown data format (use .csv, .tsv, .jsonl or .parquet)")
+    if header is not None:
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise AnnotatorError(f"{path}: missing column(s) {', '.join(map(repr, missing))} "
+                                 f"(the header has {', '.join(map(repr, header))})")
+        if id_col_given and id_col not in header:
+            raise AnnotatorError(f"{path}: no id column {id_col!r} in the header")
+    use_row_numbers = header is not None and id_col not in header
+    return items_of(records, columns, id_col, use_row_numbers, id_col_given)
+
+
+def _bom_free(handle) -> Iterator[bytes]:
+    first = True
+    for line in handle:
+        yield line.removeprefix(b"\xef\xbb\xbf") if first else line
+        first = False
+
+
+def _parquet_records(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except (OSError, ValueError) as exc:
+        raise AnnotatorError(f"{path}: cannot read Parquet file ({exc})") from exc
+    header = tuple(parquet.schema_arrow.names)
+
+    def records():
+        number = 0
+        for batch in parquet.iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                number += 1
+                yield number, {k: v for k, v in record.items() if v is not None}
+
+    return header, records()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(4 * 1024 * 1024):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- the actor --------------------------------------------------------------------------------
+
+
+class Labeller:
+    """One engine on one node. Built by Ray (`ray.remote(...)(Labeller)`), restarted by Ray."""
+
+    def __init__(self, model: str, model_sha256: str, base: str | None, base_sha256: str | None,
+                 rubric_json: str, settings: EngineSettings, readout: Readout | None = None):
+        from annotator.engine import Engine
+        from annotator.job import load_model
+        from annotator.rubric import rubric_from_json
+
+        # Every node checks its own copy: a different or damaged file would label silently
+        # differently from the rest of the run.
+        for path, expected in ((model, model_sha256), (base, base_sha256)):
+            if path is None or expected is None:
+                continue
+            try:
+                found = file_sha256(Path(path))
+            except OSError as exc:
+                raise AnnotatorError(f"{socket.gethostname()}: {path}: model file not readable "
+                                     f"on this node ({exc.strerror or exc})") from exc
+            if found != expected:
+                raise AnnotatorError(f"{socket.gethostname()}: {path}: sha256 {found[:12]} is "
+                                     f"not the driver's {expected[:12]}; copy the same file")
+        rubric = rubric_from_json(rubric_json, "rubric from the driver")
+        llm, info = load_model(Path(model), settings, base)
+        self.engine = Engine(model, rubric, settings, llm=llm, readout=readout,
+                             head=info.head(rubric))
+
+    def describe(self) -> dict:
+        return {**self.engine.describe(), "node": socket.gethostname(), "pid": os.getpid()}
+
+    def label(self, block: list[tuple[str, dict[str, str]]]
+              ) -> list[tuple[str, dict, int, int, float, dict, bytes | None]]:
+        """(item id, {dimension: (value, prob, margin)}, tokens, tokens cut, seconds, every
+        value's probability per dimension, float16 hidden states) per item."""
+        import time
+
+        out = []
+        for item_id, fields in block:
+            t0 = time.perf_counter()
+            result = self.engine.annotate(fields)
+            decisions = {k: (d.value, d.prob, d.margin) for k, d in result.decisions.items()}
+            probs = {k: list(d.probs) for k, d in result.decisions.items()}
+            hidden = None if result.hidden is None else result.hidden.astype("<f2").tobytes()
+            out.append((item_id, decisions, result.n_tokens, result.truncated_tokens,
+                        time.perf_counter() - t0, probs, hidden))
+        return out
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+# -- the driver -------------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterRun:
+    run_id: int
+    resumed: bool
+    actors: int
+    nodes: list[str]
+    summary: Summary
+    skipped: list[Skipped]
+    description: dict
+    pids: list[tuple[str, int]]  # (node, pid) of each actor as first started
+
+
+def connect(address: str):
+    """auto: the cluster this machine belongs to (RAY_ADDRESS, or `ray start` here); local: a
+    one-machine cluster in this process; else HOST:PORT of the head."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise AnnotatorError("--ray needs the [cluster] extra: pip install '.[cluster]'") from exc
+    if not ray.is_initialized():
+        try:
+            ray.init(address=None if address == "local" else address, include_dashboard=False,
+                     log_to_driver=False, logging_level="ERROR", configure_logging=False)
+        except ConnectionError as exc:
+            raise AnnotatorError(f"--ray {address}: no Ray cluster there ({exc})") from exc
+    return ray
+
+
+def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model: Path,
+                    model_sha256: str, base: Path | None, base_sha256: str | None,
+                    settings: EngineSettings, address: str, actors: int = 0,
+                    id_col: str = "id", id_col_given: bool = False,
+                    tie_margin: float = DEFAULT_TIE_MARGIN, progress=None,
+                    on_start=None, readout: Readout | None = None) -> ClusterRun:
+    """Label `data` into `project` on a Ray cluster. `progress`: a context manager factory
+    like annotator.console.progress; `on_start(run)` is called once the run is known."""
+    import time
+
+    ray = connect(address)
+    from ray.util.actor_pool import ActorPool
+
+    data = Path(data)
+    columns = [i.column for i in rubric.inputs]
+    threads = settings.n_threads or 1
+    settings = replace(settings, n_threads=threads)
+    if actors <= 0:
+        actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
+    remote = ray.remote(num_cpus=threads, max_restarts=3, max_task_retries=3)(Labeller)
+    pool_actors = [remote.remote(str(model), model_sha256, base and str(base), base_sha256,
+                                 rubric.canonical_json(), settings, readout)
+                    for _ in range(actors)]
+    try:
+        described = ray.get([a.describe.remote() for a in pool_actors])
+    except ray.exceptions.RayActorError as exc:
+        raise AnnotatorError(f"a Ray actor could not load the model: {_cause(exc)}") from exc
+    description = {k: v for k, v in described[0].items() if k not in ("node", "pid")}
+    description["cluster"] = {"actors": actors, "nodes": sorted({d["node"] for d in described})}
+
+    with Store(project) as store:
+        store.bind_rubric(rubric)
+        store.check_model(model, model_sha256)
+        if base is not None:
+            description["base_model"] = {"path": str(base), "sha256": base_sha256}
+        run_id, resumed = store.find_or_start_run(
+            model_path=str(model), model_sha256=model_sha256, rubric=rubric,
+            data_path=str(data), data_sha256=file_sha256(data), settings=description)
+        run = ClusterRun(run_id, resumed, actors, description["cluster"]["nodes"], Summary(),
+                         [], description, [(d["node"], d["pid"]) for d in described])
+        done = store.done_ids(run_id)
+        if on_start is not None:
+            on_start(run)
+        # Each actor appears IN_FLIGHT times: Ray queues its calls, it runs them in turn.
+        summary, pool = run.summary, ActorPool(pool_actors * IN_FLIGHT)
+        started = time.perf_counter()
+        bar = progress(None, "annotating", rate_unit="items") if progress else None
+        advance = bar.__enter__() if bar else (lambda *a, **k: None)
+        try:
+            def save(results) -> None:
+                for item_id, decisions, n_tokens, cut, seconds, probs, hidden in results:
+                    labels = {k: Label(*v) for k, v in decisions.items()}
+                    store.save_annotation(run_id, item_id, labels, n_tokens, cut, seconds,
+                                          probs, hidden)
+                    summary.done_now += 1
+                    near_tie = any(v[2] < tie_margin for v in decisions.values())
+                    summary.near_ties += near_tie
+                    summary.truncated += cut > 0
+                    if near_tie or cut:
+                        summary.flagged_ids.append(item_id)
+                    advance()
+
+            for block in _blocks(stream_items(data, columns, id_col, id_col_given), store,
+                                 run, done):
+                while not pool.has_free():
+                    save(pool.get_next_unordered())
+                pool.submit(lambda actor, b: actor.label.remote(b), block)
+            while pool.has_next():
+                save(pool.get_next_unordered())
+        except ray.exceptions.RayActorError as exc:
+            raise AnnotatorError(f"a Ray actor failed beyond its restarts: {_cause(exc)}") from exc
+        finally:
+            if bar:
+                bar.__exit__(None, None, None)
+            summary.seconds = time.perf_counter() - started
+            for actor in pool_actors:
+                ray.kill(actor)
+    return run
+
+
+def _blocks(found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done: set[str]
+            ) -> Iterator[list[tuple[str, dict[str, str]]]]:
+    """Blocks of items still to label; items are stored and skipped rows recorded on the way
+    (a block at a time, so memory does not grow with the file)."""
+    items: list[Item] = []
+    skipped: list[Skipped] = []
+
+    def flush() -> list[tuple[str, dict[str, str]]]:
+        conflicts = store.add_items(items)
+        clash = {s.id for s in conflicts}
+        skipped.extend(conflicts)
+        if skipped:
+            store.record_skipped(run.run_id, skipped)
+            run.skipped += skipped
+            run.summary.skipped += len(skipped)
+        todo = [(i.id, i.fields) for i in items if i.id not in clash and i.id not in done]
+        run.summary.items += len(items) - len(clash)
+        run.summary.done_before += sum(i.id in done for i in items if i.id not in clash)
+        items.clear()
+        skipped.clear()
+        return todo
+
+    for entry in found:
+        (items if isinstance(entry, Item) else skipped).append(entry)
+        if len(items) >= BLOCK * 8:  # one transaction of add_items per 8 blocks
+            todo = flush()
+            for start in range(0, len(todo), BLOCK):
+                yield todo[start:start + BLOCK]
+    todo = flush()
+    for start in range(0, len(todo), BLOCK):
+        yield todo[start:start + BLOCK]
+
+
+def _cause(exc: Exception) -> str:
+    text = str(exc)
+    for line in text.splitlines():
+        if "AnnotatorError" in line:
+            return line.split("AnnotatorError:", 1)[-1].strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def annotate_command(job_args: dict, address: str, actors: int, say, progress) -> ClusterRun:
+    """`annotator annotate --ray`: resolve model and rubric without loading the model here
+    (the driver may be a small machine), then run on the cluster."""
+    from annotator.modelfile import (
+        check_adapter_base,
+        default_model_path,
+        model_info_from_metadata,
+        read_adapter_metadata,
+        read_model_info,
+        sha256_file,
+    )
+    from annotator.rubric import load_rubric
+
+    model = Path(job_args["model"]) if job_args["model"] else default_model_path()
+    try:
+        info = read_model_info(model)
+    except AnnotatorError:  # a LoRA adapter file has no vocabulary for llama.cpp to read
+        metadata = read_adapter_metadata(model) if model.is_file() else None
+        if metadata is None:
+            raise
+        info = model_info_from_metadata(model, metadata)
+    base = base_sha = None
+    if info.is_adapter:
+        base = Path(job_args["base"]) if job_args["base"] else default_model_path()
+        check_adapter_base(info, base)
+        base, base_sha = base.resolve(), sha256_file(base)
+    project = job_args["project"]
+    if job_args["rubric_path"]:
+        rubric = load_rubric(job_args["rubric_path"])
+    elif info.rubric is not None:
+        rubric = info.rubric
+    else:
+        with Store(project) as store:
+            rubric = store.rubric()
+        if rubric is None:
+            raise AnnotatorError(f"{model}: the model carries no rubric; pass --rubric RUBRIC.toml")
+
+    def started(run: ClusterRun) -> None:
+        say(f"Ray: {run.actors} actors on {len(run.nodes)} node(s) ({', '.join(run.nodes)}), "
+            f"backend {run.description['backend'].upper()}")
+        say(f"rubric {rubric.name!r} {rubric.hash[:12]}; run {run.run_id}"
+            + (" (resumed)" if run.resumed else ""))
+
+    return annotate_on_ray(
+        job_args["data"], project, rubric, model.resolve(), sha256_file(model), base, base_sha,
+        job_args["settings"], address, actors, job_args["id_col"], job_args["id_col_given"],
+        job_args["tie_margin"], progress, started, job_args.get("readout"))

@@ -1,0 +1,156 @@
+"""Labelling on a real local Ray cluster started by the test (`ray start --head`)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, run_cli
+
+ray = pytest.importorskip("ray")  # the [cluster] extra, which `make test` installs
+
+from annotator.cluster import annotate_on_ray, stream_items  # noqa: E402
+from annotator.data import Item, read_items  # noqa: E402
+from annotator.engine import EngineSettings  # noqa: E402
+from annotator.modelfile import sha256_file  # noqa: E402
+from annotator.rubric import load_rubric  # noqa: E402
+
+ITEMS = SAMPLES / "goemotions" / "items.csv"
+RUBRIC = SAMPLES / "goemotions" / "rubric.toml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A one-node Ray cluster as `ray start --head` makes it, on localhost only."""
+    port = _free_port()
+    temp = tmp_path_factory.mktemp("ray")
+    # A throwaway cluster on this machine for one test session: no token (a real cluster
+    # keeps Ray's token authentication on, see the README).
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+         "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
+         "--disable-usage-stats", "--temp-dir", str(temp)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"127.0.0.1:{port}"
+    try:
+        yield address
+    finally:
+        os.environ.pop("RAY_AUTH_MODE", None)
+        if ray.is_initialized():
+            ray.shutdown()
+        os.killpg(head.pid, signal.SIGTERM)  # the head and the processes it started
+        try:
+            head.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, default_model):
+    project = tmp_path_factory.mktemp("ref") / "ref.db"
+    done = run_cli("annotate", str(ITEMS), "--rubric", str(RUBRIC), "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    return _labels(project)
+
+
+def _labels(project: Path) -> dict[str, str]:
+    db = sqlite3.connect(project)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 1
+        rows = db.execute("SELECT item_id, labels FROM annotations").fetchall()
+    finally:
+        db.close()
+    return dict(rows)
+
+
+def test_stream_items_reads_like_read_items(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, items, skipped = read_items(ITEMS, ["text"])
+    streamed = list(stream_items(ITEMS, ["text"], "id", False))
+    assert [s for s in streamed if isinstance(s, Item)] == items
+    assert [s for s in streamed if not isinstance(s, Item)] == skipped
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "x"}\n\n[1]\n{"id": "a", "text": "y"}\n')
+    assert [str(s) for s in stream_items(bad, ["text"], "id", False)] == [
+        str(s) for s in (*read_items(bad, ["text"])[1], *read_items(bad, ["text"])[2])]
+    table = pa.table({"id": [i.id for i in items], "text": [i.fields["text"] for i in items]})
+    pq.write_table(table, tmp_path / "items.parquet", row_group_size=7)
+    assert list(stream_items(tmp_path / "items.parquet", ["text"], "id", False)) == items
+
+
+@pytest.mark.slow
+def test_ray_run_with_a_killed_actor_labels_like_the_engine(tmp_path, cluster, reference,
+                                                            default_model, monkeypatch):
+    """Two actors; one is SIGKILLed after the first labels. Ray restarts it and retries its
+    blocks: every item once, one run, labels identical to the sequential engine."""
+    import annotator.cluster
+
+    monkeypatch.setattr(annotator.cluster, "BLOCK", 4)  # ten blocks: the victim has work queued
+    project = tmp_path / "p.db"
+    killed = []
+
+    def progress(total, what, rate_unit=None):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def bar():
+            def advance(*_):
+                if not killed:
+                    _, pid = started[0].pids[1]
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            yield advance
+        return bar()
+
+    started = []
+    run = annotate_on_ray(ITEMS, project, load_rubric(RUBRIC), default_model,
+                          sha256_file(default_model), None, None, EngineSettings(n_threads=1),
+                          cluster, 2, progress=progress, on_start=started.append)
+    assert killed and run.summary.done_now == 40
+    assert _labels(project) == reference
+    # Resumed: nothing is labelled again.
+    done = run_cli("annotate", str(ITEMS), "--rubric", str(RUBRIC), "--project", str(project),
+                   "--ray", cluster, "--actors", "1")
+    assert done.returncode == 0, done.stderr
+    assert "(0 now, 40 before)" in done.stderr and "run 1 (resumed)" in done.stderr
+
+
+@pytest.mark.slow
+def test_ray_cli_on_parquet_and_model_checked_on_the_node(tmp_path, cluster, reference,
+                                                           default_model):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, items, _ = read_items(ITEMS, ["text"])
+    data = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"id": [i.id for i in items],
+                             "text": [i.fields["text"] for i in items]}), data)
+    project = tmp_path / "p.db"
+    started = time.monotonic()
+    done = run_cli("annotate", str(data), "--rubric", str(RUBRIC), "--project", str(project),
+                   "--ray", cluster, "--actors", "2", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert "Ray: 2 actors on 1 node(s)" in done.stderr
+    assert _labels(project) == reference
+    assert time.monotonic() - started < 120
+    # A node whose model file differs from the driver's refuses to label.
+    with pytest.raises(Exception, match="sha256"):
+        annotate_on_ray(data, tmp_path / "q.db", load_rubric(RUBRIC), default_model, "00" * 32,
+                        None, None, EngineSettings(n_threads=1), cluster, 1)

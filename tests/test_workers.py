@@ -1,0 +1,196 @@
+"""Several processes on one project: atomic run start, claims with leases, --workers.
+
+The engine tests use the real embedded model on the 40 short GoEmotions sample items."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SAMPLES, run_cli
+
+from annotator.rubric import load_rubric
+from annotator.store import Store, worker_alive, worker_name
+from annotator.workers import split_threads
+
+ITEMS = SAMPLES / "goemotions" / "items.csv"
+RUBRIC = SAMPLES / "goemotions" / "rubric.toml"
+
+
+def _start_run(project: str, barrier, out) -> None:
+    rubric = load_rubric(RUBRIC)
+    with Store(project) as store:
+        store.bind_rubric(rubric)
+        barrier.wait()
+        run_id, _ = store.find_or_start_run(
+            model_path="m.gguf", model_sha256="ab" * 32, rubric=rubric, data_path="d.csv",
+            data_sha256="cd" * 32, settings={"settings": {"n_ctx": 4096}, "backend": "cpu"})
+    out.put(run_id)
+
+
+def test_same_run_key_started_at_once_makes_one_run(tmp_path):
+    """Six processes on a new project start the same job at the same moment: one run."""
+    context = multiprocessing.get_context("spawn")
+    barrier, out = context.Barrier(6), context.Queue()
+    project = str(tmp_path / "p.db")
+    procs = [context.Process(target=_start_run, args=(project, barrier, out)) for _ in range(6)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    assert {out.get(timeout=5) for _ in procs} == {1}
+    with Store(project) as store:
+        assert [r.id for r in store.runs()] == [1]
+
+
+def _store_with_run(path: Path, ids: list[str]) -> tuple[Store, int]:
+    from annotator.data import Item
+
+    rubric = load_rubric(RUBRIC)
+    store = Store(path)
+    store.bind_rubric(rubric)
+    store.add_items([Item(i, n, {"text": f"text {i}"}) for n, i in enumerate(ids, 1)])
+    run_id, _ = store.find_or_start_run(
+        model_path="m.gguf", model_sha256="ab" * 32, rubric=rubric, data_path="d.csv",
+        data_sha256="cd" * 32, settings={"settings": {}, "backend": "cpu"})
+    return store, run_id
+
+
+def test_claims_lease_dead_worker_and_labelled_items(tmp_path):
+    from annotator.store import Label
+
+    store, run = _store_with_run(tmp_path / "p.db", ["a", "b", "c", "d"])
+    me, other = worker_name(), worker_name()
+    assert store.claim(run, me, ["a", "b"], lease=60) == (["a", "b"], [])
+    # Another live worker (this very process, other name) cannot take them while they hold.
+    assert store.claim(run, other, ["a", "b", "c"], lease=60) == (["c"], ["a", "b"])
+    # A labelled item is never handed out again, whoever held it.
+    store.save_annotation(run, "a", {"emotion": Label("joy", 0.9, 0.8)}, 3, 0, 0.1)
+    assert store.claim(run, other, ["a"], lease=60) == ([], [])
+    # A lapsed lease is taken over.
+    assert store.claim(run, me, ["d"], lease=-1) == (["d"], [])
+    assert store.claim(run, other, ["d"], lease=60) == (["d"], [])
+    # A worker of this machine whose process is gone loses its claims at once.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = f"{worker_name().split(':')[0]}:{gone.pid}:00000000"
+    assert not worker_alive(dead) and worker_alive(me)
+    assert worker_alive(f"elsewhere:{gone.pid}:00000000")  # other hosts: only the lease counts
+    store.release_claims(run, other)
+    store.db.execute("INSERT OR REPLACE INTO claims VALUES (?, 'c', ?, ?)",
+                     (run, dead, time.time() + 600))
+    assert store.claim(run, me, ["c"], lease=60) == (["c"], [])
+    store.close()
+
+
+def test_split_threads():
+    assert split_threads(2, 2) == [1, 1]
+    assert split_threads(5, 2) == [3, 2]
+    assert split_threads(1, 3) == [1, 1, 1]
+
+
+def _labels(project: Path) -> dict[str, str]:
+    db = sqlite3.connect(project)
+    try:
+        runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        rows = db.execute("SELECT item_id, labels, run_id FROM annotations").fetchall()
+    finally:
+        db.close()
+    assert runs == 1, f"{runs} runs"
+    ids = [r[0] for r in rows]
+    assert len(ids) == len(set(ids))
+    return {r[0]: r[1] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, default_model) -> dict[str, str]:
+    """The 40 items labelled by one plain process: what every other way must reproduce."""
+    project = tmp_path_factory.mktemp("ref") / "ref.db"
+    done = run_cli("annotate", str(ITEMS), "--rubric", str(RUBRIC), "--project", str(project))
+    assert done.returncode == 0, done.stderr
+    labels = _labels(project)
+    assert len(labels) == 40
+    return labels
+
+
+def _count(project: Path) -> int:
+    try:
+        db = sqlite3.connect(f"file:{project}?mode=ro", uri=True, timeout=1)
+        try:
+            return db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_concurrent_commands_one_killed_label_every_item_once(tmp_path, reference):
+    """Three `annotate` commands on one project; one is SIGKILLed mid-run. The others take its
+    claims: every item labelled exactly once, in one run, with the sequential labels."""
+    project = tmp_path / "p.db"
+    command = [sys.executable, "-m", "annotator", "annotate", str(ITEMS), "--rubric", str(RUBRIC),
+               "--project", str(project), "--threads", "1"]
+    procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(3)]
+    deadline = time.monotonic() + 120
+    while _count(project) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    victim = procs[0]
+    assert victim.poll() is None, "the victim finished before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    for proc in procs[1:]:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert "run 1" in err
+    assert _labels(project) == reference
+
+
+@pytest.mark.slow
+def test_workers_option_matches_sequential(tmp_path, reference):
+    project = tmp_path / "p.db"
+    done = run_cli("annotate", str(ITEMS), "--rubric", str(RUBRIC), "--project", str(project),
+                   "--workers", "2", "--threads", "2")
+    assert done.returncode == 0, done.stderr
+    assert "2 workers x 1, 1 thread(s)" in done.stderr
+    assert "done 40 of 40 items (40 now, 0 before)" in done.stderr
+    assert _labels(project) == reference
+    # Rerun: everything is there, nothing is labelled again.
+    again = run_cli("annotate", str(ITEMS), "--rubric", str(RUBRIC), "--project", str(project),
+                    "--workers", "2")
+    assert again.returncode == 0, again.stderr
+    assert "(0 now, 40 before)" in again.stderr
+
+
+@pytest.mark.slow
+def test_app_job_and_cli_on_one_project_at_once(tmp_path, reference):
+    """The app drives a Job in its own process; a CLI runs beside it on the same project."""
+    from annotator.engine import EngineSettings
+    from annotator.job import open_job
+
+    project = tmp_path / "p.db"
+    job = open_job(ITEMS, project, RUBRIC, settings=EngineSettings(n_threads=1))
+    labelled = job.run()
+    mine = [next(labelled)[0].id]  # the app has started and holds claims
+    cli = subprocess.Popen([sys.executable, "-m", "annotator", "annotate", str(ITEMS), "--rubric",
+                            str(RUBRIC), "--project", str(project), "--threads", "1"],
+                           cwd=ROOT, stderr=subprocess.PIPE, text=True, env=os.environ)
+    deadline = time.monotonic() + 120  # the app is paused until the CLI has labelled some
+    while _count(project) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    mine += [item.id for item, _ in labelled]
+    job.close()
+    _, err = cli.communicate(timeout=300)
+    assert cli.returncode == 0, err
+    labels = _labels(project)
+    assert labels == reference
+    assert 0 < len(mine) < 40  # both did part of the work
