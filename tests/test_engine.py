@@ -4,6 +4,7 @@ import math
 import random
 
 import llama_cpp
+import numpy as np
 import pytest
 from conftest import SAMPLES
 
@@ -95,7 +96,8 @@ def test_multi_token_values_share_prefixes(default_model):
         for text in ("What a wonderful, lovely day.", "Terrible. Broken on arrival."):
             probs = [0.0] * 5
             item = eng.fit_item({"text": text})[0] + eng._cue_and_lead(0)
-            eng._run_steps(eng._value_probs(eng.tries[0][1], probs, 1.0, len(eng.prefix_tokens), item))
+            eng._run_steps(eng._value_probs(eng.tries[0][1], probs, 1.0, len(eng.prefix_tokens), item,
+                                            eng.settings.read_hidden))
             assert sum(probs) == pytest.approx(1.0)
             result = eng.annotate({"text": text})
             assert result.decisions["quality"].value == rubric.dimensions[0].values[probs.index(max(probs))]
@@ -158,7 +160,9 @@ def test_parallel_sequences_run_the_same_steps(default_model, goemotions_rubric,
         driven = list(one.run(engine._item_steps(engine.fit_item(i.fields)[0]) for i in items))
     finally:
         one.close()
-    assert driven == [r.decisions for r in reference]
+    assert [engine.label(raw) for raw in driven] == [r.decisions for r in reference]
+    # The hidden states too: the parallel driver reads them the same way.
+    assert all(np.array_equal(raw.hidden, r.hidden) for raw, r in zip(driven, reference, strict=True))
 
     parallel = Engine(default_model, goemotions_rubric, EngineSettings(n_ctx=1024, n_parallel=4))
     try:
