@@ -133,7 +133,7 @@ class Engine:
                  llm: llama_cpp.Llama | None = None, readout: Readout | None = None,
                  head: Head | None = None):
         """`llm`: a model already loaded by `load_llama` with the same settings. `readout`
-        turns distributions into labels (default: argmax); `head`, a fitted calibration head,
+        turns distributions into labels (default: `--rule auto`); `head`, a fitted calibration head,
         labels the dimensions it covers from their hidden states (it needs read_hidden)."""
         self.rubric = rubric
         self.settings = settings.resolved()

@@ -184,7 +184,7 @@ def open_job(
 ) -> Job:
     """Check the inputs, load the model once, and find or start the run (resuming it).
 
-    `readout` turns the model's distributions into labels (default: argmax); a calibration
+    `readout` turns the model's distributions into labels (default: `--rule auto`); a calibration
     head the model file carries labels the dimensions it covers."""
     settings = settings or EngineSettings()
     # A rubric file and the data are checked before the model loads: bad input fails fast.

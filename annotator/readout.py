@@ -86,7 +86,7 @@ def mean_distribution(rows: Sequence[Sequence[float]]) -> list[float]:
 class Readout:
     """How a run turns distributions into labels; recorded with the run (`describe`)."""
 
-    rule: str = "argmax"
+    rule: str = "auto"  # the default everywhere (`annotate --rule`): see RULES
     prior: str = "none"
     # The prior distributions, per dimension, once computed (content-free: by the engine).
     priors: Mapping[str, tuple[float, ...]] = field(default_factory=dict)

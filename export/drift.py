@@ -18,6 +18,7 @@ from annotator.agreement import agreement
 from annotator.data import read_items
 from annotator.engine import Decision, Engine, EngineSettings, load_llama
 from annotator.errors import AnnotatorError
+from annotator.readout import Readout
 from annotator.rubric import Rubric, Value
 
 Answers = list[dict[str, Decision]]  # one dict per item, dimension name -> decision
@@ -66,7 +67,9 @@ def engine_answers(model_path: Path, rubric: Rubric, items: Sequence[CheckItem],
     (settings, backend, versions) plus how many items had to be cut to fit the context.
     With `base`, `model_path` is a LoRA adapter GGUF applied on top of that base model."""
     llm = load_llama(base, settings, adapter=model_path) if base is not None else None
-    engine = Engine(model_path, rubric, settings, llm=llm)
+    # argmax, as the merged model's torch-side scoring decides: the check compares models,
+    # not decision rules.
+    engine = Engine(model_path, rubric, settings, llm=llm, readout=Readout(rule="argmax"))
     try:
         results = [engine.annotate(item.fields) for item in items]
         description = engine.describe()
