@@ -97,24 +97,25 @@ def test_merge_refuses_another_rubric_or_model_naming_the_file(tmp_path):
 
 
 def test_merge_copies_columns_it_does_not_know(tmp_path):
-    """Columns a later migration adds to annotations travel without code here."""
+    """Columns a later migration adds to annotations travel without code here (m003's probs
+    and hidden did; this one stands for the next)."""
     a = _share(tmp_path / "a.db", ["1"], {"1": "joy"})
     into = tmp_path / "p.db"
     merge([a], into)  # creates the target with today's schema
     for path in (a, into):
         db = sqlite3.connect(path)
-        db.execute("ALTER TABLE annotations ADD COLUMN probs TEXT")
+        db.execute("ALTER TABLE annotations ADD COLUMN future_col TEXT")
         db.commit()
         db.close()
     b = _share(tmp_path / "b.db", ["2"], {"2": "fear"})
     db = sqlite3.connect(b)
-    db.execute("ALTER TABLE annotations ADD COLUMN probs TEXT")
-    db.execute("UPDATE annotations SET probs = '[0.25, 0.75]'")
+    db.execute("ALTER TABLE annotations ADD COLUMN future_col TEXT")
+    db.execute("UPDATE annotations SET future_col = '[0.25, 0.75]'")
     db.commit()
     db.close()
     merge([b], into)
     db = sqlite3.connect(into)
-    assert db.execute("SELECT probs FROM annotations WHERE item_id = '2'").fetchone() == ("[0.25, 0.75]",)
+    assert db.execute("SELECT future_col FROM annotations WHERE item_id = '2'").fetchone() == ("[0.25, 0.75]",)
     db.close()
 
 
