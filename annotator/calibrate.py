@@ -158,7 +158,9 @@ def describe_run(run: Run) -> str:
     readout = run.settings.get("readout") or {}
     if not readout:
         return "argmax (recorded before readouts)"
-    parts = [f"rule {readout.get('rule', 'argmax')}"]
+    rule, rules = readout.get("rule", "argmax"), readout.get("rules") or {}
+    parts = [f"rule {rule}" + (f" ({', '.join(f'{k} {v}' for k, v in rules.items())})"
+                               if rule == "auto" and rules else "")]
     if readout.get("prior", "none") != "none":
         parts.append(f"prior {readout['prior']}")
     if head := readout.get("head"):
