@@ -16,7 +16,6 @@ here, only when --ray is used (the `[cluster]` extra).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from annotator.data import FORMATS, Item, Skipped, delimited_records, items_of, 
 from annotator.engine import EngineSettings
 from annotator.errors import AnnotatorError
 from annotator.job import DEFAULT_TIE_MARGIN, Summary
+from annotator.modelfile import read_sha256
 from annotator.readout import Readout
 from annotator.rubric import Rubric
 from annotator.store import Label, Store
@@ -95,14 +95,6 @@ def _parquet_records(path: Path):
     return header, records()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(4 * 1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # -- the actor --------------------------------------------------------------------------------
 
 
@@ -121,7 +113,7 @@ class Labeller:
             if path is None or expected is None:
                 continue
             try:
-                found = file_sha256(Path(path))
+                found = read_sha256(Path(path))
             except OSError as exc:
                 raise AnnotatorError(f"{socket.gethostname()}: {path}: model file not readable "
                                      f"on this node ({exc.strerror or exc})") from exc
@@ -147,10 +139,8 @@ class Labeller:
             t0 = time.perf_counter()
             result = self.engine.annotate(fields)
             decisions = {k: (d.value, d.prob, d.margin) for k, d in result.decisions.items()}
-            probs = {k: list(d.probs) for k, d in result.decisions.items()}
-            hidden = None if result.hidden is None else result.hidden.astype("<f2").tobytes()
             out.append((item_id, decisions, result.n_tokens, result.truncated_tokens,
-                        time.perf_counter() - t0, probs, hidden))
+                        time.perf_counter() - t0, result.stored_probs(), result.stored_hidden()))
         return out
 
     def pid(self) -> int:
@@ -225,7 +215,7 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
             description["base_model"] = {"path": str(base), "sha256": base_sha256}
         run_id, resumed = store.find_or_start_run(
             model_path=str(model), model_sha256=model_sha256, rubric=rubric,
-            data_path=str(data), data_sha256=file_sha256(data), settings=description)
+            data_path=str(data), data_sha256=read_sha256(data), settings=description)
         run = ClusterRun(run_id, resumed, actors, description["cluster"]["nodes"], Summary(),
                          [], description, [(d["node"], d["pid"]) for d in described])
         done = store.done_ids(run_id)

@@ -69,11 +69,17 @@ def sha256_file(path: str | Path) -> str:
     known = _read_cache(cache)
     if key in known:
         return known[key]
+    digest = read_sha256(path)
+    _remember(path, digest)
+    return digest
+
+
+def read_sha256(path: Path) -> str:
+    """The file's sha256, read now (no cache: what a node or a check must see for itself)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while block := handle.read(4 * 1024 * 1024):
             digest.update(block)
-    _remember(path, digest.hexdigest())
     return digest.hexdigest()
 
 
