@@ -79,6 +79,14 @@ class ItemResult:
     truncated_tokens: int  # tokens cut from the item's inputs; 0 when it fit
     hidden: np.ndarray | None = None  # (dimensions, n_embd) float32 hidden states, or None
 
+    def stored_probs(self) -> dict[str, list[float]]:
+        """Every value's probability per dimension, as a project stores it."""
+        return {k: list(d.probs) for k, d in self.decisions.items()}
+
+    def stored_hidden(self) -> bytes | None:
+        """The hidden states as a project stores them: float16, dimensions x n_embd."""
+        return None if self.hidden is None else self.hidden.astype("<f2").tobytes()
+
 
 @dataclass(frozen=True)
 class RawItem:

@@ -88,11 +88,9 @@ class Job:
                 break
             item = taken.popleft()
             labels = {k: Label(d.value, d.prob, d.margin) for k, d in result.decisions.items()}
-            probs = {k: list(d.probs) for k, d in result.decisions.items()}
-            hidden = None if result.hidden is None else result.hidden.astype("<f2").tobytes()
             self.store.save_annotation(self.run_id, item.id, labels, result.n_tokens,
                                        result.truncated_tokens, time.perf_counter() - t0,
-                                       probs, hidden)
+                                       result.stored_probs(), result.stored_hidden())
             self.summary.done_now += 1
             near_tie = any(d.margin < self.tie_margin for d in result.decisions.values())
             self.summary.near_ties += near_tie
