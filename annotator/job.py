@@ -34,10 +34,10 @@ from annotator.store import Label, Store, worker_name
 DEFAULT_TIE_MARGIN = 0.1
 # Claims: items per claim (one transaction), how long a claim holds unless renewed (a worker
 # renews its claims each time it claims more), and how often to look again at items that
-# other workers hold.
+# other workers hold (a read of a few rows: cheap, and it ends the command sooner).
 CLAIM_BLOCK = 2
 DEFAULT_LEASE = 300.0
-CLAIM_POLL = 0.5
+CLAIM_POLL = 0.1  # a worker at the end of a run waits this long for another's last items
 
 
 @dataclass

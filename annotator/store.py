@@ -12,6 +12,7 @@ the model, its sha256, the engine settings, backend and library versions.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -176,17 +177,39 @@ def _annotation_row(run_id: int, item_id: str, labels: dict[str, Label], n_token
             None if probs is None else json.dumps(probs), hidden)
 
 
+OPEN_TIMEOUT = 30.0  # seconds to keep trying to open a project that other processes hold
+
+
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        deadline = time.monotonic() + OPEN_TIMEOUT
+        for attempt in itertools.count(1):
+            try:
+                self.db = self._open()
+                return
+            except sqlite3.OperationalError as exc:
+                # Processes that create the same new project at once (workers started
+                # together) race to switch it to WAL and migrate it; SQLite answers some of
+                # them "locked" at once, without waiting on its busy timeout. Try again.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise AnnotatorError(f"{self.path}: not a project file ({exc})") from exc
+                time.sleep(min(0.5, 0.01 * attempt))
+            except sqlite3.DatabaseError as exc:
+                raise AnnotatorError(f"{self.path}: not a project file ({exc})") from exc
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self.db = db
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise AnnotatorError(f"{self.path}: not a project file ({exc})") from exc
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         self.db.close()

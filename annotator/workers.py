@@ -101,8 +101,11 @@ def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
             bar.__exit__(None, None, None)
         # Read what the workers still send while they stop (a child cannot exit while its
         # messages sit unread in the pipe), so an interrupted run still counts their work.
+        # Once every worker has sent its end there is nothing left to read: just join them
+        # (waiting on the queue then would hold the command up for a whole poll).
         deadline = time.monotonic() + 60
-        while any(c.is_alive() for c in children) and time.monotonic() < deadline:
+        while len(ended) < len(children) and any(c.is_alive() for c in children) \
+                and time.monotonic() < deadline:
             try:
                 kind, index, payload = messages.get(timeout=POLL)
             except (queues.Empty, KeyboardInterrupt):
@@ -111,9 +114,10 @@ def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
                 ended.add(index)
                 _add(outcome.summary, payload["summary"])
         for child in children:
+            child.join(timeout=max(0.0, deadline - time.monotonic()))
             if child.is_alive():
                 child.terminate()
-            child.join()
+                child.join()
     outcome.summary.seconds = time.perf_counter() - started_at if started_at else 0.0
     if outcome.run_id:
         from annotator.store import Store

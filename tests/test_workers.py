@@ -51,6 +51,29 @@ def test_same_run_key_started_at_once_makes_one_run(tmp_path):
         assert [r.id for r in store.runs()] == [1]
 
 
+def _open_new_project(project: str, barrier, out) -> None:
+    barrier.wait()
+    with Store(project) as store:
+        out.put(len(store.runs()))
+
+
+def test_new_project_opened_by_many_processes_at_once(tmp_path):
+    """Workers started together open (create and migrate) the same new project file at the
+    same instant: none of them may fail with "database is locked"."""
+    context = multiprocessing.get_context("spawn")
+    for attempt in range(3):
+        barrier, out = context.Barrier(8), context.Queue()
+        project = str(tmp_path / f"p{attempt}.db")
+        procs = [context.Process(target=_open_new_project, args=(project, barrier, out))
+                 for _ in range(8)]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join(60)
+        assert [proc.exitcode for proc in procs] == [0] * 8
+        assert [out.get(timeout=5) for _ in procs] == [0] * 8
+
+
 def _store_with_run(path: Path, ids: list[str]) -> tuple[Store, int]:
     from annotator.data import Item
 
