@@ -49,9 +49,10 @@ def calibrate(store: Store, run_id: int | None = None, reviewer: str | None = No
     outputs = store.outputs(run.id)
     if not outputs:
         raise AnnotatorError(f"{store.path}: run {run.id} has no labelled items")
-    if any(o.probs is None or o.hidden is None for o in outputs):
+    layer = (run.settings.get("settings") or {}).get("hidden_layer")
+    if any(o.probs is None or o.hidden is None for o in outputs) or layer is None:
         raise AnnotatorError(f"{store.path}: run {run.id} was labelled before distributions "
-                             "and hidden states were stored; annotate the data again")
+                             "and middle-layer hidden states were stored; annotate the data again")
     base = run.settings.get("readout") or {}
     readout = Readout(rule=rule or base.get("rule", "argmax"),
                       prior=prior or base.get("prior", "none"),
@@ -63,7 +64,7 @@ def calibrate(store: Store, run_id: int | None = None, reviewer: str | None = No
     result = CalibrationResult(run.id, 0, None, {})
     loo: dict[str, dict[str, int]] = {}
     if fit_head:
-        loo = _fit_heads(store, rubric, hidden, reviewer, result)
+        loo = _fit_heads(store, rubric, hidden, reviewer, result, int(layer))
     relabelled = [_relabel(rubric, o, readout, hidden[o.item_id], result.head, loo)
                   for o in outputs]
     described = readout.describe(rubric)
@@ -85,7 +86,8 @@ def _states(output: Output, n_dims: int) -> np.ndarray:
 
 
 def _fit_heads(store: Store, rubric: Rubric, hidden: dict[str, np.ndarray],
-               reviewer: str | None, result: CalibrationResult) -> dict[str, dict[str, int]]:
+               reviewer: str | None, result: CalibrationResult, layer: int
+               ) -> dict[str, dict[str, int]]:
     labels = unbiased_labels(store.reviews())
     if reviewer is not None:
         if reviewer not in labels:
@@ -122,7 +124,7 @@ def _fit_heads(store: Store, rubric: Rubric, hidden: dict[str, np.ndarray],
         n_embd = next(iter(hidden.values())).shape[1]
         fitted = {"items": len(used), "reviewers": len(labels),
                   "queues": "audit, import"}
-        result.head = Head(heads, n_embd, fitted)
+        result.head = Head(heads, n_embd, fitted, layer)
     return loo
 
 
@@ -149,7 +151,7 @@ def describe_head(head: Head | dict) -> str:
         f"{name} {d['loo_alpha']:.2f}" if d.get("loo_alpha") is not None else f"{name} undefined"
         for name, d in sorted(dims.items()))
     return (f"head on {', '.join(sorted(dims))} ({summary.get('fitted', {}).get('items', '?')} "
-            f"reviewed items; leave-one-out alpha {alphas}; sha256 "
+            f"reviewed items; block {summary.get('layer', '?')}; leave-one-out alpha {alphas}; sha256 "
             f"{str(summary.get('sha256', ''))[:12]})")
 
 

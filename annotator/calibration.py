@@ -2,12 +2,15 @@
 
 For an ordinal or interval dimension the head is a ridge regression from the item's hidden
 states to the label's position on the scale, then thresholds on that score. The features are
-the mean of the final hidden states at all of the item's decision points (what the engine reads
-anyway, annotator/engine.py): each is a noisy reading of the same item, and on the rubric
-development set the mean beat each dimension's own state by leave-one-out alpha on the fitting
-items (0.34 against 0.19, bench/quality.py usr-tc), as it did on the held-out dialogues. The thresholds keep the labelled
-data's value proportions: rounding a regression pulls every item towards the mean rating and
-collapses to one value, cutting at the labelled shares does not.
+the mean of the hidden states at all of the item's decision points, read after the model's
+middle block (what the engine reads anyway, annotator/engine.py and annotator/layer_tap.py).
+Each decision point is a noisy reading of the same item; on the rubric development set the
+mean beat each dimension's own state, and the middle block beat the final hidden state (mean
+alpha 0.24 against 0.12 by 5-fold cross-validation over held-out dialogues, bench/quality.py
+usr-tc). The block a head was fitted on travels with it (`layer`) and the engine reads that
+one. The thresholds keep the labelled data's value proportions: rounding a regression pulls
+every item towards the mean rating and collapses to one value, cutting at the labelled shares
+does not.
 
 Fitting is leave-one-out: the ridge strength is chosen by the closed-form leave-one-out error,
 the thresholds are cut on leave-one-out scores (what scores of new items look like), and the
@@ -34,7 +37,7 @@ import numpy as np
 from annotator.errors import AnnotatorError
 from annotator.rubric import Dimension, Rubric
 
-FORMAT = 1
+FORMAT = 2  # 2: the head names the block it reads (format 1 read the final hidden state)
 FEATURES = "mean-of-decision-states"
 RIDGE_GRID = tuple(10.0 ** k for k in range(-2, 7))  # relative to the mean squared singular value
 MIN_ITEMS = 20  # fewer labelled items than this: no head for the dimension
@@ -68,6 +71,7 @@ class Head:
     dims: Mapping[str, DimHead]
     n_embd: int
     fitted: Mapping[str, object]  # what it was fitted on: counts and names, never item ids
+    layer: int  # the block whose output it reads (EngineSettings.hidden_layer)
 
     def choose(self, dim: Dimension, hidden: np.ndarray) -> tuple[int, float]:
         """(value index, margin) for `dim` from the item's hidden states (dimensions x n_embd)."""
@@ -81,7 +85,7 @@ class Head:
                           "thresholds": list(d.thresholds), "spread": d.spread, "n": d.n,
                           "ridge": d.ridge, "loo_alpha": d.loo_alpha}
         return json.dumps({"format": FORMAT, "kind": "hidden-ridge", "features": FEATURES,
-                           "n_embd": self.n_embd,
+                           "n_embd": self.n_embd, "layer": self.layer,
                            "dims": dims, "fitted": dict(self.fitted)}, sort_keys=True)
 
     @property
@@ -92,6 +96,7 @@ class Head:
         """What a run records and `inspect` shows: everything but the weights."""
         return {
             "kind": "hidden-ridge", "sha256": self.sha256, "fitted": dict(self.fitted),
+            "layer": self.layer,
             "dims": {name: {"n": d.n, "loo_alpha": d.loo_alpha, "thresholds":
                             [round(t, 4) for t in d.thresholds]}
                      for name, d in sorted(self.dims.items())},
@@ -107,13 +112,17 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
         data = json.loads(text)
     except (ValueError, RecursionError):
         raise bad("is not valid JSON") from None
+    if isinstance(data, dict) and data.get("format") == 1:
+        raise bad("is format 1 (it read the final hidden state); fit it again with "
+                  "`annotator calibrate` on a run annotated by this version")
     if not isinstance(data, dict) or data.get("format") != FORMAT \
             or data.get("features") != FEATURES:
         raise bad(f"must be a JSON object with format {FORMAT} and features {FEATURES!r}")
-    n_embd = data.get("n_embd")
+    n_embd, layer = data.get("n_embd"), data.get("layer")
     dims_in = data.get("dims")
-    if not isinstance(n_embd, int) or not 0 < n_embd <= 65536 or not isinstance(dims_in, dict):
-        raise bad("needs n_embd and dims")
+    if not isinstance(n_embd, int) or not 0 < n_embd <= 65536 or not isinstance(dims_in, dict) \
+            or not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < 4096:
+        raise bad("needs n_embd, layer and dims")
     dims = {}
     for name, d in dims_in.items():
         if not isinstance(d, dict):
@@ -139,7 +148,7 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
                 raise bad(f"dims.{name} does not fit the rubric's values")
         dims[name] = DimHead(weights.astype(np.float32), bias, thresholds, spread, n, ridge, loo)
     fitted = data.get("fitted") if isinstance(data.get("fitted"), dict) else {}
-    return Head(dims, n_embd, fitted)
+    return Head(dims, n_embd, fitted, layer)
 
 
 # -- fitting ----------------------------------------------------------------------------------

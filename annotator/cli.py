@@ -256,8 +256,8 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
     """Read a run's labels out again, without running the model, into a new run.
 
     Fits a small head per ordinal or interval dimension (a ridge probe on the mean of the
-    model's hidden states at the item's answers, with thresholds that keep the reviewed
-    labels' value shares) on items reviewed in
+    model's middle-block hidden states at the item's answers, with thresholds that keep the
+    reviewed labels' value shares) on items reviewed in
     the audit sample or imported, and applies a decision rule or prior to the rest. Items
     that helped fit the head get leave-one-out labels, so `agree` on the new run stays honest.
     """

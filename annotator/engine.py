@@ -15,16 +15,16 @@ How an item is labelled:
      hidden state. The prompt always continues with the most probable value, so the model's
      pass never depends on the readout and a readout can be applied again to stored outputs.
 
-The final hidden state at each decision point (the last token before the answer) is read from
-the same evaluation: that one token is evaluated in a decode of its own with llama.cpp's
-embedding output switched on (switched on for a longer decode, llama.cpp would compute the
-vocabulary logits of every token in it).
+The hidden state at each decision point (the last token before the answer) is read from the
+same evaluation: the residual stream after the middle block, copied out of llama.cpp's graph
+as the decode that ends in that token computes it (annotator/layer_tap.py).
 
 Texts that do not fit the context are cut by `fit_item` (see its docstring) and flagged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
@@ -36,6 +36,7 @@ import numpy as np
 
 from annotator import __version__, prompt
 from annotator.errors import AnnotatorError
+from annotator.layer_tap import LayerTap, contexts_with
 from annotator.llama_quiet import quiet_llama
 from annotator.parallel import ParallelDecoder, Reading, Step, StepResult
 from annotator.readout import CONTENT_FREE_TEXTS, Readout, mean_distribution
@@ -57,7 +58,8 @@ class EngineSettings:
     flash_attn: bool = False
     gpu: str = "auto"  # auto | cpu | cuda
     n_parallel: int = 1  # items decoded together as parallel sequences; 1: one at a time
-    read_hidden: bool = True  # read the hidden state at each decision (a decode of its own)
+    read_hidden: bool = True  # read the hidden state at each decision
+    hidden_layer: int | None = None  # the block whose output is read; None: the middle one
 
     def resolved(self) -> EngineSettings:
         threads = self.n_threads or len(os.sched_getaffinity(0))
@@ -84,8 +86,12 @@ class ItemResult:
         return {k: list(d.probs) for k, d in self.decisions.items()}
 
     def stored_hidden(self) -> bytes | None:
-        """The hidden states as a project stores them: float16, dimensions x n_embd."""
-        return None if self.hidden is None else self.hidden.astype("<f2").tobytes()
+        """The hidden states as a project stores them: float16, dimensions x n_embd (clipped
+        to float16's range: a middle layer can hold a few very large activations)."""
+        if self.hidden is None:
+            return None
+        limit = float(np.finfo(np.float16).max)
+        return np.clip(self.hidden, -limit, limit).astype("<f2").tobytes()
 
 
 @dataclass(frozen=True)
@@ -111,29 +117,34 @@ def backend_choice(gpu: str) -> tuple[str, str]:
 def load_llama(model_path: str | Path, settings: EngineSettings,
                adapter: str | Path | None = None) -> llama_cpp.Llama:
     """The model in llama.cpp with the run's fixed settings (one load serves metadata and work),
-    with a LoRA adapter GGUF applied on top when `adapter` is given."""
+    with a LoRA adapter GGUF applied on top when `adapter` is given. With `read_hidden` its
+    contexts carry a layer tap (`llm.layer_tap`) that the engine aims at a block."""
     s = settings.resolved()
     backend, _ = backend_choice(s.gpu)
     quiet_llama()
+    tap = LayerTap() if s.read_hidden else None
     try:
-        return llama_cpp.Llama(
-            model_path=str(model_path),
-            n_ctx=s.n_ctx,
-            n_batch=s.n_batch,
-            n_ubatch=s.n_ubatch,
-            n_threads=s.n_threads,
-            n_threads_batch=s.n_threads,
-            flash_attn=s.flash_attn,
-            n_gpu_layers=-1 if backend == "cuda" else 0,
-            seed=0,
-            logits_all=False,
-            lora_path=None if adapter is None else str(adapter),
-            verbose=False,
-        )
+        with contexts_with(tap) if tap is not None else contextlib.nullcontext():
+            llm = llama_cpp.Llama(
+                model_path=str(model_path),
+                n_ctx=s.n_ctx,
+                n_batch=s.n_batch,
+                n_ubatch=s.n_ubatch,
+                n_threads=s.n_threads,
+                n_threads_batch=s.n_threads,
+                flash_attn=s.flash_attn,
+                n_gpu_layers=-1 if backend == "cuda" else 0,
+                seed=0,
+                logits_all=False,
+                lora_path=None if adapter is None else str(adapter),
+                verbose=False,
+            )
     except (ValueError, RuntimeError) as exc:
         if adapter is not None and "LoRA" in str(exc):
             raise AnnotatorError(f"{adapter}: llama.cpp cannot apply this adapter to {model_path}") from exc
         raise AnnotatorError(f"{model_path}: damaged or truncated GGUF file (llama.cpp cannot load it)") from exc
+    llm.layer_tap = tap  # type: ignore[attr-defined]
+    return llm
 
 
 class Engine:
@@ -171,7 +182,9 @@ class Engine:
         if head is not None and not s.read_hidden:
             raise AnnotatorError("this model's calibration head needs hidden states (read_hidden)")
         self.head = head
-        self._embeddings = False  # llama.cpp's embedding output, switched per decode
+        self.tap: LayerTap | None = getattr(self.llm, "layer_tap", None) if s.read_hidden else None
+        if s.read_hidden:
+            self.settings = s = replace(s, hidden_layer=self._aim_tap(s.hidden_layer, head))
         self._eval_prefix()
         self.readout = self._with_content_free_prior(readout or Readout())
         self._parallel = (ParallelDecoder(self.llm, self.prefix_tokens, s)
@@ -272,8 +285,24 @@ class Engine:
         # special=False: control-token text inside an item stays plain text.
         return self.llm.tokenize(text.encode("utf-8"), add_bos=bos, special=False)
 
+    def _aim_tap(self, asked: int | None, head: Head | None) -> int:
+        """The block whose output is read: the head's (it was fitted on it), else `asked`, else
+        the middle block (after half of the model's blocks)."""
+        if self.tap is None:
+            raise AnnotatorError("reading hidden states needs a model loaded by load_llama")
+        n_layer = int(llama_cpp.llama_model_n_layer(self.llm.model))
+        layer = asked if asked is not None else max(0, n_layer // 2 - 1)
+        if head is not None:
+            if asked is not None and asked != head.layer:
+                raise AnnotatorError(f"the calibration head reads block {head.layer}, "
+                                     f"not block {asked}")
+            layer = head.layer
+        if not 0 <= layer < n_layer:
+            raise AnnotatorError(f"block {layer} does not exist: the model has {n_layer}")
+        self.tap.set_layer(layer, self.llm.n_embd())
+        return layer
+
     def _eval_prefix(self) -> None:
-        self._set_embeddings(False)
         self.llm.reset()
         self.llm.eval(self.prefix_tokens)
 
@@ -291,11 +320,6 @@ class Engine:
 
     def _result(self, raw: RawItem, n_tokens: int, cut: int) -> ItemResult:
         return ItemResult(self.label(raw), n_tokens, cut, raw.hidden)
-
-    def _set_embeddings(self, on: bool) -> None:
-        if on != self._embeddings:
-            llama_cpp.llama_set_embeddings(self.llm.ctx, on)
-            self._embeddings = on
 
     def _cue_and_lead(self, index: int) -> list[int]:
         return self.cue_tokens[index] + self.tries[index][0]
@@ -329,10 +353,14 @@ class Engine:
             while True:
                 pos, tokens, candidates, hidden = steps.send(reply)
                 self.llm.n_tokens = pos  # eval() first drops the cache beyond this point
-                self._set_embeddings(hidden)
-                self.llm.eval(tokens)
-                reply = Reading(self._next_logits(candidates),
-                                self._hidden() if hidden else None) if candidates else None
+                if hidden and self.tap is not None:
+                    with self.tap.reading():
+                        self.llm.eval(tokens)
+                    state = self.tap.rows()[-1].copy()
+                else:
+                    self.llm.eval(tokens)
+                    state = None
+                reply = Reading(self._next_logits(candidates), state) if candidates else None
         except StopIteration as done:
             return done.value
 
@@ -340,10 +368,6 @@ class Engine:
         # Read only the candidate ids: no pass over the whole vocabulary in Python.
         logits = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return [logits[t] for t in token_ids]
-
-    def _hidden(self) -> np.ndarray:
-        row = llama_cpp.llama_get_embeddings_ith(self.llm.ctx, -1)
-        return np.ctypeslib.as_array(row, shape=(self.llm.n_embd(),)).copy()
 
     def _value_probs(self, node: Node, probs: list[float], mass: float, pos: int,
                      tokens: list[int], want_hidden: bool = False
@@ -358,9 +382,6 @@ class Engine:
         if forced:
             yield pos, tokens, [], False
             pos, tokens = pos + len(tokens), forced
-        if want_hidden and len(tokens) > 1:  # the decision token alone, in a decode of its own
-            yield pos, tokens[:-1], [], False
-            pos, tokens = pos + len(tokens) - 1, tokens[-1:]
         candidates = list(node.children)
         reading = yield pos, tokens, candidates, want_hidden
         assert reading is not None

@@ -12,13 +12,17 @@ The rubric prefix is evaluated once into sequence 0 and copied to the others
 (`llama_memory_seq_cp`). Each item runs the engine's own step
 generator (`Engine._item_steps`) on its sequence. Every round takes the next step of every
 item in flight, packs their tokens into decodes of at most n_batch tokens (a long step spans
-several), and sends each item the logits (and hidden state) it asked for. Pieces that want a
-hidden state go in decodes of their own with the embedding output on, as in the sequential
-driver. A finished item's sequence is cut back to the prefix and takes the next item.
+several), and sends each item the logits (and hidden state) it asked for. The hidden state is
+the engine's layer tap's row for the piece's last token (annotator/layer_tap.py). With
+several sequences llama.cpp may regroup a decode's tokens by sequence, so the last token of
+each piece that wants one goes in a decode of its own, one token per sequence in sequence
+order, where the rows come back in batch order. A finished item's sequence is cut back to
+the prefix and takes the next item.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
@@ -37,7 +41,7 @@ class Reading(NamedTuple):
     """What a driver sends back for a step that asked for logits."""
 
     logits: list[float]  # at the candidate ids, in their order
-    hidden: np.ndarray | None  # the final hidden state there, when the step asked for it
+    hidden: np.ndarray | None  # the hidden state there (the tapped block), when asked for
 
 
 # (position, tokens to evaluate there, token ids whose logits are wanted after the last one,
@@ -53,7 +57,7 @@ class _Piece:
     pos: int
     tokens: list[int]
     wants: list[int]  # candidate ids to read after this piece's last token ([]: none)
-    hidden: bool = False  # read the hidden state there too (a one-token piece)
+    hidden: bool = False  # read the hidden state at its last token too
 
 
 class ParallelDecoder:
@@ -77,7 +81,8 @@ class ParallelDecoder:
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.n_embd = llm.n_embd()
-        self._embeddings = False
+        # The context copies the Llama's parameters, the tap's callback included.
+        self.tap = getattr(llm, "layer_tap", None)
         self._decode([_Piece(0, 0, prefix, [])])
         for seq in range(1, self.n_seq):
             llama_cpp.llama_memory_seq_cp(self.memory, 0, seq, -1, -1)
@@ -141,19 +146,20 @@ class ParallelDecoder:
         for p in pieces:  # each sequence holds exactly `pos` tokens before its piece
             llama_cpp.llama_memory_seq_rm(self.memory, p.seq, p.pos, -1)
         replies: list[Reading | None] = [None] * len(pieces)
-        # With the embedding output on, llama.cpp outputs every token of a decode: the
-        # one-token pieces that want a hidden state get decodes of their own.
+        if self.n_seq > 1:  # the last token of a piece that wants a hidden state, alone
+            split = []
+            for p in pieces:
+                if p.hidden and len(p.tokens) > 1:
+                    split.append(_Piece(p.seq, p.pos, p.tokens[:-1], []))
+                    p.pos, p.tokens = p.pos + len(p.tokens) - 1, p.tokens[-1:]
+            if split:
+                self._decode_group(split, list(range(len(split))), [None] * len(split))
         for hidden in (False, True):
-            group = [n for n, p in enumerate(pieces) if p.hidden == hidden]
+            group = sorted((n for n, p in enumerate(pieces) if p.hidden == hidden),
+                           key=lambda n: pieces[n].seq)
             if group:
-                self._set_embeddings(hidden)
                 self._decode_group(pieces, group, replies)
         return replies
-
-    def _set_embeddings(self, on: bool) -> None:
-        if on != self._embeddings:
-            llama_cpp.llama_set_embeddings(self.ctx, on)
-            self._embeddings = on
 
     def _decode_group(self, pieces: list[_Piece], group: list[int],
                       replies: list[Reading | None]) -> None:
@@ -180,16 +186,19 @@ class ParallelDecoder:
 
     def _flush(self, pieces: list[_Piece], reads: list[tuple[int, int]],
                replies: list[Reading | None]) -> None:
-        code = llama_cpp.llama_decode(self.ctx, self.batch)
+        tapped = self.tap is not None and any(pieces[n].hidden for n, _ in reads)
+        with self.tap.reading() if tapped else contextlib.nullcontext():
+            code = llama_cpp.llama_decode(self.ctx, self.batch)
         if code != 0:
             raise AnnotatorError(f"llama_decode failed ({code}) with {self.n_seq} parallel "
                                  "sequences; lower --parallel or --n-ctx")
+        rows = self.tap.rows() if tapped else None
+        if rows is not None and len(rows) != self.batch.n_tokens:
+            raise AnnotatorError(f"llama.cpp computed {len(rows)} rows for a decode of "
+                                 f"{self.batch.n_tokens} tokens; use --parallel 1")
         for number, row in reads:
             logits = llama_cpp.llama_get_logits_ith(self.ctx, row)
-            hidden = None
-            if pieces[number].hidden:
-                state = llama_cpp.llama_get_embeddings_ith(self.ctx, row)
-                hidden = np.ctypeslib.as_array(state, shape=(self.n_embd,)).copy()
+            hidden = rows[row].copy() if rows is not None and pieces[number].hidden else None
             replies[number] = Reading([logits[t] for t in pieces[number].wants], hidden)
         reads.clear()
         self.batch.n_tokens = 0

@@ -22,9 +22,8 @@ llama.cpp settings (n_ctx 4096, n_batch 512, threads):
      then one forward step per further decision (chosen value + next cue); the value is the
      argmax over the allowed first tokens. No probabilities, no bookkeeping.
   N  the Engine with read_hidden off: what reading the hidden state at each decision costs
-     (C reads it from the same evaluation, the decision token in a decode of its own); N/C
-     time is reported with the share of labels that differ (the split decode moves logits in
-     the last bits).
+     (C copies the middle block's output out of the same decodes); N/C time is reported with
+     the share of labels that differ (none should: the computation is the same).
   P  (with --parallel N) the Engine with N parallel sequences (`annotator annotate --parallel`),
      all items in one call; reported with P/C and the share of labels that differ from C.
 

@@ -127,3 +127,25 @@ def test_label_free_batch_prior_and_refusals(project):
     missing = run_cli("calibrate", str(db), "--reviewer", "nobody")
     assert missing.returncode == 1 and "no audit or imported reviews by 'nobody'" in missing.stderr
     assert json.loads(run_cli("agree", str(db), "--json", "--bootstrap", "0").stdout)["run"] >= 2
+
+
+def test_a_run_without_middle_block_states_is_refused(project, tmp_path):
+    """Runs from before the middle block was read stored final hidden states: a head fitted
+    on them would be applied to other features, so calibrate asks for a new annotate pass."""
+    import shutil
+    import sqlite3
+
+    _, db, _, _ = project
+    with Store(db) as store:
+        assert store.run(1).settings["settings"]["hidden_layer"] == 8  # Gemma 3 270M: 18 blocks
+    old = tmp_path / "old.db"
+    shutil.copy(db, old)
+    con = sqlite3.connect(old)
+    (settings,) = con.execute("SELECT settings FROM runs WHERE id = 1").fetchone()
+    settings = json.loads(settings)
+    del settings["settings"]["hidden_layer"]
+    con.execute("UPDATE runs SET settings = ? WHERE id = 1", (json.dumps(settings),))
+    con.commit()
+    con.close()
+    refused = run_cli("calibrate", str(old), "--run", "1")
+    assert refused.returncode == 1 and "annotate the data again" in refused.stderr

@@ -54,7 +54,7 @@ def test_head_json_round_trip_and_untrusted_input():
 
     states, labels = synthetic(60, signal=1.0)
     fit = fit_dimension(DIM, states, labels.astype(float), list(labels))
-    head = Head({"quality": fit.head}, 64, {"items": 60})
+    head = Head({"quality": fit.head}, 64, {"items": 60}, 3)
     again = head_from_json(head.to_json(), "m.gguf")
     assert again.sha256 == head.sha256
     assert again.choose(DIM, states[0]) == head.choose(DIM, states[0])
@@ -68,3 +68,13 @@ def test_head_json_round_trip_and_untrusted_input():
         head_from_json(json.dumps(data), "m.gguf")
     with pytest.raises(AnnotatorError, match="not valid JSON"):
         head_from_json("{", "m.gguf")
+    assert again.layer == 3
+    data = json.loads(head.to_json())
+    data["layer"] = "middle"
+    with pytest.raises(AnnotatorError, match="layer"):
+        head_from_json(json.dumps(data), "m.gguf")
+    # A head from before the block was recorded read the final state: refused, not misread.
+    data = json.loads(head.to_json())
+    data["format"] = 1
+    with pytest.raises(AnnotatorError, match="fit it again"):
+        head_from_json(json.dumps(data), "m.gguf")

@@ -170,6 +170,10 @@ def test_parallel_sequences_run_the_same_steps(default_model, goemotions_rubric,
     finally:
         parallel.close()
     assert [r.n_tokens for r in results] == [r.n_tokens for r in reference]
+    # Each item gets its own sequence's hidden state (rows are matched to sequences right).
+    for r, ref in zip(results, reference, strict=True):
+        a, b = r.hidden.ravel(), ref.hidden.ravel()
+        assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.999
     same = sum(r.decisions["emotion"].value == ref.decisions["emotion"].value
                for r, ref in zip(results, reference, strict=True))
     assert same >= 14, same
@@ -196,3 +200,33 @@ def test_parallel_handles_multi_dimension_and_multi_token_values(default_model, 
     same = sum(r.decisions[d].value == ref.decisions[d].value
                for r, ref in zip(results, reference, strict=True) for d in ref.decisions)
     assert same >= 16, same  # of 20
+
+
+def test_hidden_state_is_the_middle_block_read_from_the_same_decodes(default_model,
+                                                                    goemotions_rubric,
+                                                                    goemotions_items):
+    """The layer tap copies the middle block's output while llama.cpp computes it: the
+    model's probabilities are exactly those of an engine that reads no hidden state, and each
+    item's state is its own."""
+    from dataclasses import replace
+
+    settings = EngineSettings(n_ctx=1024)
+    tapped = Engine(default_model, goemotions_rubric, settings)
+    plain = Engine(default_model, goemotions_rubric, replace(settings, read_hidden=False))
+    try:
+        n_layer = llama_cpp.llama_model_n_layer(tapped.llm.model)
+        assert tapped.settings.hidden_layer == n_layer // 2 - 1
+        assert tapped.describe()["settings"]["hidden_layer"] == n_layer // 2 - 1
+        items = [i.fields for i in goemotions_items[:4]]
+        with_states = [tapped.annotate(f) for f in items]
+        without = [plain.annotate(f) for f in items]
+        assert [r.stored_probs() for r in with_states] == [r.stored_probs() for r in without]
+        assert all(r.hidden is None for r in without)
+        states = np.stack([r.hidden[0] for r in with_states])
+        assert states.shape == (4, tapped.llm.n_embd()) and np.isfinite(states).all()
+        assert len({row.tobytes() for row in states}) == 4
+        # The same item again gives the same state, bit for bit.
+        assert np.array_equal(tapped.annotate(items[0]).hidden, with_states[0].hidden)
+    finally:
+        tapped.close()
+        plain.close()
