@@ -15,9 +15,9 @@ How an item is labelled:
      hidden state. The prompt always continues with the most probable value, so the model's
      pass never depends on the readout and a readout can be applied again to stored outputs.
 
-The hidden state at each decision point (the last token before the answer) is read from the
-same evaluation: the residual stream after the middle block, copied out of llama.cpp's graph
-as the decode that ends in that token computes it (annotator/layer_tap.py).
+The hidden state at each decision point (the cue's last token, before the answer) is read from
+the same evaluation: the residual stream after the middle block, copied out of llama.cpp's
+graph as the decode that holds that token computes it (annotator/layer_tap.py).
 
 Texts that do not fit the context are cut by `fit_item` (see its docstring) and flagged.
 """
@@ -325,8 +325,8 @@ class Engine:
         return self.cue_tokens[index] + self.tries[index][0]
 
     # Labelling an item is a generator of steps: (position, tokens to evaluate there, token ids
-    # whose logits are wanted after the last of them ([] for none), whether the hidden state
-    # is wanted there too). A driver evaluates each step and sends back a `Reading`. The
+    # whose logits are wanted after the last of them ([] for none), where the hidden state is
+    # wanted: 0 nowhere, k at the k-th token from the end). A driver evaluates each step and sends back a `Reading`. The
     # sequential driver below and the parallel one in annotator/parallel.py run the same
     # steps, so the decision logic exists once.
 
@@ -351,12 +351,12 @@ class Engine:
         reply: Reading | None = None
         try:
             while True:
-                pos, tokens, candidates, hidden = steps.send(reply)
+                pos, tokens, candidates, hidden_at = steps.send(reply)
                 self.llm.n_tokens = pos  # eval() first drops the cache beyond this point
-                if hidden and self.tap is not None:
+                if hidden_at and self.tap is not None:
                     with self.tap.reading():
                         self.llm.eval(tokens)
-                    state = self.tap.rows()[-1].copy()
+                    state = self.tap.rows()[-hidden_at].copy()
                 else:
                     self.llm.eval(tokens)
                     state = None
@@ -370,20 +370,21 @@ class Engine:
         return [logits[t] for t in token_ids]
 
     def _value_probs(self, node: Node, probs: list[float], mass: float, pos: int,
-                     tokens: list[int], want_hidden: bool = False
+                     tokens: list[int], hidden_at: int = 0
                      ) -> Generator[Step, Reading | None, np.ndarray | None]:
         """Evaluate `tokens` at `pos` (they lead to `node`), then fill `probs` with each value's
-        probability below `node`: the branches are explored from there. With `want_hidden`,
-        return the hidden state where the first branch is read."""
+        probability below `node`: the branches are explored from there. With `hidden_at` k,
+        return the hidden state at the k-th of `tokens` from the end."""
         forced: list[int] = []
         while node.value_index is None and len(node.children) == 1:
             token, node = next(iter(node.children.items()))
             forced.append(token)
+        assert not (forced and hidden_at), "a branch node has no forced tokens"
         if forced:
-            yield pos, tokens, [], False
+            yield pos, tokens, [], 0
             pos, tokens = pos + len(tokens), forced
         candidates = list(node.children)
-        reading = yield pos, tokens, candidates, want_hidden
+        reading = yield pos, tokens, candidates, hidden_at
         assert reading is not None
         end = pos + len(tokens)
         for token, share in zip(candidates, restricted_softmax(reading.logits), strict=True):
@@ -400,11 +401,16 @@ class Engine:
                                tuple[list[float], np.ndarray | None, list[int]]]:
         """Evaluate `pending` (item or previous answer, cue, lead) at `pos` and read dimension
         `index`: every value's probability, the hidden state (when read), and the tokens of the
-        most probable value not yet evaluated (the prompt continues with it)."""
+        most probable value not yet evaluated (the prompt continues with it).
+
+        The hidden state is read at the cue's last token (the question's ":"), before the
+        tokens every value starts with: there the model has read the question and not yet
+        begun to answer. (The first of those, a space, carries very large activations in the
+        middle blocks, and a head on it agreed less with people by cross-validation.)"""
         dim, lead, branch = self.rubric.dimensions[index], *self.tries[index]
         probs = [0.0] * len(dim.values)
-        hidden = yield from self._value_probs(branch, probs, 1.0, pos, pending,
-                                              self.settings.read_hidden)
+        hidden_at = 1 + len(lead) if self.settings.read_hidden else 0
+        hidden = yield from self._value_probs(branch, probs, 1.0, pos, pending, hidden_at)
         # Exact ties go to the value listed first (deterministic).
         best = min(range(len(probs)), key=lambda i: (-probs[i], i))
         return probs, hidden, self.value_tokens[index][best][len(lead):]

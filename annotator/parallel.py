@@ -13,11 +13,11 @@ The rubric prefix is evaluated once into sequence 0 and copied to the others
 generator (`Engine._item_steps`) on its sequence. Every round takes the next step of every
 item in flight, packs their tokens into decodes of at most n_batch tokens (a long step spans
 several), and sends each item the logits (and hidden state) it asked for. The hidden state is
-the engine's layer tap's row for the piece's last token (annotator/layer_tap.py). With
-several sequences llama.cpp may regroup a decode's tokens by sequence, so the last token of
-each piece that wants one goes in a decode of its own, one token per sequence in sequence
-order, where the rows come back in batch order. A finished item's sequence is cut back to
-the prefix and takes the next item.
+the engine's layer tap's row for the token the step names (annotator/layer_tap.py). With one
+sequence the rows come back in batch order. With several, llama.cpp may regroup a decode's
+tokens by sequence, so a piece that wants a hidden state has its last few tokens (from that
+token on) decoded on their own, one sequence per decode, after the rest went in the shared
+batch. A finished item's sequence is cut back to the prefix and takes the next item.
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ class Reading(NamedTuple):
 
 
 # (position, tokens to evaluate there, token ids whose logits are wanted after the last one,
-# whether the hidden state is wanted there too)
-Step = tuple[int, list[int], list[int], bool]
+# where the hidden state is wanted: 0 nowhere, k at the k-th token from the end)
+Step = tuple[int, list[int], list[int], int]
 StepResult = Any  # what an item's generator returns (the engine's raw outputs)
 Steps = Generator[Step, "Reading | None", StepResult]
 
@@ -57,7 +57,7 @@ class _Piece:
     pos: int
     tokens: list[int]
     wants: list[int]  # candidate ids to read after this piece's last token ([]: none)
-    hidden: bool = False  # read the hidden state at its last token too
+    hidden: int = 0  # read the hidden state at the k-th token from the end too (0: no)
 
 
 class ParallelDecoder:
@@ -146,23 +146,58 @@ class ParallelDecoder:
         for p in pieces:  # each sequence holds exactly `pos` tokens before its piece
             llama_cpp.llama_memory_seq_rm(self.memory, p.seq, p.pos, -1)
         replies: list[Reading | None] = [None] * len(pieces)
-        if self.n_seq > 1:  # the last token of a piece that wants a hidden state, alone
-            split = []
-            for p in pieces:
-                if p.hidden and len(p.tokens) > 1:
-                    split.append(_Piece(p.seq, p.pos, p.tokens[:-1], []))
-                    p.pos, p.tokens = p.pos + len(p.tokens) - 1, p.tokens[-1:]
-            if split:
-                self._decode_group(split, list(range(len(split))), [None] * len(split))
-        for hidden in (False, True):
-            group = sorted((n for n, p in enumerate(pieces) if p.hidden == hidden),
-                           key=lambda n: pieces[n].seq)
-            if group:
-                self._decode_group(pieces, group, replies)
+        if self.n_seq == 1:
+            self._decode_group(pieces, list(range(len(pieces))), replies)
+            return replies
+        # The tail of a piece that wants a hidden state (from that token on) is decoded alone.
+        batched: list[tuple[int | None, _Piece]] = []  # (whose reply, piece)
+        tails: list[tuple[int, _Piece]] = []
+        for n, p in enumerate(pieces):
+            if p.hidden and self.tap is not None:
+                cut = len(p.tokens) - p.hidden
+                if cut:
+                    batched.append((None, _Piece(p.seq, p.pos, p.tokens[:cut], [])))
+                tails.append((n, _Piece(p.seq, p.pos + cut, p.tokens[cut:], p.wants, p.hidden)))
+            else:
+                batched.append((n, p))
+        done: list[Reading | None] = [None] * len(batched)
+        self._decode_group([p for _, p in batched], list(range(len(batched))), done)
+        for (n, _), reply in zip(batched, done, strict=True):
+            if n is not None:
+                replies[n] = reply
+        for n, tail in tails:
+            one: list[Reading | None] = [None]
+            self._decode_group([tail], [0], one)
+            replies[n] = one[0]
         return replies
 
     def _decode_group(self, pieces: list[_Piece], group: list[int],
                       replies: list[Reading | None]) -> None:
+        """Decode the pieces `group` names, in as many decodes as n_batch needs; the tap (when
+        a piece wants a hidden state) keeps every row of them, in batch order."""
+        tapped = self.tap is not None and any(pieces[n].hidden for n in group)
+        rows_at: list[tuple[int, int]] = []  # (piece index, row among all rows of the group)
+        if tapped:
+            start = 0
+            for n in group:
+                if pieces[n].hidden:
+                    rows_at.append((n, start + len(pieces[n].tokens) - pieces[n].hidden))
+                start += len(pieces[n].tokens)
+        with self.tap.reading() if tapped else contextlib.nullcontext():
+            self._decode_pieces(pieces, group, replies)
+        if tapped:
+            rows = self.tap.rows()
+            if len(rows) != sum(len(pieces[n].tokens) for n in group):
+                raise AnnotatorError(f"llama.cpp computed {len(rows)} hidden rows for "
+                                     f"{sum(len(pieces[n].tokens) for n in group)} tokens; "
+                                     "use --parallel 1")
+            for n, row in rows_at:
+                reply = replies[n]
+                assert reply is not None
+                replies[n] = reply._replace(hidden=rows[row].copy())
+
+    def _decode_pieces(self, pieces: list[_Piece], group: list[int],
+                       replies: list[Reading | None]) -> None:
         batch = self.batch
         batch.n_tokens = 0
         reads: list[tuple[int, int]] = []  # (piece index, row in the batch)
@@ -186,19 +221,12 @@ class ParallelDecoder:
 
     def _flush(self, pieces: list[_Piece], reads: list[tuple[int, int]],
                replies: list[Reading | None]) -> None:
-        tapped = self.tap is not None and any(pieces[n].hidden for n, _ in reads)
-        with self.tap.reading() if tapped else contextlib.nullcontext():
-            code = llama_cpp.llama_decode(self.ctx, self.batch)
+        code = llama_cpp.llama_decode(self.ctx, self.batch)
         if code != 0:
             raise AnnotatorError(f"llama_decode failed ({code}) with {self.n_seq} parallel "
                                  "sequences; lower --parallel or --n-ctx")
-        rows = self.tap.rows() if tapped else None
-        if rows is not None and len(rows) != self.batch.n_tokens:
-            raise AnnotatorError(f"llama.cpp computed {len(rows)} rows for a decode of "
-                                 f"{self.batch.n_tokens} tokens; use --parallel 1")
         for number, row in reads:
             logits = llama_cpp.llama_get_logits_ith(self.ctx, row)
-            hidden = rows[row].copy() if rows is not None and pieces[number].hidden else None
-            replies[number] = Reading([logits[t] for t in pieces[number].wants], hidden)
+            replies[number] = Reading([logits[t] for t in pieces[number].wants], None)
         reads.clear()
         self.batch.n_tokens = 0
