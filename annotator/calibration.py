@@ -159,9 +159,16 @@ class Fit:
     loo_labels: list[int]  # per fitted item, its leave-one-out value index
 
 
+def float16_states(hidden: np.ndarray) -> np.ndarray:
+    """Hidden states as a project stores them: float16, clipped to its range (a middle block
+    can hold a few activations beyond it; unclipped they would become infinite)."""
+    limit = float(np.finfo(np.float16).max)
+    return np.clip(np.asarray(hidden, dtype=np.float32), -limit, limit).astype(np.float16)
+
+
 def features(hidden: np.ndarray) -> np.ndarray:
     """An item's features: the mean of its float16-rounded decision states, in float64."""
-    states = np.asarray(hidden, dtype=np.float16).astype(np.float64)
+    states = float16_states(hidden).astype(np.float64)
     return states.mean(axis=0) if states.ndim == 2 else states
 
 

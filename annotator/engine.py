@@ -86,12 +86,10 @@ class ItemResult:
         return {k: list(d.probs) for k, d in self.decisions.items()}
 
     def stored_hidden(self) -> bytes | None:
-        """The hidden states as a project stores them: float16, dimensions x n_embd (clipped
-        to float16's range: a middle layer can hold a few very large activations)."""
-        if self.hidden is None:
-            return None
-        limit = float(np.finfo(np.float16).max)
-        return np.clip(self.hidden, -limit, limit).astype("<f2").tobytes()
+        """The hidden states as a project stores them: float16, dimensions x n_embd."""
+        from annotator.calibration import float16_states
+
+        return None if self.hidden is None else float16_states(self.hidden).astype("<f2").tobytes()
 
 
 @dataclass(frozen=True)

@@ -78,3 +78,16 @@ def test_head_json_round_trip_and_untrusted_input():
     data["format"] = 1
     with pytest.raises(AnnotatorError, match="fit it again"):
         head_from_json(json.dumps(data), "m.gguf")
+
+
+def test_states_beyond_float16_are_clipped_alike_when_stored_and_scored():
+    """A head scores the float16 states a project stores; a fresh run's float32 states with
+    an activation beyond float16's range must score the same, not as infinite."""
+    from annotator.calibration import features, float16_states
+
+    rng = np.random.default_rng(1)
+    states = rng.normal(size=(3, 64)).astype(np.float32)
+    states[0, 5] = 90000.0
+    stored = np.frombuffer(float16_states(states).astype("<f2").tobytes(), dtype="<f2").reshape(3, 64)
+    assert np.isfinite(features(states)).all()
+    assert np.array_equal(features(states), features(stored))
