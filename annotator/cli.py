@@ -271,8 +271,10 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
         for dim, n in result.fitted.items():
             assert result.head is not None
             loo = result.head.dims[dim].loo_alpha
-            _stderr(f"  {dim}: head fitted on {n} reviewed items; leave-one-out alpha "
-                    + ("undefined" if loo is None else f"{loo:.3f}"))
+            # Against the reviewers' rounded mean label: less noisy than any one reviewer, so
+            # higher than `agree` (each reviewer alone) will show.
+            _stderr(f"  {dim}: head fitted on {n} reviewed items; leave-one-out alpha vs the "
+                    "reviewers' mean " + ("undefined" if loo is None else f"{loo:.3f}"))
         for dim, why in result.left_out.items():
             _stderr(f"  {dim}: no head ({why})")
         _stderr(f"run {result.run_id} from run {result.parent}: {describe_run(new_run)}")
