@@ -7,7 +7,6 @@ written to a temporary name first so an interrupted assembly never leaves a bad 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from annotator.errors import AnnotatorError, printable
+from annotator.kit_verify import sha256_of
 from annotator.rubric import Rubric, rubric_from_json
 
 if TYPE_CHECKING:
@@ -75,12 +75,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 def read_sha256(path: Path) -> str:
-    """The file's sha256, read now (no cache: what a node or a check must see for itself)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(4 * 1024 * 1024):
-            digest.update(block)
-    return digest.hexdigest()
+    """The file's sha256, read now (no cache: what a node or a check must see for itself).
+    The reader itself is kit_verify's: that module must run on its own, before installing."""
+    return sha256_of(path)
 
 
 def _cache_file() -> Path:
