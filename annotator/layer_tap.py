@@ -48,13 +48,12 @@ def _ggml() -> ctypes.CDLL:
 
 
 class LayerTap:
-    """Copies block `layer`'s output rows from armed decodes (set `layer` once the model is
-    loaded and its block count known)."""
+    """Copies a block's output rows from armed decodes (`set_layer` once the model is loaded
+    and its block count known)."""
 
     def __init__(self) -> None:
         self._lib = _ggml()
-        self.layer: int | None = None
-        self._name = b""
+        self._name = b""  # the tensor it copies, `l_out-<block>`
         self.armed = False
         self._chunks: list[np.ndarray] = []  # one (tokens, n_embd) array per graph computed
         self.n_embd = 0
@@ -62,16 +61,16 @@ class LayerTap:
         self.callback = llama_cpp.ggml_backend_sched_eval_callback(self._on_node)
 
     def set_layer(self, layer: int, n_embd: int) -> None:
-        self.layer, self.n_embd = layer, n_embd
+        self.n_embd = n_embd
         self._name = f"l_out-{layer}".encode()
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[list[np.ndarray]]:
-        """Arm the tap for the decodes inside the block; the list fills with their rows."""
+    def reading(self) -> Iterator[None]:
+        """Arm the tap for the decodes inside the block; `rows()` then holds their rows."""
         self._chunks = []
         self.armed = True
         try:
-            yield self._chunks
+            yield
         finally:
             self.armed = False
 

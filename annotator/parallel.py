@@ -80,7 +80,6 @@ class ParallelDecoder:
             llama_cpp.llama_set_adapters_lora(self.ctx, adapters, 1, scales)
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
-        self.n_embd = llm.n_embd()
         # The context copies the Llama's parameters, the tap's callback included.
         self.tap = getattr(llm, "layer_tap", None)
         self._decode([_Piece(0, 0, prefix, [])])
@@ -146,30 +145,25 @@ class ParallelDecoder:
         for p in pieces:  # each sequence holds exactly `pos` tokens before its piece
             llama_cpp.llama_memory_seq_rm(self.memory, p.seq, p.pos, -1)
         replies: list[Reading | None] = [None] * len(pieces)
-        if self.n_seq == 1:
+        tails = [n for n, p in enumerate(pieces) if p.hidden] if self.n_seq > 1 and self.tap else []
+        if not tails:
             self._decode_group(pieces, list(range(len(pieces))), replies)
             return replies
-        # The tail of a piece that wants a hidden state (from that token on) is decoded alone.
-        batched: list[tuple[int | None, _Piece]] = []  # (whose reply, piece)
-        tails: list[tuple[int, _Piece]] = []
-        for n, p in enumerate(pieces):
-            if p.hidden and self.tap is not None:
-                cut = len(p.tokens) - p.hidden
-                if cut:
-                    batched.append((None, _Piece(p.seq, p.pos, p.tokens[:cut], [])))
-                tails.append((n, _Piece(p.seq, p.pos + cut, p.tokens[cut:], p.wants, p.hidden)))
-            else:
-                batched.append((n, p))
-        done: list[Reading | None] = [None] * len(batched)
-        self._decode_group([p for _, p in batched], list(range(len(batched))), done)
-        for (n, _), reply in zip(batched, done, strict=True):
-            if n is not None:
-                replies[n] = reply
-        for n, tail in tails:
-            one: list[Reading | None] = [None]
-            self._decode_group([tail], [0], one)
-            replies[n] = one[0]
-        return replies
+        # The tail of a piece that wants a hidden state (from that token on) is decoded alone,
+        # after the rest of it went in the shared batch.
+        given, pieces = len(pieces), list(pieces)
+        for n in tails:
+            p = pieces[n]
+            cut = len(p.tokens) - p.hidden
+            pieces[n] = _Piece(p.seq, p.pos + cut, p.tokens[cut:], p.wants, p.hidden)
+            if cut:
+                pieces.append(_Piece(p.seq, p.pos, p.tokens[:cut], []))
+        shared = [n for n in range(len(pieces)) if n not in tails]
+        replies += [None] * (len(pieces) - len(replies))
+        self._decode_group(pieces, shared, replies)
+        for n in tails:
+            self._decode_group(pieces, [n], replies)
+        return replies[:given]
 
     def _decode_group(self, pieces: list[_Piece], group: list[int],
                       replies: list[Reading | None]) -> None:
@@ -177,20 +171,18 @@ class ParallelDecoder:
         a piece wants a hidden state) keeps every row of them, in batch order."""
         tapped = self.tap is not None and any(pieces[n].hidden for n in group)
         rows_at: list[tuple[int, int]] = []  # (piece index, row among all rows of the group)
-        if tapped:
-            start = 0
-            for n in group:
-                if pieces[n].hidden:
-                    rows_at.append((n, start + len(pieces[n].tokens) - pieces[n].hidden))
-                start += len(pieces[n].tokens)
+        total = 0
+        for n in group:
+            total += len(pieces[n].tokens)
+            if pieces[n].hidden:
+                rows_at.append((n, total - pieces[n].hidden))
         with self.tap.reading() if tapped else contextlib.nullcontext():
             self._decode_pieces(pieces, group, replies)
         if tapped:
             rows = self.tap.rows()
-            if len(rows) != sum(len(pieces[n].tokens) for n in group):
-                raise AnnotatorError(f"llama.cpp computed {len(rows)} hidden rows for "
-                                     f"{sum(len(pieces[n].tokens) for n in group)} tokens; "
-                                     "use --parallel 1")
+            if len(rows) != total:
+                raise AnnotatorError(f"llama.cpp computed {len(rows)} hidden rows for {total} "
+                                     "tokens; use --parallel 1")
             for n, row in rows_at:
                 reply = replies[n]
                 assert reply is not None
