@@ -13,6 +13,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queues
+import sys
+import threading
 import time
 from dataclasses import dataclass, field, replace
 
@@ -48,7 +50,7 @@ def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
     `say(line)` prints a status line; `progress(total, what, rate_unit=...)` is the
     progress context manager (annotator.console.progress)."""
     total = settings.n_threads or len(os.sched_getaffinity(0))
-    context = multiprocessing.get_context("spawn")  # a clean process: no forked llama.cpp state
+    context = _process_context()
     messages = context.Queue()
     children = []
     for index, threads in enumerate(split_threads(total, workers)):
@@ -126,6 +128,19 @@ def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
             done = store.annotated_count(outcome.run_id)
         outcome.summary.done_before = max(0, done - outcome.summary.done_now)
     return outcome
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """How the workers start. On Linux they are forked from this process once it has imported
+    the engine's modules: each then starts labelling about 0.3 s sooner than a fresh
+    interpreter that imports them again (a fifth of a worker's start on a small box). Forking
+    is safe only with no other thread running and no model loaded, as here; elsewhere (macOS
+    system libraries do not survive a fork) or with threads, a fresh interpreter."""
+    if sys.platform == "linux" and threading.active_count() == 1:
+        import annotator.job  # noqa: F401  (llama_cpp and numpy, loaded once for every worker)
+
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
 
 
 def _add(total: Summary, part: Summary) -> None:
