@@ -31,7 +31,7 @@ from annotator.readout import Readout
 from annotator.rubric import Rubric
 from annotator.store import Label, Store
 
-BLOCK = 16  # items per actor call: long enough to hide the round trip, short to retry
+BLOCK = 16  # items per actor call (at most): long enough to hide the round trip, short to retry
 IN_FLIGHT = 2  # blocks queued per actor, so an actor never waits for the driver
 
 
@@ -241,7 +241,7 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
                     advance()
 
             for block in _blocks(stream_items(data, columns, id_col, id_col_given), store,
-                                 run, done):
+                                 run, done, actors):
                 while not pool.has_free():
                     save(pool.get_next_unordered())
                 pool.submit(lambda actor, b: actor.label.remote(b), block)
@@ -258,8 +258,8 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
     return run
 
 
-def _blocks(found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done: set[str]
-            ) -> Iterator[list[tuple[str, dict[str, str]]]]:
+def _blocks(found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done: set[str],
+            actors: int) -> Iterator[list[tuple[str, dict[str, str]]]]:
     """Blocks of items still to label; items are stored and skipped rows recorded on the way
     (a block at a time, so memory does not grow with the file)."""
     items: list[Item] = []
@@ -280,15 +280,18 @@ def _blocks(found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done
         skipped.clear()
         return todo
 
+    def split(todo: list[tuple[str, dict[str, str]]]) -> Iterator[list[tuple[str, dict[str, str]]]]:
+        # Blocks of BLOCK, smaller when there are fewer than BLOCK items per actor (a small file,
+        # the end of a large one), so that no actor waits while another holds all the work.
+        size = max(1, min(BLOCK, -(-len(todo) // actors)))
+        for start in range(0, len(todo), size):
+            yield todo[start:start + size]
+
     for entry in found:
         (items if isinstance(entry, Item) else skipped).append(entry)
         if len(items) >= BLOCK * 8:  # one transaction of add_items per 8 blocks
-            todo = flush()
-            for start in range(0, len(todo), BLOCK):
-                yield todo[start:start + BLOCK]
-    todo = flush()
-    for start in range(0, len(todo), BLOCK):
-        yield todo[start:start + BLOCK]
+            yield from split(flush())
+    yield from split(flush())
 
 
 def _cause(exc: Exception) -> str:

@@ -95,6 +95,25 @@ def test_stream_items_reads_like_read_items(tmp_path):
     assert list(stream_items(tmp_path / "items.parquet", ["text"], "id", False)) == items
 
 
+def test_blocks_share_a_small_file_among_the_actors(tmp_path):
+    """Fewer items than BLOCK per actor: blocks of about items / actors, so no actor idles
+    while another holds every item; a large file still goes in blocks of BLOCK."""
+    from annotator.cluster import BLOCK, ClusterRun, _blocks
+    from annotator.job import Summary
+    from annotator.store import Store
+
+    def sizes(n: int, actors: int) -> list[int]:
+        items = [Item(id=f"i{k}", row=k + 2, fields={"text": f"t{k}"}) for k in range(n)]
+        with Store(tmp_path / f"{n}-{actors}.db") as store:
+            run = ClusterRun(1, False, actors, [], Summary(), [], {}, [])
+            return [len(b) for b in _blocks(iter(items), store, run, set(), actors)]
+
+    assert sizes(4, 2) == [2, 2]
+    assert sizes(5, 4) == [2, 2, 1]
+    assert sizes(3, 8) == [1, 1, 1]
+    assert sizes(BLOCK * 8 + 3, 2) == [BLOCK] * 8 + [2, 1]
+
+
 @pytest.mark.slow
 def test_ray_run_with_a_killed_actor_labels_like_the_engine(tmp_path, cluster, reference,
                                                             default_model, monkeypatch):
