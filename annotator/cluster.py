@@ -33,6 +33,7 @@ from annotator.store import Label, Store
 
 BLOCK = 16  # items per actor call (at most): long enough to hide the round trip, short to retry
 IN_FLIGHT = 2  # blocks queued per actor, so an actor never waits for the driver
+SHARE = 4  # blocks per actor at least, where a file has fewer items than that many full ones
 
 
 # -- streaming input --------------------------------------------------------------------------
@@ -281,9 +282,10 @@ def _blocks(found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done
         return todo
 
     def split(todo: list[tuple[str, dict[str, str]]]) -> Iterator[list[tuple[str, dict[str, str]]]]:
-        # Blocks of BLOCK, smaller when there are fewer than BLOCK items per actor (a small file,
-        # the end of a large one), so that no actor waits while another holds all the work.
-        size = max(1, min(BLOCK, -(-len(todo) // actors)))
+        # Blocks of BLOCK, smaller when there are fewer than SHARE blocks of it per actor (a small
+        # file, the end of a large one): no actor then waits while another holds all the work,
+        # and items of unequal length even out between actors.
+        size = max(1, min(BLOCK, -(-len(todo) // (actors * SHARE))))
         for start in range(0, len(todo), size):
             yield todo[start:start + size]
 

@@ -96,9 +96,9 @@ def test_stream_items_reads_like_read_items(tmp_path):
 
 
 def test_blocks_share_a_small_file_among_the_actors(tmp_path):
-    """Fewer items than BLOCK per actor: blocks of about items / actors, so no actor idles
-    while another holds every item; a large file still goes in blocks of BLOCK."""
-    from annotator.cluster import BLOCK, ClusterRun, _blocks
+    """Fewer items than SHARE full blocks per actor: smaller blocks, at least SHARE per actor,
+    so no actor idles while another holds every item; a large file goes in blocks of BLOCK."""
+    from annotator.cluster import BLOCK, SHARE, ClusterRun, _blocks
     from annotator.job import Summary
     from annotator.store import Store
 
@@ -108,10 +108,11 @@ def test_blocks_share_a_small_file_among_the_actors(tmp_path):
             run = ClusterRun(1, False, actors, [], Summary(), [], {}, [])
             return [len(b) for b in _blocks(iter(items), store, run, set(), actors)]
 
-    assert sizes(4, 2) == [2, 2]
-    assert sizes(5, 4) == [2, 2, 1]
+    assert SHARE == 4 and BLOCK == 16
+    assert sizes(12, 2) == [2] * 6
+    assert sizes(20, 2) == [3] * 6 + [2]
     assert sizes(3, 8) == [1, 1, 1]
-    assert sizes(BLOCK * 8 + 3, 2) == [BLOCK] * 8 + [2, 1]
+    assert sizes(BLOCK * 8 + 3, 2) == [BLOCK] * 8 + [1, 1, 1]
 
 
 @pytest.mark.slow
@@ -121,7 +122,7 @@ def test_ray_run_with_a_killed_actor_labels_like_the_engine(tmp_path, cluster, r
     blocks: every item once, one run, labels identical to the sequential engine."""
     import annotator.cluster
 
-    monkeypatch.setattr(annotator.cluster, "BLOCK", 4)  # ten blocks: the victim has work queued
+    monkeypatch.setattr(annotator.cluster, "BLOCK", 4)  # 16 blocks: the victim has work queued
     project = tmp_path / "p.db"
     killed = []
 
