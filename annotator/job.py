@@ -32,10 +32,9 @@ from annotator.rubric import Rubric, load_rubric
 from annotator.store import Label, Store, worker_name
 
 DEFAULT_TIE_MARGIN = 0.1
-# Claims: items per claim (one transaction), how long a claim holds unless renewed (a worker
-# renews its claims each time it claims more), and how often to look again at items that
-# other workers hold (a read of a few rows: cheap, and it ends the command sooner).
-CLAIM_BLOCK = 2
+# Claims: how long a claim holds unless renewed (a worker renews its claims each time it
+# claims more), and how often to look again at items that other workers hold (a read of a few
+# rows: cheap, and it ends the command sooner).
 DEFAULT_LEASE = 300.0
 CLAIM_POLL = 0.1  # a worker at the end of a run waits this long for another's last items
 
@@ -101,9 +100,12 @@ class Job:
             yield item, result
 
     def _claimed(self) -> Iterator[Item]:
-        """This job's items that this process claimed, in order, a few at a time. Items that
-        other live workers hold are tried again at the end (and waited for): if their worker
-        dies its claims lapse and they are labelled here, so no item is left behind."""
+        """This job's items that this process claimed, in order. Each is claimed as the engine
+        asks for it (one transaction, about a millisecond): a claim made ahead would hold an
+        item that an idle worker could label, which on long items left one worker waiting
+        seconds at the end of a run. Items that other live workers hold are tried again at
+        the end (and waited for): if their worker dies its claims lapse and they are labelled
+        here, so no item is left behind."""
         by_id = {item.id: item for item in self.todo}
         pending = list(by_id)
         # Workers started together begin at different places (--workers sets `start_at`),
@@ -112,11 +114,10 @@ class Job:
         pending = pending[first:] + pending[:first]
         while pending:
             held: list[str] = []
-            for start in range(0, len(pending), CLAIM_BLOCK):
-                got, others = self.store.claim(self.run_id, self.worker,
-                                               pending[start:start + CLAIM_BLOCK], self.lease)
+            for item_id in pending:
+                got, others = self.store.claim(self.run_id, self.worker, [item_id], self.lease)
                 held += others
-                yield from (by_id[item_id] for item_id in got)
+                yield from (by_id[claimed] for claimed in got)
             pending = held
             if pending:
                 time.sleep(CLAIM_POLL)
