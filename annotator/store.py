@@ -442,11 +442,11 @@ class Store:
 
     # -- claims: several processes labelling one run ----------------------------------------
     # Every process (a CLI, a --workers child, the app) claims an item before labelling it
-    # (with --parallel, the items its engine works ahead on). A claim holds for a lease; a process renews its claims whenever it claims more.
-    # A process that dies leaves its claims to expire (at once when it ran on this machine
-    # and its pid is gone) and another one takes them. The primary key on (run, item) of
-    # `annotations` keeps an item from being stored twice even when a lease ran out under
-    # a slow process.
+    # (with --parallel, the items its engine works ahead on). A claim holds for a lease; a
+    # process renews its claims whenever it claims more. A process that dies leaves its
+    # claims to expire (at once when it ran on this machine and its pid is gone) and another
+    # one takes them. The primary key on (run, item) of `annotations` keeps an item from being
+    # stored twice even when a lease ran out under a slow process.
 
     def claim(self, run_id: int, worker: str, item_ids: Iterable[str], lease: float
               ) -> tuple[list[str], list[str]]:
