@@ -120,6 +120,25 @@ def test_split_threads():
     assert split_threads(1, 3) == [1, 1, 1]
 
 
+def test_workers_start_fresh_while_other_threads_run():
+    """Forking a process with other threads running can copy a held lock into the child
+    (the app runs its job in a thread): then the workers start as fresh interpreters."""
+    import threading
+
+    from annotator.workers import _process_context
+
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert _process_context().get_start_method() == "spawn"
+    finally:
+        stop.set()
+        thread.join()
+    if sys.platform == "linux" and threading.active_count() == 1:
+        assert _process_context().get_start_method() == "fork"
+
+
 def _labels(project: Path) -> dict[str, str]:
     db = sqlite3.connect(project)
     try:
