@@ -242,7 +242,7 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
                     advance()
 
             for block in _blocks(stream_items(data, columns, id_col, id_col_given), store,
-                                 run, done, actors):
+                                 run, done):
                 while not pool.has_free():
                     save(pool.get_next_unordered())
                 pool.submit(lambda actor, b: actor.label.remote(b), block)
@@ -259,8 +259,8 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
     return run
 
 
-def _blocks(found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done: set[str],
-            actors: int) -> Iterator[list[tuple[str, dict[str, str]]]]:
+def _blocks(found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done: set[str]
+            ) -> Iterator[list[tuple[str, dict[str, str]]]]:
     """Blocks of items still to label; items are stored and skipped rows recorded on the way
     (a block at a time, so memory does not grow with the file)."""
     items: list[Item] = []
@@ -285,7 +285,7 @@ def _blocks(found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done
         # Blocks of BLOCK, smaller when there are fewer than SHARE blocks of it per actor (a small
         # file, the end of a large one): no actor then waits while another holds all the work,
         # and items of unequal length even out between actors.
-        size = max(1, min(BLOCK, -(-len(todo) // (actors * SHARE))))
+        size = max(1, min(BLOCK, -(-len(todo) // (run.actors * SHARE))))
         for start in range(0, len(todo), size):
             yield todo[start:start + size]
 

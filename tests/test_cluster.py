@@ -106,7 +106,7 @@ def test_blocks_share_a_small_file_among_the_actors(tmp_path):
         items = [Item(id=f"i{k}", row=k + 2, fields={"text": f"t{k}"}) for k in range(n)]
         with Store(tmp_path / f"{n}-{actors}.db") as store:
             run = ClusterRun(1, False, actors, [], Summary(), [], {}, [])
-            return [len(b) for b in _blocks(iter(items), store, run, set(), actors)]
+            return [len(b) for b in _blocks(iter(items), store, run, set())]
 
     assert SHARE == 4 and BLOCK == 16
     assert sizes(12, 2) == [2] * 6
