@@ -151,8 +151,8 @@ def describe_head(head: Head | dict) -> str:
         f"{name} {d['loo_alpha']:.2f}" if d.get("loo_alpha") is not None else f"{name} undefined"
         for name, d in sorted(dims.items()))
     return (f"head on {', '.join(sorted(dims))} ({summary.get('fitted', {}).get('items', '?')} "
-            f"reviewed items; block {summary.get('layer', '?')}; leave-one-out alpha vs the reviewers' mean {alphas}; sha256 "
-            f"{str(summary.get('sha256', ''))[:12]})")
+            f"reviewed items; block {summary.get('layer', '?')}; leave-one-out alpha vs the "
+            f"reviewers' mean {alphas}; sha256 {str(summary.get('sha256', ''))[:12]})")
 
 
 def describe_run(run: Run) -> str:

@@ -324,9 +324,9 @@ class Engine:
 
     # Labelling an item is a generator of steps: (position, tokens to evaluate there, token ids
     # whose logits are wanted after the last of them ([] for none), where the hidden state is
-    # wanted: 0 nowhere, k at the k-th token from the end). A driver evaluates each step and sends back a `Reading`. The
-    # sequential driver below and the parallel one in annotator/parallel.py run the same
-    # steps, so the decision logic exists once.
+    # wanted: 0 nowhere, k at the k-th token from the end). A driver evaluates each step and
+    # sends back a `Reading`. The sequential driver below and the parallel one in
+    # annotator/parallel.py run the same steps, so the decision logic exists once.
 
     def _item_steps(self, item_tokens: list[int]) -> Generator[Step, Reading | None, RawItem]:
         pos = len(self.prefix_tokens)
