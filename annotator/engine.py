@@ -302,7 +302,14 @@ class Engine:
 
     def _eval_prefix(self) -> None:
         self.llm.reset()
-        self.llm.eval(self.prefix_tokens)
+        self._eval(self.prefix_tokens)
+
+    def _eval(self, tokens: list[int], armed: bool = False) -> None:
+        """Evaluate `tokens` where the Llama stands; `armed`: the tap keeps their rows. A context
+        with a tap's callback always decodes inside `reading` (see annotator/layer_tap.py)."""
+        tap: LayerTap | None = getattr(self.llm, "layer_tap", None)
+        with tap.reading(armed) if tap is not None else contextlib.nullcontext():
+            self.llm.eval(tokens)
 
     def _with_content_free_prior(self, readout: Readout) -> Readout:
         """The readout with the content-free prior: the mean distribution over items whose
@@ -351,13 +358,8 @@ class Engine:
             while True:
                 pos, tokens, candidates, hidden_at = steps.send(reply)
                 self.llm.n_tokens = pos  # eval() first drops the cache beyond this point
-                if hidden_at and self.tap is not None:
-                    with self.tap.reading():
-                        self.llm.eval(tokens)
-                    state = self.tap.rows()[-hidden_at].copy()
-                else:
-                    self.llm.eval(tokens)
-                    state = None
+                self._eval(tokens, armed=bool(hidden_at) and self.tap is not None)
+                state = self.tap.rows()[-hidden_at].copy() if hidden_at and self.tap else None
                 reply = Reading(self._next_logits(candidates), state) if candidates else None
         except StopIteration as done:
             return done.value

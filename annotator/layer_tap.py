@@ -14,12 +14,19 @@ armed (the engine arms it only for decodes whose last token is a decision point)
 for its one tensor, whose rows (one per token of the micro-batch) it copies with
 `ggml_backend_tensor_get`, which works on any backend (CPU or CUDA). No extra decode, no
 vocabulary logits for extra tokens.
+
+The callback is also the only Python code that runs while llama.cpp computes, so a Ctrl-C
+that comes then is raised inside it, where ctypes would print it and drop it (and the
+callback's answer, lost with it, can stop the graph half-way). Decodes therefore run inside
+`reading()`, which keeps such an interrupt and raises it once the decode has returned, before
+anything reads its results: the command stops between items, as it does without the tap.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +64,7 @@ class LayerTap:
         self.armed = False
         self._chunks: list[np.ndarray] = []  # one (tokens, n_embd) array per graph computed
         self.n_embd = 0
+        self._interrupt: BaseException | None = None  # a Ctrl-C that came during a decode
         # Kept on the object: llama.cpp holds only the function pointer.
         self.callback = llama_cpp.ggml_backend_sched_eval_callback(self._on_node)
 
@@ -65,14 +73,31 @@ class LayerTap:
         self._name = f"l_out-{layer}".encode()
 
     @contextlib.contextmanager
-    def reading(self) -> Iterator[None]:
-        """Arm the tap for the decodes inside the block; `rows()` then holds their rows."""
+    def reading(self, armed: bool = True) -> Iterator[None]:
+        """Around decodes: with `armed`, keep the tapped rows (`rows()` then holds them). Either
+        way, a Ctrl-C that came while llama.cpp computed is raised on leaving the block."""
         self._chunks = []
-        self.armed = True
+        self._interrupt = None
+        self.armed = armed
+        previous = sys.unraisablehook
+
+        def keep_interrupt(unraisable) -> None:
+            # An exception out of a ctypes callback reaches sys.unraisablehook, not the caller.
+            if (isinstance(unraisable.exc_value, KeyboardInterrupt)
+                    and getattr(unraisable.object, "__self__", None) is self):
+                self._interrupt = unraisable.exc_value
+            else:
+                previous(unraisable)
+
+        sys.unraisablehook = keep_interrupt
         try:
             yield
         finally:
+            sys.unraisablehook = previous
             self.armed = False
+        if self._interrupt is not None:
+            interrupt, self._interrupt = self._interrupt, None
+            raise interrupt
 
     def rows(self) -> np.ndarray:
         """Every token's row from the last armed decode(s), in the order computed."""

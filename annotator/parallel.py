@@ -176,7 +176,7 @@ class ParallelDecoder:
             total += len(pieces[n].tokens)
             if pieces[n].hidden:
                 rows_at.append((n, total - pieces[n].hidden))
-        with self.tap.reading() if tapped else contextlib.nullcontext():
+        with self.tap.reading(tapped) if self.tap is not None else contextlib.nullcontext():
             self._decode_pieces(pieces, group, replies)
         if tapped:
             rows = self.tap.rows()

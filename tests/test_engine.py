@@ -230,3 +230,66 @@ def test_hidden_state_is_the_middle_block_read_from_the_same_decodes(default_mod
     finally:
         tapped.close()
         plain.close()
+
+
+
+def interrupted_at_every_moment(label, check, steps: int = 20) -> int:
+    """Run `label()` `steps` times with a Ctrl-C (KeyboardInterrupt, from a timer) at a later
+    moment each time, calling `check()` after each; return how many were interrupted."""
+    import signal
+    import time
+
+    start = time.perf_counter()
+    label()
+    took = time.perf_counter() - start
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    interrupted = 0
+    try:
+        for step in range(1, steps + 1):
+            try:
+                signal.setitimer(signal.ITIMER_REAL, took * step / (steps + 4))
+                label()
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            except KeyboardInterrupt:
+                interrupted += 1
+            check()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    return interrupted
+
+
+def test_ctrl_c_during_a_decode_comes_out_as_an_interrupt(engine, goemotions_items):
+    """While llama.cpp computes, the only Python code that runs is the layer tap's callback, so
+    a Ctrl-C is raised there, where ctypes would drop it. At any moment of an item it must come
+    out of annotate as KeyboardInterrupt (no other error, no result from a half-computed
+    graph), and the engine must then label the item exactly as before."""
+    fields = max(goemotions_items, key=lambda i: len(i.fields["text"])).fields
+    reference = engine.annotate(fields)
+
+    def check():
+        again = engine.annotate(fields)
+        assert again.decisions == reference.decisions
+        assert np.array_equal(again.hidden, reference.hidden)
+
+    assert interrupted_at_every_moment(lambda: engine.annotate(fields), check) >= 15
+
+
+def test_ctrl_c_during_parallel_decodes_comes_out_as_an_interrupt(default_model, goemotions_rubric,
+                                                                 goemotions_items):
+    fields = [i.fields for i in goemotions_items[:8]]
+    parallel = Engine(default_model, goemotions_rubric, EngineSettings(n_ctx=1024, n_parallel=4))
+    try:
+        reference = [r.decisions for r in parallel.annotate_many(fields)]
+
+        def check():
+            assert [r.decisions for r in parallel.annotate_many(fields)] == reference
+
+        label = lambda: list(parallel.annotate_many(fields))  # noqa: E731
+        assert interrupted_at_every_moment(label, check, steps=12) >= 9
+    finally:
+        parallel.close()

@@ -213,6 +213,35 @@ def test_workers_option_matches_sequential(tmp_path, reference):
     assert "(0 now, 40 before)" in again.stderr
 
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [[], ["--workers", "2"]], ids=["one process", "two workers"])
+def test_ctrl_c_stops_between_items_and_the_rerun_finishes(tmp_path, reference, how):
+    """Ctrl-C in a terminal reaches the command's whole process group, mostly while llama.cpp
+    computes: it stops with the interrupted line (no traceback), counts what it labelled, and
+    the same command again finishes the run."""
+    import re
+
+    project = tmp_path / "p.db"
+    command = [sys.executable, "-m", "annotator", "annotate", str(ITEMS), "--rubric", str(RUBRIC),
+               "--project", str(project), "--threads", "2", *how]
+    proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 120
+    while _count(project) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted: finished items are saved" in err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    done = re.search(r"done (\d+) of 40 items \((\d+) now, 0 before\)", err)
+    assert done and done[1] == done[2] and 4 <= int(done[1]) < 40, err
+    assert int(done[1]) == _count(project)
+    again = subprocess.run(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert _labels(project) == reference
+
 @pytest.mark.slow
 def test_app_job_and_cli_on_one_project_at_once(tmp_path, reference):
     """The app drives a Job in its own process; a CLI runs beside it on the same project."""
