@@ -99,7 +99,7 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
             raise AnnotatorError("--workers is for one machine; with --ray use --actors")
 
         ran = annotate_command(job_args, ray_address, actors, _stderr, progress)
-        _annotate_summary(ran.summary, ran.skipped, tie_margin, False)
+        _annotate_summary(ran.summary, ran.skipped, tie_margin, ran.interrupted)
         return
     if workers > 1:
         from annotator.workers import run_workers
@@ -132,7 +132,8 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
 
 def _annotate_summary(s, skipped, tie_margin: float, interrupted: bool) -> None:
     say = _stderr
-    say(f"done {s.done_before + s.done_now} of {s.items} items ({s.done_now} now, "
+    say(f"done {s.done_before + s.done_now} of {s.items} items"
+        + ("" if s.counted_all else " read so far") + f" ({s.done_now} now, "
         f"{s.done_before} before), skipped {s.skipped} rows, flagged {s.flagged} "
         f"({s.truncated} truncated, {s.near_ties} near ties < {tie_margin})"
         + (f"; {s.done_now / s.seconds:.2f} items/s" if s.seconds > 0 else ""))

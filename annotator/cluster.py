@@ -16,6 +16,8 @@ here, only when --ray is used (the `[cluster]` extra).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import socket
 from collections.abc import Iterator
@@ -161,6 +163,7 @@ class ClusterRun:
     skipped: list[Skipped]
     description: dict
     pids: list[tuple[str, int]]  # (node, pid) of each actor as first started
+    interrupted: bool = False  # stopped by Ctrl-C: what was saved stays, a rerun resumes
 
 
 def connect(address: str):
@@ -250,12 +253,23 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
                 save(pool.get_next_unordered())
         except ray.exceptions.RayActorError as exc:
             raise AnnotatorError(f"a Ray actor failed beyond its restarts: {_cause(exc)}") from exc
+        except KeyboardInterrupt:
+            run.interrupted = True
         finally:
             if bar:
                 bar.__exit__(None, None, None)
             summary.seconds = time.perf_counter() - started
-            for actor in pool_actors:
-                ray.kill(actor)
+            if run.interrupted:
+                # Blocks were still queued: Ray prints each as a failed task (on stdout, from
+                # its listener thread) once its actor is killed. Expected here; leaving the
+                # cluster stops the listener before stdout is given back.
+                with contextlib.redirect_stdout(io.StringIO()):
+                    for actor in pool_actors:
+                        ray.kill(actor)
+                    ray.shutdown()
+            else:
+                for actor in pool_actors:
+                    ray.kill(actor)
     return run
 
 
@@ -289,11 +303,14 @@ def _blocks(found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done
         for start in range(0, len(todo), size):
             yield todo[start:start + size]
 
+    run.summary.counted_all = False
     for entry in found:
         (items if isinstance(entry, Item) else skipped).append(entry)
         if len(items) >= BLOCK * 8:  # one transaction of add_items per 8 blocks
             yield from split(flush())
-    yield from split(flush())
+    todo = flush()
+    run.summary.counted_all = True  # the file's end: every item is counted
+    yield from split(todo)
 
 
 def _cause(exc: Exception) -> str:

@@ -42,6 +42,7 @@ CLAIM_POLL = 0.1  # a worker at the end of a run waits this long for another's l
 @dataclass
 class Summary:
     items: int = 0  # annotatable items in the data file
+    counted_all: bool = True  # False: a streamed file (--ray) stopped before its end was read
     done_before: int = 0  # already in the project when the job started (resumed)
     done_now: int = 0
     skipped: int = 0

@@ -174,3 +174,37 @@ def test_ray_cli_on_parquet_and_model_checked_on_the_node(tmp_path, cluster, ref
     with pytest.raises(Exception, match="sha256"):
         annotate_on_ray(data, tmp_path / "q.db", load_rubric(RUBRIC), default_model, "00" * 32,
                         None, None, EngineSettings(n_threads=1), cluster, 1)
+
+
+@pytest.mark.slow
+def test_ray_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path, cluster, reference):
+    """Ctrl-C on the driver: the summary and the interrupted line (no traceback, none of Ray's
+    reports on the blocks still queued), what was saved stays, the same command resumes."""
+    import re
+
+    project = tmp_path / "p.db"
+    command = [sys.executable, "-m", "annotator", "annotate", str(ITEMS), "--rubric", str(RUBRIC),
+               "--project", str(project), "--ray", cluster, "--actors", "1", "--threads", "1"]
+    driver = subprocess.Popen(command, cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(f"file:{project}?mode=ro", uri=True, timeout=1) as db:
+                if db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] >= 4:
+                    break
+        except sqlite3.Error:
+            pass
+        time.sleep(0.05)
+    os.killpg(driver.pid, signal.SIGINT)
+    out, err = driver.communicate(timeout=120)
+    assert driver.returncode == 130, err
+    assert "interrupted: finished items are saved" in err
+    assert "Traceback" not in err + out and "raylet" not in err + out, err + out
+    done = re.search(r"done (\d+) of 40 items \((\d+) now, 0 before\)", err)
+    assert done and done[1] == done[2] and 4 <= int(done[1]) < 40, err
+    again = subprocess.run(command, cwd=Path(__file__).parent.parent, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "(resumed)" in again.stderr
+    assert _labels(project) == reference
