@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,13 @@ def goemotions_rubric():
     from annotator.rubric import load_rubric
 
     return load_rubric(SAMPLES / "goemotions" / "rubric.toml")
+
+
+def hears_ctrl_c() -> None:
+    """`preexec_fn` of a command a test interrupts with SIGINT. Tests started as a shell's
+    background job (as CI may start them) ignore SIGINT, and a child inherits that: it would
+    never see the Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) -> Path:

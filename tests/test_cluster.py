@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, run_cli
+from conftest import SAMPLES, hears_ctrl_c, run_cli
 
 ray = pytest.importorskip("ray")  # the [cluster] extra, which `make test` installs
 
@@ -186,7 +186,8 @@ def test_ray_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path, cluster, refe
     command = [sys.executable, "-m", "annotator", "annotate", str(ITEMS), "--rubric", str(RUBRIC),
                "--project", str(project), "--ray", cluster, "--actors", "1", "--threads", "1"]
     driver = subprocess.Popen(command, cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True)
+                              stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              preexec_fn=hears_ctrl_c)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:

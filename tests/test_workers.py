@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, run_cli
+from conftest import ROOT, SAMPLES, hears_ctrl_c, run_cli
 
 from annotator.rubric import load_rubric
 from annotator.store import Store, worker_alive, worker_name
@@ -226,7 +226,7 @@ def test_ctrl_c_stops_between_items_and_the_rerun_finishes(tmp_path, reference, 
     command = [sys.executable, "-m", "annotator", "annotate", str(ITEMS), "--rubric", str(RUBRIC),
                "--project", str(project), "--threads", "2", *how]
     proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=hears_ctrl_c)
     deadline = time.monotonic() + 120
     while _count(project) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
