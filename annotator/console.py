@@ -14,7 +14,9 @@ def progress(total: int, what: str, *, rate_unit: str | None = None,
     """A progress bar on stderr: `what`, bar, done/total, an info field, elapsed time and ETA.
 
     The yielded `advance(steps=1, info="")` moves it and sets the info field; with `rate_unit`
-    the field shows the measured rate instead ("2.50 items/s"). `terminal_only`: draw nothing
+    the field shows the rate since the bar started instead ("2.50 items/s"; not rich's recent
+    speed, which reads a block of results saved at once, as --ray does, as thousands per
+    second). `terminal_only`: draw nothing
     when stderr is not a terminal (training logs go there too).
     """
     from rich.console import Console
@@ -39,8 +41,9 @@ def progress(total: int, what: str, *, rate_unit: str | None = None,
         def advance(steps: int = 1, info: str = "") -> None:
             bar.update(task, advance=steps, info=info)
             if rate_unit is not None:
-                speed = bar.tasks[0].speed
-                bar.update(task, info=f"{speed:.2f} {rate_unit}/s" if speed else "")
+                done, elapsed = bar.tasks[0].completed, bar.tasks[0].elapsed
+                rate = done / elapsed if done and elapsed else 0.0
+                bar.update(task, info=f"{rate:.2f} {rate_unit}/s" if rate else "")
 
         yield advance
 
