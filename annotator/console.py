@@ -16,8 +16,8 @@ def progress(total: int, what: str, *, rate_unit: str | None = None,
     The yielded `advance(steps=1, info="")` moves it and sets the info field; with `rate_unit`
     the field shows the rate since the bar started instead ("2.50 items/s"; not rich's recent
     speed, which reads a block of results saved at once, as --ray does, as thousands per
-    second). `terminal_only`: draw nothing
-    when stderr is not a terminal (training logs go there too).
+    second). `terminal_only`: draw nothing when stderr is not a terminal (training logs go
+    there too).
     """
     from rich.console import Console
     from rich.progress import (

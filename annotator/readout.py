@@ -3,8 +3,9 @@
 The engine reads, per dimension, the probability of every allowed value and the hidden state
 (after the model's middle block) at the question's last token, just before the answer. It
 always continues the prompt with the most probable value, so what the model sees never depends
-on the readout; the label is what the readout makes of the distribution. That is why a readout can be applied again to a project's stored outputs without
-running the model (`annotator calibrate`).
+on the readout; the label is what the readout makes of the distribution. That is why a
+readout can be applied again to a project's stored outputs without running the model
+(`annotator calibrate`).
 
 Rules (G-Eval style for ordered scales; argmax is the wrong estimator for agreement there):
   argmax   the most probable value (nominal dimensions always use it)
