@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,18 @@ def goemotions_rubric():
     from annotator.rubric import load_rubric
 
     return load_rubric(SAMPLES / "goemotions" / "rubric.toml")
+
+
+def annotation_count(project: Path) -> int:
+    """Labels stored in a project so far (0 before the file exists), read while others write."""
+    try:
+        db = sqlite3.connect(f"file:{project}?mode=ro", uri=True, timeout=1)
+        try:
+            return db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
 
 
 def hears_ctrl_c() -> None:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, hears_ctrl_c, run_cli
+from conftest import SAMPLES, annotation_count, hears_ctrl_c, run_cli
 
 ray = pytest.importorskip("ray")  # the [cluster] extra, which `make test` installs
 
@@ -189,14 +189,8 @@ def test_ray_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path, cluster, refe
                               stderr=subprocess.PIPE, text=True, start_new_session=True,
                               preexec_fn=hears_ctrl_c)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with sqlite3.connect(f"file:{project}?mode=ro", uri=True, timeout=1) as db:
-                if db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] >= 4:
-                    break
-        except sqlite3.Error:
-            pass
-        time.sleep(0.05)
+    while annotation_count(project) < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
     os.killpg(driver.pid, signal.SIGINT)
     out, err = driver.communicate(timeout=120)
     assert driver.returncode == 130, err

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT, SAMPLES, write_csv
+from conftest import ROOT, SAMPLES, annotation_count, write_csv
 
 from annotator.store import MIGRATIONS, Store
 from bench.datasets import goemotions
@@ -33,14 +33,6 @@ def test_not_a_project_file(tmp_path):
     bogus.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(AnnotatorError, match="p.db: not a project file"):
         Store(bogus)
-
-
-def annotation_count(project) -> int:
-    try:
-        with sqlite3.connect(f"file:{project}?mode=ro", uri=True) as db:
-            return db.execute("SELECT count(*) FROM annotations").fetchone()[0]
-    except sqlite3.OperationalError:  # not created yet
-        return 0
 
 
 def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, default_model):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SAMPLES, hears_ctrl_c, run_cli
+from conftest import ROOT, SAMPLES, annotation_count, hears_ctrl_c, run_cli
 
 from annotator.rubric import load_rubric
 from annotator.store import Store, worker_alive, worker_name
@@ -163,17 +163,6 @@ def reference(tmp_path_factory, default_model) -> dict[str, str]:
     return labels
 
 
-def _count(project: Path) -> int:
-    try:
-        db = sqlite3.connect(f"file:{project}?mode=ro", uri=True, timeout=1)
-        try:
-            return db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.slow
 def test_concurrent_commands_one_killed_label_every_item_once(tmp_path, reference):
     """Three `annotate` commands on one project; one is SIGKILLed mid-run. The others take its
@@ -184,7 +173,7 @@ def test_concurrent_commands_one_killed_label_every_item_once(tmp_path, referenc
     procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(3)]
     deadline = time.monotonic() + 120
-    while _count(project) < 4 and time.monotonic() < deadline:
+    while annotation_count(project) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
     victim = procs[0]
     assert victim.poll() is None, "the victim finished before it could be killed"
@@ -228,7 +217,7 @@ def test_ctrl_c_stops_between_items_and_the_rerun_finishes(tmp_path, reference, 
     proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=hears_ctrl_c)
     deadline = time.monotonic() + 120
-    while _count(project) < 4 and time.monotonic() < deadline:
+    while annotation_count(project) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=120)
@@ -237,7 +226,7 @@ def test_ctrl_c_stops_between_items_and_the_rerun_finishes(tmp_path, reference, 
     assert "Traceback" not in err and "Exception ignored" not in err, err
     done = re.search(r"done (\d+) of 40 items \((\d+) now, 0 before\)", err)
     assert done and done[1] == done[2] and 4 <= int(done[1]) < 40, err
-    assert int(done[1]) == _count(project)
+    assert int(done[1]) == annotation_count(project)
     again = subprocess.run(command, cwd=ROOT, stderr=subprocess.PIPE, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert _labels(project) == reference
@@ -256,7 +245,7 @@ def test_app_job_and_cli_on_one_project_at_once(tmp_path, reference):
                             str(RUBRIC), "--project", str(project), "--threads", "1"],
                            cwd=ROOT, stderr=subprocess.PIPE, text=True, env=os.environ)
     deadline = time.monotonic() + 120  # the app is paused until the CLI has labelled some
-    while _count(project) < 3 and time.monotonic() < deadline:
+    while annotation_count(project) < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
     mine += [item.id for item, _ in labelled]
     job.close()
