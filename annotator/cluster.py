@@ -259,17 +259,16 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
             if bar:
                 bar.__exit__(None, None, None)
             summary.seconds = time.perf_counter() - started
-            if run.interrupted:
-                # Blocks were still queued: Ray prints each as a failed task (on stdout, from
-                # its listener thread) once its actor is killed. Expected here; leaving the
-                # cluster stops the listener before stdout is given back.
-                with contextlib.redirect_stdout(io.StringIO()):
-                    for actor in pool_actors:
-                        ray.kill(actor)
-                    ray.shutdown()
-            else:
+            # After a Ctrl-C, blocks are still queued: Ray prints each as a failed task (on
+            # stdout, from its listener thread) once its actor is killed. Expected then; leaving
+            # the cluster stops the listener before stdout is given back.
+            quiet = (contextlib.redirect_stdout(io.StringIO()) if run.interrupted
+                     else contextlib.nullcontext())
+            with quiet:
                 for actor in pool_actors:
                     ray.kill(actor)
+                if run.interrupted:
+                    ray.shutdown()
     return run
 
 
