@@ -7,6 +7,7 @@ current run and the items. Views ask the app; the app tells views when something
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import ClassVar, cast
 
@@ -65,6 +66,7 @@ class AnnotatorApp(App[None]):
         self.store: Store | None = None
         self.run_id: int | None = None
         self._items: dict[str, Item] = {}
+        self._crash_line: str | None = None  # printed on exit after a crash
 
     def get_default_screen(self) -> MainScreen:
         self.main = MainScreen()
@@ -163,6 +165,31 @@ class AnnotatorApp(App[None]):
         if self.store is not None:
             self.store.close()
 
+    # -- crashes ----------------------------------------------------------------------------
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Every unhandled error ends here: in a handler, a timer, rendering, or a worker with
+        exit_on_error (as textual.worker.WorkerFailed). Textual's own prints a traceback with
+        every frame's locals, which hold item text; this writes a private report without locals
+        or messages (tui.crash) and leaves one line to print once the terminal is restored.
+        The app still exits with code 1, and `run_test` still re-raises the error for tests."""
+        from tui.crash import crash_line
+
+        self._return_code = 1
+        if self._exception is None:  # a later error while closing: the first is reported
+            self._exception = error
+            self._exception_event.set()
+            self._crash_line = crash_line(error)
+        self._close_messages_no_wait()
+
+    def _print_error_renderables(self) -> None:
+        # Called by Textual after the app's screen is gone. Plain print: one line, however
+        # narrow the terminal (rich would wrap or cut the report's path).
+        line, self._crash_line = self._crash_line, None
+        if line:
+            print(line, file=sys.stderr, flush=True)
+        super()._print_error_renderables()
+
 
 def make_app(project: str | Path | None = None, data: str | Path | None = None,
              rubric: str | Path | None = None, model: str | Path | None = None, *,
@@ -183,3 +210,5 @@ def run_app(project: str | Path | None = None, data: str | Path | None = None,
     # A real terminal: draw on a private fd (see tui.terminal). Tests use the headless driver.
     app.driver_class = driver_class() or app.driver_class
     app.run()
+    if app.return_code:  # a crash (its one line is printed): the command fails too
+        raise SystemExit(app.return_code)
