@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotator.errors import AnnotatorError
+from annotator.jsonin import NotJSON, parse_json
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 csv.field_size_limit(64 * 1024 * 1024)
@@ -143,9 +144,9 @@ def jsonl_records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, objec
             yield number, "undecodable bytes (not UTF-8)"
             continue
         try:
-            record = json.loads(text)
-        except (json.JSONDecodeError, RecursionError):
-            yield number, "not valid JSON"
+            record = parse_json(text)
+        except NotJSON as exc:
+            yield number, str(exc)
             continue
         if not isinstance(record, dict):
             yield number, "not a JSON object"

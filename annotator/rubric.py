@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from annotator.errors import AnnotatorError, printable
+from annotator.jsonin import NotJSON, parse_json
 
 SCALES = ("nominal", "ordinal", "interval")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -119,6 +121,9 @@ def load_rubric(path: str | Path) -> Rubric:
         raise AnnotatorError(f"{path}: rubric is not UTF-8 text") from exc
     except tomllib.TOMLDecodeError as exc:
         raise AnnotatorError(f"{path}: invalid TOML ({exc})") from exc
+    except ValueError as exc:  # an integer longer than Python converts: not a TOMLDecodeError
+        raise AnnotatorError(f"{path}: invalid TOML (holds a number of more than "
+                             f"{sys.get_int_max_str_digits()} digits)") from exc
     return rubric_from_dict(data, source=str(path))
 
 
@@ -127,9 +132,9 @@ def rubric_from_json(text: str, source: str) -> Rubric:
     if len(text) > 1_000_000:
         raise AnnotatorError(f"{source}: rubric is too large ({len(text)} characters)")
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise AnnotatorError(f"{source}: rubric is not valid JSON") from exc
+        data = parse_json(text)
+    except NotJSON as exc:
+        raise AnnotatorError(f"{source}: rubric: {exc}") from None
     return rubric_from_dict(data, source=source)
 
 

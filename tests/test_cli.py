@@ -96,6 +96,18 @@ def test_skipped_rows_are_counted_and_stored(tmp_path):
         assert db.execute("SELECT count(*) FROM skipped").fetchone()[0] == 3
 
 
+def test_a_jsonl_number_of_5000_digits_is_a_skipped_row_not_a_traceback(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "a", "text": "fine text"}) + "\n"
+                    + '{"id": "b", "text": "x", "n": ' + "7" * 5000 + "}\n", encoding="utf-8")
+    done = run_cli("annotate", str(data), "--rubric", str(GOEMO / "rubric.toml"),
+                   "--project", str(tmp_path / "p.db"))
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "done 1 of 1 items" in done.stderr and "skipped 1 rows" in done.stderr
+    assert "skipped row 2: holds a number of 5000 digits (at most 4300 are read)" in done.stderr
+
+
 def test_review_import_reports_unknown_ids_and_invalid_values(tmp_path, annotated):
     project, _ = annotated
     shutil.copy(project, tmp_path / "p.db")

@@ -86,3 +86,22 @@ def test_bom_is_ignored(tmp_path):
     path.write_bytes(b"\xef\xbb\xbfid,text\n1,x\n")
     _, items, _ = read_items(path, ["text"])
     assert items[0].id == "1"
+
+
+def test_jsonl_numbers_of_any_size_are_a_skipped_row_not_a_traceback(tmp_path):
+    """Python refuses to convert an integer of more than 4300 digits (a ValueError that is
+    not a JSONDecodeError): such a row is skipped with the reason, the others are read."""
+    path = tmp_path / "d.jsonl"
+    path.write_text("\n".join([
+        json.dumps({"id": 1, "text": "one"}),
+        '{"id": 2, "text": "two", "extra": ' + "9" * 5000 + "}",
+        '{"id": ' + "-" + "1" * 4301 + ', "text": "three"}',
+        json.dumps({"id": 4, "text": "four", "big": int("9" * 4000)}),
+    ]) + "\n", encoding="utf-8")
+    _, items, skipped = read_items(path, ["text"])
+    assert [i.id for i in items] == ["1", "4"]
+    assert [(s.row, s.reason) for s in skipped] == [
+        (2, "holds a number of 5000 digits (at most 4300 are read)"),
+        (3, "holds a number of 4301 digits (at most 4300 are read)"),
+    ]
+

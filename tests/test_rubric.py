@@ -115,3 +115,22 @@ def test_untrusted_key_names_are_printed_without_terminal_escapes():
         rubric_from_dict({"\x1b]0;pwned\x07": 1}, source="model.gguf [annotator.rubric]")
     assert "\x1b" not in str(err.value) and "\x07" not in str(err.value)
     assert "?]0;pwned?: unknown key" in str(err.value)
+
+
+def test_numbers_of_any_size_give_one_line_naming_the_source(tmp_path):
+    """Python refuses to convert an integer of more than 4300 digits: a rubric holding one (in
+    a model file's metadata, the project store or a TOML file) is one line, no traceback."""
+    import tomllib
+
+    data = tomllib.loads(ISSUE_EXAMPLE)
+    text = rubric_from_dict(data, "r").canonical_json().replace("[1,2,3,4,5]", "[1,2,3,4," + "5" * 5000 + "]")
+    with pytest.raises(AnnotatorError) as err:
+        rubric_from_json(text, "m.gguf [annotator.rubric]")
+    assert str(err.value) == ("m.gguf [annotator.rubric]: rubric: holds a number of 5000 digits "
+                              "(at most 4300 are read)")
+    path = tmp_path / "r.toml"
+    path.write_text(ISSUE_EXAMPLE.replace("[1, 2, 3, 4, 5]", "[1, 2, 3, 4, " + "5" * 5000 + "]"))
+    with pytest.raises(AnnotatorError) as err:
+        load_rubric(path)
+    assert str(err.value) == f"{path}: invalid TOML (holds a number of more than 4300 digits)"
+
