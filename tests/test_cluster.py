@@ -12,9 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, annotation_count, hears_ctrl_c, run_cli
+from conftest import SAMPLES, annotation_count, hears_ctrl_c, import_extra, run_cli
 
-ray = pytest.importorskip("ray")  # the [cluster] extra, which `make test` installs
+# The [cluster] extra, which `make test` installs: skipped only where it is not installed.
+ray = import_extra("ray", "ray")
+import_extra("pyarrow", "pyarrow")
 
 from annotator.cluster import annotate_on_ray, stream_items  # noqa: E402
 from annotator.data import Item, read_items  # noqa: E402

