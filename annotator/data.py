@@ -86,11 +86,17 @@ def write_rows(out: Path, columns: Sequence[str], rows: Iterable[Mapping[str, ob
             else:
                 writer = csv.writer(handle, delimiter="\t" if fmt == "tsv" else ",",
                                     lineterminator="\n")
+                # With "\n" line ends the csv module leaves a lone CR in a cell unquoted, and
+                # a reader takes it for a line end: a row holding one is written all quoted.
+                quoted = csv.writer(handle, delimiter="\t" if fmt == "tsv" else ",",
+                                    lineterminator="\n", quoting=csv.QUOTE_ALL)
                 # The header is the rubric's column names, which `train --data` must find.
                 writer.writerow(columns)
                 cell = csv_cell if raw_cells else lambda v: safe_cell(csv_cell(v))
                 for row in rows:
-                    writer.writerow([cell(row[c]) for c in columns])
+                    cells = [cell(row[c]) for c in columns]
+                    cr = any(isinstance(v, str) and "\r" in v for v in cells)
+                    (quoted if cr else writer).writerow(cells)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, out)

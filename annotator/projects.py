@@ -123,7 +123,9 @@ def carried_rubric(model: Path) -> Rubric:
 
 def _write_share(project: Path, data: Path, rubric: Rubric, sha: str, items: list[Item]) -> None:
     columns = ["id", *(i.column for i in rubric.inputs)]
-    write_rows(data, columns, ({"id": i.id, **i.fields} for i in items), private=True)
+    # Data for `annotate` on the laptop, not a spreadsheet: every cell exactly as read.
+    write_rows(data, columns, ({"id": i.id, **i.fields} for i in items), private=True,
+               raw_cells=True)
     with Store(project) as store:
         store.bind_rubric(rubric)
         store.fix_model_sha256(sha)

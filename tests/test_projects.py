@@ -183,3 +183,127 @@ def test_split_annotate_review_merge_equals_one_project(tmp_path, default_model)
     ana_vs_all = next(c for c in report["dimensions"][0]["comparisons"]
                       if c["coders"] == ["ana", "laptop1", "laptop2"])
     assert ana_vs_all["n"] == 12  # ana's reviews from both laptops, side by side
+
+
+# -- shares round-trip exactly (issue 21) ------------------------------------------------------
+
+# Items a spreadsheet neutraliser or a CSV writer would alter: leading = + - @ and tabs, quotes,
+# commas, newlines, CRLF and a lone CR, non-ASCII, edge spaces and one field of about 100 kB.
+HOSTILE = [
+    ("big", "- " + "a long line of text, " * 4700),
+    ("1", "- a bullet point list"),
+    ("@4", "=SUM(A1)"),
+    ("+7", "+ plus\tand a tab"),
+    ("-x", '"quoted", with a comma\nand a newline,\r\na CRLF\rand a lone CR'),
+    ("é/ü", "  naïve café — 日本語 😀 \u2028 'quote first "),
+    ("-3", "\t@mention"),
+]
+
+
+def _hostile(path: Path) -> Path:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in HOSTILE),
+                        encoding="utf-8")
+        return path
+    return write_csv(path, [{"id": i, "text": t} for i, t in HOSTILE]) if path.suffix == ".csv" \
+        else _tsv(path)
+
+
+def _tsv(path: Path) -> Path:
+    import csv
+
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t")
+        writer.writerow(["id", "text"])
+        writer.writerows(HOSTILE)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
+def test_share_files_hold_every_text_and_id_exactly(tmp_path, suffix):
+    """A share's data file is read back by `annotate` on the laptop: nothing in it may be
+    neutralised for a spreadsheet or mangled by the writer."""
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF not really a model")
+    data = _hostile(tmp_path / f"items{suffix}")
+    _, items, skipped = read_items(data, ["text"])
+    assert skipped == [] and [(i.id, i.fields["text"]) for i in items] == HOSTILE
+    report = split(data, 2, tmp_path / "s", rubric_path=RUBRIC, model=model)
+    got: list[Item] = []
+    for share in report.shares:
+        _, share_items, share_skipped = read_items(share.data, ["text"])
+        assert share_skipped == []
+        with Store(share.project) as store:
+            stored = store.items()
+        assert [(i.id, i.fields) for i in share_items] == [(i.id, i.fields) for i in stored]
+        got += stored
+    assert got == items
+
+
+# A small rubric and context keep the real model's passes short (the 100 kB item is cut).
+SMALL_RUBRIC = """
+name = "lists"
+instructions = "Read the text. Say whether it is a list."
+[[inputs]]
+column = "text"
+label = "TEXT"
+[[dimensions]]
+name = "list"
+question = "Is the text a list?"
+scale = "nominal"
+values = ["yes", "no"]
+"""
+
+
+def _annotate(data: Path, project: Path, rubric: Path):
+    """`annotate DATA --project PROJECT --rubric RUBRIC --n-ctx 256 --threads 1`, in this process."""
+    from annotator.engine import EngineSettings
+    from annotator.job import open_job
+
+    job = open_job(data, project, rubric, settings=EngineSettings(n_ctx=256, n_threads=1))
+    try:
+        for _ in job.run():
+            pass
+        return job.summary
+    finally:
+        job.close()
+
+
+def _results(project: Path, out: Path) -> bytes:
+    """`annotator results PROJECT --out OUT` (.csv: neutralised for spreadsheets; .jsonl: exact)."""
+    from annotator.results import result_rows, write_results
+
+    with Store(project) as store:
+        rubric = store.rubric()
+        write_results(out, rubric, result_rows(rubric, store.outputs(store.run().id), True))
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def hostile_field(tmp_path_factory, default_model):
+    """The hostile items annotated in one project, and split into two shares, each annotated
+    on its own (as two laptops would) with the real embedded model."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    rubric = tmp / "rubric.toml"
+    rubric.write_text(SMALL_RUBRIC, encoding="utf-8")
+    data = _hostile(tmp / "items.csv")
+    one = tmp / "one.db"
+    assert _annotate(data, one, rubric).done_now == len(HOSTILE)
+    report = split(data, 2, tmp / "shares", rubric_path=rubric)
+    summaries = [_annotate(share.data, share.project, rubric) for share in report.shares]
+    return rubric, data, one, report, summaries
+
+
+def test_hostile_items_split_annotate_merge_equal_one_project(hostile_field, tmp_path):
+    """Split -> annotate each share -> merge gives the single project byte for byte: the
+    same items (ids, rows, text) and the same results file."""
+    _, _, one, report, summaries = hostile_field
+    for share, summary in zip(report.shares, summaries, strict=True):
+        assert (summary.done_now, summary.skipped) == (share.items, 0)  # nothing "other text"
+    merged = tmp_path / "merged.db"
+    merge([s.project for s in report.shares], merged)
+    with Store(one) as a, Store(merged) as b:
+        assert b.items() == a.items()
+        assert len(b.runs()) == 1
+    assert _results(merged, tmp_path / "merged.csv") == _results(one, tmp_path / "one.csv")
+    assert _results(merged, tmp_path / "merged.jsonl") == _results(one, tmp_path / "one.jsonl")
