@@ -196,7 +196,7 @@ def review_import(project, labels, reviewer) -> None:
 
     with Store(project) as store:
         report = import_reviews(store, labels, reviewer)
-    _stderr(f"stored {report.stored} labels from {reviewer!r} for {report.items} items")
+    _stderr(f"stored {report.stored} labels from {report.reviewer!r} for {report.items} items")
     for problem in report.problems[:20]:
         _stderr(f"  {problem}")
     if len(report.problems) > 20:

@@ -49,10 +49,13 @@ def progress(total: int, what: str, *, rate_unit: str | None = None,
 
 
 def print_agreement(report: dict) -> None:
+    """Names (rubric, dimensions, reviewers) go in as rich `Text`: printed as they are, never
+    read as markup (a reviewer `[bob]`) or emoji codes."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"Krippendorff's alpha, run {report['run']} ({report['rubric']})")
+    table = Table(title=Text(f"Krippendorff's alpha, run {report['run']} ({report['rubric']})"))
     for col in ("dimension", "level", "coders", "n", "alpha", "95% CI", "verdict"):
         table.add_column(col)
     colour = {"reliable": "green", "tentative": "yellow", "unreliable": "red", "undefined": "dim"}
@@ -61,10 +64,10 @@ def print_agreement(report: dict) -> None:
             a, (low, high) = c["alpha"], c["ci95"]
             word = verdict(a)
             table.add_row(
-                dim["dimension"], dim["level"], " vs ".join(c["coders"]), str(c["n"]),
-                "-" if a is None else f"{a:.3f}",
-                "-" if low is None else f"[{low:.3f}, {high:.3f}]",
-                f"[{colour[word]}]{word}[/]" + (f" ({c['note']})" if c["note"] else ""),
+                Text(dim["dimension"]), Text(dim["level"]), Text(" vs ".join(c["coders"])),
+                str(c["n"]), "-" if a is None else f"{a:.3f}",
+                Text("-" if low is None else f"[{low:.3f}, {high:.3f}]"),
+                Text.assemble((word, colour[word]), f" ({c['note']})" if c["note"] else ""),
             )
     console = Console()
     if not report["reviewers"]:

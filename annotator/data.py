@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from annotator.errors import AnnotatorError
+from annotator.errors import AnnotatorError, printable
 from annotator.jsonin import NotJSON, parse_json
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -187,6 +187,7 @@ def delimited_records(
     header = [h.strip() for h in header]
     if header:
         header[0] = header[0].removeprefix("\ufeff")  # a BOM, when read as a stream
+    _refuse_repeated_columns(path, header)
 
     def records() -> Iterator[tuple[int, dict[str, object] | str]]:
         number = 0
@@ -212,6 +213,31 @@ def delimited_records(
             yield number, dict(zip(header, values, strict=False))
 
     return tuple(header), records()
+
+
+def _refuse_repeated_columns(path: Path, header: Sequence[str]) -> None:
+    """A name twice in the header: a row would keep only its last column's cell. Unnamed
+    columns (a spreadsheet's empty trailing cells) name nothing and may repeat."""
+    positions: dict[str, list[int]] = {}
+    for number, name in enumerate(header, start=1):
+        if name:
+            positions.setdefault(name, []).append(number)
+    repeated = [(name, numbers) for name, numbers in positions.items() if len(numbers) > 1]
+    if not repeated:
+        return
+
+    def columns(numbers: list[int]) -> str:
+        return f"columns {', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
+
+    if len(repeated) == 1:
+        name, numbers = repeated[0]
+        times = "twice" if len(numbers) == 2 else f"{len(numbers)} times"
+        raise AnnotatorError(f"{path}: column {printable(name, 60)!r} appears {times} in the "
+                             f"header ({columns(numbers)})")
+    shown = ", ".join(f"{printable(name, 60)!r} ({columns(numbers)})"
+                      for name, numbers in repeated[:5])
+    more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+    raise AnnotatorError(f"{path}: columns appear more than once in the header: {shown}{more}")
 
 
 def _has_surrogates(values: Sequence[str]) -> bool:

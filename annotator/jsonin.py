@@ -3,9 +3,10 @@ refused with a reason, never a traceback.
 
 `json.loads` fails in more ways than `JSONDecodeError`: an integer of more digits than
 Python converts (4300 by default) raises a plain ValueError, deep nesting a RecursionError,
-bytes that are not UTF-8 a UnicodeDecodeError. `parse_json` turns each into `NotJSON`, whose
-text is the reason (without the source, so a data file can store it as a skipped row's
-reason); `load_json` raises it as an `AnnotatorError` naming the source.
+bytes that are not UTF-8 a UnicodeDecodeError; and an object with a key twice keeps the last
+value silently. `parse_json` turns each into `NotJSON`, whose text is the reason (without the
+source, so a data file can store it as a skipped row's reason); `load_json` raises it as an
+`AnnotatorError` naming the source.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from annotator.errors import AnnotatorError
+from annotator.errors import AnnotatorError, printable
 
 
 class NotJSON(ValueError):
@@ -29,11 +30,22 @@ def _int(text: str) -> int:
     return int(text)
 
 
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise NotJSON(f"key {printable(key, 60)!r} appears twice in an object")
+            seen.add(key)
+    return found
+
+
 def parse_json(text: str | bytes) -> Any:
-    """The value `text` holds; `NotJSON` (with the reason) when it is not JSON or holds a
-    number too long to read."""
+    """The value `text` holds; `NotJSON` (with the reason) when it is not JSON, holds a
+    number too long to read, or an object with a key twice (json.loads keeps the last)."""
     try:
-        return json.loads(text, parse_int=_int)
+        return json.loads(text, parse_int=_int, object_pairs_hook=_object)
     except NotJSON:
         raise
     except json.JSONDecodeError as exc:

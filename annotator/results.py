@@ -11,11 +11,10 @@ from annotator.store import Output
 
 
 def columns(rubric: Rubric, with_probs: bool = False) -> list[str]:
+    """Unique: the rubric refuses dimension names that would write another's column."""
     cols = ["id"]
     for dim in rubric.dimensions:
-        cols += [dim.name, f"{dim.name}_p", f"{dim.name}_margin"]
-        if with_probs:
-            cols += [f"{dim.name}_p_{v}" for v in dim.values]
+        cols += dim.result_columns(with_probs)
     return [*cols, "truncated"]
 
 
@@ -53,17 +52,20 @@ def _csv_cell(value: object) -> str:
 
 
 def print_table(rubric: Rubric, rows: list[dict]) -> None:
+    """Ids, values and the rubric's name go in as rich `Text`: printed as they are, never read
+    as markup (`[/x]`) or emoji codes (`:smile:`)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=f"{rubric.name}: {len(rows)} items")
-    table.add_column("id")
+    table = Table(title=Text(f"{rubric.name}: {len(rows)} items"))
+    table.add_column(Text("id"))
     for dim in rubric.dimensions:
-        table.add_column(dim.name)
+        table.add_column(Text(dim.name))
         table.add_column("p", style="dim")
     for row in rows:
-        cells = [str(row["id"])]
+        cells = [Text(str(row["id"]))]
         for dim in rubric.dimensions:
-            cells += [str(row[dim.name]), f"{row[f'{dim.name}_p']:.2f}"]
+            cells += [Text(str(row[dim.name])), f"{row[f'{dim.name}_p']:.2f}"]
         table.add_row(*cells)
     Console().print(table)

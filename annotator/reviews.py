@@ -9,7 +9,7 @@ from pathlib import Path
 
 from annotator.agreement import agreement
 from annotator.data import data_format, read_rows, write_rows
-from annotator.errors import AnnotatorError
+from annotator.errors import AnnotatorError, printable
 from annotator.rubric import Value
 from annotator.store import Store
 
@@ -39,19 +39,33 @@ def unbiased_labels(reviews: Iterable[tuple[str, str, str, Value, str]]
     return found
 
 
+def check_reviewer(name: str) -> str | None:
+    """What is wrong with `name` as a reviewer's name, or None. One rule for the app's name
+    prompt and `review import --reviewer`; both apply it to the name without outer spaces."""
+    if not name:
+        return "a name is needed: it is saved with every review"
+    if name == MODEL:
+        return f"{MODEL!r} is reserved for the model"
+    if len(name) > 100 or not name.isprintable():
+        return "use a short, printable name"
+    return None
+
+
 @dataclass
 class ImportReport:
     stored: int = 0
     items: int = 0
     problems: list[str] = field(default_factory=list)
+    reviewer: str = ""  # the name stored (without outer spaces)
 
 
 def import_reviews(store: Store, path: str | Path, reviewer: str) -> ImportReport:
     rubric = store.rubric()
     if rubric is None:
         raise AnnotatorError(f"{store.path}: project has no rubric yet (annotate first)")
-    if not reviewer.strip() or reviewer == MODEL:
-        raise AnnotatorError(f"--reviewer: {reviewer!r} is not a usable reviewer name")
+    reviewer = reviewer.strip()
+    if (problem := check_reviewer(reviewer)) is not None:
+        raise AnnotatorError(f"--reviewer: {problem}")
     rows = read_rows(path)
     dims = [d for d in rubric.dimensions]
     if rows.columns is not None:
@@ -60,8 +74,9 @@ def import_reviews(store: Store, path: str | Path, reviewer: str) -> ImportRepor
         if not any(d.name in rows.columns for d in dims):
             names = ", ".join(d.name for d in dims)
             raise AnnotatorError(f"{rows.path}: no dimension column ({names}) in the header")
+    _refuse_repeated_ids(rows.path, rows.records)
     known = store.item_ids()
-    report = ImportReport()
+    report = ImportReport(reviewer=reviewer)
     to_save: list[tuple[str, str, Value]] = []
     for number, record in rows.records:
         where = f"{rows.path} row {number}"
@@ -85,6 +100,28 @@ def import_reviews(store: Store, path: str | Path, reviewer: str) -> ImportRepor
         report.items += found
     report.stored = store.save_reviews(reviewer, "import", to_save) if to_save else 0
     return report
+
+
+def _refuse_repeated_ids(path: Path, records: list[tuple[int, dict[str, object] | str]]) -> None:
+    """Two rows for one id: which is the reviewer's answer? Refused, naming the rows."""
+    rows_of: dict[str, list[int]] = {}
+    for number, record in records:
+        if isinstance(record, dict) and (item_id := str(record.get("id", "")).strip()):
+            rows_of.setdefault(item_id, []).append(number)
+    repeated = [(item_id, numbers) for item_id, numbers in rows_of.items() if len(numbers) > 1]
+    if repeated:
+        shown = ", ".join(f"{printable(item_id, 60)!r} on rows {_listed(numbers)}"
+                          for item_id, numbers in repeated[:5])
+        more = f" (and {len(repeated) - 5} more ids)" if len(repeated) > 5 else ""
+        raise AnnotatorError(f"{path}: the same id on more than one row: {shown}{more}; "
+                             "nothing imported")
+
+
+def _listed(numbers: list[int]) -> str:
+    """1 and 3; 1, 3 and 5; 1, 3, 5 and 4 more."""
+    if len(numbers) > 4:
+        return f"{', '.join(map(str, numbers[:3]))} and {len(numbers) - 3} more"
+    return f"{', '.join(map(str, numbers[:-1]))} and {numbers[-1]}"
 
 
 @dataclass

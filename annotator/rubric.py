@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from annotator.errors import AnnotatorError, printable
-from annotator.jsonin import NotJSON, parse_json
+from annotator.jsonin import load_json
 
 SCALES = ("nominal", "ordinal", "interval")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -29,6 +29,7 @@ _MAX_INPUTS = 16
 _TOP_KEYS = {"name", "instructions", "inputs", "dimensions", "description"}
 _INPUT_KEYS = {"column", "label"}
 _DIMENSION_KEYS = {"name", "question", "scale", "values", "anchors"}
+RESULT_COLUMNS = ("id", "truncated")  # the columns of `annotator results` that no dimension writes
 
 Value = int | str
 
@@ -46,6 +47,12 @@ class Dimension:
     scale: str
     values: tuple[Value, ...]
     anchors: tuple[tuple[str, str], ...] = ()
+
+    def result_columns(self, with_probs: bool = False) -> list[str]:
+        """Its columns in `annotator results`: value, probability and margin (`with_probs`:
+        each value's probability too)."""
+        cols = [self.name, f"{self.name}_p", f"{self.name}_margin"]
+        return cols + ([f"{self.name}_p_{v}" for v in self.values] if with_probs else [])
 
     def parse_value(self, raw: object) -> Value:
         """The allowed value that `raw` (from a CSV cell or JSON) stands for; ValueError if none."""
@@ -131,11 +138,7 @@ def rubric_from_json(text: str, source: str) -> Rubric:
     """A rubric carried as JSON (GGUF metadata, the project store): same checks as a file."""
     if len(text) > 1_000_000:
         raise AnnotatorError(f"{source}: rubric is too large ({len(text)} characters)")
-    try:
-        data = parse_json(text)
-    except NotJSON as exc:
-        raise AnnotatorError(f"{source}: rubric: {exc}") from None
-    return rubric_from_dict(data, source=source)
+    return rubric_from_dict(load_json(text, f"{source}: rubric"), source=source)
 
 
 def rubric_from_dict(data: object, source: str) -> Rubric:
@@ -215,6 +218,9 @@ def _dimensions(raw: object, bad) -> list[Dimension]:
         bad("dimensions", f"at most {_MAX_DIMENSIONS} dimensions")
         return []
     dims: list[Dimension] = []
+    # Each column of `results` (with --probs) and who writes it: one writer per column, or
+    # a row keeps only the last value written under that name.
+    writers: dict[str, str | None] = dict.fromkeys(RESULT_COLUMNS)
     for i, entry in enumerate(raw):
         where = f"dimensions[{i}]"
         if not isinstance(entry, dict):
@@ -223,10 +229,13 @@ def _dimensions(raw: object, bad) -> list[Dimension]:
         for key in sorted(set(entry) - _DIMENSION_KEYS):
             bad(f"{where}.{printable(key, 60)}", "unknown key")
         name = _text(entry, "name", f"{where}.name", bad, 64, required=True)
+        name_ok = False
         if name and not _NAME_RE.match(name):
             bad(f"{where}.name", "must start with a letter and use only letters, digits and _")
         elif name in {d.name for d in dims} or name == "id":
             bad(f"{where}.name", f"{name!r} is used twice or reserved")
+        else:
+            name_ok = bool(name)
         question = _text(entry, "question", f"{where}.question", bad, _MAX_SHORT, required=True)
         scale = entry.get("scale")
         if scale not in SCALES:
@@ -234,8 +243,24 @@ def _dimensions(raw: object, bad) -> list[Dimension]:
             scale = "nominal"
         values = _values(entry.get("values"), scale, f"{where}.values", bad)
         anchors = _anchors(entry.get("anchors"), values, f"{where}.anchors", bad)
-        dims.append(Dimension(name, question, scale, values, anchors))
+        dim = Dimension(name, question, scale, values, anchors)
+        if name_ok:
+            _check_result_columns(dim, writers, f"{where}.name", bad)
+        dims.append(dim)
     return dims
+
+
+def _check_result_columns(dim: Dimension, writers: dict[str, str | None], where: str, bad) -> None:
+    for col in dim.result_columns(with_probs=True):
+        if col not in writers:
+            writers[col] = dim.name
+        elif writers[col] is None:
+            bad(where, f"{dim.name!r} is a column of `results`; rename the dimension")
+            return
+        else:
+            bad(where, f"{dim.name!r} and dimension {writers[col]!r} would both write results "
+                       f"column {printable(col, 100)!r}; rename one")
+            return
 
 
 def _values(raw: object, scale: str, where: str, bad) -> tuple[Value, ...]:

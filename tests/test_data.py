@@ -105,3 +105,30 @@ def test_jsonl_numbers_of_any_size_are_a_skipped_row_not_a_traceback(tmp_path):
         (3, "holds a number of 4301 digits (at most 4300 are read)"),
     ]
 
+
+def test_duplicate_header_columns_are_refused_naming_them(tmp_path):
+    """csv.DictReader-style reading keeps the last of two same-named columns silently."""
+    path = tmp_path / "d.csv"
+    path.write_text("id,text,other,text\n1,first,x,second\n", encoding="utf-8")
+    with pytest.raises(AnnotatorError) as err:
+        read_items(path, ["text"])
+    assert str(err.value) == f"{path}: column 'text' appears twice in the header (columns 2 and 4)"
+    tsv = tmp_path / "d.tsv"
+    tsv.write_text("id\ttext\t id\tx\tx\tx\n1\tt\t2\t\t\t\n", encoding="utf-8")
+    with pytest.raises(AnnotatorError) as err:
+        read_items(tsv, ["text"])
+    assert str(err.value) == (f"{tsv}: columns appear more than once in the header: 'id' "
+                              "(columns 1 and 3), 'x' (columns 4, 5 and 6)")
+    # Unnamed columns (a spreadsheet's trailing empty cells) name nothing a rubric can use.
+    blank = tmp_path / "b.csv"
+    blank.write_text("id,text,,\n1,one,,\n", encoding="utf-8")
+    assert [i.fields for i in read_items(blank, ["text"])[1]] == [{"text": "one"}]
+
+
+def test_a_jsonl_key_twice_in_one_row_skips_the_row(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": 1, "text": "one"}\n{"id": 2, "text": "a", "text": "b"}\n',
+                    encoding="utf-8")
+    _, items, skipped = read_items(path, ["text"])
+    assert [i.id for i in items] == ["1"]
+    assert [(s.row, s.reason) for s in skipped] == [(2, "key 'text' appears twice in an object")]

@@ -134,3 +134,37 @@ def test_numbers_of_any_size_give_one_line_naming_the_source(tmp_path):
         load_rubric(path)
     assert str(err.value) == f"{path}: invalid TOML (holds a number of more than 4300 digits)"
 
+
+@pytest.mark.parametrize("names, values, expected", [
+    (["truncated"], [1, 2], "dimensions[0].name: 'truncated' is a column of `results`; "
+                            "rename the dimension"),
+    (["x", "x_p"], [1, 2], "dimensions[1].name: 'x_p' and dimension 'x' would both write "
+                           "results column 'x_p'; rename one"),
+    (["x_margin", "x"], [1, 2], "dimensions[1].name: 'x' and dimension 'x_margin' would both "
+                                "write results column 'x_margin'; rename one"),
+    (["x", "x_p_2"], [1, 2], "dimensions[1].name: 'x_p_2' and dimension 'x' would both write "
+                             "results column 'x_p_2'; rename one"),
+])
+def test_dimension_names_that_would_overwrite_results_columns_are_refused(names, values, expected):
+    import tomllib
+
+    data = tomllib.loads(ISSUE_EXAMPLE)
+    data["dimensions"] = [{**data["dimensions"][0], "name": n, "values": values, "anchors": {}}
+                          for n in names]
+    with pytest.raises(AnnotatorError) as err:
+        rubric_from_dict(data, source="rubric.toml")
+    assert str(err.value) == f"rubric.toml: invalid rubric: {expected}"
+
+
+def test_results_columns_are_unique_for_any_accepted_rubric():
+    from annotator.results import columns
+
+    data = {"name": "n", "instructions": "i", "inputs": [{"column": "text"}], "dimensions": [
+        {"name": "x", "question": "q", "scale": "nominal", "values": ["a", "p", "margin"]},
+        {"name": "xp", "question": "q", "scale": "ordinal", "values": [1, 2]},
+        {"name": "x_pa", "question": "q", "scale": "ordinal", "values": [1, 2]},
+    ]}
+    rubric = rubric_from_dict(data, "r")
+    for with_probs in (False, True):
+        cols = columns(rubric, with_probs)
+        assert len(cols) == len(set(cols))

@@ -30,7 +30,7 @@ class ItemScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll() as scroll:
-            scroll.border_title = f"item {self.item_id} · esc closes"
+            scroll.border_title = Content(f"item {self.item_id} · esc closes")  # not markup
             yield Static(self._content())
 
     def _content(self) -> Content:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -192,7 +193,7 @@ class AnnotateView(Vertical):
         for dim in rubric.dimensions:
             label = event.labels.get(dim.name)
             cells += ["-", ""] if label is None else [str(label.value), f"{label.prob:.2f}"]
-        log.add_row(*cells)
+        log.add_row(*(Text(c, no_wrap=True, end="") for c in cells))  # data, not markup
         if log.row_count > LOG_ROWS:
             log.remove_row(next(iter(log.rows)))
         log.move_cursor(row=log.row_count - 1, animate=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -130,7 +131,7 @@ class BrowseView(Vertical):
             table.add_column("p", key=f"{dim.name}:p", width=4)
         table.add_column("margin", key="margin", width=6)  # the least sure dimension's
         table.add_column("rev", key="rev", width=3)
-        table.add_column(rubric.inputs[0].label.lower(), key="text")
+        table.add_column(Text(rubric.inputs[0].label.lower()), key="text")  # Text: not markup
         for row in self._visible():
             table.add_row(*self._cells(row), key=row.item_id)
         if cursor_key is not None and cursor_key in table.rows:
@@ -149,7 +150,9 @@ class BrowseView(Vertical):
             table.update_cell(row.item_id, key, cell)
         self._status()
 
-    def _cells(self, row: Row) -> list[str]:
+    def _cells(self, row: Row) -> list[Text]:
+        """As `Text`: DataTable reads a str cell as markup, and ids, values and item text are
+        data (an id `[/x]` would stop the app)."""
         rubric = self.annotator.rubric
         assert rubric is not None
         cells = [row.item_id]
@@ -157,7 +160,8 @@ class BrowseView(Vertical):
             label = (row.labels or {}).get(dim.name)
             cells += ["·", ""] if label is None else [str(label.value), f"{label.prob:.2f}"]
         margin = "" if row.margin is None else f"{row.margin:.2f}"
-        return [*cells, margin, "✓" if row.reviewed else "", row.preview]
+        return [Text(c, no_wrap=True, end="")
+                for c in (*cells, margin, "✓" if row.reviewed else "", row.preview)]
 
     def _visible(self) -> list[Row]:
         rows = [r for r in self.rows.values() if self._keep(r)]

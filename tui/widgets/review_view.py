@@ -21,7 +21,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from annotator.errors import AnnotatorError
-from annotator.reviews import MODEL
+from annotator.reviews import check_reviewer
 from annotator.store import Label
 from tui import queues
 from tui.focus import focus_now
@@ -39,16 +39,6 @@ def default_reviewer() -> str:
         return os.environ.get("USER") or getpass.getuser()
     except Exception:  # getpass raises various errors where no user name is known
         return ""
-
-
-def check_reviewer(name: str) -> str | None:
-    if not name:
-        return "a name is needed: it is saved with every review"
-    if name == MODEL:
-        return f"{MODEL!r} is reserved for the model"
-    if len(name) > 100 or not name.isprintable():
-        return "use a short, printable name"
-    return None
 
 
 class ReviewView(Vertical, can_focus=True):
