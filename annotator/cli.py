@@ -6,6 +6,7 @@ item text never reaches the terminal except through `results`, which exists to s
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -18,7 +19,23 @@ from annotator.errors import AnnotatorError
 DEFAULTS = {"n_ctx": 4096, "n_batch": 512}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The GPU-box commands, imported only when named or listed (`annotator --help`). Their modules
+# import no part of their extras, so the core never imports torch.
+LAZY_COMMANDS = {"train": "train.cli:train_command", "export": "export.cli:export_command"}
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            module, name = LAZY_COMMANDS[cmd_name].split(":")
+            return getattr(importlib.import_module(module), name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="annotator")
 def cli() -> None:
     """Offline rubric annotation with a small model in one GGUF file.
@@ -403,30 +420,6 @@ def tui(project, data, rubric_path, model, base) -> None:
     from tui.app import run_app
 
     run_app(project=project, data=data, rubric=rubric_path, model=model, base=base)
-
-
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                               "help_option_names": []})
-@click.pass_context
-def train(ctx: click.Context) -> None:
-    """Fine-tune a base model on labelled items (needs the [train] extra; see --help)."""
-    try:
-        from train.cli import main as train_main
-    except ImportError as exc:
-        raise AnnotatorError(f"training needs the [train] extra: pip install '.[train]' ({exc})") from exc
-    train_main(ctx.args)
-
-
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
-                               "help_option_names": []})
-@click.pass_context
-def export(ctx: click.Context) -> None:
-    """Merged model to one 4-bit GGUF with its rubric, checked for drift ([export] extra; see --help)."""
-    try:
-        from export.cli import main as export_main
-    except ImportError as exc:
-        raise AnnotatorError(f"export needs the [export] extra: pip install '.[export]' ({exc})") from exc
-    export_main(ctx.args)
 
 
 @cli.group()

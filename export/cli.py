@@ -1,8 +1,9 @@
 """`annotator export RUN_DIR/merged --out MODEL.gguf`: the command line over export.pipeline.
 
-`annotator export` delegates here with the remaining arguments (`main(args)`), the way
-`annotator train` delegates to train.cli. Errors the user can fix are AnnotatorErrors, which
-the `annotator` command prints as one line; a refused file is one of them (exit status 1).
+A click command that `annotator` loads when it is named or listed (as it does train.cli's):
+this module imports no part of the [export] extra; the pipeline is imported inside the
+command. Errors the user can fix are AnnotatorErrors, which the `annotator` command prints as
+one line; a refused file is one of them (exit status 1).
 """
 
 from __future__ import annotations
@@ -46,20 +47,25 @@ from export.convert import QUANTS
                    "counts, file names without folders and settings only.")
 def export_command(merged, out, quant, check, min_agreement, n_ctx, threads, gpu, bootstrap,
                    force, verbose, description, adapter, full_provenance) -> None:
-    """Convert a merged model (RUN_DIR/merged from `annotator train`) to one GGUF file.
+    """Convert a merged model to a checked GGUF file ([export] extra).
 
-    HF -> GGUF f16 (llama.cpp's converter) -> QUANT (llama.cpp), with the rubric, prompt
-    format and provenance in the file's metadata. Then a drift check: the file, through the
-    annotator's engine, against the merged model and the human labels on the validation items.
-    The file keeps its name only if alpha(quantized, merged) >= --min-agreement on every
-    dimension; otherwise it is left as MODEL.gguf.rejected and the command fails.
+    MERGED is RUN_DIR/merged from `annotator train`. HF -> GGUF f16 (llama.cpp's converter) ->
+    QUANT (llama.cpp), with the rubric, prompt format and provenance in the file's metadata.
+    Then a drift check: the file, through the annotator's engine, against the merged model and
+    the human labels on the validation items. The file keeps its name only if alpha(quantized,
+    merged) >= --min-agreement on every dimension; otherwise it is left as MODEL.gguf.rejected
+    and the command fails.
 
     With --adapter (runs trained from a GGUF base, such as the embedded model) the file is a
     llama.cpp LoRA adapter that `annotator annotate --model` applies on top of that unchanged
     base file: nothing is re-quantized, so small models keep what they learned.
     """
-    from export.pipeline import ExportOptions, export_model
-    from export.report import format_report
+    try:
+        from export.pipeline import ExportOptions, export_model
+        from export.report import format_report
+    except ImportError as exc:
+        raise AnnotatorError("export needs the [export] extra: "
+                             f"pip install '.[export]' ({exc})") from exc
 
     opts = ExportOptions(merged_dir=merged, out=out, quant=quant, check=check,
                          min_agreement=min_agreement, n_ctx=n_ctx, threads=threads, gpu=gpu,
@@ -83,7 +89,7 @@ def main(args: list[str]) -> None:
     export_command.main(args=list(args), prog_name="annotator export", standalone_mode=False)
 
 
-if __name__ == "__main__":  # python -m export.cli ... (before `annotator export` is wired)
+if __name__ == "__main__":  # python -m export.cli ...
     try:
         main(sys.argv[1:])
     except AnnotatorError as exc:

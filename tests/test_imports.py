@@ -34,7 +34,8 @@ from annotator.cli import cli
 runner = CliRunner()
 for args in (["--help"], ["doctor"], ["annotate", "--help"], ["results", "--help"],
              ["agree", "--help"], ["review", "import", "--help"], ["inspect", "--help"],
-             ["project", "split", "--help"], ["project", "merge", "--help"]):
+             ["project", "split", "--help"], ["project", "merge", "--help"],
+             ["train", "--help"], ["export", "--help"]):
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, (args, result.output)
 from annotator.modelfile import default_model_path, read_model_info
