@@ -3,17 +3,25 @@
 `annotator kit build` copies this file into the kit as `verify.py`, because `install.sh` must
 check the kit before the package exists; `annotator kit verify` runs the same code. Every file
 the manifest lists must have its size and sha256, every file under the kit's own folders must
-be listed, and the kit must be for this Python and platform. One line per problem, naming
-the file.
+be listed, the kit must be for this Python and platform, and this CPU must have every feature
+the kit's llama.cpp build needs. With --digest, MANIFEST.json must have the sha256 that
+`kit build` printed, passed to the laptop by another way than the kit; with --signers, its
+signature (`kit build --sign`, checked by `ssh-keygen -Y verify`) must be by a key in that
+allowed_signers file. One line per problem, naming the file.
 
     python3 verify.py KIT                  # exit 0: intact and for this machine; 1: refused
+    python3 verify.py KIT --digest SHA256  # ... and MANIFEST.json is the one that was built
+    python3 verify.py KIT --signers FILE   # ... and MANIFEST.json is signed by a key in FILE
     python3 verify.py KIT --marker VENV    # after install: record in VENV which kit it came from
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
+import re
+import subprocess
 import sys
 import sysconfig
 from datetime import datetime, timezone
@@ -21,6 +29,8 @@ from pathlib import Path, PurePosixPath
 
 MANIFEST = "MANIFEST.json"
 MARKER = "annotator-kit.json"  # written into the venv; `annotator doctor` reads it
+SIGNATURE = MANIFEST + ".sig"  # `ssh-keygen -Y sign` of the manifest, in this namespace:
+SIGN_NAMESPACE = "annotator-kit"
 # Folders whose every file must be in the manifest: an added wheel would be installed too.
 LISTED_DIRS = ("wheels", "models", "rubric", "sample", "licenses")
 # Not datetime.UTC (3.11+): this file must run on any Python 3 to report a version mismatch.
@@ -58,18 +68,119 @@ def read_manifest(kit: Path) -> tuple[dict | None, str | None]:
     return manifest, None
 
 
-def check_kit(kit: Path) -> list[str]:
-    """Every problem with the kit, one line each; empty when it is intact and fits here."""
+def is_digest(text: str) -> bool:
+    return re.fullmatch(r"[0-9a-fA-F]{64}", text) is not None
+
+
+def cpu_flags() -> set[str] | None:
+    """This CPU's features as Linux names them (/proc/cpuinfo), or None where unreadable."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):  # x86; ARM
+            return set(value.split())
+    return None
+
+
+def _llama(manifest: dict) -> dict | None:
+    llama = manifest.get("llama_cpp")
+    if not isinstance(llama, dict) or not isinstance(llama.get("cpu_features"), list):
+        return None
+    return llama
+
+
+def _missing_cpu_features(llama: dict) -> list[str] | None:
+    have = cpu_flags()
+    if have is None:
+        return None
+    return [str(f) for f in llama["cpu_features"] if f not in have]
+
+
+def llama_summary(manifest: dict) -> str:
+    """One line: which llama.cpp build the kit carries, and whether this CPU runs it."""
+    llama = _llama(manifest)
+    if llama is None:
+        return "llama.cpp: no record of its build"
+    kind = ("portable CPU build" if llama.get("portable") and not llama.get("gpu")
+            else "build for one machine")
+    needs = ", ".join(map(str, llama["cpu_features"])) or "no CPU feature beyond the baseline"
+    missing = _missing_cpu_features(llama)
+    if missing is None:
+        verdict = "this CPU's features could not be read (/proc/cpuinfo)"
+    elif missing:
+        verdict = f"this CPU lacks {', '.join(missing)}"
+    else:
+        verdict = "this CPU has every feature it needs"
+    return f"llama.cpp: {kind} {llama.get('version', '')} (needs {needs}): {verdict}"
+
+
+def _ssh_keygen(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(["ssh-keygen", *args], input=data, capture_output=True)
+    except OSError:
+        return None
+
+
+def signer_of(kit: Path, signers: Path) -> tuple[str | None, str | None]:
+    """(principal, None) when MANIFEST.json is signed by a key in the allowed_signers file
+    `signers`, else (None, the problem in one line)."""
+    signature = Path(kit) / SIGNATURE
+    if not signature.is_file():
+        return None, f"{signature}: missing (not signed)"
+    if not Path(signers).is_file():
+        return None, f"{signers}: no such allowed_signers file"
+    found = _ssh_keygen("-Y", "find-principals", "-s", str(signature), "-f", str(signers))
+    if found is None:
+        return None, f"{signature}: cannot be checked: --signers needs ssh-keygen (OpenSSH 8.1+)"
+    principals = found.stdout.decode("utf-8", "replace").split()
+    if found.returncode != 0 or not principals:
+        return None, f"{signature}: not signed by a key in {signers}"
+    done = _ssh_keygen("-Y", "verify", "-f", str(signers), "-I", principals[0], "-n",
+                       SIGN_NAMESPACE, "-s", str(signature),
+                       data=(Path(kit) / MANIFEST).read_bytes())
+    if done is None or done.returncode != 0:
+        text = done.stderr.decode("utf-8", "replace") if done else "ssh-keygen not found"
+        why = (text.strip().splitlines() or ["no message"])[-1]
+        return None, f"{signature}: does not match MANIFEST.json ({why[:200]})"
+    return principals[0], None
+
+
+def check_kit(kit: Path, digest: str | None = None, cpu: bool = True,
+              signers: Path | None = None) -> list[str]:
+    """Every problem with the kit, one line each; empty when it is intact and fits here.
+    `digest`: MANIFEST.json's sha256 as `kit build` printed it; `signers`: an allowed_signers
+    file, one of whose keys must have signed MANIFEST.json; `cpu`: check this CPU."""
     kit = Path(kit)
     manifest, problem = read_manifest(kit)
     if manifest is None:
         return [problem or f"{kit}: not a kit"]
+    # Not the manifest that was built: comparing the files with it would prove nothing.
+    if digest is not None:
+        actual = sha256_of(kit / MANIFEST)
+        if not is_digest(digest) or actual != digest.lower():
+            return [f"{kit / MANIFEST}: sha256 {actual} is not the digest given ({digest[:64]}): "
+                    "not the kit that was built; install nothing from it"]
+    if signers is not None:
+        _, problem = signer_of(kit, signers)
+        if problem:
+            return [problem]
     problems = []
     want_tag, want_platform = manifest.get("python_tag"), manifest.get("platform")
     if want_tag != python_tag() or want_platform != platform_name():
         problems.append(f"{kit / MANIFEST}: the kit is for {want_tag} on {want_platform}, this "
                         f"machine runs {python_tag()} on {platform_name()} (build the kit on a "
                         "machine like this one)")
+    llama = _llama(manifest)
+    if llama is None:
+        problems.append(f"{kit / MANIFEST}: no record of its llama.cpp build (a kit from an "
+                        "older annotator); build the kit again")
+    elif cpu and (missing := _missing_cpu_features(llama)):
+        problems.append(f"{kit / MANIFEST}: this CPU lacks {', '.join(missing)}, which the "
+                        "kit's llama.cpp build needs (it would stop with 'illegal instruction'); "
+                        "build the kit for this CPU")
     listed = set()
     for entry in manifest["files"]:
         name = entry.get("path") if isinstance(entry, dict) else None
@@ -111,23 +222,36 @@ def write_marker(kit: Path, venv: Path) -> Path:
     return path
 
 
+def _digest_arg(text: str) -> str:
+    if not is_digest(text):
+        raise argparse.ArgumentTypeError("not a sha256 (64 hex digits)")
+    return text
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help") or len(argv) not in (1, 3) \
-            or (len(argv) == 3 and argv[1] != "--marker"):
-        print(__doc__.strip().splitlines()[-2].strip(), file=sys.stderr)
-        return 2
-    kit = Path(argv[0])
-    problems = check_kit(kit)
+    parser = argparse.ArgumentParser(prog="verify.py", description="Check a field kit.")
+    parser.add_argument("kit", type=Path)
+    parser.add_argument("--digest", type=_digest_arg,
+                        help="MANIFEST.json's sha256, as `annotator kit build` printed it")
+    parser.add_argument("--signers", type=Path, metavar="FILE",
+                        help="an allowed_signers file (ssh-keygen): MANIFEST.json must be "
+                             "signed by one of its keys")
+    parser.add_argument("--marker", type=Path, metavar="VENV")
+    args = parser.parse_args(argv)
+    problems = check_kit(args.kit, digest=args.digest, signers=args.signers)
     for line in problems:
         print(f"kit refused: {line}", file=sys.stderr)
     if problems:
         return 1
-    manifest, _ = read_manifest(kit)
+    manifest, _ = read_manifest(args.kit)
     assert manifest is not None
-    print(f"kit OK: {len(manifest['files'])} files match the manifest; for "
-          f"{python_tag()} on {platform_name()}")
-    if len(argv) == 3:
-        write_marker(kit, Path(argv[2]))
+    signer = signer_of(args.kit, args.signers)[0] if args.signers else None
+    print(f"kit OK: {len(manifest['files'])} files match the manifest"
+          f"{' (its sha256 is the digest given)' if args.digest else ''}"
+          f"{f' (signed by {signer})' if signer else ''}; for "
+          f"{python_tag()} on {platform_name()}; {llama_summary(manifest)}")
+    if args.marker is not None:
+        write_marker(args.kit, args.marker)
     return 0
 
 
