@@ -73,3 +73,6 @@ def merge(sources, into) -> None:
     for run_id, count in sorted(r.kept_by_run.items()):
         _stderr(f"  {count} items labelled differently twice: the other labels are kept in run "
                 f"{run_id} (`annotator results {into} --run {run_id}`)")
+    for run_id, backends in sorted(r.machines.items()):
+        _stderr(f"  run {run_id} joins labels from machines that differ in backend, versions or "
+                f"priors (backends: {', '.join(backends)}); each machine is recorded with it")

@@ -8,9 +8,12 @@ share projects into one project. Nothing is overwritten silently:
 
 - projects with another rubric hash or another model sha256 are refused before anything is
   written, in one line naming the file;
-- a run whose key (model, rubric, engine settings) matches a run already in the target joins
-  it; an item that run already labelled differently is kept in a run of its own ("kept by
-  run"), and one labelled identically (the same share merged twice) is not copied again;
+- a run whose key (model, rubric, engine settings, readout: not the machine, see
+  `store.run_key`) matches a run already in the target joins it, whatever backend, versions
+  or content-free priors each laptop had; those are recorded per share in `run_machines`
+  (source: the share's file name); an item that run already labelled differently is kept
+  in a run of its own ("kept by run"), and one labelled identically (the same share merged
+  twice) is not copied again;
 - reviews keep their reviewer and queue; where the same reviewer left two different reviews
   of an item in the same queue, the later one is kept (as a re-review would), and counted.
 
@@ -147,6 +150,9 @@ class MergeReport:
     reviews: int = 0
     reviews_replaced: int = 0  # same reviewer, item, dimension and queue: the later one kept
     items: int = 0
+    # Runs the merge wrote to that now hold labels from more than one machine (backend,
+    # versions or priors): run id -> the distinct backends among them.
+    machines: dict[int, list[str]] = field(default_factory=dict)
 
 
 def merge(sources: list[str | Path], into: str | Path) -> MergeReport:
@@ -168,8 +174,13 @@ def merge(sources: list[str | Path], into: str | Path) -> MergeReport:
         rubric, model_sha = _reference(target)
         for path, copy in zip(sources, copies, strict=True):
             rubric, model_sha = _check(path, copy, rubric, model_sha)
+        touched: set[int] = set()
         for path, copy in zip(sources, copies, strict=True):
-            _merge_one(target, path, copy, rubric, report)
+            touched |= _merge_one(target, path, copy, rubric, report)
+        for run_id in sorted(touched):
+            machines = target.run_machines(run_id)
+            if len({json.dumps(facts, sort_keys=True) for _, facts in machines}) > 1:
+                report.machines[run_id] = sorted({str(f.get("backend")) for _, f in machines})
         for copy in copies:
             copy.close()
     return report
@@ -217,8 +228,10 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
 
-def _merge_one(target: Store, path: Path, copy: Store, rubric: Rubric, report: MergeReport) -> None:
-    """One source, in one transaction: all of it or nothing."""
+def _merge_one(target: Store, path: Path, copy: Store, rubric: Rubric, report: MergeReport
+               ) -> set[int]:
+    """One source, in one transaction: all of it or nothing. Returns the target's runs it
+    wrote to."""
     src = copy.db
     with target.transaction() as db:
         if db.execute("SELECT 1 FROM project WHERE key = 'rubric'").fetchone() is None:
@@ -242,7 +255,8 @@ def _merge_one(target: Store, path: Path, copy: Store, rubric: Rubric, report: M
         kept: dict[int, int] = {}  # source run id -> run holding labels that differ
         for source_run in src.execute(f"SELECT id, {', '.join(run_cols)} FROM runs ORDER BY id").fetchall():
             values = dict(zip(run_cols, source_run[1:], strict=True))
-            found = db.execute("SELECT id FROM runs WHERE run_key = ? ORDER BY id LIMIT 1",
+            # The latest run with the key, as `annotate` resumes it.
+            found = db.execute("SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1",
                                (values["run_key"],)).fetchone()
             if found:
                 runs[source_run[0]] = found[0]
@@ -272,6 +286,13 @@ def _merge_one(target: Store, path: Path, copy: Store, rubric: Rubric, report: M
                 report.kept_by_run[kept[source_run]] = report.kept_by_run.get(kept[source_run], 0) + 1
             _insert(db, "annotations", values, "OR IGNORE")
             report.labels += 1
+        # Each machine that labelled in a source run, under the share's name (or, for a
+        # project that was itself merged, the name it was recorded under there).
+        for run_id, source, facts, at in src.execute(
+                "SELECT run_id, source, facts, recorded_at FROM run_machines").fetchall():
+            for mine in {runs[run_id], kept.get(run_id, runs[run_id])}:
+                db.execute("INSERT OR IGNORE INTO run_machines VALUES (?, ?, ?, ?)",
+                           (mine, source or path.name, facts, at))
         for run_id, row, item_id, reason in src.execute("SELECT run_id, row, item_id, reason FROM skipped"):
             report.skipped += db.execute("INSERT OR IGNORE INTO skipped VALUES (?, ?, ?, ?)",
                                          (runs[run_id], row, item_id, reason)).rowcount
@@ -288,6 +309,7 @@ def _merge_one(target: Store, path: Path, copy: Store, rubric: Rubric, report: M
             elif mine[0] != values["value"] and values["created_at"] > mine[1]:
                 _insert(db, "reviews", values, "OR REPLACE")
                 report.reviews_replaced += 1
+    return set(runs.values()) | set(kept.values())
 
 
 def _insert(db: sqlite3.Connection, table: str, values: dict, conflict: str = "") -> None:

@@ -271,12 +271,12 @@ class Store:
         self, *, model_path: str, model_sha256: str, rubric: Rubric, data_path: str,
         data_sha256: str, settings: dict,
     ) -> tuple[int, bool]:
-        """(run id, resumed): a run with the same model, rubric and engine settings is resumed."""
-        # Thread count is left out: it does not change results, so a rerun on another
-        # machine or with other --threads still resumes.
-        engine = {k: v for k, v in (settings.get("settings") or {}).items() if k != "n_threads"}
-        key = json.dumps([model_sha256, rubric.hash, engine, settings.get("backend"),
-                          settings.get("readout")], sort_keys=True)
+        """(run id, resumed): a run with the same model, rubric, engine settings and readout
+        is resumed, on this machine or any other (see `run_key`). The machine's own facts
+        (`machine_facts`: backend, versions, content-free priors...) are recorded with the
+        run in `run_machines`, once per distinct set; the run's settings keep the first's."""
+        key = run_key(model_sha256, rubric.hash, settings)
+        facts = json.dumps(machine_facts(settings), sort_keys=True)
         # Read and insert in one write transaction: two processes starting the same job at
         # once must end up in the same run, never in two.
         with self.transaction() as db:
@@ -284,14 +284,26 @@ class Store:
                 "SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1", (key,)
             ).fetchone()
             if row:
-                return int(row[0]), True
-            cursor = db.execute(
-                "INSERT INTO runs (started_at, model_path, model_sha256, rubric_hash, data_path,"
-                " data_sha256, settings, run_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), model_path, model_sha256, rubric.hash, data_path, data_sha256,
-                 json.dumps(settings, sort_keys=True), key),
-            )
-            return int(cursor.lastrowid or 0), False
+                run_id, resumed = int(row[0]), True
+            else:
+                cursor = db.execute(
+                    "INSERT INTO runs (started_at, model_path, model_sha256, rubric_hash,"
+                    " data_path, data_sha256, settings, run_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (time.time(), model_path, model_sha256, rubric.hash, data_path, data_sha256,
+                     json.dumps(settings, sort_keys=True), key),
+                )
+                run_id, resumed = int(cursor.lastrowid or 0), False
+            db.execute("INSERT OR IGNORE INTO run_machines VALUES (?, '', ?, ?)",
+                       (run_id, facts, time.time()))
+            return run_id, resumed
+
+    def run_machines(self, run_id: int) -> list[tuple[str, dict]]:
+        """(source, facts) of every machine that labelled in the run, first recorded first:
+        source is '' for processes that wrote to this project, else the name of the project
+        file a merge brought them from (`annotator project merge`)."""
+        rows = self.db.execute("SELECT source, facts FROM run_machines WHERE run_id = ?"
+                               " ORDER BY recorded_at, source, facts", (run_id,))
+        return [(r[0], json.loads(r[1])) for r in rows]
 
     def runs(self) -> list[Run]:
         rows = self.db.execute(
@@ -532,7 +544,8 @@ def worker_alive(worker: str) -> bool:
     return True
 
 
-# Defined last so that it stays last in MIGRATIONS whatever migrations are added above.
+# Migrations from m004 on are defined at the end of the file, in order: MIGRATIONS keeps the
+# order of definition.
 @migration
 def m004_claims(db: sqlite3.Connection) -> None:
     """Claims of items by the processes labelling a run (see Store.claim)."""
@@ -549,3 +562,82 @@ def m004_claims(db: sqlite3.Connection) -> None:
         CREATE INDEX claims_worker ON claims (run_id, worker)
         """
     )
+
+
+# -- runs across machines (m005) --------------------------------------------------------------
+# A run is what was asked: the model, the rubric, the engine settings that can change a label
+# and the readout. Where it ran is not: the backend (and `--gpu`, which picks it), thread
+# count, library versions, the build's CPU features and the content-free priors computed on
+# the machine (they may differ in the last digits between CPUs) are facts of each machine,
+# recorded per run in `run_machines`. So the same job resumed on another machine, or merged
+# from field laptops with other CPUs or a GPU (`annotator project merge`), is one run.
+
+MACHINE_SETTINGS = ("n_threads", "gpu")  # engine settings that pick where, not what
+MACHINE_KEYS = ("backend", "backend_reason", "versions", "cluster", "base_model")
+
+
+def run_key(model_sha256: str, rubric_hash: str, settings: dict) -> str:
+    """What must match for a process (or a merged share) to join a run."""
+    return _run_key(model_sha256, rubric_hash, settings.get("settings"), settings.get("readout"))
+
+
+def _run_key(model_sha256: str, rubric_hash: str, engine: object, readout: object) -> str:
+    engine = {k: v for k, v in (engine or {}).items() if k not in MACHINE_SETTINGS} \
+        if isinstance(engine, dict) else engine
+    if isinstance(readout, dict):
+        readout = {k: v for k, v in readout.items() if k != "priors"}
+    return json.dumps([model_sha256, rubric_hash, engine, readout], sort_keys=True)
+
+
+def machine_facts(settings: dict) -> dict:
+    """The facts of the machine a run's `settings` (an engine's description) came from."""
+    facts = {k: settings[k] for k in MACHINE_KEYS if k in settings}
+    engine = settings.get("settings")
+    if isinstance(engine, dict) and "gpu" in engine:
+        facts["gpu"] = engine["gpu"]
+    readout = settings.get("readout")
+    if isinstance(readout, dict) and "priors" in readout:
+        facts["priors"] = readout["priors"]
+    return facts
+
+
+def _rekeyed(key: str) -> str:
+    """A run key as m005 writes it: one from before without the backend and the priors, a
+    merge's "kept by run" key with its inner key so; any other key (a derived run's) as is."""
+    try:
+        parts = json.loads(key)
+    except ValueError:
+        return key
+    if isinstance(parts, dict) and "merged_from" in parts and isinstance(parts.get("key"), str):
+        return json.dumps({**parts, "key": _rekeyed(parts["key"])}, sort_keys=True)
+    if isinstance(parts, list) and len(parts) == 5 and parts[0] != "derived" \
+            and isinstance(parts[2], dict) and (parts[3] is None or isinstance(parts[3], str)):
+        model_sha256, rubric_hash, engine, _backend, readout = parts
+        return _run_key(model_sha256, rubric_hash, engine, readout)
+    return key
+
+
+@migration
+def m005_run_machines(db: sqlite3.Connection) -> None:
+    """Runs keyed without per-machine facts; those go to `run_machines`, one row per run and
+    distinct set (see `run_key`). Existing runs get their new key and their machine's row, so
+    a rerun on the same machine resumes its run as before."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE run_machines (
+            run_id INTEGER NOT NULL REFERENCES runs (id),
+            source TEXT NOT NULL,        -- '': a process on this project, else the merged file
+            facts TEXT NOT NULL,         -- JSON: machine_facts()
+            recorded_at REAL NOT NULL,
+            PRIMARY KEY (run_id, source, facts)
+        )
+        """
+    )
+    runs = db.execute("SELECT id, started_at, settings, run_key FROM runs ORDER BY id").fetchall()
+    for run_id, started_at, settings, key in runs:
+        facts = machine_facts(json.loads(settings))
+        db.execute("INSERT OR IGNORE INTO run_machines VALUES (?, '', ?, ?)",
+                   (run_id, json.dumps(facts, sort_keys=True), started_at))
+        if _rekeyed(key) != key:
+            db.execute("UPDATE runs SET run_key = ? WHERE id = ?", (_rekeyed(key), run_id))

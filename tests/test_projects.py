@@ -307,3 +307,38 @@ def test_hostile_items_split_annotate_merge_equal_one_project(hostile_field, tmp
         assert len(b.runs()) == 1
     assert _results(merged, tmp_path / "merged.csv") == _results(one, tmp_path / "one.csv")
     assert _results(merged, tmp_path / "merged.jsonl") == _results(one, tmp_path / "one.jsonl")
+
+
+def test_shares_from_other_machines_merge_into_one_run(hostile_field, tmp_path, monkeypatch):
+    """Laptop 2 has another backend, other library versions and content-free priors that
+    differ in the last digits (another CPU): its share still joins laptop 1's run, and
+    `results` on the merged project shows every item, as the single project does."""
+    from annotator.engine import Engine
+
+    rubric, data, one, first, _ = hostile_field
+    report = split(data, 2, tmp_path / "shares", rubric_path=rubric)
+    described = Engine.describe
+
+    def other_machine(self):
+        facts = described(self)
+        facts["backend"], facts["backend_reason"] = "cuda", "another machine"
+        facts["versions"] = {**facts["versions"], "llama-cpp-python": "0.0.0+other"}
+        priors = facts["readout"]["priors"]
+        facts["readout"]["priors"] = {k: [round(p * 1.000001, 6) for p in v] for k, v in priors.items()}
+        return facts
+
+    monkeypatch.setattr(Engine, "describe", other_machine)
+    share = report.shares[1]
+    assert _annotate(share.data, share.project, rubric).done_now == share.items
+    merged = tmp_path / "merged.db"
+    done = merge([first.shares[0].project, report.shares[1].project], merged)
+    assert (done.runs_new, done.runs_joined, done.kept_by_run) == (1, 1, {})
+    with Store(merged) as store:
+        [run] = store.runs()
+        assert len(store.outputs(run.id)) == len(HOSTILE)
+        machines = store.run_machines(run.id)
+        assert sorted(source for source, _ in machines) == ["share-1.db", "share-2.db"]
+        other = next(facts for source, facts in machines if source == "share-2.db")
+        assert other["backend"] == "cuda"
+        assert other["versions"]["llama-cpp-python"] == "0.0.0+other"
+    assert _results(merged, tmp_path / "merged.csv") == _results(one, tmp_path / "one.csv")
