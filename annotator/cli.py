@@ -87,8 +87,13 @@ def cli() -> None:
 @click.option("--actors", default=0, type=click.IntRange(0, 10000),
               help="With --ray: engines (each loads the model once) [default: cluster CPUs / "
                    "--threads]. --threads is per actor there [default: 1].")
+@click.option("--block-timeout", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="With --ray: an actor that returns no block of items in this time is taken "
+                   "as hung; it is restarted and the block runs again [default: 120 + 30 per "
+                   "item of the block].")
 def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, threads, flash_attn,
-             gpu, parallel, rule, prior, tie_margin, workers, ray_address, actors) -> None:
+             gpu, parallel, rule, prior, tie_margin, workers, ray_address, actors,
+             block_timeout) -> None:
     """Label every item of DATA (.csv, .tsv, .jsonl) into the project.
 
     Rerunning resumes: items already labelled by the same model, rubric and settings are
@@ -115,7 +120,7 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
         if workers > 1:
             raise AnnotatorError("--workers is for one machine; with --ray use --actors")
 
-        ran = annotate_command(job_args, ray_address, actors, _stderr, progress)
+        ran = annotate_command(job_args, ray_address, actors, _stderr, progress, block_timeout)
         _annotate_summary(ran.summary, ran.skipped, tie_margin, ran.interrupted)
         return
     if workers > 1:

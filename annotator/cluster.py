@@ -1,10 +1,13 @@
 """`annotator annotate DATA ... --ray auto|local|ADDRESS`: label a large corpus on a Ray cluster.
 
-Ray does the distribution; nothing here schedules. Each actor (one per engine) loads the model
-once, after checking the file's sha256 on its node, and labels blocks of items; Ray's
-ActorPool hands blocks to free actors. A killed actor is restarted by Ray (`max_restarts`) and
-the block it held is run again (`max_task_retries`); labels are deterministic, so a retried
-block gives the same labels. Only the driver (this process) writes to the project, one
+Ray does the distribution. Each actor (one per engine) loads the model once, after checking
+the file's sha256 on its node, and labels blocks of items; the driver hands blocks to the
+least busy actors. Every actor's backend, versions and settings must be the first actor's
+(checked before any item is labelled, and again by an actor Ray restarts): a mismatch is an
+error naming the actor and the fact. A killed actor is restarted by Ray (`max_restarts`) and
+the block it held is run again (`max_task_retries`); an actor that returns no block within
+the block timeout is taken as hung and killed, which Ray handles the same way. Labels are
+deterministic, so a retried block gives the same labels. Only the driver (this process) writes to the project, one
 transaction per item, skipping what the run already holds: a run is exactly-once and
 resumable. The driver takes no claims: while a Ray run works on a run, do not start other
 `annotate` commands on it (they would label some items twice; the store keeps one).
@@ -21,7 +24,7 @@ import io
 import os
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from annotator.data import FORMATS, Item, Skipped, delimited_records, items_of, jsonl_records
@@ -36,6 +39,14 @@ from annotator.store import Label, Store
 BLOCK = 16  # items per actor call (at most): long enough to hide the round trip, short to retry
 IN_FLIGHT = 2  # blocks queued per actor, so an actor never waits for the driver
 SHARE = 4  # blocks per actor at least, where a file has fewer items than that many full ones
+# A block not returned within BLOCK_TIMEOUT_BASE + BLOCK_TIMEOUT_PER_ITEM s per item (10 min for
+# 16 items) means a hung actor. Generous: a large model's long item on a slow CPU takes many
+# seconds (the 270M model's, under one).
+BLOCK_TIMEOUT_BASE = 120.0
+BLOCK_TIMEOUT_PER_ITEM = 30.0
+# For an actor to start and load the model: at the start, and again after a restart (on top of
+# the block's timeout). An actor still pending (too few CPUs) or hung in loading is an error.
+LOAD_TIMEOUT = 900.0
 
 
 # -- streaming input --------------------------------------------------------------------------
@@ -131,12 +142,19 @@ class Labeller:
     def describe(self) -> dict:
         return {**self.engine.describe(), "node": socket.gethostname(), "pid": os.getpid()}
 
-    def label(self, block: list[tuple[str, dict[str, str]]]
+    def label(self, block: list[tuple[str, dict[str, str]]], expect: dict | None = None
               ) -> list[tuple[str, dict, int, int, float, dict, bytes | None]]:
         """(item id, {dimension: (value, prob, margin)}, tokens, tokens cut, seconds, every
-        value's probability per dimension, float16 hidden states) per item."""
+        value's probability per dimension, float16 hidden states) per item. `expect`: the
+        run's facts (`facts`); an actor that differs (one Ray restarted on another node)
+        labels nothing."""
         import time
 
+        if expect is not None:
+            differences = _differences(expect, facts(self.describe()))
+            if differences:
+                raise AnnotatorError(f"Ray actor on {socket.gethostname()} (restarted) "
+                                     f"differs from the run: {differences}")
         out = []
         for item_id, fields in block:
             t0 = time.perf_counter()
@@ -148,6 +166,106 @@ class Labeller:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def facts(description: dict) -> dict:
+    """What every actor of a run must share: its description less node and pid (backend,
+    versions, settings, prompt format, readout)."""
+    return {k: v for k, v in description.items() if k not in ("node", "pid")}
+
+
+def _flat(facts: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in facts.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _differences(expected: dict, found: dict) -> str:
+    """'' when equal, else each differing fact as `name VALUE (not EXPECTED)`, joined by ';'."""
+    want, have = _flat(expected), _flat(found)
+    missing = object()
+    return "; ".join(
+        f"{key} {'(none)' if have.get(key, missing) is missing else repr(have[key])} "
+        f"(not {'(none)' if want.get(key, missing) is missing else repr(want[key])})"
+        for key in sorted(set(want) | set(have), key=str)
+        if want.get(key, missing) != have.get(key, missing))
+
+
+def check_actors(described: list[dict]) -> None:
+    """Every actor's facts are the first's, else one line naming the actor and what differs."""
+    first = facts(described[0])
+    for n, found in enumerate(described[1:], 1):
+        differences = _differences(first, facts(found))
+        if differences:
+            raise AnnotatorError(
+                f"Ray actor {n} on {found['node']} differs from actor 0 on "
+                f"{described[0]['node']}: {differences}; every node must run the same backend "
+                "and versions (its labels would differ)")
+
+
+def block_timeout(n_items: int) -> float:
+    """The default: seconds an actor may take for a block of `n_items` before it counts as hung."""
+    return BLOCK_TIMEOUT_BASE + BLOCK_TIMEOUT_PER_ITEM * n_items
+
+
+class _Actors:
+    """Blocks in flight: at most IN_FLIGHT queued on each actor (Ray runs one actor's calls in
+    turn, so the first is running, timed from when it started). An actor whose running block
+    is not back within its timeout is hung: it is killed, and Ray restarts it and runs its
+    blocks again, as for an actor that died. A restarted actor has LOAD_TIMEOUT more for its
+    block: it loads the model first."""
+
+    def __init__(self, ray, actors: list, nodes: list[str], expect: dict, timeout) -> None:
+        import collections
+
+        self.ray, self.actors, self.nodes, self.expect = ray, actors, nodes, expect
+        self.timeout = timeout  # seconds for a block of n items: timeout(n)
+        self.queues: list = [collections.deque() for _ in actors]
+        self.since = [0.0] * len(actors)
+        self.hung: list[str] = []  # one line per actor taken as hung
+
+    def has_free(self) -> bool:
+        return any(len(q) < IN_FLIGHT for q in self.queues)
+
+    def has_next(self) -> bool:
+        return any(self.queues)
+
+    def submit(self, block) -> None:
+        import time
+
+        n = min(range(len(self.queues)), key=lambda k: len(self.queues[k]))
+        if not self.queues[n]:
+            self.since[n] = time.monotonic()
+        self.queues[n].append((self.actors[n].label.remote(block, self.expect), len(block)))
+
+    def next_results(self) -> list:
+        """The next block's results (whichever actor finishes first)."""
+        import time
+
+        while True:
+            heads = {q[0][0]: n for n, q in enumerate(self.queues) if q}
+            deadlines = {n: self.since[n] + self.timeout(self.queues[n][0][1])
+                         for n in heads.values()}
+            wait = max(0.0, min(deadlines.values()) - time.monotonic())
+            ready, _ = self.ray.wait(list(heads), num_returns=1, timeout=wait)
+            now = time.monotonic()
+            if ready:
+                n = heads[ready[0]]
+                self.queues[n].popleft()
+                self.since[n] = now  # the actor's next block starts now
+                return self.ray.get(ready[0])
+            for n, deadline in deadlines.items():
+                if now >= deadline:
+                    seconds = self.timeout(self.queues[n][0][1])
+                    self.hung.append(f"Ray actor {n} on {self.nodes[n]} returned no block in "
+                                     f"{seconds:.0f} s: taken as hung, restarted, its blocks "
+                                     "run again")
+                    self.ray.kill(self.actors[n], no_restart=False)  # Ray restarts it
+                    self.since[n] = now + LOAD_TIMEOUT  # the restart, then the block again
 
 
 # -- the driver -------------------------------------------------------------------------------
@@ -164,6 +282,7 @@ class ClusterRun:
     description: dict
     pids: list[tuple[str, int]]  # (node, pid) of each actor as first started
     interrupted: bool = False  # stopped by Ctrl-C: what was saved stays, a rerun resumes
+    hung: list[str] = field(default_factory=list)  # actors killed for a block timeout
 
 
 def connect(address: str):
@@ -187,13 +306,15 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
                     settings: EngineSettings, address: str, actors: int = 0,
                     id_col: str = "id", id_col_given: bool = False,
                     tie_margin: float = DEFAULT_TIE_MARGIN, progress=None,
-                    on_start=None, readout: Readout | None = None) -> ClusterRun:
+                    on_start=None, readout: Readout | None = None,
+                    timeout: float | None = None) -> ClusterRun:
     """Label `data` into `project` on a Ray cluster. `progress`: a context manager factory
-    like annotator.console.progress; `on_start(run)` is called once the run is known."""
+    like annotator.console.progress; `on_start(run)` is called once the run is known.
+    `timeout`: seconds an actor may take for one block before it is taken as hung (default:
+    `block_timeout`, by the block's size)."""
     import time
 
     ray = connect(address)
-    from ray.util.actor_pool import ActorPool
 
     data = Path(data)
     columns = [i.column for i in rubric.inputs]
@@ -205,11 +326,26 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
     pool_actors = [remote.remote(str(model), model_sha256, base and str(base), base_sha256,
                                  rubric.canonical_json(), settings, readout)
                     for _ in range(actors)]
+    loading = [a.describe.remote() for a in pool_actors]
     try:
-        described = ray.get([a.describe.remote() for a in pool_actors])
+        _, pending = ray.wait(loading, num_returns=len(loading), timeout=LOAD_TIMEOUT)
+        if pending:
+            late = [str(n) for n, ref in enumerate(loading) if ref in pending]
+            for actor in pool_actors:
+                ray.kill(actor)
+            raise AnnotatorError(
+                f"Ray actor(s) {', '.join(late)} did not start within {LOAD_TIMEOUT:.0f} s "
+                "(not enough free CPUs for --actors and --threads, or a node that hangs)")
+        described = ray.get(loading)
     except ray.exceptions.RayActorError as exc:
         raise AnnotatorError(f"a Ray actor could not load the model: {_cause(exc)}") from exc
-    description = {k: v for k, v in described[0].items() if k not in ("node", "pid")}
+    try:
+        check_actors(described)  # before anything is stored or labelled
+    except AnnotatorError:
+        for actor in pool_actors:
+            ray.kill(actor)
+        raise
+    description = facts(described[0])
     description["cluster"] = {"actors": actors, "nodes": sorted({d["node"] for d in described})}
 
     with Store(project) as store:
@@ -225,8 +361,9 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
         done = store.done_ids(run_id)
         if on_start is not None:
             on_start(run)
-        # Each actor appears IN_FLIGHT times: Ray queues its calls, it runs them in turn.
-        summary, pool = run.summary, ActorPool(pool_actors * IN_FLIGHT)
+        summary = run.summary
+        pool = _Actors(ray, pool_actors, [d["node"] for d in described], facts(described[0]),
+                       (lambda n: timeout) if timeout else block_timeout)
         started = time.perf_counter()
         bar = progress(None, "annotating", rate_unit="items") if progress else None
         advance = bar.__enter__() if bar else (lambda *a, **k: None)
@@ -247,15 +384,22 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
             for block in _blocks(stream_items(data, columns, id_col, id_col_given), store,
                                  run, done):
                 while not pool.has_free():
-                    save(pool.get_next_unordered())
-                pool.submit(lambda actor, b: actor.label.remote(b), block)
+                    save(pool.next_results())
+                pool.submit(block)
             while pool.has_next():
-                save(pool.get_next_unordered())
+                save(pool.next_results())
         except ray.exceptions.RayActorError as exc:
-            raise AnnotatorError(f"a Ray actor failed beyond its restarts: {_cause(exc)}") from exc
+            hung = f" ({'; '.join(pool.hung)})" if pool.hung else ""
+            raise AnnotatorError(f"a Ray actor failed beyond its restarts: {_cause(exc)}{hung}"
+                                 ) from exc
+        except ray.exceptions.RayTaskError as exc:
+            if isinstance(exc.cause, AnnotatorError):  # a restarted actor that differs
+                raise AnnotatorError(str(exc.cause)) from None
+            raise
         except KeyboardInterrupt:
             run.interrupted = True
         finally:
+            run.hung = pool.hung
             if bar:
                 bar.__exit__(None, None, None)
             summary.seconds = time.perf_counter() - started
@@ -320,9 +464,11 @@ def _cause(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def annotate_command(job_args: dict, address: str, actors: int, say, progress) -> ClusterRun:
+def annotate_command(job_args: dict, address: str, actors: int, say, progress,
+                     timeout: float | None = None) -> ClusterRun:
     """`annotator annotate --ray`: resolve model and rubric without loading the model here
-    (the driver may be a small machine), then run on the cluster."""
+    (the driver may be a small machine), then run on the cluster. `timeout`: per block, as
+    in annotate_on_ray."""
     from annotator.modelfile import (
         check_adapter_base,
         default_model_path,
@@ -363,7 +509,10 @@ def annotate_command(job_args: dict, address: str, actors: int, say, progress) -
         say(f"rubric {rubric.name!r} {rubric.hash[:12]}; run {run.run_id}"
             + (" (resumed)" if run.resumed else ""))
 
-    return annotate_on_ray(
+    run = annotate_on_ray(
         job_args["data"], project, rubric, model.resolve(), sha256_file(model), base, base_sha,
         job_args["settings"], address, actors, job_args["id_col"], job_args["id_col_given"],
-        job_args["tie_margin"], progress, started, job_args.get("readout"))
+        job_args["tie_margin"], progress, started, job_args.get("readout"), timeout)
+    for line in run.hung:
+        say(line)
+    return run

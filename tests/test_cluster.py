@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ import_extra("pyarrow", "pyarrow")
 from annotator.cluster import annotate_on_ray, stream_items  # noqa: E402
 from annotator.data import Item, read_items  # noqa: E402
 from annotator.engine import EngineSettings  # noqa: E402
+from annotator.errors import AnnotatorError  # noqa: E402
 from annotator.modelfile import sha256_file  # noqa: E402
 from annotator.rubric import load_rubric  # noqa: E402
 
@@ -154,6 +156,134 @@ def test_ray_run_with_a_killed_actor_labels_like_the_engine(tmp_path, cluster, r
     assert "(0 now, 40 before)" in done.stderr and "run 1 (resumed)" in done.stderr
 
 
+class _Different:
+    """A stand-in for `ray` whose actors describe themselves as given (node i, pid i): the
+    driver's check of the actors against each other, without a cluster. The actors have no
+    `label`: a driver that labels fails."""
+
+    class exceptions:  # as ray.exceptions
+        class RayActorError(Exception):
+            pass
+
+        class RayTaskError(Exception):
+            pass
+
+    def __init__(self, descriptions: list[dict]) -> None:
+        self.descriptions, self.killed = descriptions, []
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": len(self.descriptions)}
+
+    def remote(self, **options):
+        from types import SimpleNamespace
+
+        started = iter(range(len(self.descriptions)))
+
+        def actor(*args):
+            n = next(started)
+            return SimpleNamespace(n=n, describe=SimpleNamespace(remote=lambda: {
+                **self.descriptions[n], "node": f"node{n}", "pid": n}))
+        return lambda cls: SimpleNamespace(remote=actor)
+
+    def wait(self, refs, num_returns=1, timeout=None):
+        return refs, []
+
+    def get(self, refs):
+        return refs
+
+    def kill(self, actor, no_restart=True):
+        self.killed.append(actor.n)
+
+
+FACTS = {"backend": "cpu", "versions": {"annotator": "0.1.0", "llama-cpp-python": "0.3.36"},
+         "settings": {"n_ctx": 4096}}
+
+
+def test_actors_that_differ_are_refused_before_any_item_is_labelled(tmp_path, monkeypatch,
+                                                                    default_model):
+    import annotator.cluster
+
+    other = {**FACTS, "versions": {**FACTS["versions"], "llama-cpp-python": "0.3.35"}}
+    fake = _Different([FACTS, FACTS, other])
+    monkeypatch.setattr(annotator.cluster, "connect", lambda address: fake)
+    project = tmp_path / "p.db"
+    with pytest.raises(AnnotatorError) as refused:
+        annotate_on_ray(ITEMS, project, load_rubric(RUBRIC), default_model, "0" * 64, None, None,
+                        EngineSettings(n_threads=1), "auto", 3)
+    assert str(refused.value) == (
+        "Ray actor 2 on node2 differs from actor 0 on node0: versions.llama-cpp-python '0.3.35' "
+        "(not '0.3.36'); every node must run the same backend and versions (its labels would "
+        "differ)")
+    assert sorted(fake.killed) == [0, 1, 2] and not project.exists()
+    fake = _Different([FACTS, {**FACTS, "backend": "cuda"}])
+    monkeypatch.setattr(annotator.cluster, "connect", lambda address: fake)
+    with pytest.raises(AnnotatorError, match=r"actor 1 on node1 .*: backend 'cuda' \(not 'cpu'\)"):
+        annotate_on_ray(ITEMS, project, load_rubric(RUBRIC), default_model, "0" * 64, None, None,
+                        EngineSettings(n_threads=1), "auto", 2)
+    assert not project.exists()
+
+
+def test_a_restarted_actor_that_differs_labels_nothing():
+    """Ray may restart an actor on another node: it checks itself against the run's facts."""
+    from types import SimpleNamespace
+
+    from annotator.cluster import Labeller
+
+    actor = Labeller.__new__(Labeller)  # no model: the check comes before any item
+    actor.engine = SimpleNamespace(describe=lambda: {**FACTS, "backend": "cuda"},
+                                   annotate=lambda fields: pytest.fail("labelled"))
+    with pytest.raises(AnnotatorError, match=r"\(restarted\) differs from the run: backend "
+                                             r"'cuda' \(not 'cpu'\)$"):
+        actor.label([("a", {"text": "x"})], expect=FACTS)
+
+
+def test_the_block_timeout_grows_with_the_block():
+    from annotator.cluster import BLOCK, block_timeout
+
+    assert block_timeout(1) < block_timeout(BLOCK) == 600
+
+
+@pytest.mark.slow
+def test_a_hung_actor_is_restarted_and_its_blocks_run_again(tmp_path, cluster, reference,
+                                                            default_model, monkeypatch):
+    """Two actors; one stops (SIGSTOP: a frozen process, as on a node that hangs) after the
+    first labels. Its block times out, it is killed, Ray restarts it and runs its blocks again:
+    every item once, one run, labels identical to the sequential engine."""
+    import annotator.cluster
+
+    # Blocks of one item, well within the timeout even on a busy machine.
+    monkeypatch.setattr(annotator.cluster, "BLOCK", 1)
+    stopped: list[int] = []
+    started = []
+
+    def progress(total, what, rate_unit=None):
+        from contextlib import contextmanager
+
+        @contextmanager
+        def bar():
+            def advance(*_):
+                if not stopped:
+                    _, pid = started[0].pids[1]
+                    os.kill(pid, signal.SIGSTOP)
+                    stopped.append(pid)
+            yield advance
+        return bar()
+
+    try:
+        run = annotate_on_ray(ITEMS, tmp_path / "p.db", load_rubric(RUBRIC), default_model,
+                              sha256_file(default_model), None, None,
+                              EngineSettings(n_threads=1), cluster, 2, progress=progress,
+                              on_start=started.append, timeout=20)
+    finally:
+        for pid in stopped:  # never leave a stopped process behind, whatever happened
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert stopped and run.summary.done_now == 40
+    assert run.hung == [f"Ray actor 1 on {run.nodes[0]} returned no block in 20 s: taken as "
+                        "hung, restarted, its blocks run again"]
+    assert _labels(tmp_path / "p.db") == reference
+
+
 @pytest.mark.slow
 def test_ray_cli_on_parquet_and_model_checked_on_the_node(tmp_path, cluster, reference,
                                                            default_model):
@@ -167,9 +297,9 @@ def test_ray_cli_on_parquet_and_model_checked_on_the_node(tmp_path, cluster, ref
     project = tmp_path / "p.db"
     started = time.monotonic()
     done = run_cli("annotate", str(data), "--rubric", str(RUBRIC), "--project", str(project),
-                   "--ray", cluster, "--actors", "2", "--threads", "1")
+                   "--ray", cluster, "--actors", "2", "--threads", "1", "--block-timeout", "300")
     assert done.returncode == 0, done.stderr
-    assert "Ray: 2 actors on 1 node(s)" in done.stderr
+    assert "Ray: 2 actors on 1 node(s)" in done.stderr and "hung" not in done.stderr
     assert _labels(project) == reference
     assert time.monotonic() - started < 120
     # A node whose model file differs from the driver's refuses to label.
