@@ -223,6 +223,20 @@ def test_actors_that_differ_are_refused_before_any_item_is_labelled(tmp_path, mo
     assert not project.exists()
 
 
+def test_actors_that_never_start_are_an_error(tmp_path, monkeypatch, default_model):
+    """An actor still pending after LOAD_TIMEOUT (too few CPUs, a node that hangs while
+    loading) is an error naming it, not a wait for ever."""
+    import annotator.cluster
+
+    fake = _Different([FACTS, FACTS])
+    fake.wait = lambda refs, num_returns=1, timeout=None: (refs[:1], refs[1:])
+    monkeypatch.setattr(annotator.cluster, "connect", lambda address: fake)
+    with pytest.raises(AnnotatorError, match=r"^Ray actor\(s\) 1 did not start within 900 s"):
+        annotate_on_ray(ITEMS, tmp_path / "p.db", load_rubric(RUBRIC), default_model, "0" * 64,
+                        None, None, EngineSettings(n_threads=1), "auto", 2)
+    assert sorted(fake.killed) == [0, 1] and not (tmp_path / "p.db").exists()
+
+
 def test_a_restarted_actor_that_differs_labels_nothing():
     """Ray may restart an actor on another node: it checks itself against the run's facts."""
     from types import SimpleNamespace
