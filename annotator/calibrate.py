@@ -14,6 +14,8 @@ are used, as for alpha. The head can be written into a copy of the run's model f
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,6 +37,7 @@ class CalibrationResult:
     readout: dict
     fitted: dict[str, int] = field(default_factory=dict)  # dimension -> reviewed items used
     left_out: dict[str, str] = field(default_factory=dict)  # dimension -> why no head
+    reviews_sha256: str | None = None  # of the reviews the head was fitted on
 
 
 def calibrate(store: Store, run_id: int | None = None, reviewer: str | None = None,
@@ -73,6 +76,7 @@ def calibrate(store: Store, run_id: int | None = None, reviewer: str | None = No
     if result.head is not None:
         described["head"] = result.head.describe()
         described["head_labels"] = "leave-one-out for the items it was fitted on"
+        described["head_reviews_sha256"] = result.reviews_sha256  # part of the run's key
     described["derived_from"] = run.id
     result.readout = described
     settings = {**run.settings, "readout": described}
@@ -97,6 +101,10 @@ def _fit_heads(store: Store, rubric: Rubric, hidden: dict[str, np.ndarray],
     heads: dict[str, DimHead] = {}
     loo: dict[str, dict[str, int]] = {}
     used: set[str] = set()
+    considered = sorted((name, item_id, dim, json.dumps(value))
+                        for name, by_item in labels.items()
+                        for (item_id, dim), value in by_item.items() if item_id in hidden)
+    result.reviews_sha256 = hashlib.sha256(json.dumps(considered).encode("utf-8")).hexdigest()
     for dim in rubric.dimensions:
         if dim.scale == "nominal":
             result.left_out[dim.name] = "nominal: keeps the rule"

@@ -12,6 +12,7 @@ the model, its sha256, the engine settings, backend and library versions.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -306,14 +307,46 @@ class Store:
         return [(r[0], json.loads(r[1])) for r in rows]
 
     def runs(self) -> list[Run]:
+        """Every run in id order, except that the latest (`run()`) comes last."""
         rows = self.db.execute(
             "SELECT id, started_at, model_path, model_sha256, rubric_hash, data_path, settings"
             " FROM runs ORDER BY id"
         ).fetchall()
-        return [Run(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+        runs = [Run(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+        latest = self._latest(runs)
+        return [r for r in runs if r is not latest] + ([latest] if latest else [])
+
+    def _latest(self, runs: list[Run]) -> Run | None:
+        """The run that `results`, `agree` and the app show by default: the derived run that
+        `calibrate` made or reused last, unless a run was added since; else the newest run.
+        Never a stale derived run (one without some of its parent's items)."""
+        by_id = {r.id: r for r in runs}
+        row = self.db.execute("SELECT value FROM project WHERE key = 'latest_run'").fetchone()
+        if row and runs:
+            chosen, newest = json.loads(row[0])
+            if newest == runs[-1].id and chosen in by_id and not self.stale(by_id[chosen], by_id):
+                return by_id[chosen]
+        return next((r for r in reversed(runs) if not self.stale(r, by_id)),
+                    runs[-1] if runs else None)
+
+    def stale(self, run: Run, by_id: dict[int, Run] | None = None) -> bool:
+        """A derived run (`calibrate`) whose parent has labelled items since (a resumed
+        annotate), or whose parent is stale: it holds only part of what it was read from."""
+        parent = (run.settings.get("readout") or {}).get("derived_from")
+        if not isinstance(parent, int) or isinstance(parent, bool) or not parent < run.id:
+            return False
+        missing = self.db.execute(
+            "SELECT 1 FROM annotations p WHERE p.run_id = ? AND NOT EXISTS (SELECT 1 FROM"
+            " annotations d WHERE d.run_id = ? AND d.item_id = p.item_id) LIMIT 1",
+            (parent, run.id)).fetchone()
+        if missing:
+            return True
+        if by_id is None:
+            by_id = {r.id: r for r in self.runs()}
+        return parent in by_id and self.stale(by_id[parent], by_id)
 
     def run(self, run_id: int | None = None) -> Run:
-        """The run asked for, or the latest one."""
+        """The run asked for, or the latest one (see `_latest`)."""
         runs = self.runs()
         if not runs:
             raise AnnotatorError(f"{self.path}: no annotation run yet (run `annotator annotate`)")
@@ -377,12 +410,19 @@ class Store:
 
     def start_derived_run(self, parent: Run, settings: dict, relabelled: Iterable[Output]) -> int:
         """A new run holding `parent`'s model outputs with new labels (a readout applied
-        again, no model pass), written in one transaction; the same derivation twice reuses
-        its run."""
-        key = json.dumps(["derived", parent.id, settings.get("readout")], sort_keys=True)
+        again, no model pass), written in one transaction. It is keyed by what it was read
+        from: the parent run, the readout (with the reviews a head was fitted on) and the
+        parent's labelled items, so a calibration after a resumed annotate makes a new run;
+        the same derivation twice reuses its run. Either way it becomes the latest run."""
+        relabelled = list(relabelled)
+        items = hashlib.sha256(json.dumps(sorted(o.item_id for o in relabelled)).encode("utf-8"))
+        key = json.dumps(["derived", parent.id, settings.get("readout"), len(relabelled),
+                          items.hexdigest()], sort_keys=True)
         with self.transaction() as db:
-            row = db.execute("SELECT id FROM runs WHERE run_key = ?", (key,)).fetchone()
+            row = db.execute("SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1",
+                             (key,)).fetchone()
             if row:
+                self._mark_latest(db, int(row[0]))
                 return int(row[0])
             data_sha = db.execute("SELECT data_sha256 FROM runs WHERE id = ?",
                                   (parent.id,)).fetchone()[0]
@@ -397,7 +437,15 @@ class Store:
                                 o.seconds, o.probs, o.hidden) for o in relabelled])
             db.execute("INSERT INTO skipped SELECT ?, row, item_id, reason FROM skipped"
                        " WHERE run_id = ?", (run_id, parent.id))
+            self._mark_latest(db, run_id)
             return run_id
+
+    @staticmethod
+    def _mark_latest(db: sqlite3.Connection, run_id: int) -> None:
+        """`run_id` is the latest run until another run is added (see `_latest`)."""
+        newest = db.execute("SELECT MAX(id) FROM runs").fetchone()[0]
+        db.execute("INSERT OR REPLACE INTO project VALUES ('latest_run', ?)",
+                   (json.dumps([run_id, newest]),))
 
     def annotations(self, run_id: int) -> list[tuple[str, dict[str, Label], int]]:
         """(item id, labels, truncated tokens) in the data file's row order."""

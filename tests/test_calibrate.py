@@ -149,3 +149,45 @@ def test_a_run_without_middle_block_states_is_refused(project, tmp_path):
     con.close()
     refused = run_cli("calibrate", str(old), "--run", "1")
     assert refused.returncode == 1 and "annotate the data again" in refused.stderr
+
+
+def test_a_calibration_after_a_resume_covers_every_item_and_stale_runs_are_not_latest(
+        tmp_path, default_model):
+    """Label 5 of 10 items, calibrate, finish the other 5, calibrate again: the new run covers
+    all 10 (it is keyed by the parent's items, not only by the run and readout), and a derived
+    run that holds only part of its parent's items is never the latest."""
+    from annotator.calibrate import calibrate
+
+    (tmp_path / "rubric.toml").write_text(RUBRIC)
+    (tmp_path / "model.gguf").symlink_to(default_model)
+    items = list(csv.DictReader((SAMPLES / "goemotions" / "items.csv").open(encoding="utf-8")))[:10]
+    half = write_csv(tmp_path / "half.csv", items[:5], ["id", "text"])
+    full = write_csv(tmp_path / "full.csv", items, ["id", "text"])
+    db = tmp_path / "p.db"
+    for data in (half, None, full):
+        if data is None:  # between the two annotate passes: a calibration of the first 5
+            with Store(db) as store:
+                assert calibrate(store, fit_head=False).run_id == 2
+                assert store.run().id == 2 and len(store.outputs(2)) == 5
+            continue
+        # Relative paths, from the project's folder, as a user types them.
+        done = run_cli("annotate", data.name, "--rubric", "rubric.toml", "--project", "p.db",
+                       "--model", "model.gguf", *N_CTX, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert "run 1 (resumed)" in done.stderr
+    with Store(db) as store:
+        assert len(store.outputs(1)) == 10
+        # Run 2 holds 5 of its parent's 10 items now: stale, so the latest is run 1 again.
+        assert store.run().id == 1 and store.runs()[-1].id == 1
+        again = calibrate(store, fit_head=False)
+        assert again.parent == 1 and again.run_id == 3 and len(store.outputs(3)) == 10
+        assert store.run().id == 3
+        other = calibrate(store, fit_head=False, rule="argmax")
+        assert other.run_id == 4 and store.run().id == 4
+        # The first derivation again: its run is reused, and is the latest once more.
+        assert calibrate(store, run_id=1, fit_head=False).run_id == 3
+        assert store.run().id == 3 and store.runs()[-1].id == 3
+        assert sorted(r.id for r in store.runs()) == [1, 2, 3, 4]
+    shown = run_cli("results", str(db))
+    assert shown.returncode == 0 and all(i["id"] in shown.stdout for i in items)
+
