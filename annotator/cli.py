@@ -285,10 +285,13 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
     that helped fit the head get leave-one-out labels, so `agree` on the new run stays honest.
     """
     from annotator.calibrate import calibrate as run_calibration
-    from annotator.calibrate import describe_run, write_model_with_head
+    from annotator.calibrate import describe_run, run_model_file, write_model_with_head
     from annotator.store import Store
 
     with Store(project) as store:
+        # --out copies the run's model file: refused before anything is written when the
+        # file now at its path is not the one the run used (its sha256).
+        source = run_model_file(store, store.run(run_id)) if out is not None else None
         result = run_calibration(store, run_id, reviewer, rule, prior, fit_head)
         new_run = store.run(result.run_id)
         for dim, n in result.fitted.items():
@@ -306,7 +309,7 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
             if result.head is None:
                 raise AnnotatorError("no dimension had enough reviewed items for a head; "
                                      "nothing to write to --out")
-            write_model_with_head(store, new_run, result.head, out)
+            write_model_with_head(store, new_run, result.head, out, source)
             from annotator.modelfile import sha256_file
 
             _stderr(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 "

@@ -7,6 +7,7 @@ progress and stop between items without losing anything. Rerunning the same job 
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -211,7 +212,8 @@ def open_job(
         raise
     description = engine.describe()
     if info.is_adapter:
-        description["base_model"] = {"path": str(engine.llm.model_path), "sha256": info.base_sha256}
+        description["base_model"] = {"path": os.path.abspath(engine.llm.model_path),
+                                     "sha256": info.base_sha256}
     model_sha256 = sha256_file(info.path)
     try:
         store.check_model(info.path, model_sha256)  # a share made by `project split`
@@ -220,8 +222,9 @@ def open_job(
         store.close()
         raise
     run_id, resumed = store.find_or_start_run(
-        model_path=str(info.path), model_sha256=model_sha256, rubric=rubric,
-        data_path=str(Path(data)), data_sha256=rows.sha256, settings=description,
+        # Absolute: `calibrate --out` reads the file again from any folder (and checks it).
+        model_path=os.path.abspath(info.path), model_sha256=model_sha256, rubric=rubric,
+        data_path=os.path.abspath(data), data_sha256=rows.sha256, settings=description,
     )
     store.record_skipped(run_id, skipped)
     done = store.done_ids(run_id)

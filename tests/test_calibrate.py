@@ -177,6 +177,9 @@ def test_a_calibration_after_a_resume_covers_every_item_and_stale_runs_are_not_l
     assert "run 1 (resumed)" in done.stderr
     with Store(db) as store:
         assert len(store.outputs(1)) == 10
+        # Recorded absolute, so `calibrate --out` finds the model from any folder.
+        assert store.run(1).model_path == str(tmp_path.resolve() / "model.gguf")
+        assert store.run(1).data_path == str(tmp_path.resolve() / "half.csv")
         # Run 2 holds 5 of its parent's 10 items now: stale, so the latest is run 1 again.
         assert store.run().id == 1 and store.runs()[-1].id == 1
         again = calibrate(store, fit_head=False)
@@ -190,4 +193,57 @@ def test_a_calibration_after_a_resume_covers_every_item_and_stale_runs_are_not_l
         assert sorted(r.id for r in store.runs()) == [1, 2, 3, 4]
     shown = run_cli("results", str(db))
     assert shown.returncode == 0 and all(i["id"] in shown.stdout for i in items)
+
+
+def test_calibrate_out_copies_only_the_runs_own_model_file(project, tmp_path, default_model):
+    """`--out` copies the file now at the run's model path: refused, naming both digests, when
+    that is not the run's file (replaced, or a relative path read from another folder), before
+    anything is written. Runs of older projects recorded relative paths: they still work from
+    the folder they were recorded in."""
+    import shutil
+    import sqlite3
+
+    from test_calibration import tiny_model_file
+
+    _, db, _, _ = project
+    copy = tmp_path / "p.db"
+    shutil.copy(db, copy)
+    con = sqlite3.connect(copy)
+    con.execute("UPDATE runs SET model_path = 'model.gguf' WHERE id = 1")
+    con.commit()
+    con.close()
+    good, bad = tmp_path / "good", tmp_path / "bad"
+    good.mkdir()
+    bad.mkdir()
+    (good / "model.gguf").symlink_to(default_model)
+    tiny_model_file(bad / "model.gguf", {"general.name": "another model"})
+    with Store(copy) as store:
+        want = store.run(1).model_sha256
+        runs = len(store.runs())
+    from annotator.modelfile import read_sha256
+
+    refused = run_cli("calibrate", str(copy), "--run", "1", "--out", str(tmp_path / "x.gguf"),
+                      cwd=bad)
+    assert refused.returncode == 1
+    line = refused.stderr.strip()
+    assert "\n" not in line and line.startswith("annotator: error: bad/model.gguf: sha256 ")
+    assert read_sha256(bad / "model.gguf")[:12] in line and want[:12] in line
+    assert not (tmp_path / "x.gguf").exists()
+    with Store(copy) as store:
+        assert len(store.runs()) == runs  # refused before calibrating
+    # A file replaced at an absolute path: the same refusal, the path shown from the project.
+    con = sqlite3.connect(copy)
+    con.execute("UPDATE runs SET model_path = ? WHERE id = 1", (str(bad / "model.gguf"),))
+    con.commit()
+    con.close()
+    refused = run_cli("calibrate", str(copy), "--run", "1", "--out", str(tmp_path / "x.gguf"))
+    assert refused.returncode == 1 and "error: bad/model.gguf: sha256 " in refused.stderr
+    con = sqlite3.connect(copy)
+    con.execute("UPDATE runs SET model_path = 'model.gguf' WHERE id = 1")
+    con.commit()
+    con.close()
+    done = run_cli("calibrate", str(copy), "--run", "1", "--out", str(tmp_path / "x.gguf"),
+                   cwd=good)
+    assert done.returncode == 0, done.stderr
+    assert KEY_CALIBRATION in read_model_info(tmp_path / "x.gguf").metadata
 

@@ -91,3 +91,19 @@ def test_states_beyond_float16_are_clipped_alike_when_stored_and_scored():
     stored = np.frombuffer(float16_states(states).astype("<f2").tobytes(), dtype="<f2").reshape(3, 64)
     assert np.isfinite(features(states)).all()
     assert np.array_equal(features(states), features(stored))
+
+
+def tiny_model_file(path, metadata: dict[str, str]):
+    """A small GGUF file (a LoRA adapter's header, no tensors) carrying `metadata` as text."""
+    import gguf
+
+    writer = gguf.GGUFWriter(path, "gemma3")
+    writer.add_type("adapter")
+    for key, value in metadata.items():
+        writer.add_string(key, value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
