@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from annotator.errors import AnnotatorError
+from annotator.errors import AnnotatorError, printable
 from annotator.rubric import Dimension, Rubric
 
 FORMAT = 2  # 2: the head names the block it reads (format 1 read the final hidden state)
@@ -104,9 +104,33 @@ class Head:
 
 
 def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head:
-    """A head read from untrusted JSON (a model file's metadata); one-line errors name `source`."""
+    """A head read from untrusted JSON (a model file's metadata); one-line errors name `source`
+    and the key. Every number is checked (type, size, finiteness, sign) and every name is
+    printable; the model's n_embd and block count are checked where the model is loaded
+    (annotator/engine.py)."""
     def bad(why: str) -> AnnotatorError:
         return AnnotatorError(f"{source}: calibration head {why}")
+
+    def number(d: Mapping, key: str | int, where: str, *, integer: bool = False,
+               low: float | None = None, high: float | None = None) -> float:
+        value, label = d.get(key), f"{where}.{key}" if where else key
+        kind = "an integer" if integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise bad(f"{label} must be {kind}")
+        try:
+            as_float = float(value)
+        except OverflowError:
+            as_float = math.inf
+        if not math.isfinite(as_float):
+            raise bad(f"{label} must be finite")
+        if (low is not None and as_float < low) or (high is not None and as_float > high):
+            def shown(x: float) -> str:
+                return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+            raise bad(f"{label} must be " + (f"between {shown(low)} and {shown(high)}"
+                      if low is not None and high is not None else
+                      f"at least {shown(low)}" if low is not None else f"at most {shown(high)}"))
+        return int(value) if integer else as_float
 
     try:
         data = json.loads(text)
@@ -116,38 +140,61 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
         raise bad("is format 1 (it read the final hidden state); fit it again with "
                   "`annotator calibrate` on a run annotated by this version")
     if not isinstance(data, dict) or data.get("format") != FORMAT \
-            or data.get("features") != FEATURES:
-        raise bad(f"must be a JSON object with format {FORMAT} and features {FEATURES!r}")
-    n_embd, layer = data.get("n_embd"), data.get("layer")
-    dims_in = data.get("dims")
-    if not isinstance(n_embd, int) or not 0 < n_embd <= 65536 or not isinstance(dims_in, dict) \
-            or not isinstance(layer, int) or isinstance(layer, bool) or not 0 <= layer < 4096:
-        raise bad("needs n_embd, layer and dims")
+            or data.get("features") != FEATURES or data.get("kind") != "hidden-ridge":
+        raise bad(f"must be a JSON object with format {FORMAT}, kind 'hidden-ridge' and "
+                  f"features {FEATURES!r}")
+    if not isinstance(data.get("dims"), dict) or not data["dims"]:
+        raise bad("needs dims, an object with a head per dimension")
+    n_embd = int(number(data, "n_embd", "", integer=True, low=1, high=65536))
+    layer = int(number(data, "layer", "", integer=True, low=0, high=4095))
     dims = {}
-    for name, d in dims_in.items():
+    for name, d in data["dims"].items():
+        if not name.isprintable() or not 0 < len(name) <= 64:
+            raise bad(f"dims has a dimension name that is not printable or too long "
+                      f"({printable(name, 64)!r})")
+        where = f"dims.{name}"
         if not isinstance(d, dict):
-            raise bad(f"dims.{name} must be an object")
+            raise bad(f"{where} must be an object")
+        raw = d.get("weights")
+        if not isinstance(raw, str) or len(raw) > 8 * 65536:
+            raise bad(f"{where}.weights must be base64 text")
         try:
-            weights = np.frombuffer(base64.b64decode(d["weights"], validate=True), dtype="<f4")
-            thresholds = tuple(float(t) for t in d["thresholds"])
-            bias, spread = float(d["bias"]), float(d["spread"])
-            n, ridge = int(d["n"]), float(d["ridge"])
-            loo = None if d.get("loo_alpha") is None else float(d["loo_alpha"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise bad(f"dims.{name}: {exc}") from None
-        numbers = [bias, spread, ridge, *thresholds]
-        if weights.shape != (n_embd,) or not np.isfinite(weights).all() \
-                or not all(map(math.isfinite, numbers)) or list(thresholds) != sorted(thresholds):
-            raise bad(f"dims.{name}: weights, thresholds or numbers are malformed")
+            weights = np.frombuffer(base64.b64decode(raw, validate=True), dtype="<f4")
+        except ValueError:
+            raise bad(f"{where}.weights must be base64 float32 values") from None
+        if weights.shape != (n_embd,) or not np.isfinite(weights).all():
+            raise bad(f"{where}.weights must be {n_embd} (n_embd) finite float32 values")
+        cuts = d.get("thresholds")
+        if not isinstance(cuts, list) or len(cuts) > 1024:
+            raise bad(f"{where}.thresholds must be a list")
+        thresholds = tuple(number(dict(enumerate(cuts)), i, f"{where}.thresholds")
+                           for i in range(len(cuts)))
+        if list(thresholds) != sorted(thresholds):
+            raise bad(f"{where}.thresholds must be in ascending order")
+        bias = number(d, "bias", where)
+        spread = number(d, "spread", where, low=0)  # margins are distances over the spread
+        ridge = number(d, "ridge", where, low=0)
+        n = int(number(d, "n", where, integer=True, low=1, high=2 ** 31))
+        loo = None if d.get("loo_alpha") is None else number(d, "loo_alpha", where, high=1)
         if rubric is not None:
             try:
                 dim = rubric.dimension(name)
             except KeyError:
                 raise bad(f"names dimension {name!r}, which the rubric does not have") from None
             if dim.scale == "nominal" or len(thresholds) != len(dim.values) - 1:
-                raise bad(f"dims.{name} does not fit the rubric's values")
+                raise bad(f"{where} does not fit the rubric's values")
         dims[name] = DimHead(weights.astype(np.float32), bias, thresholds, spread, n, ridge, loo)
-    fitted = data.get("fitted") if isinstance(data.get("fitted"), dict) else {}
+    fitted = data.get("fitted", {})
+    if not isinstance(fitted, dict) or len(fitted) > 32:
+        raise bad("fitted must be an object")
+    for key, value in fitted.items():
+        if not key.isprintable() or len(key) > 64:
+            raise bad(f"fitted has a key that is not printable or too long ({printable(key, 64)!r})")
+        if isinstance(value, str):
+            if not value.isprintable() or len(value) > 200:
+                raise bad(f"fitted.{key} is not printable or too long")
+        else:
+            number(fitted, key, "fitted", integer=True, low=0)
     return Head(dims, n_embd, fitted, layer)
 
 

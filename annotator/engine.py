@@ -145,6 +145,19 @@ def load_llama(model_path: str | Path, settings: EngineSettings,
     return llm
 
 
+def _check_head(head: Head, model_path: str | Path, llm: llama_cpp.Llama) -> None:
+    """A head read from `model_path` fits the model it runs on: its n_embd and its block."""
+    from annotator.modelfile import KEY_CALIBRATION
+
+    n_embd, n_layer = llm.n_embd(), int(llama_cpp.llama_model_n_layer(llm.model))
+    if head.n_embd != n_embd:
+        raise AnnotatorError(f"{model_path}: metadata {KEY_CALIBRATION}: the head has n_embd "
+                             f"{head.n_embd}, the model {n_embd}; it was fitted on another model")
+    if not 0 <= head.layer < n_layer:
+        raise AnnotatorError(f"{model_path}: metadata {KEY_CALIBRATION}: the head reads block "
+                             f"{head.layer}, the model has {n_layer} blocks")
+
+
 class Engine:
     def __init__(self, model_path: str | Path, rubric: Rubric, settings: EngineSettings,
                  llm: llama_cpp.Llama | None = None, readout: Readout | None = None,
@@ -179,6 +192,8 @@ class Engine:
             )
         if head is not None and not s.read_hidden:
             raise AnnotatorError("this model's calibration head needs hidden states (read_hidden)")
+        if head is not None:
+            _check_head(head, model_path, self.llm)
         self.head = head
         self.tap: LayerTap | None = getattr(self.llm, "layer_tap", None) if s.read_hidden else None
         if s.read_hidden:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ KEY_CALIBRATION = "annotator.calibration"
 # In a LoRA adapter file: the sha256 of the base GGUF it was trained on (and must run on).
 KEY_BASE_SHA256 = "annotator.base_sha256"
 _MAX_META_STRING = 1_000_000
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 def models_dir() -> Path:
@@ -240,10 +242,12 @@ def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
         value = text(key)
         if value is None:
             return None
-        try:
-            return int(value)
-        except ValueError:
-            raise AnnotatorError(f"{path}: metadata {key} must be an integer") from None
+        # Non-negative, at most 18 digits: no value here is larger, and a 5,000-digit one
+        # must not reach int() (Python refuses it with its own message).
+        if not value.strip().isdigit() or len(value.strip()) > 18:
+            raise AnnotatorError(f"{path}: metadata {printable(key, 80)} must be a non-negative "
+                                 "integer of at most 18 digits")
+        return int(value.strip())
 
     # Shown on terminals: strip escapes from what the file says about itself.
     arch = printable(text("general.architecture") or "unknown", 60)
@@ -254,6 +258,10 @@ def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
         quant = "unknown" if file_type is None else f"file type {file_type}"
     if metadata.get("general.type") == "adapter":
         quant = "LoRA adapter"
+    base_sha = text(KEY_BASE_SHA256)
+    if base_sha is not None and not _SHA256_RE.fullmatch(base_sha):
+        raise AnnotatorError(f"{path}: metadata {KEY_BASE_SHA256} must be a sha256 "
+                             "(64 hexadecimal digits)")
     rubric_json = text(KEY_RUBRIC)
     rubric = None
     if rubric_json is not None:

@@ -6,6 +6,7 @@ printable, and a missing or odd value is shown as "?" rather than failing.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from annotator.errors import printable
@@ -72,4 +73,8 @@ def _text(value: object) -> str:
 def _number(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "undefined" if value is None else "?"
-    return f"{value:.3f}"
+    try:
+        shown = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        return "?"
+    return f"{shown:.3f}" if math.isfinite(shown) else "?"

@@ -247,3 +247,43 @@ def test_calibrate_out_copies_only_the_runs_own_model_file(project, tmp_path, de
     assert done.returncode == 0, done.stderr
     assert KEY_CALIBRATION in read_model_info(tmp_path / "x.gguf").metadata
 
+
+def test_a_head_for_another_models_n_embd_is_refused_before_any_item(tmp_path, default_model):
+    """A model file whose head has another n_embd than the model (here 64, the model's is
+    640): one line naming the file and key when the job opens, not a numpy traceback on the
+    first item."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+    from test_calibration import synthetic
+
+    from annotator import prompt
+    from annotator.calibration import Head
+    from annotator.errors import AnnotatorError
+    from annotator.job import open_job
+    from annotator.modelfile import KEY_PROMPT_FORMAT, KEY_RUBRIC
+    from annotator.rubric import load_rubric
+
+    (tmp_path / "rubric.toml").write_text(RUBRIC)
+    rubric = load_rubric(tmp_path / "rubric.toml")
+    dim = rubric.dimension("positivity")
+    states, labels = synthetic(40, signal=1.0)
+    head = Head({"positivity": fit_dimension(dim, states, labels.astype(float),
+                                             list(labels)).head}, 64, {"items": 40}, 8)
+    out = tmp_path / "other-head.gguf"
+    text = gguf.GGUFValueType.STRING
+    reader = gguf.GGUFReader(default_model, "r")
+    writer = gguf.GGUFWriter(out, "gemma3", endianess=reader.endianess)
+    copy_with_new_metadata(reader, writer, {
+        KEY_CALIBRATION: MetadataDetails(text, head.to_json()),
+        KEY_RUBRIC: MetadataDetails(text, rubric.canonical_json()),
+        KEY_PROMPT_FORMAT: MetadataDetails(gguf.GGUFValueType.UINT32, prompt.PROMPT_FORMAT)}, [])
+    items = list(csv.DictReader((SAMPLES / "goemotions" / "items.csv").open(encoding="utf-8")))
+    data = write_csv(tmp_path / "two.csv", items[:2], ["id", "text"])
+    with pytest.raises(AnnotatorError) as caught:
+        job = open_job(data, tmp_path / "p.db", model=out)
+        try:
+            list(job.run())
+        finally:
+            job.close()
+    assert str(caught.value) == (f"{out}: metadata {KEY_CALIBRATION}: the head has n_embd 64, "
+                                 "the model 640; it was fitted on another model")

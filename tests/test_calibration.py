@@ -93,6 +93,11 @@ def test_states_beyond_float16_are_clipped_alike_when_stored_and_scored():
     assert np.array_equal(features(states), features(stored))
 
 
+RUBRIC = {"name": "q", "instructions": "Rate it.", "inputs": [{"column": "text", "label": "TEXT"}],
+          "dimensions": [{"name": "quality", "question": "How good?", "scale": "ordinal",
+                          "values": [1, 2, 3]}]}
+
+
 def tiny_model_file(path, metadata: dict[str, str]):
     """A small GGUF file (a LoRA adapter's header, no tensors) carrying `metadata` as text."""
     import gguf
@@ -107,3 +112,85 @@ def tiny_model_file(path, metadata: dict[str, str]):
     writer.close()
     return path
 
+
+def crafted_head() -> dict:
+    from annotator.calibration import Head
+
+    states, labels = synthetic(60, signal=1.0)
+    fit = fit_dimension(DIM, states, labels.astype(float), list(labels))
+    return json.loads(Head({"quality": fit.head}, 64, {"items": 60}, 3).to_json())
+
+
+def _set(data: dict, path: str, value) -> dict:
+    *parents, last = path.split("/")
+    for key in parents:
+        data = data[key]
+    data[last] = value
+
+
+@pytest.mark.parametrize(("where", "value", "message"), [
+    ("dims/quality/n", float("inf"), "dims.quality.n must be an integer"),
+    ("dims/quality/n", 2.5, "dims.quality.n must be an integer"),
+    ("dims/quality/n", 0, "dims.quality.n must be between"),
+    ("dims/quality/spread", -1.0, "dims.quality.spread must be at least 0"),
+    ("dims/quality/ridge", -1.0, "dims.quality.ridge must be at least 0"),
+    ("dims/quality/bias", 10 ** 400, "dims.quality.bias must be finite"),
+    ("dims/quality/bias", "0.5", "dims.quality.bias must be a number"),
+    ("dims/quality/loo_alpha", 7.0, "dims.quality.loo_alpha must be at most 1"),
+    ("dims/quality/thresholds", "12", "dims.quality.thresholds must be a list"),
+    ("dims/\x1b[2Jquality", 1, "not printable"),
+    ("fitted/items", "\x1b]0;owned\x07", "fitted.items is not printable"),
+    ("fitted/items", -3, "fitted.items must be at least 0"),
+    ("n_embd", True, "n_embd must be an integer"),
+], ids=lambda value: repr(value)[:24])
+def test_every_number_and_name_of_a_head_in_a_model_file_is_checked(tmp_path, where, value,
+                                                                   message):
+    """A head read from a GGUF file: one line naming the file and the key, never a
+    traceback, never a control character echoed."""
+    from annotator.modelfile import KEY_CALIBRATION, KEY_RUBRIC, read_model_info
+    from annotator.rubric import rubric_from_dict
+
+    rubric = rubric_from_dict(RUBRIC, "test")
+    head = crafted_head()
+    _set(head, where, value)
+    path = tiny_model_file(tmp_path / "m.gguf", {KEY_RUBRIC: rubric.canonical_json(),
+                                                  KEY_CALIBRATION: json.dumps(head)})
+    info = read_model_info(path)
+    with pytest.raises(AnnotatorError) as caught:
+        info.head(rubric)
+    text = str(caught.value)
+    assert text.startswith(f"{path} [{KEY_CALIBRATION}]: calibration head ")
+    assert message in text and text.isprintable()
+
+
+def test_a_good_head_in_a_model_file_reads_back(tmp_path):
+    from annotator.modelfile import KEY_CALIBRATION, KEY_RUBRIC, read_model_info
+    from annotator.rubric import rubric_from_dict
+
+    rubric = rubric_from_dict(RUBRIC, "test")
+    path = tiny_model_file(tmp_path / "m.gguf", {KEY_RUBRIC: rubric.canonical_json(),
+                                                  KEY_CALIBRATION: json.dumps(crafted_head())})
+    head = read_model_info(path).head(rubric)
+    assert head.n_embd == 64 and head.dims["quality"].n == 60
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("annotator.base_sha256", "\x1b[2J" + "0" * 60, "annotator.base_sha256 must be a sha256"),
+    ("annotator.prompt_format", "9" * 5000, "annotator.prompt_format must be a non-negative"),
+    ("gemma3.context_length", "-4096", "gemma3.context_length must be a non-negative"),
+], ids=lambda value: repr(value)[:24])
+def test_other_numbers_a_model_file_says_about_itself_are_checked(tmp_path, key, value, message):
+    from annotator.modelfile import read_model_info
+
+    path = tiny_model_file(tmp_path / "m.gguf", {key: value})
+    with pytest.raises(AnnotatorError) as caught:
+        read_model_info(path)
+    assert str(caught.value).startswith(f"{path}: metadata ") and message in str(caught.value)
+    assert str(caught.value).isprintable()
+
+
+def test_a_provenance_number_too_large_for_a_float_is_shown_as_unknown():
+    from annotator.provenance import summary_lines
+
+    lines = dict(summary_lines({"validation_alpha": {"quality": 10 ** 400, "other": float("nan")}}))
+    assert lines["val. alpha"] == "quality ?, other ?"
