@@ -210,17 +210,23 @@ class Engine:
         raw = self._run_steps(self._item_steps(item_tokens))
         return self._result(raw, len(item_tokens), cut)
 
-    def annotate_many(self, items: Iterable[Mapping[str, str]]) -> Iterator[ItemResult]:
-        """Results in item order, items taken lazily. With `n_parallel` > 1, up to that many
-        items are decoded together as parallel sequences (annotator/parallel.py)."""
+    def annotate_many(self, items: Iterable[Mapping[str, str] | None]) -> Iterator[ItemResult]:
+        """Results in item order, items taken lazily; a result is yielded as soon as it and
+        those before it are done, before the next item is taken. With `n_parallel` > 1, up to that many items are decoded together as
+        parallel sequences (annotator/parallel.py). A `None` among the items means none is
+        ready now: the items in hand are finished (and yielded) before the next is asked for."""
         if self._parallel is None:
             for fields in items:
-                yield self.annotate(fields)
+                if fields is not None:
+                    yield self.annotate(fields)
             return
         sizes: list[tuple[int, int]] = []  # per item: tokens evaluated, tokens cut
 
-        def steps() -> Iterator[Generator[Step, list[float] | None, StepResult]]:
+        def steps() -> Iterator[Generator[Step, list[float] | None, StepResult] | None]:
             for fields in items:
+                if fields is None:
+                    yield None
+                    continue
                 tokens, cut = self.fit_item(fields)
                 sizes.append((len(tokens), cut))
                 yield self._item_steps(tokens)

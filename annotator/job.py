@@ -8,6 +8,8 @@ progress and stop between items without losing anything. Rerunning the same job 
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -34,8 +36,9 @@ from annotator.store import Label, Store, worker_name
 
 DEFAULT_TIE_MARGIN = 0.1
 # Claims: how long a claim holds unless renewed (a worker renews its claims each time it
-# claims more), and how often to look again at items that other workers hold (a read of a few
-# rows: cheap, and it ends the command sooner).
+# claims more, saves an item, and every quarter lease while it works), and how often to look
+# again at items that other workers hold (a read of a few rows: cheap, and it ends the command
+# sooner).
 DEFAULT_LEASE = 300.0
 CLAIM_POLL = 0.1  # a worker at the end of a run waits this long for another's last items
 
@@ -82,32 +85,42 @@ class Job:
         # With --parallel the engine works ahead on the next items; results come in order.
         taken: deque[Item] = deque()
         results = self.engine.annotate_many(_fields(self._claimed(), taken))
-        while True:
-            t0 = time.perf_counter()
-            result = next(results, None)
-            if result is None:
-                break
-            item = taken.popleft()
-            labels = {k: Label(d.value, d.prob, d.margin) for k, d in result.decisions.items()}
-            self.store.save_annotation(self.run_id, item.id, labels, result.n_tokens,
-                                       result.truncated_tokens, time.perf_counter() - t0,
-                                       result.stored_probs(), result.stored_hidden())
-            self.summary.done_now += 1
-            near_tie = any(d.margin < self.tie_margin for d in result.decisions.values())
-            self.summary.near_ties += near_tie
-            self.summary.truncated += result.truncated_tokens > 0
-            if near_tie or result.truncated_tokens:
-                self.summary.flagged_ids.append(item.id)
-            self.summary.seconds = time.perf_counter() - started
-            yield item, result
+        heartbeat = _Heartbeat(self.store.path, self.run_id, self.worker, self.lease)
+        try:
+            while True:
+                heartbeat.working = True
+                t0 = time.perf_counter()
+                result = next(results, None)
+                if result is None:
+                    break
+                item = taken.popleft()
+                self._save(item, result, time.perf_counter() - t0)
+                self.summary.seconds = time.perf_counter() - started
+                heartbeat.working = False  # the caller may hold this between items (a pause)
+                yield item, result
+        finally:
+            heartbeat.stop()
 
-    def _claimed(self) -> Iterator[Item]:
+    def _save(self, item: Item, result: ItemResult, seconds: float) -> None:
+        labels = {k: Label(d.value, d.prob, d.margin) for k, d in result.decisions.items()}
+        self.store.save_annotation(self.run_id, item.id, labels, result.n_tokens,
+                                   result.truncated_tokens, seconds, result.stored_probs(),
+                                   result.stored_hidden(), worker=self.worker, lease=self.lease)
+        self.summary.done_now += 1
+        near_tie = any(d.margin < self.tie_margin for d in result.decisions.values())
+        self.summary.near_ties += near_tie
+        self.summary.truncated += result.truncated_tokens > 0
+        if near_tie or result.truncated_tokens:
+            self.summary.flagged_ids.append(item.id)
+
+    def _claimed(self) -> Iterator[Item | None]:
         """This job's items that this process claimed, in order. Each is claimed as the engine
         asks for it (one transaction, about a millisecond): a claim made ahead would hold an
         item that an idle worker could label, which on long items left one worker waiting
         seconds at the end of a run. Items that other live workers hold are tried again at
         the end (and waited for): if their worker dies its claims lapse and they are labelled
-        here, so no item is left behind."""
+        here, so no item is left behind. Before waiting it yields None: the engine then
+        finishes and saves the items it holds, so two processes never wait on each other."""
         by_id = {item.id: item for item in self.todo}
         pending = list(by_id)
         # Workers started together begin at different places (--workers sets `start_at`),
@@ -122,6 +135,7 @@ class Job:
                 yield from (by_id[claimed] for claimed in got)
             pending = held
             if pending:
+                yield None
                 time.sleep(CLAIM_POLL)
 
     def close(self) -> None:
@@ -132,11 +146,47 @@ class Job:
             self.store.close()
 
 
-def _fields(items: Iterator[Item], taken: deque[Item]) -> Iterator[dict[str, str]]:
-    """Item fields for the engine, remembering which item each result belongs to."""
+def _fields(items: Iterator[Item | None], taken: deque[Item]
+            ) -> Iterator[dict[str, str] | None]:
+    """Item fields for the engine, remembering which item each result belongs to (None: no
+    item ready now)."""
     for item in items:
-        taken.append(item)
-        yield item.fields
+        if item is not None:
+            taken.append(item)
+        yield None if item is None else item.fields
+
+
+class _Heartbeat:
+    """Renews a job's claims every quarter lease from a thread (with its own connection to the
+    project) while the job works, so an item that takes longer than the lease keeps its
+    claim. Not while the job's caller holds it between items (the app's pause): those claims
+    lapse as before. A process that dies stops renewing with it."""
+
+    def __init__(self, path: Path, run_id: int, worker: str, lease: float):
+        self.working = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(path, run_id, worker, lease),
+                                        name="annotator-claims", daemon=True)
+        self._thread.start()
+
+    def _beat(self, path: Path, run_id: int, worker: str, lease: float) -> None:
+        store: Store | None = None
+        try:
+            while not self._stop.wait(lease / 4):
+                if not self.working:
+                    continue
+                try:
+                    store = store or Store(path)
+                    store.renew_claims(run_id, worker, lease)
+                except (AnnotatorError, sqlite3.Error):
+                    pass  # the next beat tries again (and each save renews them too)
+        finally:
+            if store is not None:
+                store.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
 
 
 def load_model(path: Path, settings: EngineSettings, base: str | Path | None = None

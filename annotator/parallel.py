@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from annotator.engine import EngineSettings
 
 
+_END = object()  # ParallelDecoder.run: no item left
+
+
 class Reading(NamedTuple):
     """What a driver sends back for a step that asked for logits."""
 
@@ -86,24 +89,44 @@ class ParallelDecoder:
         for seq in range(1, self.n_seq):
             llama_cpp.llama_memory_seq_cp(self.memory, 0, seq, -1, -1)
 
-    def run(self, items: Iterable[Steps]) -> Iterator[StepResult]:
+    def run(self, items: Iterable[Steps | None]) -> Iterator[StepResult]:
         """Drive the items' step generators (taken lazily); yield results in item order, each
-        as soon as it and every item before it are done."""
+        as soon as it and every item before it are done, and before the next item is taken.
+        A `None` among the items means none is ready now: the items in flight are finished
+        (and their results yielded) before the next is asked for."""
         results: dict[int, StepResult] = {}
-        waiting = iter(enumerate(items))
+        source = iter(items)
         active: dict[int, tuple[int, Steps, Step]] = {}  # seq -> (item index, steps, next step)
-        reported = 0
+        taken = reported = 0
+        dry = exhausted = False  # dry: the items said none is ready; exhausted: none is left
 
         def start(seq: int) -> None:
-            for index, steps in waiting:
-                step = self._first(steps, index, results)
-                if step is not None:
-                    active[seq] = (index, steps, step)
-                    return
+            nonlocal taken, dry, exhausted
+            while not (dry or exhausted):
+                steps = next(source, _END)
+                if steps is _END:
+                    exhausted = True
+                elif steps is None:
+                    dry = True
+                else:
+                    index, taken = taken, taken + 1
+                    step = self._first(steps, index, results)
+                    if step is not None:
+                        active[seq] = (index, steps, step)
+                        return
 
-        for seq in range(self.n_seq):
-            start(seq)
-        while active:
+        while True:
+            while reported in results:  # saved by the caller before the next item is taken
+                yield results.pop(reported)
+                reported += 1
+            for seq in range(self.n_seq):
+                if seq not in active:
+                    start(seq)
+            if not active:
+                if exhausted and not results:
+                    return
+                dry = False  # everything taken is done and yielded: ask again
+                continue
             pieces = [_Piece(seq, *step) for seq, (_, _, step) in active.items()]
             replies = self._decode(pieces)
             for seq, reply in zip(list(active), replies, strict=True):
@@ -114,13 +137,6 @@ class ParallelDecoder:
                     results[index] = done.value
                     del active[seq]
                     llama_cpp.llama_memory_seq_rm(self.memory, seq, self.prefix_len, -1)
-                    start(seq)
-            while reported in results:
-                yield results.pop(reported)
-                reported += 1
-        while reported in results:
-            yield results.pop(reported)
-            reported += 1
 
     def close(self) -> None:
         if self.batch is not None:

@@ -392,11 +392,19 @@ class Store:
     def save_annotation(
         self, run_id: int, item_id: str, labels: dict[str, Label], n_tokens: int,
         truncated_tokens: int, seconds: float, probs: dict[str, list[float]] | None = None,
-        hidden: bytes | None = None,
+        hidden: bytes | None = None, worker: str | None = None, lease: float = 0.0,
     ) -> None:
+        """Store an item's labels. `worker`: the claim holder saving it; in the same
+        transaction its claim on the item goes (a labelled item needs none) and its other
+        claims are renewed for `lease` seconds."""
         with self.transaction() as db:
             db.execute(_INSERT_ANNOTATION, _annotation_row(
                 run_id, item_id, labels, n_tokens, truncated_tokens, seconds, probs, hidden))
+            if worker is not None:
+                db.execute("DELETE FROM claims WHERE run_id = ? AND item_id = ? AND worker = ?",
+                           (run_id, item_id, worker))
+                db.execute("UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
+                           (time.time() + lease, run_id, worker))
 
     def outputs(self, run_id: int) -> list[Output]:
         """Every item's stored outputs in the run, in the data file's row order."""
@@ -503,10 +511,11 @@ class Store:
     # -- claims: several processes labelling one run ----------------------------------------
     # Every process (a CLI, a --workers child, the app) claims an item before labelling it
     # (with --parallel, the items its engine works ahead on). A claim holds for a lease; a
-    # process renews its claims whenever it claims more. A process that dies leaves its
-    # claims to expire (at once when it ran on this machine and its pid is gone) and another
-    # one takes them. The primary key on (run, item) of `annotations` keeps an item from being
-    # stored twice even when a lease ran out under a slow process.
+    # process renews its claims whenever it claims more, saves an item (which ends that
+    # item's claim) and, while it works, from a timer (annotator.job). A process that dies
+    # leaves its claims to expire (at once when it ran on this machine and its pid is gone)
+    # and another one takes them. The primary key on (run, item) of `annotations` keeps an
+    # item from being stored twice even when a lease ran out under a slow process.
 
     def claim(self, run_id: int, worker: str, item_ids: Iterable[str], lease: float
               ) -> tuple[list[str], list[str]]:
@@ -542,6 +551,12 @@ class Store:
             else:
                 free.append(item_id)
         return free, held
+
+    def renew_claims(self, run_id: int, worker: str, lease: float) -> None:
+        """Extend `worker`'s claims in the run to `lease` seconds from now (a heartbeat)."""
+        with self.transaction() as db:
+            db.execute("UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
+                       (time.time() + lease, run_id, worker))
 
     def release_claims(self, run_id: int, worker: str) -> None:
         with self.transaction() as db:

@@ -10,12 +10,15 @@ loads, Ray connection and actor start included):
   1x1      one process, --threads 1 (the unit for scaling efficiency)
   1x2      one process, --threads 2
   2x1      --workers 2 --threads 2: two engine processes with one thread each, one project
+  2x1p4    the same with --parallel 4 (each engine decodes 4 items per llama.cpp batch)
   ray1     --ray ADDRESS --actors 1 --threads 1, on a head this script starts (`ray start`)
   ray2     --ray ADDRESS --actors 2 --threads 1
 
 items/s = items / command seconds; scaling efficiency = items/s / (engines x threads x the
 1x1 items/s), i.e. per core used. Labels of every configuration are compared with 1x1's, the
-sequential engine (thread count does not change logits, so they must be identical). The
+sequential engine (thread count does not change logits, so they must be identical; --parallel
+may move a near tie). Every command must label each item once, in one run: its "N now" is
+the labelling work done, so an item labelled twice (a lease that ran out) fails the bench. The
 order of configurations rotates between repeats; figures are medians. The machine this was
 written on is shared, so repeat and read the spread. Item text is never printed.
 """
@@ -26,6 +29,7 @@ import argparse
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -45,6 +49,7 @@ CONFIGS = {  # name: (extra arguments, engines x threads = cores used)
     "1x1": (["--threads", "1"], 1),
     "1x2": (["--threads", "2"], 2),
     "2x1": (["--workers", "2", "--threads", "2"], 2),
+    "2x1p4": (["--workers", "2", "--threads", "2", "--parallel", "4"], 2),
     "ray1": (["--ray", "{ray}", "--actors", "1", "--threads", "1"], 1),
     "ray2": (["--ray", "{ray}", "--actors", "2", "--threads", "1"], 2),
 }
@@ -81,7 +86,17 @@ def timed(config: str, data: Path, workload: str, folder: Path, ray: str | None,
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{config} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return seconds, labels_of(project)
+    labels = labels_of(project)
+    now = re.search(r"\((\d+) now, ", done.stderr)
+    db = sqlite3.connect(project)
+    try:
+        runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    finally:
+        db.close()
+    if runs != 1 or not now or int(now[1]) != len(labels):
+        raise SystemExit(f"{config}: {runs} runs, {now and now[1]} items labelled for "
+                         f"{len(labels)} stored: not each item once in one run")
+    return seconds, labels
 
 
 def start_head(folder: Path) -> tuple[subprocess.Popen, str]:
@@ -157,6 +172,10 @@ def main(argv: list[str] | None = None) -> None:
             eff = f"{med[c] / (CONFIGS[c][1] * unit):.2f}" if unit else "-"
             vs = f"{med[c] / med['1x2']:.2f}x" if "1x2" in med else "-"
             print(f"  {c:7} {med[c]:8.2f} {runs:>18} {eff:>10} {vs:>7} {differ[workload][c]}")
+        if "2x1" in med and "2x1p4" in med:  # --parallel beside --workers: no wait on a lease
+            ratios = [p / w for w, p in zip(seconds[workload]["2x1"], seconds[workload]["2x1p4"],
+                                            strict=True)]
+            print("  2x1p4 / 2x1 seconds, run by run: " + ", ".join(f"{r:.2f}" for r in ratios))
         report[workload] = {"items": n, "seconds": seconds[workload], "items_per_s": med,
                             "labels_differing": differ[workload]}
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")

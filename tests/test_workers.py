@@ -22,6 +22,7 @@ from annotator.workers import split_threads
 
 ITEMS = SAMPLES / "goemotions" / "items.csv"
 RUBRIC = SAMPLES / "goemotions" / "rubric.toml"
+LONG_CTX = 1024  # a context whose one long item takes a few seconds
 
 
 def _start_run(project: str, barrier, out) -> None:
@@ -140,16 +141,53 @@ def test_workers_start_fresh_while_other_threads_run():
 
 
 def _labels(project: Path) -> dict[str, str]:
+    """Every item's label, checking each item is labelled once across all runs of the
+    project (not only once per run, which the primary key already guarantees) in one run."""
     db = sqlite3.connect(project)
     try:
         runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        rows = db.execute("SELECT item_id, labels, run_id FROM annotations").fetchall()
+        twice = db.execute("SELECT COUNT(*) FROM (SELECT item_id FROM annotations"
+                           " GROUP BY item_id HAVING COUNT(*) > 1)").fetchone()[0]
+        rows = db.execute("SELECT item_id, labels FROM annotations").fetchall()
     finally:
         db.close()
+    assert twice == 0, f"{twice} items labelled more than once"
     assert runs == 1, f"{runs} runs"
-    ids = [r[0] for r in rows]
-    assert len(ids) == len(set(ids))
-    return {r[0]: r[1] for r in rows}
+    return dict(rows)
+
+
+def _items(folder: Path, n: int) -> tuple[Path, list[dict]]:
+    """The first `n` sample items as a data file."""
+    import csv
+
+    with ITEMS.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))[:n]
+    path = folder / "items.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "text"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path, rows
+
+
+def _run_group(commands: list[list[str]], timeout: float) -> list[tuple[int, str]]:
+    """Start the commands together, each in its own process group; (exit code, stderr) each.
+    A command still running after `timeout` seconds fails the test (its workers killed too)."""
+    procs = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True) for c in commands]
+    deadline = time.monotonic() + timeout
+    done = []
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.communicate()
+            pytest.fail(f"still running after {timeout:.0f} s (waiting out a lease?)")
+        done.append((proc.returncode, err))
+    return done
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +292,75 @@ def test_app_job_and_cli_on_one_project_at_once(tmp_path, reference):
     labels = _labels(project)
     assert labels == reference
     assert 0 < len(mine) < 40  # both did part of the work
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["workers", "commands"])
+def test_parallel_processes_on_one_project_never_wait_out_a_lease(tmp_path, how):
+    """`--parallel` decodes several items at once, so a process holds claims on items it has
+    not saved yet. `--workers 2 --parallel 4`, or two `--parallel 4` commands, on one project:
+    each saves what it finished before it asks for more, so neither waits on items the other
+    holds until their lease (300 s) runs out, and no item is labelled twice."""
+    import re
+
+    data, rows = _items(tmp_path, 16)
+    project = tmp_path / "p.db"
+    command = [sys.executable, "-m", "annotator", "annotate", str(data), "--rubric", str(RUBRIC),
+               "--project", str(project), "--parallel", "4"]
+    if how == "workers":
+        commands = [[*command, "--workers", "2", "--threads", "2"]]
+    else:
+        commands = [[*command, "--threads", "1"]] * 2
+    now = 0
+    for code, err in _run_group(commands, timeout=120):
+        assert code == 0, err
+        now += int(re.search(r"\((\d+) now, ", err)[1])
+    assert now == 16  # the labelling work: an item labelled twice counts twice here
+    assert set(_labels(project)) == {row["id"] for row in rows}
+
+
+@pytest.mark.slow
+def test_a_working_job_keeps_its_claim_past_the_lease(tmp_path):
+    """Claims are renewed while a job works, not only when it claims more: another live
+    process that tries all along to take the item the job is labelling never gets it, though
+    the item takes longer than several leases."""
+    import csv
+    import threading
+
+    from annotator.engine import EngineSettings
+    from annotator.job import open_job
+
+    with ITEMS.open(encoding="utf-8", newline="") as handle:
+        text = " ".join(row["text"] for row in csv.DictReader(handle))
+    data = tmp_path / "long.csv"
+    with data.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["id", "text"], ["long", " ".join([text] * 4)]])
+    project = tmp_path / "p.db"
+    job = open_job(data, project, RUBRIC, settings=EngineSettings(n_threads=1, n_ctx=LONG_CTX))
+    job.lease = 0.5
+    stolen: list[str] = []
+    stop = threading.Event()
+
+    def take_over() -> None:
+        other = worker_name()
+        with Store(project) as store:
+            while not stop.is_set():
+                mine = [r[0] for r in store.db.execute(
+                    "SELECT item_id FROM claims WHERE worker = ?", (job.worker,))]
+                stolen.extend(store.claim(job.run_id, other, mine, lease=60)[0])
+                time.sleep(0.05)
+
+    thief = threading.Thread(target=take_over)
+    thief.start()
+    started = time.monotonic()
+    try:
+        done = [item.id for item, _ in job.run()]
+    finally:
+        took = time.monotonic() - started
+        stop.set()
+        thief.join()
+        job.close()
+    assert took > 3 * job.lease, f"the item took {took:.1f} s: too short to show anything"
+    assert stolen == []
+    assert done == ["long"]
+
