@@ -127,9 +127,14 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
         from annotator.workers import run_workers
 
         outcome = run_workers(workers, settings, job_args, _stderr, progress)
-        for line in outcome.died:
-            _stderr(f"  {line}; the other workers took over its items")
+        for line in outcome.failed:
+            _stderr(f"  {line}" + ("" if outcome.unfinished else
+                                   "; the other workers finished its items"))
         _annotate_summary(outcome.summary, outcome.skipped, tie_margin, outcome.interrupted)
+        if outcome.unfinished:
+            raise AnnotatorError(f"{len(outcome.failed)} of {workers} workers failed and the "
+                                 "items are not all labelled; run the same command again to "
+                                 "resume")
         return
     job = open_job(**job_args)
     say = _stderr

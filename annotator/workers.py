@@ -5,7 +5,9 @@ atomically, so all of them land in one run), loads its own model and labels the 
 claims (Job.run). The CPU threads are split between them: on a small box two engines with
 one thread each keep the cores busier than one engine with two (its per-token work has
 serial parts). The parent loads no model; it shows one progress bar from the workers'
-messages and sums their summaries. A worker that dies leaves its claims to the others.
+messages and sums their summaries. A worker that dies leaves its claims to the others; one
+that fails says why in one line (no traceback, no item text), and when no worker finished
+the items, the command fails.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queues
+import sqlite3
 import sys
 import threading
 import time
@@ -40,7 +43,21 @@ class Outcome:
     summary: Summary = field(default_factory=Summary)
     skipped: list[Skipped] = field(default_factory=list)
     interrupted: bool = False
-    died: list[str] = field(default_factory=list)  # workers that ended without a summary
+    failed: list[str] = field(default_factory=list)  # a line per worker that failed or died
+    finished: bool = False  # a worker got to the end of the items: every one is labelled
+
+    @property
+    def unfinished(self) -> bool:
+        """A worker failed and no other finished its items."""
+        return bool(self.failed) and not self.finished
+
+    def ended(self, index: int, payload: dict) -> None:
+        """A worker's last message."""
+        _add(self.summary, payload["summary"])
+        self.interrupted |= payload["interrupted"]
+        self.finished |= payload["finished"]
+        if payload["failed"]:
+            self.failed.append(f"worker {index + 1} failed: {payload['failed']}")
 
 
 def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
@@ -72,7 +89,7 @@ def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
                 for index, child in enumerate(children):
                     if index not in ended and not child.is_alive() and messages.empty():
                         ended.add(index)
-                        outcome.died.append(f"worker {index + 1} exited with code {child.exitcode}")
+                        outcome.failed.append(f"worker {index + 1} exited with code {child.exitcode}")
                 continue
             kind, index, payload = message
             if kind == "error":
@@ -93,8 +110,7 @@ def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
                 advance()
             elif kind == "end":
                 ended.add(index)
-                _add(outcome.summary, payload["summary"])
-                outcome.interrupted |= payload["interrupted"]
+                outcome.ended(index, payload)
     except KeyboardInterrupt:
         # The workers got the same Ctrl-C (one process group): each saves and stops.
         outcome.interrupted = True
@@ -114,7 +130,7 @@ def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
                 continue
             if kind == "end" and index not in ended:
                 ended.add(index)
-                _add(outcome.summary, payload["summary"])
+                outcome.ended(index, payload)
         for child in children:
             child.join(timeout=max(0.0, deadline - time.monotonic()))
             if child.is_alive():
@@ -150,9 +166,28 @@ def _add(total: Summary, part: Summary) -> None:
     total.flagged_ids += part.flagged_ids
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why a worker failed, in words that hold no item text, id or path: the tool's own
+    message (written for the user), SQLite's (fixed texts such as "database is locked"), an
+    OS error's name and reason, else only the exception's type."""
+    if isinstance(exc, AnnotatorError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, sqlite3.Error):
+        return f"SQLite: {str(exc).splitlines()[0]}" if str(exc) else "SQLite error"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return f"{type(exc).__name__} (an internal error)"
+
+
 def _worker(index: int, workers: int, job_args: dict, messages) -> None:
-    """One engine process: open the job, label what it claims, report each item."""
+    """One engine process: open the job, label what it claims, report each item. It ends
+    with an "end" message (its summary, whether it got to the end of the items and why it
+    failed, if it did), or an "error" when the job cannot open (the same for every worker)."""
     from annotator.job import open_job
+
+    def end(summary: Summary, interrupted: bool, finished: bool, failed: str | None) -> None:
+        messages.put(("end", index, {"summary": summary, "interrupted": interrupted,
+                                     "finished": finished, "failed": failed}))
 
     try:
         job = open_job(**job_args)
@@ -160,6 +195,9 @@ def _worker(index: int, workers: int, job_args: dict, messages) -> None:
         messages.put(("error", index, str(exc)))
         return
     except KeyboardInterrupt:
+        return
+    except Exception as exc:  # a locked project, a broken engine: this worker only
+        end(Summary(), False, False, failure_reason(exc))
         return
     job.start_at = index / workers
     engine = job.engine
@@ -173,12 +211,19 @@ def _worker(index: int, workers: int, job_args: dict, messages) -> None:
         "run_id": job.run_id, "items": job.summary.items, "todo": len(job.todo),
         "skipped": job.skipped, "lines": lines,
     }))
-    interrupted = False
+    interrupted = finished = False
+    failed: str | None = None
     try:
         for _ in job.run():
             messages.put(("item", index, None))
+        finished = True
     except KeyboardInterrupt:
         interrupted = True
+    except Exception as exc:
+        failed = failure_reason(exc)
     finally:
-        job.close()
-    messages.put(("end", index, {"summary": job.summary, "interrupted": interrupted}))
+        try:
+            job.close()
+        except Exception as exc:
+            failed = failed or failure_reason(exc)
+    end(job.summary, interrupted, finished, failed)

@@ -364,3 +364,49 @@ def test_a_working_job_keeps_its_claim_past_the_lease(tmp_path):
     assert stolen == []
     assert done == ["long"]
 
+
+def _refusing(project: Path, when: str = "1") -> None:
+    """A project whose database refuses to store labels (`when`: an SQL condition on NEW)."""
+    with Store(project) as store:
+        store.db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON annotations WHEN {when}"
+                         " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+
+
+@pytest.mark.slow
+def test_workers_that_all_fail_exit_non_zero_with_one_line_each(tmp_path):
+    """Every worker fails while labelling (its database refuses the labels): no traceback, one
+    line per worker that names no item nor path, and the command fails."""
+    data, rows = _items(tmp_path, 6)
+    project = tmp_path / "p.db"
+    _refusing(project)
+    done = run_cli("annotate", str(data), "--rubric", str(RUBRIC), "--project", str(project),
+                   "--workers", "2", "--threads", "2")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = [line.strip() for line in done.stderr.splitlines()]
+    assert sorted(line for line in lines if line.startswith("worker ")) == [
+        "worker 1 failed: SQLite: refused by the test",
+        "worker 2 failed: SQLite: refused by the test"], done.stderr
+    assert lines[-1].startswith("annotator: error: 2 of 2 workers failed"), done.stderr
+    assert str(tmp_path) not in done.stderr
+    for row in rows:
+        assert row["id"] not in done.stderr and row["text"] not in done.stderr
+
+
+@pytest.mark.slow
+def test_a_failed_worker_whose_items_another_finished(tmp_path):
+    """One worker fails on its first item (the database refuses it while fewer than 8 items are
+    stored); the other labels everything: exit 0, one line for the failed worker, no
+    traceback, each item labelled once."""
+    data, rows = _items(tmp_path, 24)
+    project = tmp_path / "p.db"
+    first = rows[0]["id"]  # worker 1 starts there; worker 2 gets to it after 12 items
+    _refusing(project, f"NEW.item_id = '{first}' AND (SELECT COUNT(*) FROM annotations) < 8")
+    done = run_cli("annotate", str(data), "--rubric", str(RUBRIC), "--project", str(project),
+                   "--workers", "2", "--threads", "2")
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    failed = [line.strip() for line in done.stderr.splitlines() if "failed" in line]
+    assert failed == ["worker 1 failed: SQLite: refused by the test; the other workers "
+                      "finished its items"], done.stderr
+    assert set(_labels(project)) == {row["id"] for row in rows}
