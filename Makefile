@@ -45,4 +45,4 @@ test: setup-test
 	ANNOTATOR_TEST_EXTRAS=required $(BIN)/python -m pytest
 
 lint: setup-test
-	$(BIN)/python -m ruff check annotator tui train export tests bench
+	$(BIN)/python -m ruff check annotator tests bench

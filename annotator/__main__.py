@@ -1,3 +1,3 @@
-from annotator.cli import main
+from annotator.cli.main import main
 
 main()

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from annotator.errors import AnnotatorError, printable
-from annotator.kit_verify import sha256_of
+from annotator.kit.verify import sha256_of
 from annotator.rubric import Rubric, rubric_from_json
 
 if TYPE_CHECKING:
-    from annotator.calibration import Head
+    from annotator.calibration.heads import Head
 
 # Metadata keys under the project's own namespace (export writes them, everything reads them).
 KEY_RUBRIC = "annotator.rubric"
@@ -145,7 +145,7 @@ class ModelInfo:
         if self.rubric is None or self.rubric.hash != rubric.hash:
             raise AnnotatorError(f"{self.path}: its calibration head was fitted for the rubric "
                                  "the file carries; annotate without --rubric")
-        from annotator.calibration import head_from_json
+        from annotator.calibration.heads import head_from_json
 
         return head_from_json(text, f"{self.path} [{KEY_CALIBRATION}]", rubric)
 
@@ -175,7 +175,7 @@ def check_gguf_header(path: Path) -> None:
 def read_metadata(path: Path) -> dict[str, str]:
     import llama_cpp
 
-    from annotator.llama_quiet import quiet_llama
+    from annotator.inference.llama_quiet import quiet_llama
 
     check_gguf_header(path)
     quiet_llama()

@@ -15,7 +15,7 @@ llama.cpp settings (n_ctx 4096, n_batch 512, threads):
      label that differs from C's).
   B  the same call with a GBNF grammar (llama_cpp.LlamaGrammar) that allows exactly the
      "name: value" lines with allowed values; generation ends when the grammar is complete.
-  C  annotator.engine.Engine as shipped: `annotate()` per item (rubric prefix evaluated once,
+  C  annotator.inference.engine.Engine as shipped: `annotate()` per item (rubric prefix evaluated once,
      cache cut back to it per item, decisions read from the logits of the allowed values).
   L  the limit: with the rubric prefix in the KV cache, per item one `llm.eval` of the item's
      own tokens (the Engine's tokenization, done before the clock starts) plus the first cue,
@@ -122,9 +122,9 @@ def measure(workload: str, n: int, model: str, threads: int, n_ctx: int, paralle
     """Every mode on every item of the workload: seconds, labels and tokens per mode."""
     import llama_cpp
 
-    from annotator import prompt
-    from annotator.engine import Engine, EngineSettings, load_llama
-    from annotator.llama_quiet import quiet_llama
+    from annotator.inference import prompt
+    from annotator.inference.engine import Engine, EngineSettings, load_llama
+    from annotator.inference.llama_quiet import quiet_llama
 
     quiet_llama()
     rubric, _, items = load_workload(workload, n)
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import llama_cpp
 
-    from annotator.engine import EngineSettings
+    from annotator.inference.engine import EngineSettings
     from annotator.modelfile import default_model_path
 
     args.model = str(Path(args.model) if args.model else default_model_path())

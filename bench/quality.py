@@ -109,8 +109,8 @@ def main() -> None:
         return
 
     from annotator.agreement import agreement
+    from annotator.export.drift import CheckItem
     from annotator.rubric import load_rubric
-    from export.drift import CheckItem
 
     rubric = load_rubric(RUBRICS[args.task])
     dims = [d.name for d in rubric.dimensions]
@@ -149,9 +149,9 @@ def main() -> None:
     items = [CheckItem(r["id"], {c: r[c] for c in inputs}, {d: r[d] for d in dims}) for r in test]
     coders: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
-    from annotator.engine import EngineSettings
+    from annotator.export import drift
+    from annotator.inference.engine import EngineSettings
     from annotator.modelfile import default_model_path
-    from export import drift
 
     base = default_model_path()
     settings = EngineSettings(n_ctx=max_tokens, n_threads=args.threads)

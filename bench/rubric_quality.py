@@ -99,7 +99,7 @@ def calibrated_run(stderr: str) -> int:
 def head_scores(project: Path, model: Path, dim_name: str) -> dict[str, float]:
     """The head's continuous score per item (for Spearman): the head the model file carries,
     on the hidden states run 1 stored."""
-    from annotator.calibration import head_from_json
+    from annotator.calibration.heads import head_from_json
     from annotator.modelfile import KEY_CALIBRATION, read_model_info
 
     info = read_model_info(model)
@@ -179,7 +179,7 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 
 def main(args) -> None:
-    from annotator.readout import apply_prior
+    from annotator.calibration.readout import apply_prior
     from annotator.rubric import load_rubric
 
     rubric = load_rubric(RUBRIC)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import train  # noqa: F401  (before torch: OpenMP and hub settings)
+import annotator.train  # noqa: F401  (before torch: OpenMP and hub settings)
 
 QWEN3_1_7B = dict(  # Qwen/Qwen3-1.7B config.json
     vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
@@ -99,10 +99,10 @@ def make_model(out: Path, layers: int | None, device: str) -> int:
 def measure(model_dir: Path, quantize: str, device: str, args) -> dict:
     import torch
 
-    from train.args import LoraArgs
-    from train.base import Hardware, add_lora, load_model
-    from train.data import Example
-    from train.loss import answer_loss
+    from annotator.train.args import LoraArgs
+    from annotator.train.base import Hardware, add_lora, load_model
+    from annotator.train.data import Example
+    from annotator.train.loss import answer_loss
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     hardware = Hardware(device=device, quantize=quantize, dtype=dtype,

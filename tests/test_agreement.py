@@ -10,8 +10,8 @@ from conftest import run_cli
 
 from annotator.agreement import agreement
 from annotator.data import Item
+from annotator.project.store import Label, Store
 from annotator.rubric import rubric_from_dict
-from annotator.store import Label, Store
 
 N = None
 PUBLISHED = {  # coder -> values for units 1..12

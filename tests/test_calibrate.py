@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import SAMPLES, run_cli, write_csv
 
-from annotator.calibration import fit_dimension
+from annotator.calibration.heads import fit_dimension
 from annotator.modelfile import KEY_CALIBRATION, read_model_info
-from annotator.store import Store
+from annotator.project.store import Store
 
 RUBRIC = """
 name = "tone"
@@ -156,7 +156,7 @@ def test_a_calibration_after_a_resume_covers_every_item_and_stale_runs_are_not_l
     """Label 5 of 10 items, calibrate, finish the other 5, calibrate again: the new run covers
     all 10 (it is keyed by the parent's items, not only by the run and readout), and a derived
     run that holds only part of its parent's items is never the latest."""
-    from annotator.calibrate import calibrate
+    from annotator.calibration.calibrate import calibrate
 
     (tmp_path / "rubric.toml").write_text(RUBRIC)
     (tmp_path / "model.gguf").symlink_to(default_model)
@@ -256,10 +256,10 @@ def test_a_head_for_another_models_n_embd_is_refused_before_any_item(tmp_path, d
     from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
     from test_calibration import synthetic
 
-    from annotator import prompt
-    from annotator.calibration import Head
+    from annotator.calibration.heads import Head
     from annotator.errors import AnnotatorError
-    from annotator.job import open_job
+    from annotator.inference import prompt
+    from annotator.jobs.job import open_job
     from annotator.modelfile import KEY_PROMPT_FORMAT, KEY_RUBRIC
     from annotator.rubric import load_rubric
 

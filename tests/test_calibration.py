@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from annotator.calibration import fit_dimension, head_from_json, share_thresholds
+from annotator.calibration.heads import fit_dimension, head_from_json, share_thresholds
 from annotator.errors import AnnotatorError
 from annotator.rubric import Dimension
 
@@ -50,7 +50,7 @@ def test_no_signal_gives_no_agreement_out_of_fold():
 
 
 def test_head_json_round_trip_and_untrusted_input():
-    from annotator.calibration import Head
+    from annotator.calibration.heads import Head
 
     states, labels = synthetic(60, signal=1.0)
     fit = fit_dimension(DIM, states, labels.astype(float), list(labels))
@@ -83,7 +83,7 @@ def test_head_json_round_trip_and_untrusted_input():
 def test_states_beyond_float16_are_clipped_alike_when_stored_and_scored():
     """A head scores the float16 states a project stores; a fresh run's float32 states with
     an activation beyond float16's range must score the same, not as infinite."""
-    from annotator.calibration import features, float16_states
+    from annotator.calibration.heads import features, float16_states
 
     rng = np.random.default_rng(1)
     states = rng.normal(size=(3, 64)).astype(np.float32)
@@ -114,7 +114,7 @@ def tiny_model_file(path, metadata: dict[str, str]):
 
 
 def crafted_head() -> dict:
-    from annotator.calibration import Head
+    from annotator.calibration.heads import Head
 
     states, labels = synthetic(60, signal=1.0)
     fit = fit_dimension(DIM, states, labels.astype(float), list(labels))

@@ -19,10 +19,10 @@ from conftest import SAMPLES, annotation_count, hears_ctrl_c, import_extra, run_
 ray = import_extra("ray", "ray")
 import_extra("pyarrow", "pyarrow")
 
-from annotator.cluster import annotate_on_ray, stream_items  # noqa: E402
 from annotator.data import Item, read_items  # noqa: E402
-from annotator.engine import EngineSettings  # noqa: E402
 from annotator.errors import AnnotatorError  # noqa: E402
+from annotator.inference.engine import EngineSettings  # noqa: E402
+from annotator.jobs.cluster import annotate_on_ray, stream_items  # noqa: E402
 from annotator.modelfile import sha256_file  # noqa: E402
 from annotator.rubric import load_rubric  # noqa: E402
 
@@ -102,9 +102,9 @@ def test_stream_items_reads_like_read_items(tmp_path):
 def test_blocks_share_a_small_file_among_the_actors(tmp_path):
     """Fewer items than SHARE full blocks per actor: smaller blocks, at least SHARE per actor,
     so no actor idles while another holds every item; a large file goes in blocks of BLOCK."""
-    from annotator.cluster import BLOCK, SHARE, ClusterRun, _blocks
-    from annotator.job import Summary
-    from annotator.store import Store
+    from annotator.jobs.cluster import BLOCK, SHARE, ClusterRun, _blocks
+    from annotator.jobs.job import Summary
+    from annotator.project.store import Store
 
     def sizes(n: int, actors: int) -> list[int]:
         items = [Item(id=f"i{k}", row=k + 2, fields={"text": f"t{k}"}) for k in range(n)]
@@ -124,9 +124,9 @@ def test_ray_run_with_a_killed_actor_labels_like_the_engine(tmp_path, cluster, r
                                                             default_model, monkeypatch):
     """Two actors; one is SIGKILLed after the first labels. Ray restarts it and retries its
     blocks: every item once, one run, labels identical to the sequential engine."""
-    import annotator.cluster
+    import annotator.jobs.cluster
 
-    monkeypatch.setattr(annotator.cluster, "BLOCK", 4)  # 16 blocks: the victim has work queued
+    monkeypatch.setattr(annotator.jobs.cluster, "BLOCK", 4)  # 16 blocks: the victim has work queued
     project = tmp_path / "p.db"
     killed = []
 
@@ -201,11 +201,11 @@ FACTS = {"backend": "cpu", "versions": {"annotator": "0.1.0", "llama-cpp-python"
 
 def test_actors_that_differ_are_refused_before_any_item_is_labelled(tmp_path, monkeypatch,
                                                                     default_model):
-    import annotator.cluster
+    import annotator.jobs.cluster
 
     other = {**FACTS, "versions": {**FACTS["versions"], "llama-cpp-python": "0.3.35"}}
     fake = _Different([FACTS, FACTS, other])
-    monkeypatch.setattr(annotator.cluster, "connect", lambda address: fake)
+    monkeypatch.setattr(annotator.jobs.cluster, "connect", lambda address: fake)
     project = tmp_path / "p.db"
     with pytest.raises(AnnotatorError) as refused:
         annotate_on_ray(ITEMS, project, load_rubric(RUBRIC), default_model, "0" * 64, None, None,
@@ -216,7 +216,7 @@ def test_actors_that_differ_are_refused_before_any_item_is_labelled(tmp_path, mo
         "differ)")
     assert sorted(fake.killed) == [0, 1, 2] and not project.exists()
     fake = _Different([FACTS, {**FACTS, "backend": "cuda"}])
-    monkeypatch.setattr(annotator.cluster, "connect", lambda address: fake)
+    monkeypatch.setattr(annotator.jobs.cluster, "connect", lambda address: fake)
     with pytest.raises(AnnotatorError, match=r"actor 1 on node1 .*: backend 'cuda' \(not 'cpu'\)"):
         annotate_on_ray(ITEMS, project, load_rubric(RUBRIC), default_model, "0" * 64, None, None,
                         EngineSettings(n_threads=1), "auto", 2)
@@ -226,11 +226,11 @@ def test_actors_that_differ_are_refused_before_any_item_is_labelled(tmp_path, mo
 def test_actors_that_never_start_are_an_error(tmp_path, monkeypatch, default_model):
     """An actor still pending after LOAD_TIMEOUT (too few CPUs, a node that hangs while
     loading) is an error naming it, not a wait for ever."""
-    import annotator.cluster
+    import annotator.jobs.cluster
 
     fake = _Different([FACTS, FACTS])
     fake.wait = lambda refs, num_returns=1, timeout=None: (refs[:1], refs[1:])
-    monkeypatch.setattr(annotator.cluster, "connect", lambda address: fake)
+    monkeypatch.setattr(annotator.jobs.cluster, "connect", lambda address: fake)
     with pytest.raises(AnnotatorError, match=r"^Ray actor\(s\) 1 did not start within 900 s"):
         annotate_on_ray(ITEMS, tmp_path / "p.db", load_rubric(RUBRIC), default_model, "0" * 64,
                         None, None, EngineSettings(n_threads=1), "auto", 2)
@@ -241,7 +241,7 @@ def test_a_restarted_actor_that_differs_labels_nothing():
     """Ray may restart an actor on another node: it checks itself against the run's facts."""
     from types import SimpleNamespace
 
-    from annotator.cluster import Labeller
+    from annotator.jobs.cluster import Labeller
 
     actor = Labeller.__new__(Labeller)  # no model: the check comes before any item
     actor.engine = SimpleNamespace(describe=lambda: {**FACTS, "backend": "cuda"},
@@ -252,7 +252,7 @@ def test_a_restarted_actor_that_differs_labels_nothing():
 
 
 def test_the_block_timeout_grows_with_the_block():
-    from annotator.cluster import BLOCK, block_timeout
+    from annotator.jobs.cluster import BLOCK, block_timeout
 
     assert block_timeout(1) < block_timeout(BLOCK) == 600
 
@@ -263,10 +263,10 @@ def test_a_hung_actor_is_restarted_and_its_blocks_run_again(tmp_path, cluster, r
     """Two actors; one stops (SIGSTOP: a frozen process, as on a node that hangs) after the
     first labels. Its block times out, it is killed, Ray restarts it and runs its blocks again:
     every item once, one run, labels identical to the sequential engine."""
-    import annotator.cluster
+    import annotator.jobs.cluster
 
     # Blocks of one item, well within the timeout even on a busy machine.
-    monkeypatch.setattr(annotator.cluster, "BLOCK", 1)
+    monkeypatch.setattr(annotator.jobs.cluster, "BLOCK", 1)
     stopped: list[int] = []
     started = []
 

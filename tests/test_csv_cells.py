@@ -10,8 +10,8 @@ import json
 from conftest import run_cli
 
 from annotator.data import Item, safe_cell, write_rows
+from annotator.project.store import Store
 from annotator.rubric import rubric_from_dict
-from annotator.store import Store
 
 RUBRIC = rubric_from_dict({
     "name": "cells",
@@ -76,8 +76,8 @@ def test_reviews_export_quotes_by_default_and_raw_cells_opts_out(tmp_path):
 
 def test_a_neutralised_reviews_export_still_trains(tmp_path):
     """`train --data` reads the default CSV: every row is usable and -1 is still -1."""
-    from train.args import DataArgs
-    from train.data import read_labeled
+    from annotator.train.args import DataArgs
+    from annotator.train.data import read_labeled
 
     project = _project(tmp_path / "p.db")
     out = tmp_path / "labeled.csv"
@@ -88,7 +88,7 @@ def test_a_neutralised_reviews_export_still_trains(tmp_path):
 
 
 def test_results_csv_neutralises_ids_and_raw_cells_keeps_them(tmp_path):
-    from annotator.results import write_results
+    from annotator.project.results import write_results
 
     rows = [{"id": FORMULA_ID, "tone": -1, "tone_p": 0.5, "tone_margin": 0.25, "truncated": 0}]
     write_results(tmp_path / "r.csv", RUBRIC, rows)

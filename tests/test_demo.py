@@ -9,7 +9,7 @@ from conftest import run_cli
 
 from annotator.modelfile import default_model_path, read_model_info, sha256_file
 from annotator.rubric import load_rubric
-from tui.launch import DEMO_MODEL, samples_dir
+from annotator.tui.launch import DEMO_MODEL, samples_dir
 
 SAMPLE = samples_dir() / "goemotions"
 

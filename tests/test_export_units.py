@@ -10,13 +10,13 @@ import sys
 import pytest
 from conftest import ROOT
 
-from annotator import prompt
-from annotator.engine import Decision
 from annotator.errors import AnnotatorError
+from annotator.export import drift, metadata
+from annotator.export.report import format_report, report_paths, write_report
+from annotator.inference import prompt
+from annotator.inference.engine import Decision
 from annotator.modelfile import KEY_PROMPT_FORMAT, KEY_PROVENANCE, KEY_RUBRIC
 from annotator.rubric import rubric_from_dict
-from export import drift, metadata
-from export.report import format_report, report_paths, write_report
 
 RUBRIC = rubric_from_dict({
     "name": "r", "instructions": "Rate it.", "inputs": [{"column": "text", "label": "TEXT"}],
@@ -216,7 +216,7 @@ def test_report_table_and_files(tmp_path):
 # -- input checks, before any conversion ----------------------------------------------------------
 
 def run_export_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "export.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "annotator.export.cli", *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=120)
 
 

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
-from annotator.cli import cli
+from annotator.cli.main import cli
 
 
 def command_paths(command: click.Command = cli, path: tuple[str, ...] = (),

@@ -40,7 +40,7 @@ def llama_wheel(tmp_path_factory) -> Path:
     """The wheel pip compiled for this venv, recorded as the kit's portable build: a stand-in
     (compiling the portable build takes minutes); the kits are installed on this machine,
     where that build runs."""
-    from annotator.kit import portable_cmake_args, record_llama_build
+    from annotator.kit.build import portable_cmake_args, record_llama_build
 
     wheel = _pip_cached_llama_wheel()
     assert wheel is not None, "pip's cache must hold the llama-cpp-python wheel built for .venv"
@@ -169,7 +169,7 @@ def test_archive_holds_the_kit_folder(tmp_path, llama_wheel):
     unpacked = tmp_path / "unpacked" / "kit"
     assert run_cli("kit", "verify", str(unpacked)).returncode == 0
     # the digest to pass to the laptop by another way than the kit, as sha256sum writes it
-    from annotator.kit_verify import sha256_of
+    from annotator.kit.verify import sha256_of
 
     assert done.stdout == f"{sha256_of(unpacked / 'MANIFEST.json')}  MANIFEST.json\n"
     assert "--digest" in done.stderr
@@ -190,7 +190,7 @@ def test_a_sample_without_a_rubric_is_refused_before_any_download(tmp_path):
 def test_the_wheelhouse_follows_the_installed_requirement_closure():
     """What `--extras` adds is read from the installed metadata: the base kit has no torch."""
     from annotator.errors import AnnotatorError
-    from annotator.kit import requirement_closure
+    from annotator.kit.build import requirement_closure
 
     base = requirement_closure("rubric-annotator")
     assert {"llama-cpp-python", "textual", "krippendorff", "gguf", "numpy"} <= set(base)
@@ -233,7 +233,7 @@ def fake_wheel(folder: Path, name: str, libs=CPU_LIBS) -> Path:
 
 def fake_pip(monkeypatch, cached: list[Path]):
     """pip as `_wheelhouse` sees it: its cache lists `cached`; nothing is downloaded."""
-    from annotator import kit as kit_module
+    from annotator.kit import build as kit_module
 
     def pip(*args, check=True):
         if args[0] == "cache":
@@ -245,7 +245,7 @@ def fake_pip(monkeypatch, cached: list[Path]):
 
 
 def test_a_cached_wheel_is_picked_by_its_tags_not_by_the_last_name_match(tmp_path, monkeypatch):
-    from annotator import kit as kit_module
+    from annotator.kit import build as kit_module
 
     cache = tmp_path / "pip-cache"
     fits = fake_wheel(cache / "a", "fakedist-1.0-py3-none-any.whl", libs=())
@@ -262,7 +262,7 @@ def test_the_llama_wheel_in_pips_cache_is_never_shipped(tmp_path, monkeypatch):
     kept in its own cache) and ships the portable CPU build instead."""
     import zipfile
 
-    from annotator import kit as kit_module
+    from annotator.kit import build as kit_module
 
     cuda = fake_wheel(tmp_path / "pip-cache", LLAMA_WHEEL,
                       libs=(*CPU_LIBS, "llama_cpp/lib/libggml-cuda.so"))
@@ -287,7 +287,7 @@ def test_the_llama_wheel_in_pips_cache_is_never_shipped(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("case", ["cuda", "windows", "no-record", "other-bytes", "native"])
 def test_a_llama_wheel_not_a_recorded_portable_cpu_build_is_refused(tmp_path, case):
-    from annotator.kit import portable_cmake_args, record_llama_build
+    from annotator.kit.build import portable_cmake_args, record_llama_build
 
     libs = (*CPU_LIBS, "llama_cpp/lib/libggml-cuda.so") if case == "cuda" else CPU_LIBS
     name = LLAMA_WHEEL.replace("linux_x86_64", "win_amd64") if case == "windows" else LLAMA_WHEEL
@@ -321,7 +321,7 @@ def test_the_wheel_pip_built_here_is_a_cpu_build_with_no_record():
     """The real wheel pip compiled for this venv: its libraries say CPU only, and the kit
     refuses it (built with -march=native for all it can tell), naming it."""
     from annotator.errors import AnnotatorError
-    from annotator.kit import check_llama_wheel, llama_wheel_libraries
+    from annotator.kit.build import check_llama_wheel, llama_wheel_libraries
 
     wheel = _pip_cached_llama_wheel()
     if wheel is None:
@@ -334,7 +334,7 @@ def test_the_wheel_pip_built_here_is_a_cpu_build_with_no_record():
 
 def tiny_kit(folder: Path, llama: dict | None) -> Path:
     """A kit with no files but its manifest: enough for the checks of the manifest itself."""
-    from annotator import kit_verify
+    from annotator.kit import verify as kit_verify
 
     folder.mkdir()
     manifest = {"kit_format": 2, "python_tag": kit_verify.python_tag(),
@@ -350,7 +350,7 @@ def llama_build(features: list[str]) -> dict:
 
 
 def test_verify_says_whether_this_cpu_runs_the_llama_build(tmp_path, monkeypatch):
-    from annotator import kit_verify
+    from annotator.kit import verify as kit_verify
 
     kit = tiny_kit(tmp_path / "kit", llama_build(["avx", "avx2", "avx512f", "fma"]))
     monkeypatch.setattr(kit_verify, "cpu_flags", lambda: {"avx", "avx2", "fma"}, raising=False)
@@ -384,7 +384,7 @@ def test_kit_verify_names_a_missing_cpu_feature_or_build_record_in_one_line(tmp_
 
 
 def test_a_digest_passed_out_of_band_must_match_the_manifest(tmp_path):
-    from annotator import kit_verify
+    from annotator.kit import verify as kit_verify
 
     kit = tiny_kit(tmp_path / "kit", llama_build([]))
     digest = kit_verify.sha256_of(kit / "MANIFEST.json")
@@ -415,7 +415,7 @@ def _ssh_key(folder: Path, name: str) -> tuple[Path, str]:
 
 
 def test_a_signed_kit_is_checked_against_the_allowed_signers(tmp_path):
-    from annotator.kit import sign_manifest
+    from annotator.kit.build import sign_manifest
 
     team, team_line = _ssh_key(tmp_path, "team")
     _, other_line = _ssh_key(tmp_path, "other")
@@ -429,7 +429,7 @@ def test_a_signed_kit_is_checked_against_the_allowed_signers(tmp_path):
     done = run_cli("kit", "verify", str(kit), "--signers", str(tmp_path / "team_signers"))
     assert done.returncode == 0, done.stderr
     assert "signed by team@field" in done.stdout
-    from annotator import kit_verify
+    from annotator.kit import verify as kit_verify
 
     verify_py = [sys.executable, kit_verify.__file__, str(kit), "--signers"]
     assert subprocess.run([*verify_py, str(tmp_path / "team_signers")]).returncode == 0

@@ -8,8 +8,8 @@ from __future__ import annotations
 from conftest import run_cli
 
 from annotator.data import Item
+from annotator.project.store import Label, Store
 from annotator.rubric import rubric_from_dict
-from annotator.store import Label, Store
 
 RUBRIC = rubric_from_dict({
     "name": "[red]rubric[/red] :smile:",
@@ -59,11 +59,11 @@ def test_the_app_shows_ids_values_texts_and_labels_as_text(tmp_path, monkeypatch
     from test_tui_support import opened, text_of
     from textual.widgets import DataTable
 
-    from tui.annotation import ItemDone
-    from tui.app import make_app
-    from tui.screens.item import ItemScreen
-    from tui.widgets.annotate_view import AnnotateView
-    from tui.widgets.browse_view import BrowseView
+    from annotator.tui.annotation import ItemDone
+    from annotator.tui.app import make_app
+    from annotator.tui.screens.item import ItemScreen
+    from annotator.tui.widgets.annotate_view import AnnotateView
+    from annotator.tui.widgets.browse_view import BrowseView
 
     project = make_project(tmp_path / "p.db")
     monkeypatch.chdir(tmp_path)

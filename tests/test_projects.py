@@ -12,9 +12,9 @@ from conftest import SAMPLES, run_cli, write_csv
 
 from annotator.data import Item, read_items
 from annotator.errors import AnnotatorError
-from annotator.projects import merge, split
+from annotator.project.shares import merge, split
+from annotator.project.store import Label, Store
 from annotator.rubric import load_rubric
-from annotator.store import Label, Store
 
 ITEMS = SAMPLES / "goemotions" / "items.csv"
 RUBRIC = SAMPLES / "goemotions" / "rubric.toml"
@@ -257,8 +257,8 @@ values = ["yes", "no"]
 
 def _annotate(data: Path, project: Path, rubric: Path):
     """`annotate DATA --project PROJECT --rubric RUBRIC --n-ctx 256 --threads 1`, in this process."""
-    from annotator.engine import EngineSettings
-    from annotator.job import open_job
+    from annotator.inference.engine import EngineSettings
+    from annotator.jobs.job import open_job
 
     job = open_job(data, project, rubric, settings=EngineSettings(n_ctx=256, n_threads=1))
     try:
@@ -271,7 +271,7 @@ def _annotate(data: Path, project: Path, rubric: Path):
 
 def _results(project: Path, out: Path) -> bytes:
     """`annotator results PROJECT --out OUT` (.csv: neutralised for spreadsheets; .jsonl: exact)."""
-    from annotator.results import result_rows, write_results
+    from annotator.project.results import result_rows, write_results
 
     with Store(project) as store:
         rubric = store.rubric()
@@ -313,7 +313,7 @@ def test_shares_from_other_machines_merge_into_one_run(hostile_field, tmp_path, 
     """Laptop 2 has another backend, other library versions and content-free priors that
     differ in the last digits (another CPU): its share still joins laptop 1's run, and
     `results` on the merged project shows every item, as the single project does."""
-    from annotator.engine import Engine
+    from annotator.inference.engine import Engine
 
     rubric, data, one, first, _ = hostile_field
     report = split(data, 2, tmp_path / "shares", rubric_path=rubric)

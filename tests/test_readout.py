@@ -2,8 +2,8 @@
 
 import pytest
 
+from annotator.calibration.readout import Readout, apply_prior, decide, rule_for
 from annotator.errors import AnnotatorError
-from annotator.readout import Readout, apply_prior, decide, rule_for
 from annotator.rubric import Dimension
 
 ORDINAL = Dimension("q", "?", "ordinal", (1, 2, 3, 4, 5))

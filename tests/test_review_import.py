@@ -12,9 +12,9 @@ from conftest import run_cli
 
 from annotator.data import Item
 from annotator.errors import AnnotatorError
-from annotator.reviews import import_reviews
+from annotator.project.reviews import import_reviews
+from annotator.project.store import Store
 from annotator.rubric import rubric_from_dict
-from annotator.store import Store
 
 RUBRIC = rubric_from_dict({
     "name": "imports",
@@ -98,8 +98,8 @@ def test_reviewer_names_are_checked_as_the_app_checks_them(tmp_path, name, why):
 
 
 def test_the_app_and_the_command_line_share_one_rule():
-    from annotator.reviews import check_reviewer
-    from tui.widgets import review_view
+    from annotator.project.reviews import check_reviewer
+    from annotator.tui.widgets import review_view
 
     assert review_view.check_reviewer is check_reviewer
 
@@ -125,6 +125,6 @@ def test_a_reviewer_named_like_markup_is_stored_and_printed_as_text(tmp_path):
 
 
 def _label(value):
-    from annotator.store import Label
+    from annotator.project.store import Label
 
     return Label(value, 0.9, 0.5)

@@ -13,9 +13,9 @@ from conftest import run_cli
 
 from annotator.data import Item
 from annotator.errors import AnnotatorError
-from annotator.reviews import export_reviews
+from annotator.project.reviews import export_reviews
+from annotator.project.store import Store
 from annotator.rubric import rubric_from_dict
-from annotator.store import Store
 
 RUBRIC = rubric_from_dict({
     "name": "smoke",
@@ -70,9 +70,9 @@ def assert_no_text(done) -> None:
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl"])
 def test_round_trip_through_the_training_reader(tmp_path, suffix):
-    import train  # noqa: F401  (the package sets its offline environment first)
-    from train.args import DataArgs
-    from train.data import read_labeled
+    import annotator.train  # noqa: F401  (the package sets its offline environment first)
+    from annotator.train.args import DataArgs
+    from annotator.train.data import read_labeled
 
     project = make_project(tmp_path / "p.db", BASIC)
     out = tmp_path / f"labeled{suffix}"

@@ -157,7 +157,7 @@ def test_dimension_names_that_would_overwrite_results_columns_are_refused(names,
 
 
 def test_results_columns_are_unique_for_any_accepted_rubric():
-    from annotator.results import columns
+    from annotator.project.results import columns
 
     data = {"name": "n", "instructions": "i", "inputs": [{"column": "text"}], "dimensions": [
         {"name": "x", "question": "q", "scale": "nominal", "values": ["a", "p", "margin"]},

@@ -10,7 +10,7 @@ import time
 
 from conftest import ROOT, SAMPLES, annotation_count, write_csv
 
-from annotator.store import MIGRATIONS, Store
+from annotator.project.store import MIGRATIONS, Store
 from bench.datasets import goemotions
 
 

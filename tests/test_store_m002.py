@@ -19,9 +19,9 @@ import pytest
 from conftest import ROOT
 
 from annotator.data import Item
-from annotator.reviews import agreement_report, export_reviews
+from annotator.project.reviews import agreement_report, export_reviews
+from annotator.project.store import MIGRATIONS, Label, Store, m001_initial
 from annotator.rubric import rubric_from_dict
-from annotator.store import MIGRATIONS, Label, Store, m001_initial
 
 RUBRIC = rubric_from_dict({
     "name": "m002", "instructions": "Label the text.", "inputs": [{"column": "text"}],
@@ -95,7 +95,7 @@ def test_an_m001_project_migrates_with_every_review_kept(tmp_path):
 
 
 def test_a_failed_migration_leaves_the_old_table_intact(tmp_path, monkeypatch):
-    import annotator.store as store_module
+    import annotator.project.store as store_module
 
     path = tmp_path / "old.db"
     m001_project(path)
@@ -119,7 +119,7 @@ def test_a_failed_migration_leaves_the_old_table_intact(tmp_path, monkeypatch):
 
 KILLED_MID_MIGRATION = """
 import pathlib, sys, time
-import annotator.store as store
+import annotator.project.store as store
 
 real = store.MIGRATIONS[1]
 
@@ -184,7 +184,7 @@ def test_one_reviewer_holds_a_hard_and_an_audit_review_of_one_item(tmp_path):
 
 
 def test_alpha_ignores_hard_reviews_and_counts_each_item_once(tmp_path):
-    from tui.confusion import confusions
+    from annotator.tui.confusion import confusions
 
     with project(tmp_path / "p.db") as store:
         # alice agrees with the model on i0..i3 in the audit sample and on i4 by import; she

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 
-from annotator import store as store_module
 from annotator.data import Item
+from annotator.project import store as store_module
+from annotator.project.store import MIGRATIONS, Label, Store
 from annotator.rubric import rubric_from_dict
-from annotator.store import MIGRATIONS, Label, Store
 
 RUBRIC = rubric_from_dict({
     "name": "m005", "instructions": "Label the text.", "inputs": [{"column": "text"}],

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
+import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
 
 import pytest
 import torch
@@ -95,7 +95,7 @@ def write_labeled(path: Path, rows: list[dict]) -> Path:
 def gemma_dir() -> Path:
     """The packaged Gemma 3 270M GGUF as a Hugging Face checkpoint, via prepare_base."""
     from annotator.modelfile import default_model_path
-    from train.base import prepare_base
+    from annotator.train.base import prepare_base
 
     run = _WORK / "gemma-run"
     run.mkdir()
@@ -106,7 +106,7 @@ def gemma_dir() -> Path:
 
 @functools.cache
 def gemma_tokenizer():
-    from train.base import load_tokenizer
+    from annotator.train.base import load_tokenizer
 
     return load_tokenizer(gemma_dir())
 
@@ -161,7 +161,7 @@ def test_gguf_base_becomes_a_plain_checkpoint_with_its_tokenizer(default_model):
 
 
 def test_hf_directory_base_is_used_in_place_and_hashed(tmp_path):
-    from train.base import prepare_base
+    from annotator.train.base import prepare_base
 
     out, record = prepare_base(tiny_dir(), tmp_path)
     assert out == tiny_dir() and not (tmp_path / "base").exists()
@@ -170,7 +170,7 @@ def test_hf_directory_base_is_used_in_place_and_hashed(tmp_path):
 
 def test_bad_bases_are_refused_with_one_line(tmp_path):
     from annotator.errors import AnnotatorError
-    from train.base import check_base
+    from annotator.train.base import check_base
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "x.gguf").write_bytes(b"not a gguf")
@@ -182,8 +182,8 @@ def test_bad_bases_are_refused_with_one_line(tmp_path):
 
 def test_without_cuda_training_falls_back_to_fp32_lora_and_says_so(monkeypatch):
     from annotator.errors import AnnotatorError
-    from train.args import HardwareArgs
-    from train.base import resolve_hardware
+    from annotator.train.args import HardwareArgs
+    from annotator.train.base import resolve_hardware
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     hw = resolve_hardware(HardwareArgs())
@@ -194,8 +194,8 @@ def test_without_cuda_training_falls_back_to_fp32_lora_and_says_so(monkeypatch):
 
 
 def test_with_cuda_the_defaults_are_the_qlora_recipe(monkeypatch):
-    from train.args import HardwareArgs
-    from train.base import resolve_hardware
+    from annotator.train.args import HardwareArgs
+    from annotator.train.base import resolve_hardware
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
@@ -206,13 +206,13 @@ def test_with_cuda_the_defaults_are_the_qlora_recipe(monkeypatch):
 
 
 def test_torch_scoring_gives_the_engines_answers_on_the_real_model(default_model, goemotions_rubric):
-    """train.scoring (HF weights dequantized from the GGUF) decides like annotator.engine
+    """train.scoring (HF weights dequantized from the GGUF) decides like annotator.inference.engine
     (llama.cpp on the GGUF): same values; probabilities close (llama.cpp quantizes
     activations for its Q4_K matmuls, so they are not bit-identical)."""
     from transformers import AutoModelForCausalLM
 
-    from annotator.engine import Engine, EngineSettings
-    from train.scoring import score_items
+    from annotator.inference.engine import Engine, EngineSettings
+    from annotator.train.scoring import score_items
 
     _, items, _ = read_items(SAMPLES / "goemotions" / "items.csv", ["text"])
     items = items[:12]

@@ -11,16 +11,16 @@ from __future__ import annotations  # noqa: I001  (`import train` must precede t
 import hashlib
 import json
 
-import train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
+import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
 
 import pytest
 import torch
 from test_train_base import SMOKE_TOML, WORDS, smoke_rows, tiny_dir, write_labeled
 
-from annotator import prompt
+from annotator.inference import prompt
 from annotator.rubric import load_rubric
 from conftest import offline_site, run_cli
-from train.data import Encoder, LabeledItem
+from annotator.train.data import Encoder, LabeledItem
 
 # A learning rate far above the recipe's, so three steps move the adapter enough that
 # "merged equals adapter" is not trivially true of an adapter that is still zero.
@@ -110,7 +110,7 @@ def test_merged_model_reproduces_the_adapter_models_logits(run, workdir):
     plain = AutoModelForCausalLM.from_pretrained(tiny_dir(), dtype=torch.float32)
     adapter = PeftModel.from_pretrained(base, run_dir / "adapter").eval()
     merged = AutoModelForCausalLM.from_pretrained(run_dir / "merged", dtype=torch.float32).eval()
-    from train.base import load_tokenizer
+    from annotator.train.base import load_tokenizer
 
     encoder = Encoder(load_tokenizer(run_dir / "merged"), rubric, 512)
     rows = [json.loads(line) for line in (run_dir / "validation.jsonl").read_text().splitlines()]
@@ -126,7 +126,7 @@ def test_merged_model_reproduces_the_adapter_models_logits(run, workdir):
 
 
 def test_a_second_run_never_overwrites_the_first(run, workdir):
-    from train.cli import main
+    from annotator.train.cli import main
 
     run_dir, _ = run
     before = (run_dir / "merged" / "annotator_provenance.json").read_bytes()
@@ -140,7 +140,7 @@ def test_a_second_run_never_overwrites_the_first(run, workdir):
 
 def test_a_mistake_in_the_inputs_leaves_no_run_directory(workdir):
     from annotator.errors import AnnotatorError
-    from train.cli import main
+    from annotator.train.cli import main
 
     rows = [{k: v for k, v in r.items() if k != "quality"} for r in smoke_rows(4)]
     unlabelled = write_labeled(workdir / "unlabelled.csv", rows)
@@ -154,7 +154,7 @@ def test_the_qlora_path_runs_and_merges_into_the_dequantized_base(workdir):
     """The 4-bit code path (NF4 base, 8-bit AdamW, merge into the dequantized NF4 weights) on
     bitsandbytes' CPU kernels. The merged model matches the adapter model to the precision of
     the 4-bit kernels (they do not compute exactly as fp32 matmuls on dequantized weights)."""
-    from train.cli import main
+    from annotator.train.cli import main
 
     main(["--base", str(tiny_dir()), "--data", str(workdir / "a.csv"), "--rubric",
           str(workdir / "rubric.toml"), "--out", str(workdir / "qlora"), "--quantize", "nf4",

@@ -8,19 +8,19 @@ from __future__ import annotations  # noqa: I001  (`import train` must precede t
 
 import random
 
-import train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
+import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
 
 import pytest
 import torch
 from test_train_base import gemma_tokenizer, smoke_rows, smoke_rubric, write_labeled
 
-from annotator import prompt
+from annotator.inference import prompt
 from annotator.errors import AnnotatorError
-from train.args import AugmentArgs, DataArgs
-from train.augment import DROPPABLE, instruction_texts, read_paraphrases, token_dropout
-from train.data import (Encoder, LabeledItem, encode_pieces, neutral_token, read_labeled, split_items,
+from annotator.train.args import AugmentArgs, DataArgs
+from annotator.train.augment import DROPPABLE, instruction_texts, read_paraphrases, token_dropout
+from annotator.train.data import (Encoder, LabeledItem, encode_pieces, neutral_token, read_labeled, split_items,
                         training_examples, validation_examples)
-from train.loss import answer_loss
+from annotator.train.loss import answer_loss
 
 
 def items(n: int = 40) -> list[LabeledItem]:

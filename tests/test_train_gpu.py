@@ -5,7 +5,7 @@ from __future__ import annotations  # noqa: I001  (`import train` must precede t
 
 import json
 
-import train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
+import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
 
 import pytest
 import torch
@@ -18,7 +18,7 @@ pytestmark = [
 
 
 def test_qlora_defaults_on_cuda_train_validate_and_merge(tmp_path):
-    from train.cli import main
+    from annotator.train.cli import main
 
     (tmp_path / "rubric.toml").write_text(SMOKE_TOML)
     data = write_labeled(tmp_path / "a.csv", smoke_rows(24))

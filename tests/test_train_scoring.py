@@ -9,15 +9,15 @@ from __future__ import annotations  # noqa: I001  (`import train` must precede t
 
 import math
 
-import train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
+import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
 
 import torch
 from test_train_base import gemma_tokenizer, smoke_rows, tiny_dir
 
-from annotator import prompt
+from annotator.inference import prompt
 from annotator.rubric import rubric_from_dict
-from train.data import bos_ids, tokenize_piece
-from train.scoring import score_items
+from annotator.train.data import bos_ids, tokenize_piece
+from annotator.train.scoring import score_items
 
 RUBRIC = rubric_from_dict({
     "name": "deep", "instructions": "Rate the review.",
@@ -83,7 +83,7 @@ def test_scoring_matches_the_brute_force_reference():
 
 
 def test_trie_has_a_lead_and_deep_branches():
-    from train.scoring import _plan
+    from annotator.train.scoring import _plan
 
     plan = _plan(gemma_tokenizer(), RUBRIC.dimensions[0])
     assert len(plan.lead) == 1  # the space every " <digits>" starts with

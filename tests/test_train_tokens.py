@@ -1,24 +1,24 @@
 """Training prompts tokenize exactly as inference prompts: the HF tokenizer (read from the
 packaged Gemma GGUF by transformers) against llama.cpp's tokenizer on the same GGUF, piece
-by piece, with the pieces `annotator.prompt.segments` gives (training variants included)."""
+by piece, with the pieces `annotator.inference.prompt.segments` gives (training variants included)."""
 
 from __future__ import annotations  # noqa: I001  (`import train` must precede torch)
 
 import random
 
-import train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
+import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
 
 import llama_cpp
 import pytest
 from test_train_base import gemma_tokenizer, smoke_rows, smoke_rubric
 
-from annotator import prompt
+from annotator.inference import prompt
 from annotator.data import read_items
-from annotator.engine import Engine, EngineSettings
+from annotator.inference.engine import Engine, EngineSettings
 from conftest import SAMPLES
-from train.args import AugmentArgs
-from train.augment import draw_variant, instruction_texts
-from train.data import Encoder, LabeledItem, bos_ids, encode_pieces, tokenize_piece
+from annotator.train.args import AugmentArgs
+from annotator.train.augment import draw_variant, instruction_texts
+from annotator.train.data import Encoder, LabeledItem, bos_ids, encode_pieces, tokenize_piece
 
 TRICKY = [
     "<start_of_turn>user\nhi<end_of_turn>", "<bos> and <pad> and <unk> as text", "  two leading",

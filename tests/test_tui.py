@@ -30,20 +30,20 @@ from test_tui_support import (
 )
 from textual.widgets import DataTable
 
-from annotator.engine import EngineSettings
+from annotator.inference.engine import EngineSettings
 from annotator.modelfile import sha256_file
-from annotator.store import Store
-from tui.app import make_app
-from tui.queues import AUDIT, HARD, audit_order
-from tui.screens.ask import AskScreen
-from tui.screens.help import HelpScreen
-from tui.screens.item import ItemScreen
-from tui.widgets.agreement_view import AgreementView
-from tui.widgets.annotate_view import AnnotateView
-from tui.widgets.browse_view import BrowseView
-from tui.widgets.project_view import ProjectView
-from tui.widgets.review_view import ReviewView
-from tui.widgets.value_picker import ValuePicker
+from annotator.project.store import Store
+from annotator.tui.app import make_app
+from annotator.tui.queues import AUDIT, HARD, audit_order
+from annotator.tui.screens.ask import AskScreen
+from annotator.tui.screens.help import HelpScreen
+from annotator.tui.screens.item import ItemScreen
+from annotator.tui.widgets.agreement_view import AgreementView
+from annotator.tui.widgets.annotate_view import AnnotateView
+from annotator.tui.widgets.browse_view import BrowseView
+from annotator.tui.widgets.project_view import ProjectView
+from annotator.tui.widgets.review_view import ReviewView
+from annotator.tui.widgets.value_picker import ValuePicker
 
 N_ITEMS = 8
 
@@ -250,7 +250,7 @@ async def test_an_item_reviewed_in_the_hard_queue_is_reviewed_again_blind_in_the
         await app.workers.wait_for_complete()
         assert "0 hardest-first item(s) not counted" in text_of(agreement)
     # Alpha counts the audit review only: the same with the hard one deleted.
-    from annotator.reviews import agreement_report
+    from annotator.project.reviews import agreement_report
 
     with Store(project) as store:
         report = agreement_report(store, bootstrap=0)
@@ -354,7 +354,7 @@ async def test_a_model_that_fails_to_load_is_reported_in_the_app(tmp_path, defau
 
 KILL_ANNOTATE = """
 import asyncio, sys
-from tui.app import make_app
+from annotator.tui.app import make_app
 
 async def main():
     app = make_app(sys.argv[1], sys.argv[2], sys.argv[3])
@@ -370,7 +370,7 @@ asyncio.run(main())
 
 KILL_REVIEW = """
 import asyncio, pathlib, sys
-from tui.app import make_app
+from annotator.tui.app import make_app
 
 async def main():
     app = make_app(sys.argv[1], reviewer="bob")
@@ -438,8 +438,9 @@ def test_killing_the_app_mid_review_loses_no_saved_review(tmp_path):
 
 
 def test_app_modules_without_widgets_import_no_textual():
-    code = ("import sys, tui.launch, tui.project, tui.annotation, tui.queues, tui.confusion, "
-            "tui.formatting; print('textual' in sys.modules)")
+    code = ("import sys, annotator.tui.launch, annotator.tui.project, annotator.tui.annotation, "
+            "annotator.tui.queues, annotator.tui.confusion, "
+            "annotator.tui.formatting; print('textual' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

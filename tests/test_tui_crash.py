@@ -15,10 +15,10 @@ from textual.widgets import TabbedContent
 from textual.worker import WorkerFailed
 
 from annotator.data import read_items
+from annotator.project.store import Store
 from annotator.rubric import load_rubric
-from annotator.store import Store
-from tui.app import make_app
-from tui.screens.item import ItemScreen
+from annotator.tui.app import make_app
+from annotator.tui.screens.item import ItemScreen
 
 MARKER = "CONFIDENTIAL-4c1e"  # in every item's text
 

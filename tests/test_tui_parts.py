@@ -6,9 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from annotator.store import Label
-from tui.launch import DEMO_PROJECT, resolve_launch
-from tui.queues import AUDIT, HARD, audit_order, audit_queue, hard_queue, my_reviewed_items
+from annotator.project.store import Label
+from annotator.tui.launch import DEMO_PROJECT, resolve_launch
+from annotator.tui.queues import (
+    AUDIT,
+    HARD,
+    audit_order,
+    audit_queue,
+    hard_queue,
+    my_reviewed_items,
+)
 
 IDS = [f"i{n:02d}" for n in range(30)]
 
@@ -55,7 +62,7 @@ def test_launch_defaults():
 
 
 def test_value_picker_digits(goemotions_rubric):
-    from tui.widgets.value_picker import ValuePicker
+    from annotator.tui.widgets.value_picker import ValuePicker
 
     picker = ValuePicker(goemotions_rubric.dimensions[0])
     picked = []
@@ -71,8 +78,8 @@ def test_value_picker_digits(goemotions_rubric):
 
 
 def test_confusion_counts_only_unbiased_reviews_and_draws_a_matrix_for_scores(newsroom_rubric):
-    from tui.confusion import confusions
-    from tui.widgets.confusion_view import confusion_lines
+    from annotator.tui.confusion import confusions
+    from annotator.tui.widgets.confusion_view import confusion_lines
 
     dims = [d.name for d in newsroom_rubric.dimensions]
     model = [(f"i{n}", {d: Label(v, 0.5, 0.1) for d in dims}, 0) for n, v in enumerate([1, 2, 5])]
@@ -92,10 +99,10 @@ def test_a_model_that_carries_its_rubric_needs_no_rubric_file(tmp_path, monkeypa
 
     from test_tui_support import sample_subset
 
-    import tui.project as project_module
+    import annotator.tui.project as project_module
     from annotator.modelfile import default_model_path, read_model_info
-    from tui.launch import Launch
-    from tui.project import load_project
+    from annotator.tui.launch import Launch
+    from annotator.tui.project import load_project
 
     real = read_model_info(default_model_path())
     monkeypatch.setattr(project_module, "read_model_info",
@@ -111,7 +118,7 @@ def test_a_model_that_carries_its_rubric_needs_no_rubric_file(tmp_path, monkeypa
 
 
 def test_training_summary_reads_untrusted_provenance():
-    from tui.formatting import training_summary
+    from annotator.tui.formatting import training_summary
 
     good = {"split": {"train_count": 256, "validation_count": 64},
             "validation_alpha": {"emotion": 0.2858}}
@@ -127,8 +134,8 @@ def test_the_app_runs_an_adapter_on_the_base_it_is_given(tmp_path):
     adapter was not made for is refused with the job's one-line error."""
     from annotator.errors import AnnotatorError
     from annotator.modelfile import default_model_path
-    from tui.annotation import AnnotationRunner
-    from tui.launch import DEMO_MODEL, samples_dir
+    from annotator.tui.annotation import AnnotationRunner
+    from annotator.tui.launch import DEMO_MODEL, samples_dir
 
     sample = samples_dir() / "goemotions"
     launch = resolve_launch(tmp_path / "p.db", sample / "items.csv", model=sample / DEMO_MODEL,

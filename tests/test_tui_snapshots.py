@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 from test_tui_support import fabricated_project, opened, text_of, wait_for
 
-from tui.app import make_app
-from tui.widgets.agreement_view import AgreementView
+from annotator.tui.app import make_app
+from annotator.tui.widgets.agreement_view import AgreementView
 
 
 @pytest.fixture

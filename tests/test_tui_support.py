@@ -12,8 +12,8 @@ from pathlib import Path
 from conftest import SAMPLES
 
 from annotator.data import read_items
+from annotator.project.store import Label, Store
 from annotator.rubric import load_rubric
-from annotator.store import Label, Store
 
 GOEMO = SAMPLES / "goemotions"
 RUBRIC = GOEMO / "rubric.toml"
@@ -53,7 +53,7 @@ def fabricated_project(folder: Path, n: int = 12, reviews: bool = True) -> Path:
             store.save_annotation(run_id, item.id, {"emotion": Label(model[item.id], prob,
                                   round(prob * rng.uniform(0.05, 0.9), 3))}, 20, 0, 0.01)
         if reviews:
-            from tui.queues import audit_order
+            from annotator.tui.queues import audit_order
 
             order = audit_order(model)
             audit = [(i, "emotion", model[i] if k % 3 else rng.choice(values))

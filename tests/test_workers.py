@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, SAMPLES, annotation_count, hears_ctrl_c, run_cli
 
+from annotator.jobs.workers import split_threads
+from annotator.project.store import Store, worker_alive, worker_name
 from annotator.rubric import load_rubric
-from annotator.store import Store, worker_alive, worker_name
-from annotator.workers import split_threads
 
 ITEMS = SAMPLES / "goemotions" / "items.csv"
 RUBRIC = SAMPLES / "goemotions" / "rubric.toml"
@@ -89,7 +89,7 @@ def _store_with_run(path: Path, ids: list[str]) -> tuple[Store, int]:
 
 
 def test_claims_lease_dead_worker_and_labelled_items(tmp_path):
-    from annotator.store import Label
+    from annotator.project.store import Label
 
     store, run = _store_with_run(tmp_path / "p.db", ["a", "b", "c", "d"])
     me, other = worker_name(), worker_name()
@@ -126,7 +126,7 @@ def test_workers_start_fresh_while_other_threads_run():
     (the app runs its job in a thread): then the workers start as fresh interpreters."""
     import threading
 
-    from annotator.workers import _process_context
+    from annotator.jobs.workers import _process_context
 
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
@@ -272,8 +272,8 @@ def test_ctrl_c_stops_between_items_and_the_rerun_finishes(tmp_path, reference, 
 @pytest.mark.slow
 def test_app_job_and_cli_on_one_project_at_once(tmp_path, reference):
     """The app drives a Job in its own process; a CLI runs beside it on the same project."""
-    from annotator.engine import EngineSettings
-    from annotator.job import open_job
+    from annotator.inference.engine import EngineSettings
+    from annotator.jobs.job import open_job
 
     project = tmp_path / "p.db"
     job = open_job(ITEMS, project, RUBRIC, settings=EngineSettings(n_threads=1))
@@ -327,8 +327,8 @@ def test_a_working_job_keeps_its_claim_past_the_lease(tmp_path):
     import csv
     import threading
 
-    from annotator.engine import EngineSettings
-    from annotator.job import open_job
+    from annotator.inference.engine import EngineSettings
+    from annotator.jobs.job import open_job
 
     with ITEMS.open(encoding="utf-8", newline="") as handle:
         text = " ".join(row["text"] for row in csv.DictReader(handle))

@@ -1,0 +1,1 @@
+"""Reading labels from the engine's outputs: readout rules, fitted heads, calibrate."""

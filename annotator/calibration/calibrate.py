@@ -1,0 +1,241 @@
+"""`annotator calibrate`: a run's stored model outputs, read out again into a new run.
+
+No model pass: the project keeps every value's probability and the hidden state at each
+decision (store migration m003), so a new decision rule, a prior, or a calibration head fitted
+on the project's reviewed items is applied to what the model already computed. The result is
+a new run (`derived_from` the old one) that `results`, `agree` and the app read like any other.
+
+The dashboard stays honest: an item whose review helped fit the head gets its leave-one-out
+label (predicted by a head fitted without it), so `agree` on the new run compares reviewers
+only with labels that their own label did not produce. Only audit-sample and imported reviews
+are used, as for alpha. The head can be written into a copy of the run's model file
+(`--out`), which then carries it: `annotate --model` that file labels new items the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from annotator.calibration.heads import MIN_ITEMS, DimHead, Head, fit_dimension
+from annotator.calibration.readout import Readout, mean_distribution
+from annotator.errors import AnnotatorError, printable
+from annotator.project.reviews import unbiased_labels
+from annotator.project.store import Label, Output, Run, Store
+from annotator.rubric import Rubric
+
+
+@dataclass
+class CalibrationResult:
+    parent: int
+    run_id: int
+    head: Head | None
+    readout: dict
+    fitted: dict[str, int] = field(default_factory=dict)  # dimension -> reviewed items used
+    left_out: dict[str, str] = field(default_factory=dict)  # dimension -> why no head
+    reviews_sha256: str | None = None  # of the reviews the head was fitted on
+
+
+def calibrate(store: Store, run_id: int | None = None, reviewer: str | None = None,
+              rule: str | None = None, prior: str | None = None, fit_head: bool = True
+              ) -> CalibrationResult:
+    """Apply `rule`/`prior` (default: the run's) and, with `fit_head`, a head fitted on the
+    reviewed items, to run `run_id`'s stored outputs; store the result as a new run."""
+    rubric = store.rubric()
+    if rubric is None:
+        raise AnnotatorError(f"{store.path}: project has no rubric yet (annotate first)")
+    run = store.run(run_id)
+    outputs = store.outputs(run.id)
+    if not outputs:
+        raise AnnotatorError(f"{store.path}: run {run.id} has no labelled items")
+    layer = (run.settings.get("settings") or {}).get("hidden_layer")
+    if any(o.probs is None or o.hidden is None for o in outputs) or layer is None:
+        raise AnnotatorError(f"{store.path}: run {run.id} was labelled before distributions "
+                             "and middle-layer hidden states were stored; annotate the data again")
+    base = run.settings.get("readout") or {}
+    readout = Readout(rule=rule or base.get("rule", "argmax"),
+                      prior=prior or base.get("prior", "none"),
+                      priors={k: tuple(v) for k, v in (base.get("priors") or {}).items()})
+    if readout.prior == "batch":  # the mean distribution over this run's items
+        readout = replace(readout, priors={d.name: tuple(mean_distribution(
+            [o.probs[d.name] for o in outputs])) for d in rubric.dimensions})
+    hidden = {o.item_id: _states(o, len(rubric.dimensions)) for o in outputs}
+    result = CalibrationResult(run.id, 0, None, {})
+    loo: dict[str, dict[str, int]] = {}
+    if fit_head:
+        loo = _fit_heads(store, rubric, hidden, reviewer, result, int(layer))
+    relabelled = [_relabel(rubric, o, readout, hidden[o.item_id], result.head, loo)
+                  for o in outputs]
+    described = readout.describe(rubric)
+    if readout.prior == "batch":
+        described["batch_items"] = len(outputs)
+    if result.head is not None:
+        described["head"] = result.head.describe()
+        described["head_labels"] = "leave-one-out for the items it was fitted on"
+        described["head_reviews_sha256"] = result.reviews_sha256  # part of the run's key
+    described["derived_from"] = run.id
+    result.readout = described
+    settings = {**run.settings, "readout": described}
+    result.run_id = store.start_derived_run(run, settings, relabelled)
+    return result
+
+
+def _states(output: Output, n_dims: int) -> np.ndarray:
+    assert output.hidden is not None
+    return np.frombuffer(output.hidden, dtype="<f2").reshape(n_dims, -1)
+
+
+def _fit_heads(store: Store, rubric: Rubric, hidden: dict[str, np.ndarray],
+               reviewer: str | None, result: CalibrationResult, layer: int
+               ) -> dict[str, dict[str, int]]:
+    labels = unbiased_labels(store.reviews())
+    if reviewer is not None:
+        if reviewer not in labels:
+            raise AnnotatorError(f"{store.path}: no audit or imported reviews by {reviewer!r} "
+                                 f"(reviewers: {', '.join(sorted(labels)) or 'none'})")
+        labels = {reviewer: labels[reviewer]}
+    heads: dict[str, DimHead] = {}
+    loo: dict[str, dict[str, int]] = {}
+    used: set[str] = set()
+    considered = sorted((name, item_id, dim, json.dumps(value))
+                        for name, by_item in labels.items()
+                        for (item_id, dim), value in by_item.items() if item_id in hidden)
+    result.reviews_sha256 = hashlib.sha256(json.dumps(considered).encode("utf-8")).hexdigest()
+    for dim in rubric.dimensions:
+        if dim.scale == "nominal":
+            result.left_out[dim.name] = "nominal: keeps the rule"
+            continue
+        given: dict[str, list[int]] = {}
+        for by_item in labels.values():
+            for (item_id, name), value in by_item.items():
+                if name == dim.name and item_id in hidden:
+                    given.setdefault(item_id, []).append(dim.values.index(value))
+        items = sorted(given)
+        positions = [p for i in items for p in given[i]]
+        if len(items) < MIN_ITEMS or len(set(positions)) < 2:
+            result.left_out[dim.name] = (f"{len(items)} reviewed items"
+                                         + (" with one value" if items else "")
+                                         + f"; a head needs {MIN_ITEMS} with two values or more")
+            continue
+        states = np.stack([hidden[i] for i in items])
+        targets = [float(np.mean(given[i])) for i in items]
+        fit = fit_dimension(dim, states, targets, positions)
+        heads[dim.name] = fit.head
+        loo[dim.name] = dict(zip(items, fit.loo_labels, strict=True))
+        result.fitted[dim.name] = len(items)
+        used.update(items)
+    if heads:
+        n_embd = next(iter(hidden.values())).shape[1]
+        fitted = {"items": len(used), "reviewers": len(labels),
+                  "queues": "audit, import"}
+        result.head = Head(heads, n_embd, fitted, layer)
+    return loo
+
+
+def _relabel(rubric: Rubric, output: Output, readout: Readout, states: np.ndarray,
+             head: Head | None, loo: dict[str, dict[str, int]]) -> Output:
+    assert output.probs is not None
+    labels = {}
+    for dim in rubric.dimensions:
+        probs = output.probs[dim.name]
+        if head is not None and dim.name in head.dims:
+            chosen, margin = head.choose(dim, states)
+            chosen = loo[dim.name].get(output.item_id, chosen)
+        else:
+            chosen, margin = readout.choose(dim, probs)
+        labels[dim.name] = Label(dim.values[chosen], probs[chosen], margin)
+    return replace(output, labels=labels)
+
+
+def describe_head(head: Head | dict) -> str:
+    """One line on a calibration head (a Head, or the summary a run records)."""
+    summary = head.describe() if isinstance(head, Head) else head
+    dims = summary.get("dims", {})
+    alphas = ", ".join(
+        f"{name} {d['loo_alpha']:.2f}" if d.get("loo_alpha") is not None else f"{name} undefined"
+        for name, d in sorted(dims.items()))
+    return (f"head on {', '.join(sorted(dims))} ({summary.get('fitted', {}).get('items', '?')} "
+            f"reviewed items; block {summary.get('layer', '?')}; leave-one-out alpha vs the "
+            f"reviewers' mean {alphas}; sha256 {str(summary.get('sha256', ''))[:12]})")
+
+
+def describe_run(run: Run) -> str:
+    """One line on how a run's labels were read out (for the CLI and the app)."""
+    readout = run.settings.get("readout") or {}
+    if not readout:
+        return "argmax (recorded before readouts)"
+    rule, rules = readout.get("rule", "argmax"), readout.get("rules") or {}
+    parts = [f"rule {rule}" + (f" ({', '.join(f'{k} {v}' for k, v in rules.items())})"
+                               if rule == "auto" and rules else "")]
+    if readout.get("prior", "none") != "none":
+        parts.append(f"prior {readout['prior']}")
+    if head := readout.get("head"):
+        parts.append("calibration " + describe_head(head))
+    if "derived_from" in readout:
+        parts.append(f"read again from run {readout['derived_from']}")
+    return "; ".join(parts)
+
+
+def shown_path(path: str | Path, project: str | Path) -> str:
+    """`path` as a message shows it: relative to the project's folder where that is shorter
+    than the absolute path (printable either way)."""
+    absolute = os.path.abspath(path)
+    try:
+        relative = os.path.relpath(absolute, os.path.dirname(os.path.abspath(project)))
+    except ValueError:  # another drive (Windows)
+        relative = absolute
+    return printable(min(absolute, relative, key=len), 400)
+
+
+def run_model_file(store: Store, run: Run) -> Path:
+    """The run's model file, checked: the file now at its recorded path (runs recorded before
+    paths were absolute: relative to the current folder) must have the run's sha256."""
+    from annotator.modelfile import read_sha256
+
+    source = Path(run.model_path)
+    shown = shown_path(source, store.path)
+    if not source.is_file():
+        raise AnnotatorError(f"{shown}: run {run.id}'s model file is not there; --out copies it")
+    found = read_sha256(source)  # read now: a replaced file must not pass on a cached digest
+    if found != run.model_sha256:
+        raise AnnotatorError(f"{shown}: sha256 {found[:12]} is not run {run.id}'s model "
+                             f"({run.model_sha256[:12]}); the file was replaced or this is "
+                             "another folder; --out copies only the run's own model file")
+    return source
+
+
+def write_model_with_head(store: Store, run: Run, head: Head, out: Path,
+                          source: Path | None = None) -> None:
+    """A copy of the run's model file (full model or LoRA adapter) that carries `head`, the
+    project's rubric and the prompt format, so `annotate --model OUT` applies the head.
+    `source`: the run's model file as `run_model_file` checked it (else checked here)."""
+    import gguf
+    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
+
+    from annotator.inference import prompt
+    from annotator.modelfile import KEY_CALIBRATION, KEY_PROMPT_FORMAT, KEY_RUBRIC
+
+    source = source or run_model_file(store, run)
+    rubric = store.rubric()
+    assert rubric is not None
+    if out.resolve() == source.resolve():
+        raise AnnotatorError(f"{out}: would overwrite the run's model file; choose another name")
+    text = gguf.GGUFValueType.STRING
+    new = {KEY_CALIBRATION: MetadataDetails(text, head.to_json()),
+           KEY_RUBRIC: MetadataDetails(text, rubric.canonical_json()),
+           KEY_PROMPT_FORMAT: MetadataDetails(gguf.GGUFValueType.UINT32, prompt.PROMPT_FORMAT)}
+    reader = gguf.GGUFReader(source, "r")
+    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE)
+    partial = out.with_name(out.name + f".{os.getpid()}.tmp")
+    try:
+        writer = gguf.GGUFWriter(partial, arch.contents() if arch else "unknown",
+                                 endianess=reader.endianess)
+        copy_with_new_metadata(reader, writer, new, [])
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Running an annotate job: the job spec, one process, workers, a Ray cluster."""

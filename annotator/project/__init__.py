@@ -1,0 +1,1 @@
+"""The SQLite project: store, shares (split and merge), results, reviews."""

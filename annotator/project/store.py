@@ -1,0 +1,706 @@
+"""The project store: one SQLite file per project.
+
+WAL journal, synchronous=FULL and one transaction per item (all of its dimensions at once), so
+a process killed at any moment loses at most the item in flight, and a primary key on
+(run, item) makes a duplicate impossible. The schema evolves through the `MIGRATIONS` list:
+small functions applied in order, each in one transaction together with its row in the
+`_migrations` table (so a crash mid-migration leaves the file as it was before it).
+
+A project is tied to one rubric (its hash is fixed when the project is created); runs record
+the model, its sha256, the engine settings, backend and library versions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from annotator.data import Item, Skipped
+from annotator.errors import AnnotatorError
+from annotator.rubric import Rubric, Value, rubric_from_json
+
+Migration = Callable[[sqlite3.Connection], None]
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+@migration
+def m001_initial(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE project (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            started_at REAL NOT NULL,
+            model_path TEXT NOT NULL,
+            model_sha256 TEXT NOT NULL,
+            rubric_hash TEXT NOT NULL,
+            data_path TEXT NOT NULL,
+            data_sha256 TEXT NOT NULL,
+            settings TEXT NOT NULL,      -- JSON: engine settings, backend, versions
+            run_key TEXT NOT NULL        -- what must match for a rerun to resume this run
+        );
+        CREATE INDEX runs_key ON runs (run_key);
+        CREATE TABLE items (
+            id TEXT PRIMARY KEY,
+            row INTEGER NOT NULL,
+            fields TEXT NOT NULL         -- JSON object: column -> text
+        );
+        CREATE TABLE skipped (
+            run_id INTEGER NOT NULL REFERENCES runs (id),
+            row INTEGER NOT NULL,
+            item_id TEXT,
+            reason TEXT NOT NULL,
+            PRIMARY KEY (run_id, row)
+        );
+        CREATE TABLE annotations (
+            run_id INTEGER NOT NULL REFERENCES runs (id),
+            item_id TEXT NOT NULL REFERENCES items (id),
+            labels TEXT NOT NULL,        -- JSON: dimension -> [value, prob, margin]
+            n_tokens INTEGER NOT NULL,
+            truncated_tokens INTEGER NOT NULL,
+            seconds REAL NOT NULL,
+            PRIMARY KEY (run_id, item_id)
+        );
+        CREATE TABLE reviews (
+            item_id TEXT NOT NULL REFERENCES items (id),
+            dimension TEXT NOT NULL,
+            reviewer TEXT NOT NULL,
+            value TEXT NOT NULL,         -- JSON scalar
+            queue TEXT NOT NULL,         -- audit (random sample) | hard (low margin) | import
+            created_at REAL NOT NULL,
+            PRIMARY KEY (item_id, dimension, reviewer)
+        );
+        """
+    )
+
+
+@migration
+def m002_reviews_keyed_by_queue(db: sqlite3.Connection) -> None:
+    """Key reviews by queue too: one reviewer may hold a hard-queue review (maybe not blind)
+    and a blind audit review of the same item, and only the audit one counts for alpha.
+
+    SQLite cannot change a primary key in place: a new table, every row copied, the old one
+    dropped and the new one renamed, all in the migration's transaction."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE reviews_m002 (
+            item_id TEXT NOT NULL REFERENCES items (id),
+            dimension TEXT NOT NULL,
+            reviewer TEXT NOT NULL,
+            value TEXT NOT NULL,         -- JSON scalar
+            queue TEXT NOT NULL,         -- audit (random sample) | hard (low margin) | import
+            created_at REAL NOT NULL,    -- when saved (a re-review in the same queue: its time)
+            PRIMARY KEY (item_id, dimension, reviewer, queue)
+        );
+        INSERT INTO reviews_m002 (item_id, dimension, reviewer, value, queue, created_at)
+            SELECT item_id, dimension, reviewer, value, queue, created_at FROM reviews;
+        DROP TABLE reviews;
+        ALTER TABLE reviews_m002 RENAME TO reviews
+        """
+    )
+
+
+@migration
+def m003_answer_distributions(db: sqlite3.Connection) -> None:
+    """Keep what the model's pass gave, not only the label: every allowed value's probability
+    (`probs`, JSON: dimension -> list in rubric order) and the hidden state at each decision
+    (`hidden`, float16 bytes, dimensions x n_embd), so a decision rule or a calibration head
+    can be applied to a project without running the model again. Rows from before stay NULL."""
+    db.execute("ALTER TABLE annotations ADD COLUMN probs TEXT")
+    db.execute("ALTER TABLE annotations ADD COLUMN hidden BLOB")
+
+
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    # Statement by statement: executescript() would commit the migration's transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+@dataclass(frozen=True)
+class Label:
+    value: Value
+    prob: float
+    margin: float
+
+
+@dataclass(frozen=True)
+class Output:
+    """An item's stored model outputs (NULL for rows written before m003)."""
+
+    item_id: str
+    labels: dict[str, Label]
+    probs: dict[str, list[float]] | None
+    hidden: bytes | None  # float16, dimensions x n_embd
+    n_tokens: int
+    truncated_tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    started_at: float
+    model_path: str
+    model_sha256: str
+    rubric_hash: str
+    data_path: str
+    settings: dict
+
+
+_INSERT_ANNOTATION = (
+    "INSERT OR IGNORE INTO annotations (run_id, item_id, labels, n_tokens, truncated_tokens,"
+    " seconds, probs, hidden) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+def _annotation_row(run_id: int, item_id: str, labels: dict[str, Label], n_tokens: int,
+                    truncated_tokens: int, seconds: float, probs: dict[str, list[float]] | None,
+                    hidden: bytes | None) -> tuple:
+    payload = json.dumps({k: [v.value, v.prob, v.margin] for k, v in labels.items()})
+    return (run_id, item_id, payload, n_tokens, truncated_tokens, seconds,
+            None if probs is None else json.dumps(probs), hidden)
+
+
+OPEN_TIMEOUT = 30.0  # seconds to keep trying to open a project that other processes hold
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        deadline = time.monotonic() + OPEN_TIMEOUT
+        for attempt in itertools.count(1):
+            try:
+                self.db = self._open()
+                return
+            except sqlite3.OperationalError as exc:
+                # Processes that create the same new project at once (workers started
+                # together) race to switch it to WAL and migrate it; SQLite answers some of
+                # them "locked" at once, without waiting on its busy timeout. Try again.
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise AnnotatorError(f"{self.path}: not a project file ({exc})") from exc
+                time.sleep(min(0.5, 0.01 * attempt))
+            except sqlite3.DatabaseError as exc:
+                raise AnnotatorError(f"{self.path}: not a project file ({exc})") from exc
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            self.db = db
+            self._migrate()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
+        for fn in MIGRATIONS:
+            if fn.__name__ not in done:
+                with self.transaction() as db:
+                    # Read again under the write lock: another process opening the same
+                    # project may have applied it since.
+                    if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (fn.__name__,)).fetchone():
+                        continue
+                    fn(db)
+                    db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))
+
+    # -- the project's rubric ---------------------------------------------------------------
+
+    def rubric(self) -> Rubric | None:
+        row = self.db.execute("SELECT value FROM project WHERE key = 'rubric'").fetchone()
+        return rubric_from_json(row[0], f"{self.path} [rubric]") if row else None
+
+    def bind_rubric(self, rubric: Rubric) -> None:
+        """Tie the project to `rubric`; refuse a different rubric for an existing project."""
+        existing = self.rubric()
+        if existing is None:
+            # OR IGNORE: another process may bind the same new project at the same moment;
+            # whichever rubric won is then compared below.
+            with self.transaction() as db:
+                db.execute("INSERT OR IGNORE INTO project VALUES ('rubric', ?)",
+                           (rubric.canonical_json(),))
+            existing = self.rubric()
+        if existing is not None and existing.hash != rubric.hash:
+            raise AnnotatorError(
+                f"{self.path}: project uses rubric {existing.name!r} ({existing.hash[:12]}), "
+                f"not {rubric.name!r} ({rubric.hash[:12]}); use a new project file"
+            )
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def find_or_start_run(
+        self, *, model_path: str, model_sha256: str, rubric: Rubric, data_path: str,
+        data_sha256: str, settings: dict,
+    ) -> tuple[int, bool]:
+        """(run id, resumed): a run with the same model, rubric, engine settings and readout
+        is resumed, on this machine or any other (see `run_key`). The machine's own facts
+        (`machine_facts`: backend, versions, content-free priors...) are recorded with the
+        run in `run_machines`, once per distinct set; the run's settings keep the first's."""
+        key = run_key(model_sha256, rubric.hash, settings)
+        facts = json.dumps(machine_facts(settings), sort_keys=True)
+        # Read and insert in one write transaction: two processes starting the same job at
+        # once must end up in the same run, never in two.
+        with self.transaction() as db:
+            row = db.execute(
+                "SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1", (key,)
+            ).fetchone()
+            if row:
+                run_id, resumed = int(row[0]), True
+            else:
+                cursor = db.execute(
+                    "INSERT INTO runs (started_at, model_path, model_sha256, rubric_hash,"
+                    " data_path, data_sha256, settings, run_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (time.time(), model_path, model_sha256, rubric.hash, data_path, data_sha256,
+                     json.dumps(settings, sort_keys=True), key),
+                )
+                run_id, resumed = int(cursor.lastrowid or 0), False
+            db.execute("INSERT OR IGNORE INTO run_machines VALUES (?, '', ?, ?)",
+                       (run_id, facts, time.time()))
+            return run_id, resumed
+
+    def run_machines(self, run_id: int) -> list[tuple[str, dict]]:
+        """(source, facts) of every machine that labelled in the run, first recorded first:
+        source is '' for processes that wrote to this project, else the name of the project
+        file a merge brought them from (`annotator project merge`)."""
+        rows = self.db.execute("SELECT source, facts FROM run_machines WHERE run_id = ?"
+                               " ORDER BY recorded_at, source, facts", (run_id,))
+        return [(r[0], json.loads(r[1])) for r in rows]
+
+    def runs(self) -> list[Run]:
+        """Every run in id order, except that the latest (`run()`) comes last."""
+        rows = self.db.execute(
+            "SELECT id, started_at, model_path, model_sha256, rubric_hash, data_path, settings"
+            " FROM runs ORDER BY id"
+        ).fetchall()
+        runs = [Run(r[0], r[1], r[2], r[3], r[4], r[5], json.loads(r[6])) for r in rows]
+        latest = self._latest(runs)
+        return [r for r in runs if r is not latest] + ([latest] if latest else [])
+
+    def _latest(self, runs: list[Run]) -> Run | None:
+        """The run that `results`, `agree` and the app show by default: the derived run that
+        `calibrate` made or reused last, unless a run was added since; else the newest run.
+        Never a stale derived run (one without some of its parent's items)."""
+        by_id = {r.id: r for r in runs}
+        row = self.db.execute("SELECT value FROM project WHERE key = 'latest_run'").fetchone()
+        if row and runs:
+            chosen, newest = json.loads(row[0])
+            if newest == runs[-1].id and chosen in by_id and not self.stale(by_id[chosen], by_id):
+                return by_id[chosen]
+        return next((r for r in reversed(runs) if not self.stale(r, by_id)),
+                    runs[-1] if runs else None)
+
+    def stale(self, run: Run, by_id: dict[int, Run] | None = None) -> bool:
+        """A derived run (`calibrate`) whose parent has labelled items since (a resumed
+        annotate), or whose parent is stale: it holds only part of what it was read from."""
+        parent = (run.settings.get("readout") or {}).get("derived_from")
+        if not isinstance(parent, int) or isinstance(parent, bool) or not parent < run.id:
+            return False
+        missing = self.db.execute(
+            "SELECT 1 FROM annotations p WHERE p.run_id = ? AND NOT EXISTS (SELECT 1 FROM"
+            " annotations d WHERE d.run_id = ? AND d.item_id = p.item_id) LIMIT 1",
+            (parent, run.id)).fetchone()
+        if missing:
+            return True
+        if by_id is None:
+            by_id = {r.id: r for r in self.runs()}
+        return parent in by_id and self.stale(by_id[parent], by_id)
+
+    def run(self, run_id: int | None = None) -> Run:
+        """The run asked for, or the latest one (see `_latest`)."""
+        runs = self.runs()
+        if not runs:
+            raise AnnotatorError(f"{self.path}: no annotation run yet (run `annotator annotate`)")
+        if run_id is None:
+            return runs[-1]
+        for run in runs:
+            if run.id == run_id:
+                return run
+        raise AnnotatorError(f"{self.path}: no run {run_id} (runs: {', '.join(str(r.id) for r in runs)})")
+
+    # -- items and annotations --------------------------------------------------------------
+
+    def add_items(self, items: Iterable[Item]) -> list[Skipped]:
+        """Store items; an id already stored with different text is reported, not replaced."""
+        conflicts: list[Skipped] = []
+        with self.transaction() as db:
+            for item in items:
+                fields = json.dumps(item.fields, sort_keys=True, ensure_ascii=False)
+                row = db.execute("SELECT fields FROM items WHERE id = ?", (item.id,)).fetchone()
+                if row is None:
+                    db.execute("INSERT INTO items VALUES (?, ?, ?)", (item.id, item.row, fields))
+                elif row[0] != fields:
+                    conflicts.append(Skipped(item.row, item.id, "id already in the project with other text"))
+        return conflicts
+
+    def record_skipped(self, run_id: int, skipped: Iterable[Skipped]) -> None:
+        with self.transaction() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO skipped VALUES (?, ?, ?, ?)",
+                [(run_id, s.row, s.id, s.reason) for s in skipped],
+            )
+
+    def skipped(self, run_id: int) -> list[Skipped]:
+        rows = self.db.execute(
+            "SELECT row, item_id, reason FROM skipped WHERE run_id = ? ORDER BY row", (run_id,)
+        )
+        return [Skipped(r[0], r[1], r[2]) for r in rows]
+
+    def done_ids(self, run_id: int) -> set[str]:
+        rows = self.db.execute("SELECT item_id FROM annotations WHERE run_id = ?", (run_id,))
+        return {r[0] for r in rows}
+
+    def save_annotation(
+        self, run_id: int, item_id: str, labels: dict[str, Label], n_tokens: int,
+        truncated_tokens: int, seconds: float, probs: dict[str, list[float]] | None = None,
+        hidden: bytes | None = None, worker: str | None = None, lease: float = 0.0,
+    ) -> None:
+        """Store an item's labels. `worker`: the claim holder saving it; in the same
+        transaction its claim on the item goes (a labelled item needs none) and its other
+        claims are renewed for `lease` seconds."""
+        with self.transaction() as db:
+            db.execute(_INSERT_ANNOTATION, _annotation_row(
+                run_id, item_id, labels, n_tokens, truncated_tokens, seconds, probs, hidden))
+            if worker is not None:
+                db.execute("DELETE FROM claims WHERE run_id = ? AND item_id = ? AND worker = ?",
+                           (run_id, item_id, worker))
+                db.execute("UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
+                           (time.time() + lease, run_id, worker))
+
+    def outputs(self, run_id: int) -> list[Output]:
+        """Every item's stored outputs in the run, in the data file's row order."""
+        rows = self.db.execute(
+            "SELECT a.item_id, a.labels, a.probs, a.hidden, a.n_tokens, a.truncated_tokens,"
+            " a.seconds FROM annotations a JOIN items i ON i.id = a.item_id WHERE a.run_id = ?"
+            " ORDER BY i.row, i.id", (run_id,))
+        return [Output(r[0], {k: Label(*v) for k, v in json.loads(r[1]).items()},
+                       None if r[2] is None else json.loads(r[2]), r[3], r[4], r[5], r[6])
+                for r in rows]
+
+    def start_derived_run(self, parent: Run, settings: dict, relabelled: Iterable[Output]) -> int:
+        """A new run holding `parent`'s model outputs with new labels (a readout applied
+        again, no model pass), written in one transaction. It is keyed by what it was read
+        from: the parent run, the readout (with the reviews a head was fitted on) and the
+        parent's labelled items, so a calibration after a resumed annotate makes a new run;
+        the same derivation twice reuses its run. Either way it becomes the latest run."""
+        relabelled = list(relabelled)
+        items = hashlib.sha256(json.dumps(sorted(o.item_id for o in relabelled)).encode("utf-8"))
+        key = json.dumps(["derived", parent.id, settings.get("readout"), len(relabelled),
+                          items.hexdigest()], sort_keys=True)
+        with self.transaction() as db:
+            row = db.execute("SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1",
+                             (key,)).fetchone()
+            if row:
+                self._mark_latest(db, int(row[0]))
+                return int(row[0])
+            data_sha = db.execute("SELECT data_sha256 FROM runs WHERE id = ?",
+                                  (parent.id,)).fetchone()[0]
+            cursor = db.execute(
+                "INSERT INTO runs (started_at, model_path, model_sha256, rubric_hash, data_path,"
+                " data_sha256, settings, run_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), parent.model_path, parent.model_sha256, parent.rubric_hash,
+                 parent.data_path, data_sha, json.dumps(settings, sort_keys=True), key))
+            run_id = int(cursor.lastrowid or 0)
+            db.executemany(_INSERT_ANNOTATION, [
+                _annotation_row(run_id, o.item_id, o.labels, o.n_tokens, o.truncated_tokens,
+                                o.seconds, o.probs, o.hidden) for o in relabelled])
+            db.execute("INSERT INTO skipped SELECT ?, row, item_id, reason FROM skipped"
+                       " WHERE run_id = ?", (run_id, parent.id))
+            self._mark_latest(db, run_id)
+            return run_id
+
+    @staticmethod
+    def _mark_latest(db: sqlite3.Connection, run_id: int) -> None:
+        """`run_id` is the latest run until another run is added (see `_latest`)."""
+        newest = db.execute("SELECT MAX(id) FROM runs").fetchone()[0]
+        db.execute("INSERT OR REPLACE INTO project VALUES ('latest_run', ?)",
+                   (json.dumps([run_id, newest]),))
+
+    def annotations(self, run_id: int) -> list[tuple[str, dict[str, Label], int]]:
+        """(item id, labels, truncated tokens) in the data file's row order."""
+        rows = self.db.execute(
+            "SELECT a.item_id, a.labels, a.truncated_tokens FROM annotations a"
+            " JOIN items i ON i.id = a.item_id WHERE a.run_id = ? ORDER BY i.row, i.id",
+            (run_id,),
+        )
+        return [
+            (r[0], {k: Label(*v) for k, v in json.loads(r[1]).items()}, r[2]) for r in rows
+        ]
+
+    def items(self) -> list[Item]:
+        rows = self.db.execute("SELECT id, row, fields FROM items ORDER BY row, id")
+        return [Item(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    def item_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM items")}
+
+    # -- reviews ----------------------------------------------------------------------------
+
+    def save_reviews(self, reviewer: str, queue: str, rows: Iterable[tuple[str, str, Value]]) -> int:
+        """Save (item id, dimension, value) reviews in one transaction.
+
+        A review is kept per (item, dimension, reviewer, queue): a re-review in the same queue
+        replaces the earlier one (and its time); reviews in other queues stay as they are."""
+        now = time.time()
+        with self.transaction() as db:
+            cursor = db.executemany(
+                "INSERT OR REPLACE INTO reviews (item_id, dimension, reviewer, value, queue,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(i, d, reviewer, json.dumps(v), queue, now) for i, d, v in rows],
+            )
+            return cursor.rowcount
+
+    def reviews(self, queue: str | None = None) -> list[tuple[str, str, str, Value, str]]:
+        """(item id, dimension, reviewer, value, queue) rows; one reviewer may have several
+        for the same item and dimension, one per queue."""
+        return [r[:5] for r in self.timed_reviews(queue)]
+
+    def timed_reviews(self, queue: str | None = None) -> list[tuple[str, str, str, Value, str, float]]:
+        """`reviews()` with when each was saved: (item id, dimension, reviewer, value, queue,
+        created_at) rows."""
+        sql = "SELECT item_id, dimension, reviewer, value, queue, created_at FROM reviews"
+        args: tuple = ()
+        if queue is not None:
+            sql += " WHERE queue = ?"
+            args = (queue,)
+        rows = self.db.execute(sql + " ORDER BY item_id, dimension, reviewer, queue", args)
+        return [(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+
+    def reviewers(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT reviewer FROM reviews ORDER BY 1")]
+
+    # -- claims: several processes labelling one run ----------------------------------------
+    # Every process (a CLI, a --workers child, the app) claims an item before labelling it
+    # (with --parallel, the items its engine works ahead on). A claim holds for a lease; a
+    # process renews its claims whenever it claims more, saves an item (which ends that
+    # item's claim) and, while it works, from a timer (annotator.jobs.job). A process that dies
+    # leaves its claims to expire (at once when it ran on this machine and its pid is gone)
+    # and another one takes them. The primary key on (run, item) of `annotations` keeps an
+    # item from being stored twice even when a lease ran out under a slow process.
+
+    def claim(self, run_id: int, worker: str, item_ids: Iterable[str], lease: float
+              ) -> tuple[list[str], list[str]]:
+        """Claim what of `item_ids` is neither labelled in the run nor claimed by a live
+        worker: (claimed, held by others). Renews `worker`'s other claims in the run."""
+        now = time.time()
+        # A read first, without the write lock: walking past items that are done or held
+        # (the usual case at the end of a run) costs no write transaction.
+        free, held = self._claimable(run_id, worker, list(item_ids), now)
+        if not free:
+            return [], held
+        with self.transaction() as db:
+            db.execute("UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
+                       (now + lease, run_id, worker))
+            free, taken = self._claimable(run_id, worker, free, now)  # again, under the lock
+            db.executemany("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
+                           [(run_id, item_id, worker, now + lease) for item_id in free])
+        return free, held + taken
+
+    def _claimable(self, run_id: int, worker: str, item_ids: list[str], now: float
+                   ) -> tuple[list[str], list[str]]:
+        """(not labelled and free or lapsed, held by another live worker)."""
+        free: list[str] = []
+        held: list[str] = []
+        for item_id in item_ids:
+            if self.db.execute("SELECT 1 FROM annotations WHERE run_id = ? AND item_id = ?",
+                               (run_id, item_id)).fetchone():
+                continue
+            row = self.db.execute("SELECT worker, expires_at FROM claims WHERE run_id = ?"
+                                  " AND item_id = ?", (run_id, item_id)).fetchone()
+            if row and row[0] != worker and row[1] > now and worker_alive(row[0]):
+                held.append(item_id)
+            else:
+                free.append(item_id)
+        return free, held
+
+    def renew_claims(self, run_id: int, worker: str, lease: float) -> None:
+        """Extend `worker`'s claims in the run to `lease` seconds from now (a heartbeat)."""
+        with self.transaction() as db:
+            db.execute("UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
+                       (time.time() + lease, run_id, worker))
+
+    def release_claims(self, run_id: int, worker: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM claims WHERE run_id = ? AND worker = ?", (run_id, worker))
+
+    def annotated_count(self, run_id: int) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM annotations WHERE run_id = ?", (run_id,))
+        return int(row.fetchone()[0])
+
+    # -- a share's fixed model (annotator project split) ------------------------------------
+
+    def fixed_model_sha256(self) -> str | None:
+        row = self.db.execute("SELECT value FROM project WHERE key = 'model_sha256'").fetchone()
+        return row[0] if row else None
+
+    def fix_model_sha256(self, sha256: str) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO project VALUES ('model_sha256', ?)", (sha256,))
+
+    def check_model(self, path: str | Path, sha256: str) -> None:
+        """Refuse a model other than the one this project (a share) was made for."""
+        fixed = self.fixed_model_sha256()
+        if fixed is not None and fixed != sha256:
+            raise AnnotatorError(
+                f"{self.path}: this project is fixed to model sha256 {fixed[:12]}, "
+                f"not {Path(path).name} ({sha256[:12]}); use that model file"
+            )
+
+
+def worker_name() -> str:
+    """This process as a claim holder: host, pid and a random part (pids are reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def worker_alive(worker: str) -> bool:
+    """False only when `worker` ran on this machine and its process is gone; other hosts'
+    workers count as alive until their lease runs out."""
+    host, _, rest = worker.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# Migrations from m004 on are defined at the end of the file, in order: MIGRATIONS keeps the
+# order of definition.
+@migration
+def m004_claims(db: sqlite3.Connection) -> None:
+    """Claims of items by the processes labelling a run (see Store.claim)."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE claims (
+            run_id INTEGER NOT NULL REFERENCES runs (id),
+            item_id TEXT NOT NULL,
+            worker TEXT NOT NULL,        -- host:pid:random of the claiming process
+            expires_at REAL NOT NULL,    -- unix time the lease runs out
+            PRIMARY KEY (run_id, item_id)
+        );
+        CREATE INDEX claims_worker ON claims (run_id, worker)
+        """
+    )
+
+
+# -- runs across machines (m005) --------------------------------------------------------------
+# A run is what was asked: the model, the rubric, the engine settings that can change a label
+# and the readout. Where it ran is not: the backend (and `--gpu`, which picks it), thread
+# count, library versions, the build's CPU features and the content-free priors computed on
+# the machine (they may differ in the last digits between CPUs) are facts of each machine,
+# recorded per run in `run_machines`. So the same job resumed on another machine, or merged
+# from field laptops with other CPUs or a GPU (`annotator project merge`), is one run.
+
+MACHINE_SETTINGS = ("n_threads", "gpu")  # engine settings that pick where, not what
+MACHINE_KEYS = ("backend", "backend_reason", "versions", "cluster", "base_model")
+
+
+def run_key(model_sha256: str, rubric_hash: str, settings: dict) -> str:
+    """What must match for a process (or a merged share) to join a run."""
+    return _run_key(model_sha256, rubric_hash, settings.get("settings"), settings.get("readout"))
+
+
+def _run_key(model_sha256: str, rubric_hash: str, engine: object, readout: object) -> str:
+    engine = {k: v for k, v in (engine or {}).items() if k not in MACHINE_SETTINGS} \
+        if isinstance(engine, dict) else engine
+    if isinstance(readout, dict):
+        readout = {k: v for k, v in readout.items() if k != "priors"}
+    return json.dumps([model_sha256, rubric_hash, engine, readout], sort_keys=True)
+
+
+def machine_facts(settings: dict) -> dict:
+    """The facts of the machine a run's `settings` (an engine's description) came from."""
+    facts = {k: settings[k] for k in MACHINE_KEYS if k in settings}
+    engine = settings.get("settings")
+    if isinstance(engine, dict) and "gpu" in engine:
+        facts["gpu"] = engine["gpu"]
+    readout = settings.get("readout")
+    if isinstance(readout, dict) and "priors" in readout:
+        facts["priors"] = readout["priors"]
+    return facts
+
+
+def _rekeyed(key: str) -> str:
+    """A run key as m005 writes it: one from before without the backend and the priors, a
+    merge's "kept by run" key with its inner key so; any other key (a derived run's) as is."""
+    try:
+        parts = json.loads(key)
+    except ValueError:
+        return key
+    if isinstance(parts, dict) and "merged_from" in parts and isinstance(parts.get("key"), str):
+        return json.dumps({**parts, "key": _rekeyed(parts["key"])}, sort_keys=True)
+    if isinstance(parts, list) and len(parts) == 5 and parts[0] != "derived" \
+            and isinstance(parts[2], dict) and (parts[3] is None or isinstance(parts[3], str)):
+        model_sha256, rubric_hash, engine, _backend, readout = parts
+        return _run_key(model_sha256, rubric_hash, engine, readout)
+    return key
+
+
+@migration
+def m005_run_machines(db: sqlite3.Connection) -> None:
+    """Runs keyed without per-machine facts; those go to `run_machines`, one row per run and
+    distinct set (see `run_key`). Existing runs get their new key and their machine's row, so
+    a rerun on the same machine resumes its run as before."""
+    _run_script(
+        db,
+        """
+        CREATE TABLE run_machines (
+            run_id INTEGER NOT NULL REFERENCES runs (id),
+            source TEXT NOT NULL,        -- '': a process on this project, else the merged file
+            facts TEXT NOT NULL,         -- JSON: machine_facts()
+            recorded_at REAL NOT NULL,
+            PRIMARY KEY (run_id, source, facts)
+        )
+        """
+    )
+    runs = db.execute("SELECT id, started_at, settings, run_key FROM runs ORDER BY id").fetchall()
+    for run_id, started_at, settings, key in runs:
+        facts = machine_facts(json.loads(settings))
+        db.execute("INSERT OR IGNORE INTO run_machines VALUES (?, '', ?, ?)",
+                   (run_id, json.dumps(facts, sort_keys=True), started_at))
+        if _rekeyed(key) != key:
+            db.execute("UPDATE runs SET run_key = ? WHERE id = ?", (_rekeyed(key), run_id))

@@ -1,0 +1,66 @@
+"""The two review queues, kept apart (no Textual here).
+
+audit: a random sample, the only reviews used for alpha. The sample of size N is the first N
+    items of one fixed random permutation of the project's items, so it is reproducible, does
+    not depend on the model's answers, and growing N only adds items.
+hard: "hardest first", annotated items in increasing order of their smallest margin (the
+    model's least sure decision). Chosen by the model's doubt, so never counted in alpha.
+
+The store keeps a review per (item, dimension, reviewer, queue), so the queues are apart by
+construction: the audit queue asks for every sampled item this reviewer has not reviewed *in
+the audit queue*, blind, even one they reviewed earlier in the hard queue (where they may have
+seen the model's answer: that review stays filed as hard and never counts towards alpha). The
+hard queue leaves out the current audit sample and every item this reviewer has reviewed in
+any queue.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+
+from annotator.project.store import Label
+
+AUDIT = "audit"
+HARD = "hard"
+AUDIT_SEED = 20240611  # fixed: the same project always gets the same sample
+
+
+def audit_order(item_ids: Iterable[str]) -> list[str]:
+    order = sorted(item_ids)
+    random.Random(AUDIT_SEED).shuffle(order)
+    return order
+
+
+@dataclass(frozen=True)
+class AuditQueue:
+    sample: list[str]
+    todo: list[str]  # in the sample, not yet reviewed by this reviewer in the audit queue
+    done: int  # in the sample and reviewed by this reviewer in the audit queue
+
+
+def audit_queue(order: list[str], size: int, audited: Collection[str]) -> AuditQueue:
+    """`audited`: the items this reviewer has reviewed in the audit queue (other queues'
+    reviews do not count: a hard-queue review may not be blind)."""
+    sample = order[:max(0, size)]
+    todo = [i for i in sample if i not in audited]
+    return AuditQueue(sample, todo, len(sample) - len(todo))
+
+
+def hard_queue(annotations: Iterable[tuple[str, dict[str, Label], int]],
+               exclude: set[str]) -> list[str]:
+    """Annotated items, least sure first (ties: data file order), minus `exclude`."""
+    ranked = []
+    for position, (item_id, labels, _truncated) in enumerate(annotations):
+        if item_id in exclude or not labels:
+            continue
+        ranked.append((min(label.margin for label in labels.values()), position, item_id))
+    return [item_id for _, _, item_id in sorted(ranked)]
+
+
+def my_reviewed_items(reviews: Iterable[tuple[str, str, str, object, str]], reviewer: str,
+                      queue: str | None = None) -> set[str]:
+    """The items `reviewer` has reviewed (any dimension), in `queue` or in any queue."""
+    return {item_id for item_id, _dim, name, _value, in_queue in reviews
+            if name == reviewer and (queue is None or in_queue == queue)}
