@@ -1,0 +1,152 @@
+"""`annotator review import|export` (reviewers' labels), `calibrate` and `agree`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from annotator.errors import AnnotatorError
+
+
+@click.group()
+def review() -> None:
+    """Reviewers' labels (spot checks)."""
+
+
+@review.command("import")
+@click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("labels", type=click.Path(path_type=Path))
+@click.option("--reviewer", required=True, help="Name stored with every label.")
+def review_import(project, labels, reviewer) -> None:
+    """Import spot labels from LABELS (.csv/.jsonl with `id` and dimension columns).
+
+    Blank cells mean "not reviewed". Unknown ids and invalid values are reported, not stored.
+    """
+    from annotator.project.reviews import import_reviews
+    from annotator.project.store import Store
+
+    with Store(project) as store:
+        report = import_reviews(store, labels, reviewer)
+    _stderr(f"stored {report.stored} labels from {report.reviewer!r} for {report.items} items")
+    for problem in report.problems[:20]:
+        _stderr(f"  {problem}")
+    if len(report.problems) > 20:
+        _stderr(f"  ... and {len(report.problems) - 20} more problems")
+
+
+@review.command("export")
+@click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Labelled file to write (.csv, .tsv or .jsonl), as `annotator train --data` reads.")
+@click.option("--reviewer", help="Only this reviewer's labels [default: every reviewer].")
+@click.option("--queue", type=click.Choice(["audit", "hard", "import", "all"]), default="all",
+              show_default=True, help="Only reviews from this queue.")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--raw-cells", is_flag=True,
+              help="CSV/TSV: write cells exactly as they are. By default a cell a spreadsheet "
+                   "would run as a formula (starting with = + - @, tab or CR, other than a "
+                   "plain number such as -1) gets a leading single quote.")
+def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
+    """Write the reviewed items to OUT for the next training round.
+
+    One row per reviewed item: id, the rubric's input columns and one column per dimension
+    (blank where not reviewed). Where reviewers disagree on a cell it is left blank.
+    For training, prefer .jsonl: it keeps every text exactly, while a CSV text cell starting
+    with = + - @ keeps its protective quote unless --raw-cells.
+    """
+    from annotator.project.reviews import export_reviews
+    from annotator.project.store import Store
+
+    with Store(project) as store:
+        report = export_reviews(store, out, reviewer=reviewer, queue=queue, force=force,
+                                raw_cells=raw_cells)
+    _stderr(f"wrote {report.items} items ({report.labels} labels) to {out}; "
+            f"{report.conflicts} conflicting cells left blank")
+    if report.incomplete:
+        _stderr(f"  {report.incomplete} items lack a label for some dimension; "
+                "`annotator train` skips such rows")
+
+
+@click.command()
+@click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--reviewer", help="Fit on this reviewer's labels [default: every reviewer's].")
+@click.option("--run", "run_id", type=int, help="Run to read again [default: the latest].")
+@click.option("--rule", type=click.Choice(["auto", "argmax", "median", "mean"]),
+              help="Decision rule for dimensions without a head [default: the run's].")
+@click.option("--prior", type=click.Choice(["none", "content-free", "batch"]),
+              help="Prior to divide by first; batch: the run's mean distribution [default: the run's].")
+@click.option("--head/--no-head", "fit_head", default=True, show_default=True,
+              help="Fit a calibration head on the reviewed audit and imported items.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a copy of the run's model file that carries the head.")
+def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
+    """Read a run's labels out again, without running the model, into a new run.
+
+    Fits a small head per ordinal or interval dimension (a ridge probe on the mean of the
+    model's middle-block hidden states at the item's answers, with thresholds that keep the
+    reviewed labels' value shares) on items reviewed in
+    the audit sample or imported, and applies a decision rule or prior to the rest. Items
+    that helped fit the head get leave-one-out labels, so `agree` on the new run stays honest.
+    """
+    from annotator.calibration.calibrate import calibrate as run_calibration
+    from annotator.calibration.calibrate import describe_run, run_model_file, write_model_with_head
+    from annotator.project.store import Store
+
+    with Store(project) as store:
+        # --out copies the run's model file: refused before anything is written when the
+        # file now at its path is not the one the run used (its sha256).
+        source = run_model_file(store, store.run(run_id)) if out is not None else None
+        result = run_calibration(store, run_id, reviewer, rule, prior, fit_head)
+        new_run = store.run(result.run_id)
+        for dim, n in result.fitted.items():
+            assert result.head is not None
+            loo = result.head.dims[dim].loo_alpha
+            # Against the reviewers' rounded mean label: less noisy than any one reviewer, so
+            # higher than `agree` (each reviewer alone) will show.
+            _stderr(f"  {dim}: head fitted on {n} reviewed items; leave-one-out alpha vs the "
+                    "reviewers' mean " + ("undefined" if loo is None else f"{loo:.3f}"))
+        for dim, why in result.left_out.items():
+            _stderr(f"  {dim}: no head ({why})")
+        _stderr(f"run {result.run_id} from run {result.parent}: {describe_run(new_run)}")
+        _stderr(f"`annotator agree {project} --run {result.run_id}` compares it with reviewers")
+        if out is not None:
+            if result.head is None:
+                raise AnnotatorError("no dimension had enough reviewed items for a head; "
+                                     "nothing to write to --out")
+            write_model_with_head(store, new_run, result.head, out, source)
+            from annotator.modelfile import sha256_file
+
+            _stderr(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 "
+                    f"{sha256_file(out)[:16]}...): annotate --model {out.name} applies the head")
+
+
+@click.command()
+@click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--reviewer", help="Only this reviewer [default: each reviewer].")
+@click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples (0: none).")
+@click.option("--run", "run_id", type=int, help="Run number [default: the latest].")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def agree(project, reviewer, bootstrap, run_id, as_json) -> None:
+    """Krippendorff's alpha per dimension: model vs each reviewer, and between reviewers.
+
+    Uses each dimension's level (nominal, ordinal, interval) and full value domain, with a 95%
+    interval from resampling items. Only audit-sample and imported reviews count; reviews
+    from the "hardest first" queue are chosen by the model's doubt and would bias alpha.
+    """
+    from annotator.project.reviews import agreement_report
+    from annotator.project.store import Store
+
+    with Store(project) as store:
+        report = agreement_report(store, run_id=run_id, reviewer=reviewer, bootstrap=bootstrap)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        from annotator.console import print_agreement
+
+        print_agreement(report)
+
+
+def _stderr(message: str) -> None:
+    click.echo(message, err=True)
