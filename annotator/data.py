@@ -157,6 +157,12 @@ def jsonl_records(lines: Iterable[bytes]) -> Iterator[tuple[int, dict[str, objec
         if not isinstance(record, dict):
             yield number, "not a JSON object"
             continue
+        # "\ud800" is valid JSON but not text: SQLite and every writer refuse it later.
+        try:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            yield number, "holds an escaped lone surrogate (not Unicode text)"
+            continue
         yield number, record
 
 

@@ -106,6 +106,20 @@ def test_jsonl_numbers_of_any_size_are_a_skipped_row_not_a_traceback(tmp_path):
     ]
 
 
+def test_jsonl_escaped_lone_surrogates_are_a_skipped_row(tmp_path):
+    """`"\\ud800"` is valid JSON but no text: the store (and any UTF-8 writer) would fail on it
+    later with a traceback, so the row is skipped with the reason at read time."""
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"id": 1, "text": "one"}\n{"id": 2, "text": "bad \\ud800 here"}\n'
+                    '{"id": 3, "text": "ok", "meta": {"k": ["\\udfff"]}}\n', encoding="utf-8")
+    _, items, skipped = read_items(path, ["text"])
+    assert [i.id for i in items] == ["1"]
+    assert [(s.row, s.reason) for s in skipped] == [
+        (2, "holds an escaped lone surrogate (not Unicode text)"),
+        (3, "holds an escaped lone surrogate (not Unicode text)"),
+    ]
+
+
 def test_duplicate_header_columns_are_refused_naming_them(tmp_path):
     """csv.DictReader-style reading keeps the last of two same-named columns silently."""
     path = tmp_path / "d.csv"
