@@ -10,7 +10,8 @@ import time
 
 from conftest import ROOT, SAMPLES, annotation_count, write_csv
 
-from annotator.project.store import MIGRATIONS, Store
+from annotator.project.migrations import MIGRATIONS
+from annotator.project.store import Store
 from bench.datasets import goemotions
 
 

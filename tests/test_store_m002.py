@@ -19,8 +19,9 @@ import pytest
 from conftest import ROOT
 
 from annotator.data import Item
+from annotator.project.migrations import MIGRATIONS, m001_initial
 from annotator.project.reviews import agreement_report, export_reviews
-from annotator.project.store import MIGRATIONS, Label, Store, m001_initial
+from annotator.project.store import Label, Store
 from annotator.rubric import rubric_from_dict
 
 RUBRIC = rubric_from_dict({
@@ -95,17 +96,17 @@ def test_an_m001_project_migrates_with_every_review_kept(tmp_path):
 
 
 def test_a_failed_migration_leaves_the_old_table_intact(tmp_path, monkeypatch):
-    import annotator.project.store as store_module
+    import annotator.project.migrations as migrations_module
 
     path = tmp_path / "old.db"
     m001_project(path)
-    real = store_module.m002_reviews_keyed_by_queue
+    real = migrations_module.m002_reviews_keyed_by_queue
 
     def m002_reviews_keyed_by_queue(db):  # the whole rebuild, then a failure before the commit
         real(db)
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", [m001_initial, m002_reviews_keyed_by_queue])
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", [m001_initial, m002_reviews_keyed_by_queue])
     with pytest.raises(RuntimeError, match="power cut"):
         Store(path)
     with sqlite3.connect(path) as db:
@@ -119,9 +120,10 @@ def test_a_failed_migration_leaves_the_old_table_intact(tmp_path, monkeypatch):
 
 KILLED_MID_MIGRATION = """
 import pathlib, sys, time
+import annotator.project.migrations as migrations
 import annotator.project.store as store
 
-real = store.MIGRATIONS[1]
+real = migrations.MIGRATIONS[1]
 
 def stalled(db):
     real(db)  # rebuilt, not committed
@@ -129,7 +131,7 @@ def stalled(db):
     time.sleep(600)
 
 stalled.__name__ = real.__name__
-store.MIGRATIONS[1] = stalled
+migrations.MIGRATIONS[1] = stalled
 store.Store(sys.argv[1])
 """
 

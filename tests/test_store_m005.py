@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 
 from annotator.data import Item
-from annotator.project import store as store_module
-from annotator.project.store import MIGRATIONS, Label, Store
+from annotator.project import migrations as migrations_module
+from annotator.project.migrations import MIGRATIONS
+from annotator.project.store import Label, Store
 from annotator.rubric import rubric_from_dict
 
 RUBRIC = rubric_from_dict({
@@ -41,7 +42,7 @@ def _old_key(settings: dict) -> str:
 def _old_project(path, monkeypatch) -> None:
     """A project of a CPU laptop, with a run from a merge ("kept by run") and a derived run."""
     with monkeypatch.context() as patch:
-        patch.setattr(store_module, "MIGRATIONS", [m for m in MIGRATIONS if m.__name__ != "m005_run_machines"])
+        patch.setattr(migrations_module, "MIGRATIONS", [m for m in MIGRATIONS if m.__name__ != "m005_run_machines"])
         with Store(path) as store:
             store.bind_rubric(RUBRIC)
             store.add_items([Item(f"i{n}", n, {"text": f"text {n}"}) for n in range(4)])

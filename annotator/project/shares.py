@@ -9,7 +9,7 @@ share projects into one project. Nothing is overwritten silently:
 - projects with another rubric hash or another model sha256 are refused before anything is
   written, in one line naming the file;
 - a run whose key (model, rubric, engine settings, readout: not the machine, see
-  `store.run_key`) matches a run already in the target joins it, whatever backend, versions
+  `run_keys.run_key`) matches a run already in the target joins it, whatever backend, versions
   or content-free priors each laptop had; those are recorded per share in `run_machines`
   (source: the share's file name); an item that run already labelled differently is kept
   in a run of its own ("kept by run"), and one labelled identically (the same share merged

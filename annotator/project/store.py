@@ -2,9 +2,8 @@
 
 WAL journal, synchronous=FULL and one transaction per item (all of its dimensions at once), so
 a process killed at any moment loses at most the item in flight, and a primary key on
-(run, item) makes a duplicate impossible. The schema evolves through the `MIGRATIONS` list:
-small functions applied in order, each in one transaction together with its row in the
-`_migrations` table (so a crash mid-migration leaves the file as it was before it).
+(run, item) makes a duplicate impossible. The schema evolves through the ordered list of
+migrations in `annotator.project.migrations`, applied when a project is opened.
 
 A project is tied to one rubric (its hash is fixed when the project is created); runs record
 the model, its sha256, the engine settings, backend and library versions.
@@ -20,118 +19,16 @@ import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from annotator.data import Item, Skipped
 from annotator.errors import AnnotatorError
+from annotator.project.migrations import migrate
+from annotator.project.run_keys import machine_facts, run_key
 from annotator.rubric import Rubric, Value, rubric_from_json
-
-Migration = Callable[[sqlite3.Connection], None]
-MIGRATIONS: list[Migration] = []
-
-
-def migration(fn: Migration) -> Migration:
-    MIGRATIONS.append(fn)
-    return fn
-
-
-@migration
-def m001_initial(db: sqlite3.Connection) -> None:
-    _run_script(
-        db,
-        """
-        CREATE TABLE project (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE runs (
-            id INTEGER PRIMARY KEY,
-            started_at REAL NOT NULL,
-            model_path TEXT NOT NULL,
-            model_sha256 TEXT NOT NULL,
-            rubric_hash TEXT NOT NULL,
-            data_path TEXT NOT NULL,
-            data_sha256 TEXT NOT NULL,
-            settings TEXT NOT NULL,      -- JSON: engine settings, backend, versions
-            run_key TEXT NOT NULL        -- what must match for a rerun to resume this run
-        );
-        CREATE INDEX runs_key ON runs (run_key);
-        CREATE TABLE items (
-            id TEXT PRIMARY KEY,
-            row INTEGER NOT NULL,
-            fields TEXT NOT NULL         -- JSON object: column -> text
-        );
-        CREATE TABLE skipped (
-            run_id INTEGER NOT NULL REFERENCES runs (id),
-            row INTEGER NOT NULL,
-            item_id TEXT,
-            reason TEXT NOT NULL,
-            PRIMARY KEY (run_id, row)
-        );
-        CREATE TABLE annotations (
-            run_id INTEGER NOT NULL REFERENCES runs (id),
-            item_id TEXT NOT NULL REFERENCES items (id),
-            labels TEXT NOT NULL,        -- JSON: dimension -> [value, prob, margin]
-            n_tokens INTEGER NOT NULL,
-            truncated_tokens INTEGER NOT NULL,
-            seconds REAL NOT NULL,
-            PRIMARY KEY (run_id, item_id)
-        );
-        CREATE TABLE reviews (
-            item_id TEXT NOT NULL REFERENCES items (id),
-            dimension TEXT NOT NULL,
-            reviewer TEXT NOT NULL,
-            value TEXT NOT NULL,         -- JSON scalar
-            queue TEXT NOT NULL,         -- audit (random sample) | hard (low margin) | import
-            created_at REAL NOT NULL,
-            PRIMARY KEY (item_id, dimension, reviewer)
-        );
-        """
-    )
-
-
-@migration
-def m002_reviews_keyed_by_queue(db: sqlite3.Connection) -> None:
-    """Key reviews by queue too: one reviewer may hold a hard-queue review (maybe not blind)
-    and a blind audit review of the same item, and only the audit one counts for alpha.
-
-    SQLite cannot change a primary key in place: a new table, every row copied, the old one
-    dropped and the new one renamed, all in the migration's transaction."""
-    _run_script(
-        db,
-        """
-        CREATE TABLE reviews_m002 (
-            item_id TEXT NOT NULL REFERENCES items (id),
-            dimension TEXT NOT NULL,
-            reviewer TEXT NOT NULL,
-            value TEXT NOT NULL,         -- JSON scalar
-            queue TEXT NOT NULL,         -- audit (random sample) | hard (low margin) | import
-            created_at REAL NOT NULL,    -- when saved (a re-review in the same queue: its time)
-            PRIMARY KEY (item_id, dimension, reviewer, queue)
-        );
-        INSERT INTO reviews_m002 (item_id, dimension, reviewer, value, queue, created_at)
-            SELECT item_id, dimension, reviewer, value, queue, created_at FROM reviews;
-        DROP TABLE reviews;
-        ALTER TABLE reviews_m002 RENAME TO reviews
-        """
-    )
-
-
-@migration
-def m003_answer_distributions(db: sqlite3.Connection) -> None:
-    """Keep what the model's pass gave, not only the label: every allowed value's probability
-    (`probs`, JSON: dimension -> list in rubric order) and the hidden state at each decision
-    (`hidden`, float16 bytes, dimensions x n_embd), so a decision rule or a calibration head
-    can be applied to a project without running the model again. Rows from before stay NULL."""
-    db.execute("ALTER TABLE annotations ADD COLUMN probs TEXT")
-    db.execute("ALTER TABLE annotations ADD COLUMN hidden BLOB")
-
-
-def _run_script(db: sqlite3.Connection, script: str) -> None:
-    # Statement by statement: executescript() would commit the migration's transaction.
-    for statement in script.split(";"):
-        if statement.strip():
-            db.execute(statement)
 
 
 @dataclass(frozen=True)
@@ -206,7 +103,7 @@ class Store:
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
             self.db = db
-            self._migrate()
+            migrate(self)
         except BaseException:
             db.close()
             raise
@@ -230,19 +127,6 @@ class Store:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
-
-    def _migrate(self) -> None:
-        self.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-        done = {row[0] for row in self.db.execute("SELECT name FROM _migrations")}
-        for fn in MIGRATIONS:
-            if fn.__name__ not in done:
-                with self.transaction() as db:
-                    # Read again under the write lock: another process opening the same
-                    # project may have applied it since.
-                    if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (fn.__name__,)).fetchone():
-                        continue
-                    fn(db)
-                    db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))
 
     # -- the project's rubric ---------------------------------------------------------------
 
@@ -605,102 +489,3 @@ def worker_alive(worker: str) -> bool:
     except PermissionError:
         return True
     return True
-
-
-# Migrations from m004 on are defined at the end of the file, in order: MIGRATIONS keeps the
-# order of definition.
-@migration
-def m004_claims(db: sqlite3.Connection) -> None:
-    """Claims of items by the processes labelling a run (see Store.claim)."""
-    _run_script(
-        db,
-        """
-        CREATE TABLE claims (
-            run_id INTEGER NOT NULL REFERENCES runs (id),
-            item_id TEXT NOT NULL,
-            worker TEXT NOT NULL,        -- host:pid:random of the claiming process
-            expires_at REAL NOT NULL,    -- unix time the lease runs out
-            PRIMARY KEY (run_id, item_id)
-        );
-        CREATE INDEX claims_worker ON claims (run_id, worker)
-        """
-    )
-
-
-# -- runs across machines (m005) --------------------------------------------------------------
-# A run is what was asked: the model, the rubric, the engine settings that can change a label
-# and the readout. Where it ran is not: the backend (and `--gpu`, which picks it), thread
-# count, library versions, the build's CPU features and the content-free priors computed on
-# the machine (they may differ in the last digits between CPUs) are facts of each machine,
-# recorded per run in `run_machines`. So the same job resumed on another machine, or merged
-# from field laptops with other CPUs or a GPU (`annotator project merge`), is one run.
-
-MACHINE_SETTINGS = ("n_threads", "gpu")  # engine settings that pick where, not what
-MACHINE_KEYS = ("backend", "backend_reason", "versions", "cluster", "base_model")
-
-
-def run_key(model_sha256: str, rubric_hash: str, settings: dict) -> str:
-    """What must match for a process (or a merged share) to join a run."""
-    return _run_key(model_sha256, rubric_hash, settings.get("settings"), settings.get("readout"))
-
-
-def _run_key(model_sha256: str, rubric_hash: str, engine: object, readout: object) -> str:
-    engine = {k: v for k, v in (engine or {}).items() if k not in MACHINE_SETTINGS} \
-        if isinstance(engine, dict) else engine
-    if isinstance(readout, dict):
-        readout = {k: v for k, v in readout.items() if k != "priors"}
-    return json.dumps([model_sha256, rubric_hash, engine, readout], sort_keys=True)
-
-
-def machine_facts(settings: dict) -> dict:
-    """The facts of the machine a run's `settings` (an engine's description) came from."""
-    facts = {k: settings[k] for k in MACHINE_KEYS if k in settings}
-    engine = settings.get("settings")
-    if isinstance(engine, dict) and "gpu" in engine:
-        facts["gpu"] = engine["gpu"]
-    readout = settings.get("readout")
-    if isinstance(readout, dict) and "priors" in readout:
-        facts["priors"] = readout["priors"]
-    return facts
-
-
-def _rekeyed(key: str) -> str:
-    """A run key as m005 writes it: one from before without the backend and the priors, a
-    merge's "kept by run" key with its inner key so; any other key (a derived run's) as is."""
-    try:
-        parts = json.loads(key)
-    except ValueError:
-        return key
-    if isinstance(parts, dict) and "merged_from" in parts and isinstance(parts.get("key"), str):
-        return json.dumps({**parts, "key": _rekeyed(parts["key"])}, sort_keys=True)
-    if isinstance(parts, list) and len(parts) == 5 and parts[0] != "derived" \
-            and isinstance(parts[2], dict) and (parts[3] is None or isinstance(parts[3], str)):
-        model_sha256, rubric_hash, engine, _backend, readout = parts
-        return _run_key(model_sha256, rubric_hash, engine, readout)
-    return key
-
-
-@migration
-def m005_run_machines(db: sqlite3.Connection) -> None:
-    """Runs keyed without per-machine facts; those go to `run_machines`, one row per run and
-    distinct set (see `run_key`). Existing runs get their new key and their machine's row, so
-    a rerun on the same machine resumes its run as before."""
-    _run_script(
-        db,
-        """
-        CREATE TABLE run_machines (
-            run_id INTEGER NOT NULL REFERENCES runs (id),
-            source TEXT NOT NULL,        -- '': a process on this project, else the merged file
-            facts TEXT NOT NULL,         -- JSON: machine_facts()
-            recorded_at REAL NOT NULL,
-            PRIMARY KEY (run_id, source, facts)
-        )
-        """
-    )
-    runs = db.execute("SELECT id, started_at, settings, run_key FROM runs ORDER BY id").fetchall()
-    for run_id, started_at, settings, key in runs:
-        facts = machine_facts(json.loads(settings))
-        db.execute("INSERT OR IGNORE INTO run_machines VALUES (?, '', ?, ?)",
-                   (run_id, json.dumps(facts, sort_keys=True), started_at))
-        if _rekeyed(key) != key:
-            db.execute("UPDATE runs SET run_key = ? WHERE id = ?", (_rekeyed(key), run_id))
