@@ -13,7 +13,7 @@ import json
 import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
 
 import pytest
-from test_train_base import SMOKE_TOML, smoke_rows, tiny_dir, write_labeled
+from helpers.train import SMOKE_TOML, smoke_rows, tiny_dir, write_labeled
 from test_train_cli import FAST
 
 from annotator.errors import AnnotatorError

@@ -56,7 +56,7 @@ def test_the_app_shows_ids_values_texts_and_labels_as_text(tmp_path, monkeypatch
     """Textual reads a str cell of a DataTable, a column label and a border title as markup."""
     import asyncio
 
-    from test_tui_support import opened, text_of
+    from helpers.tui import opened, text_of
     from textual.widgets import DataTable
 
     from annotator.tui.annotation import ItemDone

@@ -15,7 +15,7 @@ import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy a
 
 import pytest
 import torch
-from test_train_base import SMOKE_TOML, WORDS, smoke_rows, tiny_dir, write_labeled
+from helpers.train import SMOKE_TOML, WORDS, smoke_rows, tiny_dir, write_labeled
 
 from annotator.inference import prompt
 from annotator.rubric import load_rubric

@@ -12,7 +12,7 @@ import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy a
 
 import pytest
 import torch
-from test_train_base import gemma_tokenizer, smoke_rows, smoke_rubric, write_labeled
+from helpers.train import gemma_tokenizer, smoke_rows, smoke_rubric, write_labeled
 
 from annotator.inference import prompt
 from annotator.errors import AnnotatorError

@@ -12,7 +12,7 @@ import math
 import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
 
 import torch
-from test_train_base import gemma_tokenizer, smoke_rows, tiny_dir
+from helpers.train import gemma_tokenizer, smoke_rows, tiny_dir
 
 from annotator.inference import prompt
 from annotator.rubric import rubric_from_dict

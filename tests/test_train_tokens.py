@@ -10,11 +10,12 @@ import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy a
 
 import llama_cpp
 import pytest
-from test_train_base import gemma_tokenizer, smoke_rows, smoke_rubric
+from helpers.train import gemma_tokenizer, smoke_rows, smoke_rubric
 
 from annotator.inference import prompt
 from annotator.data import read_items
-from annotator.inference.engine import Engine, EngineSettings
+from annotator.inference.backend import EngineSettings
+from annotator.inference.engine import Engine
 from conftest import SAMPLES
 from annotator.train.args import AugmentArgs
 from annotator.train.augment import draw_variant, instruction_texts

@@ -19,7 +19,7 @@ import time
 
 import pytest
 from conftest import ROOT, run_cli
-from test_tui_support import (
+from helpers.tui import (
     RUBRIC,
     fabricated_project,
     opened,
@@ -30,7 +30,7 @@ from test_tui_support import (
 )
 from textual.widgets import DataTable
 
-from annotator.inference.engine import EngineSettings
+from annotator.inference.backend import EngineSettings
 from annotator.modelfile import sha256_file
 from annotator.project.store import Store
 from annotator.tui.app import make_app

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_csv
-from test_tui_support import RUBRIC, opened, run_async
+from helpers.tui import RUBRIC, opened, run_async
 from textual.widgets import TabbedContent
 from textual.worker import WorkerFailed
 

@@ -97,7 +97,7 @@ def test_a_model_that_carries_its_rubric_needs_no_rubric_file(tmp_path, monkeypa
     """A new project from --data and a model whose GGUF metadata holds the rubric."""
     from dataclasses import replace
 
-    from test_tui_support import sample_subset
+    from helpers.tui import sample_subset
 
     import annotator.tui.project as project_module
     from annotator.modelfile import default_model_path, read_model_info

@@ -8,7 +8,7 @@ so nothing depends on timing, the machine or where the tests run. Update with
 from __future__ import annotations
 
 import pytest
-from test_tui_support import fabricated_project, opened, text_of, wait_for
+from helpers.tui import fabricated_project, opened, text_of, wait_for
 
 from annotator.tui.app import make_app
 from annotator.tui.widgets.agreement_view import AgreementView

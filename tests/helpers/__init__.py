@@ -1,0 +1,1 @@
+"""Helpers shared by test files (no tests here): train material, app projects."""
