@@ -26,7 +26,8 @@ from annotator.calibration.heads import MIN_ITEMS, DimHead, Head, fit_dimension
 from annotator.calibration.readout import Readout, mean_distribution
 from annotator.errors import AnnotatorError, printable
 from annotator.project.reviews import unbiased_labels
-from annotator.project.store import Label, Output, Run, Store
+from annotator.project.runs import Run
+from annotator.project.store import Label, Output, Store
 from annotator.rubric import Rubric
 
 
