@@ -1,8 +1,9 @@
 """One annotation job: a data file, a rubric and a model, labelled into a project store.
 
-The CLI and the terminal app both drive a `Job`: `open_job` checks every input before any model
-is loaded, `Job.run()` yields after each item has been committed, so the caller can show
-progress and stop between items without losing anything. Rerunning the same job resumes it.
+The CLI (one process, or each of --workers) and the terminal app drive a `Job`, opened from a
+`JobSpec`: `Job.open` checks every input before any model is loaded, `Job.run()` yields after
+each item has been committed, so the caller can show progress and stop between items without
+losing anything. Rerunning the same job resumes it.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 
-from annotator.calibration.readout import Readout
 from annotator.data import Item, Skipped, read_items
 from annotator.errors import AnnotatorError
 from annotator.inference.engine import Engine, EngineSettings, ItemResult, load_llama
+from annotator.jobs.spec import DEFAULT_TIE_MARGIN, JobSpec, model_line, resolve_rubric, start_lines
 from annotator.modelfile import (
     ModelInfo,
     check_adapter_base,
@@ -34,7 +36,6 @@ from annotator.modelfile import (
 from annotator.project.store import Label, Store, worker_name
 from annotator.rubric import Rubric, load_rubric
 
-DEFAULT_TIE_MARGIN = 0.1
 # Claims: how long a claim holds unless renewed (a worker renews its claims each time it
 # claims more, saves an item, and every quarter lease while it works), and how often to look
 # again at items that other workers hold (a read of a few rows: cheap, and it ends the command
@@ -75,6 +76,65 @@ class Job:
     worker: str = field(default_factory=worker_name)  # this process, as a claim holder
     lease: float = DEFAULT_LEASE
     start_at: float = 0.0  # where in the items this process starts claiming (0 to 1)
+
+    @classmethod
+    def open(cls, spec: JobSpec) -> Job:
+        """Check the inputs, load the model once, and find or start the run (resuming it).
+
+        `spec.readout` turns the model's distributions into labels (default: `--rule auto`);
+        a calibration head the model file carries labels the dimensions it covers."""
+        settings, data, id_col, given = spec.settings, spec.data, spec.id_col, spec.id_col_given
+        # A rubric file and the data are checked before the model loads: bad input fails fast.
+        rubric = load_rubric(spec.rubric_path) if spec.rubric_path else None
+        loaded = read_items(data, [i.column for i in rubric.inputs], id_col, given) if rubric else None
+        path = spec.model_path()
+        llm, info = load_model(path, settings, spec.base)
+        store: Store | None = None
+        try:
+            store = Store(spec.project)
+            rubric = rubric or resolve_rubric(None, info, store.rubric)
+            rows, items, skipped = loaded or read_items(data, [i.column for i in rubric.inputs], id_col, given)
+            store.bind_rubric(rubric)
+            conflicts = store.add_items(items)
+            skipped = sorted(skipped + conflicts, key=lambda s: s.row)
+            conflicted = {s.id for s in conflicts}
+            items = [i for i in items if i.id not in conflicted]
+            engine = Engine(path, rubric, settings, llm=llm, readout=spec.readout,
+                            head=info.head(rubric))
+        except BaseException:
+            if store is not None:
+                store.close()
+            llm.close()
+            raise
+        description = engine.describe()
+        if info.is_adapter:
+            description["base_model"] = {"path": os.path.abspath(engine.llm.model_path),
+                                         "sha256": info.base_sha256}
+        model_sha256 = sha256_file(info.path)
+        try:
+            store.check_model(info.path, model_sha256)  # a share made by `project split`
+        except AnnotatorError:
+            engine.close()
+            store.close()
+            raise
+        run_id, resumed = store.find_or_start_run(
+            # Absolute: `calibrate --out` reads the file again from any folder (and checks it).
+            model_path=os.path.abspath(info.path), model_sha256=model_sha256, rubric=rubric,
+            data_path=os.path.abspath(data), data_sha256=rows.sha256, settings=description,
+        )
+        store.record_skipped(run_id, skipped)
+        done = store.done_ids(run_id)
+        todo = [i for i in items if i.id not in done]
+        summary = Summary(items=len(items), done_before=len(items) - len(todo), skipped=len(skipped))
+        return cls(store, rubric, info, run_id, resumed, engine, todo, skipped, summary,
+                   spec.tie_margin)
+
+    def start_lines(self, head: bool = True) -> list[str]:
+        """What the drivers print once the job is open (`spec.start_lines`); `head`: with the
+        calibration head's line, if the model file carries one."""
+        dims = self.engine.head.dims if head and self.engine.head is not None else None
+        return start_lines(model_line(self.model, self.engine.backend, self.engine.backend_reason),
+                           self.rubric, self.run_id, self.resumed, dims)
 
     def run(self) -> Iterator[tuple[Item, ItemResult]]:
         """Label the remaining items, committing each before yielding it.
@@ -210,74 +270,6 @@ def load_model(path: Path, settings: EngineSettings, base: str | Path | None = N
     return load_llama(base_path, settings, adapter=path), info
 
 
-def resolve_rubric(rubric_path: str | Path | None, model: ModelInfo, store: Store | None = None) -> Rubric:
-    """The rubric file if given, else the one the model carries, else the project's."""
-    if rubric_path:
-        return load_rubric(rubric_path)
-    if model.rubric is not None:
-        return model.rubric
-    if store is not None and (bound := store.rubric()) is not None:
-        return bound
-    raise AnnotatorError(f"{model.path}: the model carries no rubric; pass --rubric RUBRIC.toml")
-
-
-def open_job(
-    data: str | Path,
-    project: str | Path,
-    rubric_path: str | Path | None = None,
-    model: str | Path | None = None,
-    id_col: str = "id",
-    id_col_given: bool = False,
-    settings: EngineSettings | None = None,
-    tie_margin: float = DEFAULT_TIE_MARGIN,
-    base: str | Path | None = None,
-    readout: Readout | None = None,
-) -> Job:
-    """Check the inputs, load the model once, and find or start the run (resuming it).
-
-    `readout` turns the model's distributions into labels (default: `--rule auto`); a calibration
-    head the model file carries labels the dimensions it covers."""
-    settings = settings or EngineSettings()
-    # A rubric file and the data are checked before the model loads: bad input fails fast.
-    rubric = load_rubric(rubric_path) if rubric_path else None
-    loaded = read_items(data, [i.column for i in rubric.inputs], id_col, id_col_given) if rubric else None
-    path = Path(model) if model else default_model_path()
-    llm, info = load_model(path, settings, base)
-    store: Store | None = None
-    try:
-        store = Store(project)
-        rubric = rubric or resolve_rubric(None, info, store)
-        rows, items, skipped = loaded or read_items(data, [i.column for i in rubric.inputs], id_col, id_col_given)
-        store.bind_rubric(rubric)
-        conflicts = store.add_items(items)
-        skipped = sorted(skipped + conflicts, key=lambda s: s.row)
-        conflicted = {s.id for s in conflicts}
-        items = [i for i in items if i.id not in conflicted]
-        engine = Engine(path, rubric, settings, llm=llm, readout=readout,
-                        head=info.head(rubric))
-    except BaseException:
-        if store is not None:
-            store.close()
-        llm.close()
-        raise
-    description = engine.describe()
-    if info.is_adapter:
-        description["base_model"] = {"path": os.path.abspath(engine.llm.model_path),
-                                     "sha256": info.base_sha256}
-    model_sha256 = sha256_file(info.path)
-    try:
-        store.check_model(info.path, model_sha256)  # a share made by `project split`
-    except AnnotatorError:
-        engine.close()
-        store.close()
-        raise
-    run_id, resumed = store.find_or_start_run(
-        # Absolute: `calibrate --out` reads the file again from any folder (and checks it).
-        model_path=os.path.abspath(info.path), model_sha256=model_sha256, rubric=rubric,
-        data_path=os.path.abspath(data), data_sha256=rows.sha256, settings=description,
-    )
-    store.record_skipped(run_id, skipped)
-    done = store.done_ids(run_id)
-    todo = [i for i in items if i.id not in done]
-    summary = Summary(items=len(items), done_before=len(items) - len(todo), skipped=len(skipped))
-    return Job(store, rubric, info, run_id, resumed, engine, todo, skipped, summary, tie_margin)
+def open_job(*args: Any, **kwargs: Any) -> Job:
+    """`Job.open(JobSpec(...))`, for callers that hold the spec's fields (scripts, tests)."""
+    return Job.open(JobSpec(*args, **kwargs))
