@@ -72,27 +72,26 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
     from annotator.calibration.readout import Readout
     from annotator.console import progress
     from annotator.inference.engine import EngineSettings
-    from annotator.jobs.job import open_job
+    from annotator.jobs.spec import JobSpec
 
     settings = EngineSettings(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,
                               flash_attn=flash_attn, gpu=gpu, n_parallel=parallel)
-    job_args = dict(data=data, project=project, rubric_path=rubric_path, model=model,
-                    id_col=id_col or "id", id_col_given=id_col is not None, settings=settings,
-                    tie_margin=tie_margin, base=base,
-                    readout=Readout(rule=rule, prior=prior))
+    spec = JobSpec(data=data, project=project, rubric_path=rubric_path, model=model,
+                   id_col=id_col or "id", id_col_given=id_col is not None, settings=settings,
+                   tie_margin=tie_margin, base=base, readout=Readout(rule=rule, prior=prior))
     if ray_address:
         from annotator.jobs.cluster import annotate_command
 
         if workers > 1:
             raise AnnotatorError("--workers is for one machine; with --ray use --actors")
 
-        ran = annotate_command(job_args, ray_address, actors, _stderr, progress, block_timeout)
+        ran = annotate_command(spec, ray_address, actors, _stderr, progress, block_timeout)
         _annotate_summary(ran.summary, ran.skipped, tie_margin, ran.interrupted)
         return
     if workers > 1:
         from annotator.jobs.workers import run_workers
 
-        outcome = run_workers(workers, settings, job_args, _stderr, progress)
+        outcome = run_workers(workers, spec, _stderr, progress)
         for line in outcome.failed:
             _stderr(f"  {line}" + ("" if outcome.unfinished else
                                    "; the other workers finished its items"))
@@ -102,14 +101,11 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
                                  "items are not all labelled; run the same command again to "
                                  "resume")
         return
-    job = open_job(**job_args)
-    say = _stderr
-    say(f"model {job.model.path.name} ({job.model.quantization}) on {job.engine.backend.upper()}: "
-        f"{job.engine.backend_reason}")
-    say(f"rubric {job.rubric.name!r} {job.rubric.hash[:12]}; run {job.run_id}"
-        + (" (resumed)" if job.resumed else ""))
-    if job.engine.head is not None:
-        say(f"calibration head from the model file on {', '.join(sorted(job.engine.head.dims))}")
+    from annotator.jobs.job import Job
+
+    job = Job.open(spec)
+    for line in job.start_lines():
+        _stderr(line)
     s = job.summary
     interrupted = False
     try:

@@ -23,7 +23,7 @@ import contextlib
 import io
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -31,7 +31,15 @@ from annotator.calibration.readout import Readout
 from annotator.data import FORMATS, Item, Skipped, delimited_records, items_of, jsonl_records
 from annotator.errors import AnnotatorError
 from annotator.inference.engine import EngineSettings
-from annotator.jobs.job import DEFAULT_TIE_MARGIN, Summary
+from annotator.jobs.job import Summary
+from annotator.jobs.spec import (
+    DEFAULT_TIE_MARGIN,
+    JobSpec,
+    Progress,
+    Say,
+    resolve_rubric,
+    start_lines,
+)
 from annotator.modelfile import read_sha256
 from annotator.project.store import Label, Store
 from annotator.rubric import Rubric
@@ -305,8 +313,9 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
                     model_sha256: str, base: Path | None, base_sha256: str | None,
                     settings: EngineSettings, address: str, actors: int = 0,
                     id_col: str = "id", id_col_given: bool = False,
-                    tie_margin: float = DEFAULT_TIE_MARGIN, progress=None,
-                    on_start=None, readout: Readout | None = None,
+                    tie_margin: float = DEFAULT_TIE_MARGIN, progress: Progress | None = None,
+                    on_start: Callable[[ClusterRun], object] | None = None,
+                    readout: Readout | None = None,
                     timeout: float | None = None) -> ClusterRun:
     """Label `data` into `project` on a Ray cluster. `progress`: a context manager factory
     like annotator.console.progress; `on_start(run)` is called once the run is known.
@@ -464,7 +473,7 @@ def _cause(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def annotate_command(job_args: dict, address: str, actors: int, say, progress,
+def annotate_command(spec: JobSpec, address: str, actors: int, say: Say, progress: Progress,
                      timeout: float | None = None) -> ClusterRun:
     """`annotator annotate --ray`: resolve model and rubric without loading the model here
     (the driver may be a small machine), then run on the cluster. `timeout`: per block, as
@@ -477,9 +486,8 @@ def annotate_command(job_args: dict, address: str, actors: int, say, progress,
         read_model_info,
         sha256_file,
     )
-    from annotator.rubric import load_rubric
 
-    model = Path(job_args["model"]) if job_args["model"] else default_model_path()
+    model = spec.model_path()
     try:
         info = read_model_info(model)
     except AnnotatorError:  # a LoRA adapter file has no vocabulary for llama.cpp to read
@@ -489,30 +497,26 @@ def annotate_command(job_args: dict, address: str, actors: int, say, progress,
         info = model_info_from_metadata(model, metadata)
     base = base_sha = None
     if info.is_adapter:
-        base = Path(job_args["base"]) if job_args["base"] else default_model_path()
+        base = spec.base if spec.base else default_model_path()
         check_adapter_base(info, base)
         base, base_sha = base.resolve(), sha256_file(base)
-    project = job_args["project"]
-    if job_args["rubric_path"]:
-        rubric = load_rubric(job_args["rubric_path"])
-    elif info.rubric is not None:
-        rubric = info.rubric
-    else:
-        with Store(project) as store:
-            rubric = store.rubric()
-        if rubric is None:
-            raise AnnotatorError(f"{model}: the model carries no rubric; pass --rubric RUBRIC.toml")
+
+    def project_rubric() -> Rubric | None:
+        with Store(spec.project) as store:
+            return store.rubric()
+
+    rubric = resolve_rubric(spec.rubric_path, info, project_rubric)
 
     def started(run: ClusterRun) -> None:
-        say(f"Ray: {run.actors} actors on {len(run.nodes)} node(s) ({', '.join(run.nodes)}), "
-            f"backend {run.description['backend'].upper()}")
-        say(f"rubric {rubric.name!r} {rubric.hash[:12]}; run {run.run_id}"
-            + (" (resumed)" if run.resumed else ""))
+        where = (f"Ray: {run.actors} actors on {len(run.nodes)} node(s) ({', '.join(run.nodes)}), "
+                 f"backend {run.description['backend'].upper()}")
+        for line in start_lines(where, rubric, run.run_id, run.resumed):
+            say(line)
 
     run = annotate_on_ray(
-        job_args["data"], project, rubric, model.resolve(), sha256_file(model), base, base_sha,
-        job_args["settings"], address, actors, job_args["id_col"], job_args["id_col_given"],
-        job_args["tie_margin"], progress, started, job_args.get("readout"), timeout)
+        spec.data, spec.project, rubric, model.resolve(), sha256_file(model), base, base_sha,
+        spec.settings, address, actors, spec.id_col, spec.id_col_given, spec.tie_margin,
+        progress, started, spec.readout, timeout)
     for line in run.hung:
         say(line)
     return run

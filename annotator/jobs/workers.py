@@ -1,6 +1,6 @@
 """`annotator annotate --workers N`: N engine processes on this machine, one project.
 
-Each worker is a child process that opens the same job (the run is found or started
+Each worker is a child process that opens the same job spec (the run is found or started
 atomically, so all of them land in one run), loads its own model and labels the items it
 claims (Job.run). The CPU threads are split between them: on a small box two engines with
 one thread each keep the cores busier than one engine with two (its per-token work has
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, replace
 
 from annotator.data import Skipped
 from annotator.errors import AnnotatorError
-from annotator.inference.engine import EngineSettings
 from annotator.jobs.job import Summary
+from annotator.jobs.spec import JobSpec, Progress, Say
 
 POLL = 0.5  # seconds between looks at the workers when no message comes
 
@@ -60,19 +60,19 @@ class Outcome:
             self.failed.append(f"worker {index + 1} failed: {payload['failed']}")
 
 
-def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
-                progress) -> Outcome:
-    """Run `workers` child processes on the job `job_args` (open_job's keyword arguments).
+def run_workers(workers: int, spec: JobSpec, say: Say, progress: Progress) -> Outcome:
+    """Run `workers` child processes on the job `spec`, its threads split between them.
 
     `say(line)` prints a status line; `progress(total, what, rate_unit=...)` is the
     progress context manager (annotator.console.progress)."""
+    settings = spec.settings
     total = settings.n_threads or len(os.sched_getaffinity(0))
     context = _process_context()
     messages = context.Queue()
     children = []
     for index, threads in enumerate(split_threads(total, workers)):
-        child_args = {**job_args, "settings": replace(settings, n_threads=threads)}
-        child = context.Process(target=_worker, args=(index, workers, child_args, messages),
+        child_spec = replace(spec, settings=replace(settings, n_threads=threads))
+        child = context.Process(target=_worker, args=(index, workers, child_spec, messages),
                                 name=f"annotator-worker-{index}", daemon=True)
         child.start()
         children.append(child)
@@ -140,7 +140,7 @@ def run_workers(workers: int, settings: EngineSettings, job_args: dict, say,
     if outcome.run_id:
         from annotator.project.store import Store
 
-        with Store(job_args["project"]) as store:
+        with Store(spec.project) as store:
             done = store.annotated_count(outcome.run_id)
         outcome.summary.done_before = max(0, done - outcome.summary.done_now)
     return outcome
@@ -179,18 +179,18 @@ def failure_reason(exc: BaseException) -> str:
     return f"{type(exc).__name__} (an internal error)"
 
 
-def _worker(index: int, workers: int, job_args: dict, messages) -> None:
+def _worker(index: int, workers: int, spec: JobSpec, messages) -> None:
     """One engine process: open the job, label what it claims, report each item. It ends
     with an "end" message (its summary, whether it got to the end of the items and why it
     failed, if it did), or an "error" when the job cannot open (the same for every worker)."""
-    from annotator.jobs.job import open_job
+    from annotator.jobs.job import Job
 
     def end(summary: Summary, interrupted: bool, finished: bool, failed: str | None) -> None:
         messages.put(("end", index, {"summary": summary, "interrupted": interrupted,
                                      "finished": finished, "failed": failed}))
 
     try:
-        job = open_job(**job_args)
+        job = Job.open(spec)
     except AnnotatorError as exc:
         messages.put(("error", index, str(exc)))
         return
@@ -200,16 +200,9 @@ def _worker(index: int, workers: int, job_args: dict, messages) -> None:
         end(Summary(), False, False, failure_reason(exc))
         return
     job.start_at = index / workers
-    engine = job.engine
-    lines = [
-        f"model {job.model.path.name} ({job.model.quantization}) on {engine.backend.upper()}: "
-        f"{engine.backend_reason}",
-        f"rubric {job.rubric.name!r} {job.rubric.hash[:12]}; run {job.run_id}"
-        + (" (resumed)" if job.resumed else ""),
-    ]
     messages.put(("started", index, {
         "run_id": job.run_id, "items": job.summary.items, "todo": len(job.todo),
-        "skipped": job.skipped, "lines": lines,
+        "skipped": job.skipped, "lines": job.start_lines(head=False),
     }))
     interrupted = finished = False
     failed: str | None = None
