@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from annotator.inference.engine import EngineSettings
-from annotator.jobs.job import DEFAULT_TIE_MARGIN, open_job
+from annotator.jobs.job import Job
+from annotator.jobs.spec import DEFAULT_TIE_MARGIN, JobSpec
 from annotator.project.store import Label
 
 
@@ -68,10 +69,10 @@ class AnnotationRunner:
     def __init__(self, data: Path, project: Path, rubric: Path | None, model: Path | None,
                  settings: EngineSettings | None = None, tie_margin: float = DEFAULT_TIE_MARGIN,
                  base: Path | None = None):
-        self.data, self.project, self.rubric, self.model = data, project, rubric, model
-        self.base = base  # for an adapter model: the base it runs on (default: embedded)
-        self.settings = settings or EngineSettings()
-        self.tie_margin = tie_margin
+        # The job as the CLI would run it (a rubric file, else the model's, else the project's;
+        # an adapter model on `base`, else the embedded model).
+        self.spec = JobSpec(data, project, rubric, model, settings=settings or EngineSettings(),
+                            tie_margin=tie_margin, base=base)
         self._go = threading.Event()  # set: running; clear: paused
         self._go.set()
         self._cancel = threading.Event()
@@ -97,8 +98,7 @@ class AnnotationRunner:
 
     # Called in the worker thread; raises AnnotatorError for the user's problems.
     def run(self, emit: Callable[[Event], object]) -> Finished:
-        job = open_job(self.data, self.project, self.rubric, self.model,
-                       settings=self.settings, tie_margin=self.tie_margin, base=self.base)
+        job = Job.open(self.spec)
         try:
             s = job.summary
             emit(Started(job.run_id, job.resumed, s.items, s.done_before, s.skipped,

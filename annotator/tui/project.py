@@ -17,9 +17,10 @@ from annotator.calibration.calibrate import describe_head, describe_run
 from annotator.data import read_items
 from annotator.errors import AnnotatorError
 from annotator.inference.engine import backend_choice
+from annotator.jobs.spec import NO_RUBRIC, NoRubric, resolve_rubric
 from annotator.modelfile import ModelInfo, default_model_path, read_model_info, sha256_file
 from annotator.project.store import Store
-from annotator.rubric import Rubric, load_rubric
+from annotator.rubric import Rubric
 from annotator.tui.launch import Launch
 
 
@@ -125,21 +126,17 @@ def _load_model(info: ProjectInfo, path: Path | None) -> None:
 
 
 def _choose_rubric(info: ProjectInfo, launch: Launch, store_rubric: Rubric | None) -> Rubric | None:
-    """The same order as `annotator annotate`: the rubric file, the model's, the project's."""
-    if launch.rubric is not None:
-        try:
-            return load_rubric(launch.rubric)
-        except AnnotatorError as exc:
+    """As `annotator annotate` chooses (`resolve_rubric`): the rubric file, the model's, the
+    project's. A problem is a message in `info.errors`, and no rubric."""
+    try:
+        return resolve_rubric(launch.rubric, info.model, lambda: store_rubric)
+    except NoRubric as exc:
+        if exc.model is not None:  # the Project tab names the model file by its name
+            info.errors.append(f"{exc.model.path.name}: {NO_RUBRIC}")
+        elif not info.errors:  # no model either: its error says why, else this does
             info.errors.append(str(exc))
-            return None
-    if info.model is not None and info.model.rubric is not None:
-        return info.model.rubric
-    if store_rubric is not None:
-        return store_rubric
-    if info.model is not None:
-        info.errors.append(f"{info.model.path.name}: the model carries no rubric; pass --rubric RUBRIC.toml")
-    elif not info.errors:
-        info.errors.append("no rubric: pass --rubric RUBRIC.toml or a model that carries one")
+    except AnnotatorError as exc:
+        info.errors.append(str(exc))
     return None
 
 

@@ -16,7 +16,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 
-from annotator.jobs.job import DEFAULT_TIE_MARGIN
+from annotator.jobs.spec import DEFAULT_TIE_MARGIN
 from annotator.project.store import Label
 from annotator.tui.focus import focus_now
 from annotator.tui.screens.item import ItemScreen
