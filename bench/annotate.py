@@ -123,7 +123,8 @@ def measure(workload: str, n: int, model: str, threads: int, n_ctx: int, paralle
     import llama_cpp
 
     from annotator.inference import prompt
-    from annotator.inference.engine import Engine, EngineSettings, load_llama
+    from annotator.inference.backend import EngineSettings
+    from annotator.inference.engine import Engine, load_llama
     from annotator.inference.llama_quiet import quiet_llama
 
     quiet_llama()
@@ -436,7 +437,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import llama_cpp
 
-    from annotator.inference.engine import EngineSettings
+    from annotator.inference.backend import EngineSettings
     from annotator.modelfile import default_model_path
 
     args.model = str(Path(args.model) if args.model else default_model_path())

@@ -150,7 +150,7 @@ def main() -> None:
     coders: dict[str, list[dict]] = {}
     seconds: dict[str, float] = {}
     from annotator.export import drift
-    from annotator.inference.engine import EngineSettings
+    from annotator.inference.backend import EngineSettings
     from annotator.modelfile import default_model_path
 
     base = default_model_path()

@@ -10,7 +10,8 @@ from conftest import SAMPLES
 
 from annotator.data import read_items
 from annotator.inference import prompt
-from annotator.inference.engine import Engine, EngineSettings
+from annotator.inference.backend import EngineSettings
+from annotator.inference.engine import Engine
 from annotator.rubric import rubric_from_dict
 
 

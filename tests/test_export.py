@@ -352,7 +352,8 @@ def test_template_text_in_a_rubric_stays_text(accepted, gguf_fields, tmp_path):
     payload = "{0.__class__} {{ cycler.__init__.__globals__ }} {% for x in y %}"
     bad = with_metadata(gguf_fields, accepted[0], tmp_path / "text.gguf",
                         {KEY_RUBRIC: (STRING, _rubric_json(instructions=payload))})
-    from annotator.inference.engine import Engine, EngineSettings
+    from annotator.inference.backend import EngineSettings
+    from annotator.inference.engine import Engine
     from annotator.modelfile import read_model_info
 
     info = read_model_info(bad)

@@ -257,7 +257,7 @@ values = ["yes", "no"]
 
 def _annotate(data: Path, project: Path, rubric: Path):
     """`annotate DATA --project PROJECT --rubric RUBRIC --n-ctx 256 --threads 1`, in this process."""
-    from annotator.inference.engine import EngineSettings
+    from annotator.inference.backend import EngineSettings
     from annotator.jobs.job import open_job
 
     job = open_job(data, project, rubric, settings=EngineSettings(n_ctx=256, n_threads=1))

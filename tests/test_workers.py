@@ -272,7 +272,7 @@ def test_ctrl_c_stops_between_items_and_the_rerun_finishes(tmp_path, reference, 
 @pytest.mark.slow
 def test_app_job_and_cli_on_one_project_at_once(tmp_path, reference):
     """The app drives a Job in its own process; a CLI runs beside it on the same project."""
-    from annotator.inference.engine import EngineSettings
+    from annotator.inference.backend import EngineSettings
     from annotator.jobs.job import open_job
 
     project = tmp_path / "p.db"
@@ -327,7 +327,7 @@ def test_a_working_job_keeps_its_claim_past_the_lease(tmp_path):
     import csv
     import threading
 
-    from annotator.inference.engine import EngineSettings
+    from annotator.inference.backend import EngineSettings
     from annotator.jobs.job import open_job
 
     with ITEMS.open(encoding="utf-8", newline="") as handle:

@@ -71,7 +71,7 @@ def annotate(data, rubric_path, project, model, base, id_col, n_ctx, n_batch, th
     """
     from annotator.calibration.readout import Readout
     from annotator.console import progress
-    from annotator.inference.engine import EngineSettings
+    from annotator.inference.backend import EngineSettings
     from annotator.jobs.spec import JobSpec
 
     settings = EngineSettings(n_ctx=n_ctx, n_batch=n_batch, n_ubatch=n_batch, n_threads=threads,

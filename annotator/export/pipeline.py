@@ -23,7 +23,7 @@ from typing import Any
 from annotator.errors import AnnotatorError
 from annotator.export import adapter, convert, drift, metadata
 from annotator.export.report import write_report
-from annotator.inference.engine import EngineSettings
+from annotator.inference.backend import EngineSettings
 from annotator.modelfile import KEY_BASE_SHA256, default_model_path, sha256_file
 
 

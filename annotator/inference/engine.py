@@ -25,7 +25,6 @@ Texts that do not fit the context are cut by `fit_item` (see its docstring) and 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Generator, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -38,9 +37,11 @@ from annotator import __version__
 from annotator.calibration.readout import CONTENT_FREE_TEXTS, Readout, mean_distribution
 from annotator.errors import AnnotatorError
 from annotator.inference import prompt
+from annotator.inference.backend import EngineSettings
 from annotator.inference.layer_tap import LayerTap, contexts_with
 from annotator.inference.llama_quiet import quiet_llama
-from annotator.inference.parallel import ParallelDecoder, Reading, Step, StepResult
+from annotator.inference.parallel import ParallelDecoder
+from annotator.inference.steps import RawItem, Reading, Step, Steps
 from annotator.inference.trie import (
     Node,
     build_trie,
@@ -52,25 +53,6 @@ from annotator.rubric import Rubric, Value
 
 if TYPE_CHECKING:
     from annotator.calibration.heads import Head
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """Fixed for a run and recorded with it: changing any of these may change logits."""
-
-    n_ctx: int = 4096
-    n_batch: int = 512
-    n_ubatch: int = 512
-    n_threads: int = 0  # 0: the CPUs this process may use
-    flash_attn: bool = False
-    gpu: str = "auto"  # auto | cpu | cuda
-    n_parallel: int = 1  # items decoded together as parallel sequences; 1: one at a time
-    read_hidden: bool = True  # read the hidden state at each decision
-    hidden_layer: int | None = None  # the block whose output is read; None: the middle one
-
-    def resolved(self) -> EngineSettings:
-        threads = self.n_threads or len(os.sched_getaffinity(0))
-        return replace(self, n_ubatch=min(self.n_ubatch, self.n_batch), n_threads=threads)
 
 
 @dataclass(frozen=True)
@@ -97,14 +79,6 @@ class ItemResult:
         from annotator.calibration.heads import float16_states
 
         return None if self.hidden is None else float16_states(self.hidden).astype("<f2").tobytes()
-
-
-@dataclass(frozen=True)
-class RawItem:
-    """What the model's pass gives for an item, before any readout."""
-
-    probs: list[list[float]]  # per dimension, every value's probability
-    hidden: np.ndarray | None  # (dimensions, n_embd), or None when not read
 
 
 def backend_choice(gpu: str) -> tuple[str, str]:
@@ -220,7 +194,7 @@ class Engine:
     def annotate_many(self, items: Iterable[Mapping[str, str] | None]) -> Iterator[ItemResult]:
         """Results in item order, items taken lazily; a result is yielded as soon as it and
         those before it are done, before the next item is taken. With `n_parallel` > 1, up to that many items are decoded together as
-        parallel sequences (annotator/parallel.py). A `None` among the items means none is
+        parallel sequences (annotator/inference/parallel.py). A `None` among the items means none is
         ready now: the items in hand are finished (and yielded) before the next is asked for."""
         if self._parallel is None:
             for fields in items:
@@ -229,7 +203,7 @@ class Engine:
             return
         sizes: list[tuple[int, int]] = []  # per item: tokens evaluated, tokens cut
 
-        def steps() -> Iterator[Generator[Step, list[float] | None, StepResult] | None]:
+        def steps() -> Iterator[Steps | None]:
             for fields in items:
                 if fields is None:
                     yield None
@@ -357,13 +331,11 @@ class Engine:
     def _cue_and_lead(self, index: int) -> list[int]:
         return self.cue_tokens[index] + self.tries[index][0]
 
-    # Labelling an item is a generator of steps: (position, tokens to evaluate there, token ids
-    # whose logits are wanted after the last of them ([] for none), where the hidden state is
-    # wanted: 0 nowhere, k at the k-th token from the end). A driver evaluates each step and
-    # sends back a `Reading`. The sequential driver below and the parallel one in
-    # annotator/parallel.py run the same steps, so the decision logic exists once.
+    # Labelling an item is a generator of steps (annotator/inference/steps.py): the sequential
+    # driver below and the parallel one in annotator/inference/parallel.py run the same steps,
+    # so the decision logic exists once.
 
-    def _item_steps(self, item_tokens: list[int]) -> Generator[Step, Reading | None, RawItem]:
+    def _item_steps(self, item_tokens: list[int]) -> Steps:
         pos = len(self.prefix_tokens)
         pending = item_tokens + self._cue_and_lead(0)
         probs: list[list[float]] = []
@@ -379,7 +351,7 @@ class Engine:
                 pending = rest + self._cue_and_lead(index + 1)
         return RawItem(probs, np.stack(hidden) if hidden else None)
 
-    def _run_steps(self, steps: Generator[Step, Reading | None, StepResult]) -> StepResult:
+    def _run_steps(self, steps: Steps) -> RawItem:
         """The sequential driver: one sequence in the Llama's own context."""
         reply: Reading | None = None
         try:

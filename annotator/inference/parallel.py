@@ -24,34 +24,16 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 import llama_cpp
-import numpy as np
 
 from annotator.errors import AnnotatorError
-
-if TYPE_CHECKING:
-    from annotator.inference.engine import EngineSettings
-
+from annotator.inference.backend import EngineSettings
+from annotator.inference.steps import Reading, Step, StepResult, Steps
 
 _END = object()  # ParallelDecoder.run: no item left
-
-
-class Reading(NamedTuple):
-    """What a driver sends back for a step that asked for logits."""
-
-    logits: list[float]  # at the candidate ids, in their order
-    hidden: np.ndarray | None  # the hidden state there (the tapped block), when asked for
-
-
-# (position, tokens to evaluate there, token ids whose logits are wanted after the last one,
-# where the hidden state is wanted: 0 nowhere, k at the k-th token from the end)
-Step = tuple[int, list[int], list[int], int]
-StepResult = Any  # what an item's generator returns (the engine's raw outputs)
-Steps = Generator[Step, "Reading | None", StepResult]
 
 
 @dataclass

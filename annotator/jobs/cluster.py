@@ -30,7 +30,7 @@ from pathlib import Path
 from annotator.calibration.readout import Readout
 from annotator.data import FORMATS, Item, Skipped, delimited_records, items_of, jsonl_records
 from annotator.errors import AnnotatorError
-from annotator.inference.engine import EngineSettings
+from annotator.inference.backend import EngineSettings
 from annotator.jobs.job import Summary
 from annotator.jobs.spec import (
     DEFAULT_TIE_MARGIN,

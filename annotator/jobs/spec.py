@@ -18,7 +18,7 @@ from typing import Protocol
 
 from annotator.calibration.readout import Readout
 from annotator.errors import AnnotatorError
-from annotator.inference.engine import EngineSettings
+from annotator.inference.backend import EngineSettings
 from annotator.modelfile import ModelInfo, default_model_path
 from annotator.rubric import Rubric, load_rubric
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from annotator.inference.engine import EngineSettings
+from annotator.inference.backend import EngineSettings
 from annotator.jobs.job import Job
 from annotator.jobs.spec import DEFAULT_TIE_MARGIN, JobSpec
 from annotator.project.store import Label

@@ -20,7 +20,7 @@ from textual.worker import Worker, WorkerState
 
 from annotator.data import Item
 from annotator.errors import AnnotatorError
-from annotator.inference.engine import EngineSettings
+from annotator.inference.backend import EngineSettings
 from annotator.jobs.spec import DEFAULT_TIE_MARGIN
 from annotator.project.store import Store
 from annotator.rubric import Rubric
