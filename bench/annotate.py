@@ -123,8 +123,8 @@ def measure(workload: str, n: int, model: str, threads: int, n_ctx: int, paralle
     import llama_cpp
 
     from annotator.inference import prompt
-    from annotator.inference.backend import EngineSettings
-    from annotator.inference.engine import Engine, load_llama
+    from annotator.inference.backend import EngineSettings, load_llama
+    from annotator.inference.engine import Engine
     from annotator.inference.llama_quiet import quiet_llama
 
     quiet_llama()

@@ -12,7 +12,7 @@ import click
 def doctor() -> None:
     """Versions, backend (CUDA or CPU and why), the default model's path and sha256, and the
     field kit this environment was installed from, if any."""
-    from annotator.inference.engine import backend_choice, runtime_versions
+    from annotator.inference.backend import backend_choice, runtime_versions
     from annotator.kit.build import installed_kit
     from annotator.modelfile import default_model_path, sha256_file
 

@@ -18,8 +18,8 @@ from annotator.agreement import agreement
 from annotator.calibration.readout import Readout
 from annotator.data import read_items
 from annotator.errors import AnnotatorError
-from annotator.inference.backend import EngineSettings
-from annotator.inference.engine import Decision, Engine, load_llama
+from annotator.inference.backend import EngineSettings, load_llama
+from annotator.inference.engine import Decision, Engine
 from annotator.rubric import Rubric, Value
 
 Answers = list[dict[str, Decision]]  # one dict per item, dimension name -> decision

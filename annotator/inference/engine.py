@@ -33,13 +33,16 @@ from typing import TYPE_CHECKING
 import llama_cpp
 import numpy as np
 
-from annotator import __version__
 from annotator.calibration.readout import CONTENT_FREE_TEXTS, Readout, mean_distribution
 from annotator.errors import AnnotatorError
 from annotator.inference import prompt
-from annotator.inference.backend import EngineSettings
-from annotator.inference.layer_tap import LayerTap, contexts_with
-from annotator.inference.llama_quiet import quiet_llama
+from annotator.inference.backend import (
+    EngineSettings,
+    backend_choice,
+    load_llama,
+    runtime_versions,
+)
+from annotator.inference.layer_tap import LayerTap
 from annotator.inference.parallel import ParallelDecoder
 from annotator.inference.steps import RawItem, Reading, Step, Steps
 from annotator.inference.trie import (
@@ -79,51 +82,6 @@ class ItemResult:
         from annotator.calibration.heads import float16_states
 
         return None if self.hidden is None else float16_states(self.hidden).astype("<f2").tobytes()
-
-
-def backend_choice(gpu: str) -> tuple[str, str]:
-    """('cuda' or 'cpu', why) for this build and the user's --gpu choice."""
-    offload = bool(llama_cpp.llama_supports_gpu_offload())
-    if gpu == "cpu":
-        return "cpu", "CPU requested"
-    if offload:
-        return "cuda", "llama.cpp build supports GPU offload; all layers offloaded"
-    if gpu == "cuda":
-        raise AnnotatorError("--gpu cuda: this llama-cpp-python build has no GPU support")
-    return "cpu", "this llama-cpp-python build has no GPU offload (CPU build)"
-
-
-def load_llama(model_path: str | Path, settings: EngineSettings,
-               adapter: str | Path | None = None) -> llama_cpp.Llama:
-    """The model in llama.cpp with the run's fixed settings (one load serves metadata and work),
-    with a LoRA adapter GGUF applied on top when `adapter` is given. With `read_hidden` its
-    contexts carry a layer tap (`llm.layer_tap`) that the engine aims at a block."""
-    s = settings.resolved()
-    backend, _ = backend_choice(s.gpu)
-    quiet_llama()
-    tap = LayerTap() if s.read_hidden else None
-    try:
-        with contexts_with(tap) if tap is not None else contextlib.nullcontext():
-            llm = llama_cpp.Llama(
-                model_path=str(model_path),
-                n_ctx=s.n_ctx,
-                n_batch=s.n_batch,
-                n_ubatch=s.n_ubatch,
-                n_threads=s.n_threads,
-                n_threads_batch=s.n_threads,
-                flash_attn=s.flash_attn,
-                n_gpu_layers=-1 if backend == "cuda" else 0,
-                seed=0,
-                logits_all=False,
-                lora_path=None if adapter is None else str(adapter),
-                verbose=False,
-            )
-    except (ValueError, RuntimeError) as exc:
-        if adapter is not None and "LoRA" in str(exc):
-            raise AnnotatorError(f"{adapter}: llama.cpp cannot apply this adapter to {model_path}") from exc
-        raise AnnotatorError(f"{model_path}: damaged or truncated GGUF file (llama.cpp cannot load it)") from exc
-    llm.layer_tap = tap  # type: ignore[attr-defined]
-    return llm
 
 
 def _check_head(head: Head, model_path: str | Path, llm: llama_cpp.Llama) -> None:
@@ -414,16 +372,3 @@ class Engine:
         # Exact ties go to the value listed first (deterministic).
         best = min(range(len(probs)), key=lambda i: (-probs[i], i))
         return probs, hidden, self.value_tokens[index][best][len(lead):]
-
-
-def runtime_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"annotator": __version__}
-    for name in ("llama-cpp-python", "gguf", "krippendorff", "numpy"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    found["llama.cpp system"] = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
-    return found

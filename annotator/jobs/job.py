@@ -22,8 +22,8 @@ import llama_cpp
 
 from annotator.data import Item, Skipped, read_items
 from annotator.errors import AnnotatorError
-from annotator.inference.backend import EngineSettings
-from annotator.inference.engine import Engine, ItemResult, load_llama
+from annotator.inference.backend import EngineSettings, load_llama
+from annotator.inference.engine import Engine, ItemResult
 from annotator.jobs.spec import DEFAULT_TIE_MARGIN, JobSpec, model_line, resolve_rubric, start_lines
 from annotator.modelfile import (
     ModelInfo,

@@ -16,7 +16,7 @@ from pathlib import Path
 from annotator.calibration.calibrate import describe_head, describe_run
 from annotator.data import read_items
 from annotator.errors import AnnotatorError
-from annotator.inference.engine import backend_choice
+from annotator.inference.backend import backend_choice
 from annotator.jobs.spec import NO_RUBRIC, NoRubric, resolve_rubric
 from annotator.modelfile import ModelInfo, default_model_path, read_model_info, sha256_file
 from annotator.project.store import Store
