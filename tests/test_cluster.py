@@ -241,7 +241,7 @@ def test_a_restarted_actor_that_differs_labels_nothing():
     """Ray may restart an actor on another node: it checks itself against the run's facts."""
     from types import SimpleNamespace
 
-    from annotator.jobs.cluster import Labeller
+    from annotator.jobs.actors import Labeller
 
     actor = Labeller.__new__(Labeller)  # no model: the check comes before any item
     actor.engine = SimpleNamespace(describe=lambda: {**FACTS, "backend": "cuda"},
@@ -252,7 +252,8 @@ def test_a_restarted_actor_that_differs_labels_nothing():
 
 
 def test_the_block_timeout_grows_with_the_block():
-    from annotator.jobs.cluster import BLOCK, block_timeout
+    from annotator.jobs.actors import block_timeout
+    from annotator.jobs.cluster import BLOCK
 
     assert block_timeout(1) < block_timeout(BLOCK) == 600
 
