@@ -10,14 +10,15 @@ How an item is labelled:
      extra forward steps, so each value gets its exact sequence probability. The answer is the
      most probable allowed value: never free text, never a parse.
   4. The most probable value's tokens and the next cue are appended and evaluated in one step.
-  5. The label is what the run's readout (annotator/readout.py: a decision rule, a prior, a
-     fitted head from annotator/calibration.py) makes of each dimension's distribution and
-     hidden state. The prompt always continues with the most probable value, so the model's
-     pass never depends on the readout and a readout can be applied again to stored outputs.
+  5. The label is what the run's readout (annotator/calibration/readout.py: a decision rule, a
+     prior, a fitted head from annotator/calibration/heads.py) makes of each dimension's
+     distribution and hidden state. The prompt always continues with the most probable value, so
+     the model's pass never depends on the readout and a readout can be applied again to stored
+     outputs.
 
 The hidden state at each decision point (the cue's last token, before the answer) is read from
 the same evaluation: the residual stream after the middle block, copied out of llama.cpp's
-graph as the decode that holds that token computes it (annotator/layer_tap.py).
+graph as the decode that holds that token computes it (annotator/inference/layer_tap.py).
 
 Texts that do not fit the context are cut by `fit_item` (see its docstring) and flagged.
 """
@@ -266,7 +267,7 @@ class Engine:
 
     def _eval(self, tokens: list[int], armed: bool = False) -> None:
         """Evaluate `tokens` where the Llama stands; `armed`: the tap keeps their rows. A context
-        with a tap's callback always decodes inside `reading` (see annotator/layer_tap.py)."""
+        with a tap's callback always decodes inside `reading` (annotator/inference/layer_tap.py)."""
         tap: LayerTap | None = getattr(self.llm, "layer_tap", None)
         with tap.reading(armed) if tap is not None else contextlib.nullcontext():
             self.llm.eval(tokens)

@@ -1,11 +1,11 @@
 """A middle layer's hidden state, copied out of llama.cpp's graph while it is computed.
 
-A calibration head (annotator/calibration.py) reads the residual stream after the first half
-of the model's blocks at each decision point, not the final hidden state: the final layer is
-specialised to predict the next token, the middle of the network holds more of what the
-text is about. On the rubric development set a ridge head on the middle layer agreed with
-the raters about twice as well as one on the final state, by cross-validation over held-out
-dialogues (bench/quality.py usr-tc; see the CHANGELOG).
+A calibration head (annotator/calibration/heads.py) reads the residual stream after the first
+half of the model's blocks at each decision point, not the final hidden state: the final layer
+is specialised to predict the next token, the middle of the network holds more of what the text
+is about. On the rubric development set a ridge head on the middle layer agreed with the raters
+about twice as well as one on the final state, by cross-validation over held-out dialogues
+(bench/quality.py usr-tc; see the CHANGELOG).
 
 llama.cpp names each block's output `l_out-<block>` and calls an evaluation callback
 (`cb_eval`, fixed when a context is made) for every node of every graph it computes, first

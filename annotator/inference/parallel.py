@@ -6,18 +6,18 @@ matrix shapes than one sequence alone, which can move logits in the last bits an
 tie, a label (`bench/annotate.py` reports how many). The sequential engine stays the
 reference.
 
-How: a second llama.cpp context on the same loaded model, with N sequences, each in its own
-KV stream of n_ctx cells (a unified cache would make every sequence attend over all cells).
-The rubric prefix is evaluated once into sequence 0 and copied to the others
-(`llama_memory_seq_cp`). Each item runs the engine's own step
-generator (`Engine._item_steps`) on its sequence. Every round takes the next step of every
-item in flight, packs their tokens into decodes of at most n_batch tokens (a long step spans
-several), and sends each item the logits (and hidden state) it asked for. The hidden state is
-the engine's layer tap's row for the token the step names (annotator/layer_tap.py). With one
-sequence the rows come back in batch order. With several, llama.cpp may regroup a decode's
-tokens by sequence, so a piece that wants a hidden state has its last few tokens (from that
-token on) decoded on their own, one sequence per decode, after the rest went in the shared
-batch. A finished item's sequence is cut back to the prefix and takes the next item.
+How: a second llama.cpp context on the same loaded model, with N sequences, each in its own KV
+stream of n_ctx cells (a unified cache would make every sequence attend over all cells). The
+rubric prefix is evaluated once into sequence 0 and copied to the others
+(`llama_memory_seq_cp`). Each item runs the engine's own step generator (`Engine._item_steps`)
+on its sequence. Every round takes the next step of every item in flight, packs their tokens
+into decodes of at most n_batch tokens (a long step spans several), and sends each item the
+logits (and hidden state) it asked for. The hidden state is the engine's layer tap's row for the
+token the step names (annotator/inference/layer_tap.py). With one sequence the rows come back in
+batch order. With several, llama.cpp may regroup a decode's tokens by sequence, so a piece that
+wants a hidden state has its last few tokens (from that token on) decoded on their own, one
+sequence per decode, after the rest went in the shared batch. A finished item's sequence is cut
+back to the prefix and takes the next item.
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """`annotator annotate DATA ... --ray auto|local|ADDRESS`: label a large corpus on a Ray cluster.
 
-Ray does the distribution. Each actor (one per engine, annotator/jobs/actors.py) loads the
-model once, after checking the file's sha256 on its node, and labels blocks of items; the
-driver hands blocks to the least busy actors. Every actor's backend, versions and settings must be the first actor's
-(checked before any item is labelled, and again by an actor Ray restarts): a mismatch is an
-error naming the actor and the fact. A killed actor is restarted by Ray (`max_restarts`) and
-the block it held is run again (`max_task_retries`); an actor that returns no block within
-the block timeout is taken as hung and killed, which Ray handles the same way. Labels are
-deterministic, so a retried block gives the same labels. Only the driver (this process) writes to the project, one
-transaction per item, skipping what the run already holds: a run is exactly-once and
-resumable. The driver takes no claims: while a Ray run works on a run, do not start other
-`annotate` commands on it (they would label some items twice; the store keeps one).
+Ray does the distribution. Each actor (one per engine, annotator/jobs/actors.py) loads the model
+once, after checking the file's sha256 on its node, and labels blocks of items; the driver hands
+blocks to the least busy actors. Every actor's backend, versions and settings must be the first
+actor's (checked before any item is labelled, and again by an actor Ray restarts): a mismatch is
+an error naming the actor and the fact. A killed actor is restarted by Ray (`max_restarts`) and
+the block it held is run again (`max_task_retries`); an actor that returns no block within the
+block timeout is taken as hung and killed, which Ray handles the same way. Labels are
+deterministic, so a retried block gives the same labels. Only the driver (this process) writes
+to the project, one transaction per item, skipping what the run already holds: a run is
+exactly-once and resumable. The driver takes no claims: while a Ray run works on a run, do not
+start other `annotate` commands on it (they would label some items twice; the store keeps one).
 
 The data file is read as a stream (CSV, TSV, JSONL, Parquet), a block at a time, with at most
 two blocks per actor in flight, so a corpus larger than memory works. Ray is imported only
