@@ -1,6 +1,6 @@
 # The README's commands. `make demo` sets up and runs the main job on the embedded default;
-# `make test` runs the tests (what CI runs). Each brings the environment it needs and skips
-# what is already installed.
+# `make test` runs the tests, `make lint` the linter (CI runs all three). Each brings the
+# environment it needs and skips what is already installed.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -42,7 +42,9 @@ demo: demo-label
 # Every extra is installed above: a test file of an extra that cannot be imported fails
 # (tests/conftest.py import_extra), it is never skipped.
 test: setup-test
-	ANNOTATOR_TEST_EXTRAS=required $(BIN)/python -m pytest
+	ANNOTATOR_TEST_EXTRAS=required $(BIN)/python -m pytest --durations=25
 
-lint: setup-test
+# ruff comes with the [test] extra, so a fresh clone lints with the version CI uses.
+lint: setup
 	$(BIN)/python -m ruff check annotator tests bench
+	$(BIN)/python -m ruff format --check annotator tests bench
