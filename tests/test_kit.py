@@ -40,7 +40,7 @@ def llama_wheel(tmp_path_factory) -> Path:
     """The wheel pip compiled for this venv, recorded as the kit's portable build: a stand-in
     (compiling the portable build takes minutes); the kits are installed on this machine,
     where that build runs."""
-    from annotator.kit.build import portable_cmake_args, record_llama_build
+    from annotator.kit.llama_wheel import portable_cmake_args, record_llama_build
 
     wheel = _pip_cached_llama_wheel()
     assert wheel is not None, "pip's cache must hold the llama-cpp-python wheel built for .venv"
@@ -190,7 +190,7 @@ def test_a_sample_without_a_rubric_is_refused_before_any_download(tmp_path):
 def test_the_wheelhouse_follows_the_installed_requirement_closure():
     """What `--extras` adds is read from the installed metadata: the base kit has no torch."""
     from annotator.errors import AnnotatorError
-    from annotator.kit.build import requirement_closure
+    from annotator.kit.wheelhouse import requirement_closure
 
     base = requirement_closure("rubric-annotator")
     assert {"llama-cpp-python", "textual", "krippendorff", "gguf", "numpy"} <= set(base)
@@ -233,19 +233,19 @@ def fake_wheel(folder: Path, name: str, libs=CPU_LIBS) -> Path:
 
 def fake_pip(monkeypatch, cached: list[Path]):
     """pip as `_wheelhouse` sees it: its cache lists `cached`; nothing is downloaded."""
-    from annotator.kit import build as kit_module
+    from annotator.kit import wheelhouse
 
     def pip(*args, check=True):
         if args[0] == "cache":
             return "".join(f"{p}\n" for p in cached)
         raise AssertionError(f"pip {args} was not expected")
 
-    monkeypatch.setattr(kit_module, "_pip", pip)
-    monkeypatch.setattr(kit_module, "_project_wheel", lambda folder: None)
+    monkeypatch.setattr(wheelhouse, "_pip", pip)
+    monkeypatch.setattr(wheelhouse, "_project_wheel", lambda folder: None)
 
 
 def test_a_cached_wheel_is_picked_by_its_tags_not_by_the_last_name_match(tmp_path, monkeypatch):
-    from annotator.kit import build as kit_module
+    from annotator.kit import wheelhouse
 
     cache = tmp_path / "pip-cache"
     fits = fake_wheel(cache / "a", "fakedist-1.0-py3-none-any.whl", libs=())
@@ -253,7 +253,7 @@ def test_a_cached_wheel_is_picked_by_its_tags_not_by_the_last_name_match(tmp_pat
               fake_wheel(cache / "c", "fakedist-1.0-cp311-cp311-win_amd64.whl", libs=())]
     fake_pip(monkeypatch, [fits, *others])  # the last match by name is another platform's
     house = tmp_path / "wheels"
-    kit_module._wheelhouse(house, {"fakedist": "1.0"}, lambda _: None)
+    wheelhouse._wheelhouse(house, {"fakedist": "1.0"}, lambda _: None)
     assert sorted(p.name for p in house.iterdir()) == [fits.name]
 
 
@@ -262,7 +262,8 @@ def test_the_llama_wheel_in_pips_cache_is_never_shipped(tmp_path, monkeypatch):
     kept in its own cache) and ships the portable CPU build instead."""
     import zipfile
 
-    from annotator.kit import build as kit_module
+    from annotator.kit import llama_wheel as kit_llama
+    from annotator.kit import wheelhouse
 
     cuda = fake_wheel(tmp_path / "pip-cache", LLAMA_WHEEL,
                       libs=(*CPU_LIBS, "llama_cpp/lib/libggml-cuda.so"))
@@ -274,10 +275,10 @@ def test_the_llama_wheel_in_pips_cache_is_never_shipped(tmp_path, monkeypatch):
         builds.append(cmake_args)
         return fake_wheel(dest, f"llama_cpp_python-{version}-py3-none-linux_x86_64.whl")
 
-    monkeypatch.setattr(kit_module, "_compile_llama", compile_llama, raising=False)
+    monkeypatch.setattr(kit_llama, "_compile_llama", compile_llama, raising=False)
     for n in (1, 2):
         house = tmp_path / f"wheels{n}"
-        kit_module._wheelhouse(house, {"llama-cpp-python": "0.3.36"}, lambda _: None)
+        wheelhouse._wheelhouse(house, {"llama-cpp-python": "0.3.36"}, lambda _: None)
         [shipped] = house.iterdir()
         assert not any("cuda" in f for f in zipfile.ZipFile(shipped).namelist())
     assert len(builds) == 1  # the second kit reuses the build
@@ -287,7 +288,7 @@ def test_the_llama_wheel_in_pips_cache_is_never_shipped(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("case", ["cuda", "windows", "no-record", "other-bytes", "native"])
 def test_a_llama_wheel_not_a_recorded_portable_cpu_build_is_refused(tmp_path, case):
-    from annotator.kit.build import portable_cmake_args, record_llama_build
+    from annotator.kit.llama_wheel import portable_cmake_args, record_llama_build
 
     libs = (*CPU_LIBS, "llama_cpp/lib/libggml-cuda.so") if case == "cuda" else CPU_LIBS
     name = LLAMA_WHEEL.replace("linux_x86_64", "win_amd64") if case == "windows" else LLAMA_WHEEL
@@ -321,7 +322,7 @@ def test_the_wheel_pip_built_here_is_a_cpu_build_with_no_record():
     """The real wheel pip compiled for this venv: its libraries say CPU only, and the kit
     refuses it (built with -march=native for all it can tell), naming it."""
     from annotator.errors import AnnotatorError
-    from annotator.kit.build import check_llama_wheel, llama_wheel_libraries
+    from annotator.kit.llama_wheel import check_llama_wheel, llama_wheel_libraries
 
     wheel = _pip_cached_llama_wheel()
     if wheel is None:
