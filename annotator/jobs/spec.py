@@ -1,11 +1,11 @@
 """What an annotate job is, once: the spec every driver runs, and what they all say about it.
 
 `annotator annotate` builds one `JobSpec` from its command line and hands it to the driver it
-chose: one process (`job.open_job`), worker processes (`workers.run_workers`), a Ray cluster
+chose: one process (`job.Job.open`), worker processes (`workers.run_workers`), a Ray cluster
 (`cluster.annotate_command`); the app builds one where it starts a job
-(`tui.annotation.AnnotationRunner`). Each finds the rubric with `resolve_rubric` and prints
-its first lines with `start_lines`, so every driver chooses and says the same. No model is
-loaded here (a Ray driver may be a small machine).
+(`tui.annotation.AnnotationRunner`). Every driver, and the app's Project tab, finds the rubric
+with `resolve_rubric`; the command's drivers print their first lines with `start_lines`, so
+they choose and say the same. No model is loaded here (a Ray driver may be a small machine).
 """
 
 from __future__ import annotations
