@@ -30,8 +30,13 @@ class Agreement:
 
     def as_dict(self) -> dict:
         return {
-            "dimension": self.dimension, "level": self.level, "coders": list(self.coders),
-            "n": self.n, "alpha": self.alpha, "ci95": [self.low, self.high], "note": self.note,
+            "dimension": self.dimension,
+            "level": self.level,
+            "coders": list(self.coders),
+            "n": self.n,
+            "alpha": self.alpha,
+            "ci95": [self.low, self.high],
+            "note": self.note,
         }
 
 
@@ -58,8 +63,11 @@ def alpha(data: np.ndarray, level: str, value_domain: Sequence[float]) -> float 
     values = data[~np.isnan(data)]
     if np.unique(values).size < 2:
         return None  # every value the same: no variation to agree on
-    return float(krippendorff.alpha(reliability_data=data, level_of_measurement=level,
-                                    value_domain=list(value_domain)))
+    return float(
+        krippendorff.alpha(
+            reliability_data=data, level_of_measurement=level, value_domain=list(value_domain)
+        )
+    )
 
 
 def agreement(

@@ -9,8 +9,9 @@ from annotator.agreement import verdict
 
 
 @contextmanager
-def progress(total: int, what: str, *, rate_unit: str | None = None,
-             terminal_only: bool = False) -> Iterator[Callable[..., None]]:
+def progress(
+    total: int, what: str, *, rate_unit: str | None = None, terminal_only: bool = False
+) -> Iterator[Callable[..., None]]:
     """A progress bar on stderr: `what`, bar, done/total, an info field, elapsed time and ETA.
 
     The yielded `advance(steps=1, info="")` moves it and sets the info field; with `rate_unit`
@@ -30,12 +31,21 @@ def progress(total: int, what: str, *, rate_unit: str | None = None,
     )
 
     columns = [
-        TextColumn(what), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        TextColumn(what),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
     ]
     console = Console(stderr=True)
-    with Progress(*columns, console=console, transient=False,
-                  disable=terminal_only and not console.is_terminal) as bar:
+    with Progress(
+        *columns,
+        console=console,
+        transient=False,
+        disable=terminal_only and not console.is_terminal,
+    ) as bar:
         task = bar.add_task(what, total=total, info="")
 
         def advance(steps: int = 1, info: str = "") -> None:
@@ -64,8 +74,11 @@ def print_agreement(report: dict) -> None:
             a, (low, high) = c["alpha"], c["ci95"]
             word = verdict(a)
             table.add_row(
-                Text(dim["dimension"]), Text(dim["level"]), Text(" vs ".join(c["coders"])),
-                str(c["n"]), "-" if a is None else f"{a:.3f}",
+                Text(dim["dimension"]),
+                Text(dim["level"]),
+                Text(" vs ".join(c["coders"])),
+                str(c["n"]),
+                "-" if a is None else f"{a:.3f}",
                 Text("-" if low is None else f"[{low:.3f}, {high:.3f}]"),
                 Text.assemble((word, colour[word]), f" ({c['note']})" if c["note"] else ""),
             )

@@ -61,9 +61,15 @@ def data_format(path: Path) -> str:
     return fmt
 
 
-def write_rows(out: Path, columns: Sequence[str], rows: Iterable[Mapping[str, object]], *,
-               csv_cell: Callable[[object], object] = lambda v: "" if v is None else v,
-               private: bool = False, raw_cells: bool = False) -> None:
+def write_rows(
+    out: Path,
+    columns: Sequence[str],
+    rows: Iterable[Mapping[str, object]],
+    *,
+    csv_cell: Callable[[object], object] = lambda v: "" if v is None else v,
+    private: bool = False,
+    raw_cells: bool = False,
+) -> None:
     """Write `rows` as CSV, TSV or JSONL (by `out`'s suffix, as `read_rows` reads them).
 
     Atomic: written and synced under a temporary name beside `out`, then renamed, so a
@@ -84,12 +90,17 @@ def write_rows(out: Path, columns: Sequence[str], rows: Iterable[Mapping[str, ob
                 for row in rows:
                     handle.write(json.dumps(row, ensure_ascii=False) + "\n")
             else:
-                writer = csv.writer(handle, delimiter="\t" if fmt == "tsv" else ",",
-                                    lineterminator="\n")
+                writer = csv.writer(
+                    handle, delimiter="\t" if fmt == "tsv" else ",", lineterminator="\n"
+                )
                 # With "\n" line ends the csv module leaves a lone CR in a cell unquoted, and
                 # a reader takes it for a line end: a row holding one is written all quoted.
-                quoted = csv.writer(handle, delimiter="\t" if fmt == "tsv" else ",",
-                                    lineterminator="\n", quoting=csv.QUOTE_ALL)
+                quoted = csv.writer(
+                    handle,
+                    delimiter="\t" if fmt == "tsv" else ",",
+                    lineterminator="\n",
+                    quoting=csv.QUOTE_ALL,
+                )
                 # The header is the rubric's column names, which `train --data` must find.
                 writer.writerow(columns)
                 cell = csv_cell if raw_cells else lambda v: safe_cell(csv_cell(v))
@@ -111,8 +122,11 @@ def write_rows(out: Path, columns: Sequence[str], rows: Iterable[Mapping[str, ob
 def safe_cell(value: object) -> object:
     """`value` as a spreadsheet shows it as text: a cell that would start a formula gets a
     leading single quote (OWASP's advice); plain numbers and everything else are unchanged."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS) \
-            and not _PLAIN_NUMBER.fullmatch(value):
+    if (
+        isinstance(value, str)
+        and value.startswith(FORMULA_STARTS)
+        and not _PLAIN_NUMBER.fullmatch(value)
+    ):
         return "'" + value
     return value
 
@@ -238,10 +252,13 @@ def _refuse_repeated_columns(path: Path, header: Sequence[str]) -> None:
     if len(repeated) == 1:
         name, numbers = repeated[0]
         times = "twice" if len(numbers) == 2 else f"{len(numbers)} times"
-        raise AnnotatorError(f"{path}: column {printable(name, 60)!r} appears {times} in the "
-                             f"header ({columns(numbers)})")
-    shown = ", ".join(f"{printable(name, 60)!r} ({columns(numbers)})"
-                      for name, numbers in repeated[:5])
+        raise AnnotatorError(
+            f"{path}: column {printable(name, 60)!r} appears {times} in the "
+            f"header ({columns(numbers)})"
+        )
+    shown = ", ".join(
+        f"{printable(name, 60)!r} ({columns(numbers)})" for name, numbers in repeated[:5]
+    )
     more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
     raise AnnotatorError(f"{path}: columns appear more than once in the header: {shown}{more}")
 
@@ -277,8 +294,13 @@ def read_items(
     return rows, items, skipped
 
 
-def items_of(records: Iterable[tuple[int, dict[str, object] | str]], columns: Sequence[str],
-             id_col: str, use_row_numbers: bool, id_col_given: bool) -> Iterator[Item | Skipped]:
+def items_of(
+    records: Iterable[tuple[int, dict[str, object] | str]],
+    columns: Sequence[str],
+    id_col: str,
+    use_row_numbers: bool,
+    id_col_given: bool,
+) -> Iterator[Item | Skipped]:
     """Records to items, or to skipped rows with the reason, one at a time in file order."""
     first_row: dict[str, int] = {}
     for number, record in records:

@@ -49,7 +49,9 @@ def parse_json(text: str | bytes) -> Any:
     except NotJSON:
         raise
     except json.JSONDecodeError as exc:
-        raise NotJSON(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        raise NotJSON(
+            f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        ) from None
     except UnicodeDecodeError:
         raise NotJSON("not UTF-8 text") from None
     except RecursionError:

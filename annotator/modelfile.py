@@ -143,8 +143,10 @@ class ModelInfo:
         if len(text) > _MAX_META_STRING:
             raise AnnotatorError(f"{self.path}: metadata {KEY_CALIBRATION} is too large")
         if self.rubric is None or self.rubric.hash != rubric.hash:
-            raise AnnotatorError(f"{self.path}: its calibration head was fitted for the rubric "
-                                 "the file carries; annotate without --rubric")
+            raise AnnotatorError(
+                f"{self.path}: its calibration head was fitted for the rubric "
+                "the file carries; annotate without --rubric"
+            )
         from annotator.calibration.heads import head_from_json
 
         return head_from_json(text, f"{self.path} [{KEY_CALIBRATION}]", rubric)
@@ -184,7 +186,9 @@ def read_metadata(path: Path) -> dict[str, str]:
     except (ValueError, RuntimeError) as exc:
         if (adapter := read_adapter_metadata(path)) is not None:
             return adapter
-        raise AnnotatorError(f"{path}: damaged or truncated GGUF file (llama.cpp cannot load it)") from exc
+        raise AnnotatorError(
+            f"{path}: damaged or truncated GGUF file (llama.cpp cannot load it)"
+        ) from exc
     try:
         return dict(llm.metadata)
     finally:
@@ -221,12 +225,16 @@ def check_adapter_base(adapter: ModelInfo, base: Path) -> None:
     """Refuse to run an adapter on any base other than the one it was trained on."""
     want = adapter.base_sha256
     if not want:
-        raise AnnotatorError(f"{adapter.path}: LoRA adapter without {KEY_BASE_SHA256}; "
-                             "only adapters from `annotator export --adapter` can be used")
+        raise AnnotatorError(
+            f"{adapter.path}: LoRA adapter without {KEY_BASE_SHA256}; "
+            "only adapters from `annotator export --adapter` can be used"
+        )
     have = sha256_file(base)
     if have != want:
-        raise AnnotatorError(f"{adapter.path}: made for the base model with sha256 {want[:12]}..., "
-                             f"but {base} has {have[:12]}...; pass that model with --base")
+        raise AnnotatorError(
+            f"{adapter.path}: made for the base model with sha256 {want[:12]}..., "
+            f"but {base} has {have[:12]}...; pass that model with --base"
+        )
 
 
 def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
@@ -245,8 +253,10 @@ def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
         # Non-negative, at most 18 digits: no value here is larger, and a 5,000-digit one
         # must not reach int() (Python refuses it with its own message).
         if not value.strip().isdigit() or len(value.strip()) > 18:
-            raise AnnotatorError(f"{path}: metadata {printable(key, 80)} must be a non-negative "
-                                 "integer of at most 18 digits")
+            raise AnnotatorError(
+                f"{path}: metadata {printable(key, 80)} must be a non-negative "
+                "integer of at most 18 digits"
+            )
         return int(value.strip())
 
     # Shown on terminals: strip escapes from what the file says about itself.
@@ -260,8 +270,9 @@ def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
         quant = "LoRA adapter"
     base_sha = text(KEY_BASE_SHA256)
     if base_sha is not None and not _SHA256_RE.fullmatch(base_sha):
-        raise AnnotatorError(f"{path}: metadata {KEY_BASE_SHA256} must be a sha256 "
-                             "(64 hexadecimal digits)")
+        raise AnnotatorError(
+            f"{path}: metadata {KEY_BASE_SHA256} must be a sha256 (64 hexadecimal digits)"
+        )
     rubric_json = text(KEY_RUBRIC)
     rubric = None
     if rubric_json is not None:

@@ -17,28 +17,47 @@ def summary_lines(prov: dict[str, Any]) -> list[tuple[str, str]]:
     settings = _dict(prov.get("settings"))
     split = _dict(prov.get("split"))
     export = _dict(prov.get("export"))
-    lines = [("trained", f"{_text(prov.get('date'))} with annotator {_text(prov.get('tool_version'))}"
-                         f" on base {_text(prov.get('base'))}")]
+    lines = [
+        (
+            "trained",
+            f"{_text(prov.get('date'))} with annotator {_text(prov.get('tool_version'))}"
+            f" on base {_text(prov.get('base'))}",
+        )
+    ]
     data = prov.get("data_sha256")
     files = len(data) if isinstance(data, list) else 1
-    lines.append(("items", f"{_text(split.get('train_count'))} trained, "
-                           f"{_text(split.get('validation_count'))} validation "
-                           f"(split seed {_text(split.get('seed'))}; {files} data file(s), "
-                           "sha256 recorded)"))
+    lines.append(
+        (
+            "items",
+            f"{_text(split.get('train_count'))} trained, "
+            f"{_text(split.get('validation_count'))} validation "
+            f"(split seed {_text(split.get('seed'))}; {files} data file(s), "
+            "sha256 recorded)",
+        )
+    )
     lora, train = _dict(settings.get("lora")), _dict(settings.get("train"))
     resolved = _dict(_dict(settings.get("hardware")).get("resolved"))
-    lines.append(("recipe", f"LoRA r={_text(lora.get('r'))} alpha={_text(lora.get('alpha'))}, "
-                            f"lr {_text(train.get('lr'))}, batch {_text(train.get('batch_size'))}, "
-                            f"{_text(settings.get('steps'))} steps (best {_text(settings.get('best_step'))}), "
-                            f"{_text(resolved.get('device'))} {_text(resolved.get('dtype'))}"))
+    lines.append(
+        (
+            "recipe",
+            f"LoRA r={_text(lora.get('r'))} alpha={_text(lora.get('alpha'))}, "
+            f"lr {_text(train.get('lr'))}, batch {_text(train.get('batch_size'))}, "
+            f"{_text(settings.get('steps'))} steps (best {_text(settings.get('best_step'))}), "
+            f"{_text(resolved.get('device'))} {_text(resolved.get('dtype'))}",
+        )
+    )
     alphas = _dict(prov.get("validation_alpha"))
     shown = ", ".join(f"{_text(k)} {_number(v)}" for k, v in list(alphas.items())[:12]) or "?"
     lines.append(("val. alpha", shown))
     merge = _dict(prov.get("merge_check"))
     if merge:
         same = "identical" if merge.get("all_same") is True else "NOT all identical"
-        lines.append(("merge check", f"merged vs adapter answers {same} on "
-                                     f"{_text(merge.get('items'))} validation items"))
+        lines.append(
+            (
+                "merge check",
+                f"merged vs adapter answers {same} on {_text(merge.get('items'))} validation items",
+            )
+        )
     if export:
         lines.append(("export", f"{_text(export.get('quant'))} on {_text(export.get('date'))}"))
         lines.append(("drift check", _drift(export)))
@@ -50,14 +69,19 @@ def _drift(export: dict) -> str:
     say what it demanded)."""
     check = _dict(export.get("drift_check"))
     if not check:
-        return (f"not recorded; export keeps a file only at alpha(file, merged model) >= "
-                f"{_text(export.get('min_agreement'))} per dimension")
+        return (
+            f"not recorded; export keeps a file only at alpha(file, merged model) >= "
+            f"{_text(export.get('min_agreement'))} per dimension"
+        )
     verdict = "passed" if check.get("passed") is True else "FAILED"
     dims = _dict(check.get("dimensions"))
-    alphas = ", ".join(f"{_text(name)} {_number(_dict(d).get('vs_merged'))}"
-                       for name, d in list(dims.items())[:12])
-    return (f"{verdict} on {_text(check.get('items'))} items: alpha(file, merged model) "
-            f"{alphas or '?'} (threshold {_text(check.get('threshold'))})")
+    alphas = ", ".join(
+        f"{_text(name)} {_number(_dict(d).get('vs_merged'))}" for name, d in list(dims.items())[:12]
+    )
+    return (
+        f"{verdict} on {_text(check.get('items'))} items: alpha(file, merged model) "
+        f"{alphas or '?'} (threshold {_text(check.get('threshold'))})"
+    )
 
 
 def _dict(value: object) -> dict:

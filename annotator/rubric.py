@@ -129,8 +129,10 @@ def load_rubric(path: str | Path) -> Rubric:
     except tomllib.TOMLDecodeError as exc:
         raise AnnotatorError(f"{path}: invalid TOML ({exc})") from exc
     except ValueError as exc:  # an integer longer than Python converts: not a TOMLDecodeError
-        raise AnnotatorError(f"{path}: invalid TOML (holds a number of more than "
-                             f"{sys.get_int_max_str_digits()} digits)") from exc
+        raise AnnotatorError(
+            f"{path}: invalid TOML (holds a number of more than "
+            f"{sys.get_int_max_str_digits()} digits)"
+        ) from exc
     return rubric_from_dict(data, source=str(path))
 
 
@@ -258,8 +260,11 @@ def _check_result_columns(dim: Dimension, writers: dict[str, str | None], where:
             bad(where, f"{dim.name!r} is a column of `results`; rename the dimension")
             return
         else:
-            bad(where, f"{dim.name!r} and dimension {writers[col]!r} would both write results "
-                       f"column {printable(col, 100)!r}; rename one")
+            bad(
+                where,
+                f"{dim.name!r} and dimension {writers[col]!r} would both write results "
+                f"column {printable(col, 100)!r}; rename one",
+            )
             return
 
 
@@ -287,7 +292,9 @@ def _values(raw: object, scale: str, where: str, bad) -> tuple[Value, ...]:
     return tuple(raw)
 
 
-def _anchors(raw: object, values: tuple[Value, ...], where: str, bad) -> tuple[tuple[str, str], ...]:
+def _anchors(
+    raw: object, values: tuple[Value, ...], where: str, bad
+) -> tuple[tuple[str, str], ...]:
     if raw is None:
         return ()
     if not isinstance(raw, dict):

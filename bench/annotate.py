@@ -134,15 +134,24 @@ def measure(workload: str, n: int, model: str, threads: int, n_ctx: int, paralle
     max_tokens = MAX_TOKENS_PER_DIM * len(rubric.dimensions)
 
     def completion_mode(grammar):
-        llm = llama_cpp.Llama(model_path=model, n_ctx=n_ctx, n_batch=N_BATCH, n_ubatch=N_BATCH,
-                              n_threads=threads, n_threads_batch=threads, seed=0, verbose=False)
+        llm = llama_cpp.Llama(
+            model_path=model,
+            n_ctx=n_ctx,
+            n_batch=N_BATCH,
+            n_ubatch=N_BATCH,
+            n_threads=threads,
+            n_threads_batch=threads,
+            seed=0,
+            verbose=False,
+        )
         llm.create_completion(prefix, max_tokens=1, temperature=0.0)  # prefix into the cache
 
         def label(fields):
             text = prefix + prompt.render_item(rubric, fields) + first_cue
             try:
-                out = llm.create_completion(text, max_tokens=max_tokens, temperature=0.0,
-                                            stop=["\n\n"], grammar=grammar)
+                out = llm.create_completion(
+                    text, max_tokens=max_tokens, temperature=0.0, stop=["\n\n"], grammar=grammar
+                )
             except ValueError:  # longer than the context: a failure, like a bad answer
                 return [None] * len(rubric.dimensions), 0
             answer = first_cue + out["choices"][0]["text"]
@@ -153,27 +162,35 @@ def measure(workload: str, n: int, model: str, threads: int, n_ctx: int, paralle
     llm_a, mode_a = completion_mode(None)
     llm_b, mode_b = completion_mode(llama_cpp.LlamaGrammar.from_string(gbnf(rubric), verbose=False))
     engine = Engine(model, rubric, EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH, n_threads=threads))
-    no_hidden = Engine(model, rubric, EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH,
-                                                     n_threads=threads, read_hidden=False),
-                       llm=load_llama(model, EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH,
-                                                            n_threads=threads)))
+    no_hidden = Engine(
+        model,
+        rubric,
+        EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH, n_threads=threads, read_hidden=False),
+        llm=load_llama(model, EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH, n_threads=threads)),
+    )
 
     def engine_mode(eng):
         def label(fields):
             result = eng.annotate(fields)
             return [result.decisions[d.name].value for d in rubric.dimensions], result.n_tokens
+
         return label
 
     mode_l = Limit(engine)
-    label = {"A": mode_a, "B": mode_b, "C": engine_mode(engine), "L": mode_l,
-             "N": engine_mode(no_hidden)}
+    label = {
+        "A": mode_a,
+        "B": mode_b,
+        "C": engine_mode(engine),
+        "L": mode_l,
+        "N": engine_mode(no_hidden),
+    }
     prepare = {"L": lambda fields: engine.fit_item(fields)[0]}  # L tokenizes before the clock
 
     seconds = dict.fromkeys(MODES, 0.0)
     labels: dict[str, list] = {m: [] for m in MODES}
     tokens = dict.fromkeys(MODES, 0)  # A, B: generated; C, L: item tokens evaluated
     for i, fields in enumerate(items):
-        for m in MODES[i % len(MODES):] + MODES[: i % len(MODES)]:
+        for m in MODES[i % len(MODES) :] + MODES[: i % len(MODES)]:
             arg = prepare[m](fields) if m in prepare else fields
             start = time.perf_counter()
             values, count = label[m](arg)
@@ -183,8 +200,11 @@ def measure(workload: str, n: int, model: str, threads: int, n_ctx: int, paralle
     for closable in (llm_a, llm_b, engine, no_hidden):
         closable.close()
     if parallel > 1:  # P: the same engine with --parallel, all items in one call
-        engine_p = Engine(model, rubric, EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH,
-                                                        n_threads=threads, n_parallel=parallel))
+        engine_p = Engine(
+            model,
+            rubric,
+            EngineSettings(n_ctx=n_ctx, n_batch=N_BATCH, n_threads=threads, n_parallel=parallel),
+        )
         start = time.perf_counter()
         results = list(engine_p.annotate_many(items))
         seconds["P"] = time.perf_counter() - start
@@ -202,10 +222,12 @@ class Limit:
         self.engine = engine
         self.choices = []  # per dimension: (first token, value index, tokens after the lead)
         for index, (lead, branch) in enumerate(engine.tries):
-            self.choices.append([
-                (token, leaf, engine.value_tokens[index][leaf][len(lead):])
-                for token, leaf in ((t, _first_leaf(c)) for t, c in branch.children.items())
-            ])
+            self.choices.append(
+                [
+                    (token, leaf, engine.value_tokens[index][leaf][len(lead) :])
+                    for token, leaf in ((t, _first_leaf(c)) for t, c in branch.children.items())
+                ]
+            )
         self.cues = [engine.cue_tokens[i] + engine.tries[i][0] for i in range(len(engine.tries))]
 
     def __call__(self, item_tokens: list[int]):
@@ -232,6 +254,7 @@ def _first_leaf(node) -> int:
 
 def gbnf(rubric) -> str:
     """A grammar for the continuation of the prompt (which ends with the first cue)."""
+
     def lit(text: str) -> str:
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
@@ -284,10 +307,25 @@ def first_label(workload: str, n: int, model: str, threads: int, n_ctx: int) -> 
             writer = csv.writer(handle)
             writer.writerow(["id", *columns])
             writer.writerows([ids[i], *(items[i][c] for c in columns)] for i in chosen)
-        command = [sys.executable, "-m", "annotator", "annotate", str(data),
-                   "--rubric", str(rubric_path(workload)), "--project", str(project),
-                   "--model", model, "--threads", str(threads), "--n-ctx", str(n_ctx),
-                   "--n-batch", str(N_BATCH)]
+        command = [
+            sys.executable,
+            "-m",
+            "annotator",
+            "annotate",
+            str(data),
+            "--rubric",
+            str(rubric_path(workload)),
+            "--project",
+            str(project),
+            "--model",
+            model,
+            "--threads",
+            str(threads),
+            "--n-ctx",
+            str(n_ctx),
+            "--n-batch",
+            str(N_BATCH),
+        ]
         with log.open("wb") as err:
             start = time.perf_counter()
             proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp)
@@ -303,10 +341,15 @@ def first_label(workload: str, n: int, model: str, threads: int, n_ctx: int) -> 
             total = time.perf_counter() - start
         if proc.returncode != 0 or first is None:
             tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-            raise SystemExit(f"annotator annotate failed (exit {proc.returncode}): "
-                             + " | ".join(tail))
-    return {"first_label_seconds": first, "cli_seconds": total, "cli_items": len(chosen),
-            "cli_peak_rss": usage.ru_maxrss * 1024}
+            raise SystemExit(
+                f"annotator annotate failed (exit {proc.returncode}): " + " | ".join(tail)
+            )
+    return {
+        "first_label_seconds": first,
+        "cli_seconds": total,
+        "cli_items": len(chosen),
+        "cli_peak_rss": usage.ru_maxrss * 1024,
+    }
 
 
 def _labels_stored(project: Path) -> bool:
@@ -341,8 +384,11 @@ def one_repeat(workload: str, n: int, args) -> dict:
     speed = {m: n / seconds[m] for m in MODES}
     parallel = {}
     if "P" in seconds:
-        parallel = {"P_items_per_s": n / seconds["P"], "P_over_C": seconds["C"] / seconds["P"],
-                    "P_differs_from_C": differs(labels["P"], labels["C"])}
+        parallel = {
+            "P_items_per_s": n / seconds["P"],
+            "P_over_C": seconds["C"] / seconds["P"],
+            "P_differs_from_C": differs(labels["P"], labels["C"]),
+        }
     return {
         **parallel,
         **{f"{m}_items_per_s": speed[m] for m in MODES},
@@ -383,55 +429,82 @@ def report(workload: str, n: int, runs: list[dict], model_size: int, parallel: i
 
     dims = load_rubric(rubric_path(workload)).dimensions
     kinds = ", ".join(sorted({f"{d.scale}, {len(d.values)} values" for d in dims}))
-    print(f"\n{workload}: {WORKLOADS[workload][1]}, {n} items, {len(dims)} dimension(s) ({kinds}), "
-          f"{med['item_tokens_per_item']:.0f} item tokens/item")
+    print(
+        f"\n{workload}: {WORKLOADS[workload][1]}, {n} items, {len(dims)} dimension(s) ({kinds}), "
+        f"{med['item_tokens_per_item']:.0f} item tokens/item"
+    )
     print(f"  {'mode':40} {'items/s':>8} {'s/item':>8}")
     for m in MODES:
         ips = med[f"{m}_items_per_s"]
         extra = ""
         if m in "AB":
-            extra = (f"  ({med[f'{m}_generated_tokens_per_item']:.1f} tokens generated/item, "
-                     f"{med[f'{m}_failed']:.0%} labels unparseable)")
+            extra = (
+                f"  ({med[f'{m}_generated_tokens_per_item']:.1f} tokens generated/item, "
+                f"{med[f'{m}_failed']:.0%} labels unparseable)"
+            )
         print(f"  {m} {MODE_NAMES[m]:38} {ips:8.3g} {1 / ips:8.3f}{extra}")
     target = TARGETS[workload]
-    print(f"  C/A {med['C_over_A']:.2f}x{spread('C_over_A', '.2f')} (target >= {target}x: "
-          f"{ok(med['C_over_A'] >= target)});  "
-          f"C/B {med['C_over_B']:.2f}x{spread('C_over_B', '.2f')}")
+    print(
+        f"  C/A {med['C_over_A']:.2f}x{spread('C_over_A', '.2f')} (target >= {target}x: "
+        f"{ok(med['C_over_A'] >= target)});  "
+        f"C/B {med['C_over_B']:.2f}x{spread('C_over_B', '.2f')}"
+    )
     eff = med["L_time_over_C_time"]
-    print(f"  efficiency L-time / C-time {eff:.2f}{spread('L_time_over_C_time', '.2f')} "
-          f"(target >= 0.85: {ok(eff >= 0.85)})")
-    print(f"  reading hidden states: N-time / C-time {med['N_time_over_C_time']:.2f}"
-          f"{spread('N_time_over_C_time', '.2f')} (1.0: free); labels where N differs from C: "
-          f"{med['N_differs_from_C']:.1%}")
-    print(f"  labels where C differs from A: {med['C_differs_from_A']:.1%} "
-          f"(unparseable A counted as different), from B: {med['C_differs_from_B']:.1%}")
+    print(
+        f"  efficiency L-time / C-time {eff:.2f}{spread('L_time_over_C_time', '.2f')} "
+        f"(target >= 0.85: {ok(eff >= 0.85)})"
+    )
+    print(
+        f"  reading hidden states: N-time / C-time {med['N_time_over_C_time']:.2f}"
+        f"{spread('N_time_over_C_time', '.2f')} (1.0: free); labels where N differs from C: "
+        f"{med['N_differs_from_C']:.1%}"
+    )
+    print(
+        f"  labels where C differs from A: {med['C_differs_from_A']:.1%} "
+        f"(unparseable A counted as different), from B: {med['C_differs_from_B']:.1%}"
+    )
     fl = med["first_label_seconds"]
-    print(f"  first label: {fl:.2f} s{spread('first_label_seconds', '.2f')} from `annotator "
-          f"annotate` start to the first stored label (target <= 2 s: {ok(fl <= 2)}); real CLI "
-          f"in a subprocess, fresh project, SQLite polled every 10 ms; its whole "
-          f"{med['cli_items']:.0f}-item run took {med['cli_seconds']:.1f} s")
+    print(
+        f"  first label: {fl:.2f} s{spread('first_label_seconds', '.2f')} from `annotator "
+        f"annotate` start to the first stored label (target <= 2 s: {ok(fl <= 2)}); real CLI "
+        f"in a subprocess, fresh project, SQLite polled every 10 ms; its whole "
+        f"{med['cli_items']:.0f}-item run took {med['cli_seconds']:.1f} s"
+    )
     if "P_items_per_s" in med:
-        print(f"  P engine with --parallel {parallel}: {med['P_items_per_s']:.3g} items/s, "
-              f"P/C {med['P_over_C']:.2f}x{spread('P_over_C', '.2f')}; labels where P differs "
-              f"from C: {med['P_differs_from_C']:.1%} (one timed call over all items, not "
-              "interleaved with the other modes)")
+        print(
+            f"  P engine with --parallel {parallel}: {med['P_items_per_s']:.3g} items/s, "
+            f"P/C {med['P_over_C']:.2f}x{spread('P_over_C', '.2f')}; labels where P differs "
+            f"from C: {med['P_differs_from_C']:.1%} (one timed call over all items, not "
+            "interleaved with the other modes)"
+        )
     peak, limit = med["cli_peak_rss"], model_size + GB
-    print(f"  peak RSS of that CLI run (ru_maxrss): {mib(peak)} vs model file {mib(model_size)} "
-          f"+ 1 GiB = {mib(limit)} (target: {ok(peak <= limit)})")
+    print(
+        f"  peak RSS of that CLI run (ru_maxrss): {mib(peak)} vs model file {mib(model_size)} "
+        f"+ 1 GiB = {mib(limit)} (target: {ok(peak <= limit)})"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", help="GGUF model [default: the packaged Gemma 3 270M]")
     parser.add_argument("--short", type=int, default=60, help="GoEmotions dev items [60]")
     parser.add_argument("--long", type=int, default=12, help="Newsroom items [12]")
     parser.add_argument("--repeats", type=int, default=1, help="runs of everything; medians [1]")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads [0: all this process may use, the engine's default]")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads [0: all this process may use, the engine's default]",
+    )
     parser.add_argument("--n-ctx", type=int, default=4096, help="context size [4096, as the CLI]")
-    parser.add_argument("--parallel", type=int, default=1,
-                        help="also time P: the engine with --parallel N (N > 1) [off]")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="also time P: the engine with --parallel N (N > 1) [off]",
+    )
     parser.add_argument("--json", type=Path, help="write every figure (each repeat and medians)")
     args = parser.parse_args(argv)
 
@@ -444,9 +517,12 @@ def main(argv: list[str] | None = None) -> None:
     args.threads = EngineSettings(n_threads=args.threads).resolved().n_threads
     model_size = os.path.getsize(args.model)
     backend = "GPU offload build" if llama_cpp.llama_supports_gpu_offload() else "CPU"
-    print(f"model {Path(args.model).name} ({mib(model_size)}), llama-cpp-python "
-          f"{llama_cpp.__version__} {backend}, {args.threads} thread(s), n_ctx {args.n_ctx}; "
-          f"figures are medians of {args.repeats} run(s)", flush=True)
+    print(
+        f"model {Path(args.model).name} ({mib(model_size)}), llama-cpp-python "
+        f"{llama_cpp.__version__} {backend}, {args.threads} thread(s), n_ctx {args.n_ctx}; "
+        f"figures are medians of {args.repeats} run(s)",
+        flush=True,
+    )
 
     sizes = {w: n for w, n in (("short", args.short), ("long", args.long)) if n > 0}
     repeats: dict[str, list[dict]] = {w: [] for w in sizes}
@@ -454,17 +530,32 @@ def main(argv: list[str] | None = None) -> None:
         for workload, n in sizes.items():
             t = time.perf_counter()
             repeats[workload].append(one_repeat(workload, n, args))
-            print(f"  run {r + 1}/{args.repeats} {workload}: {time.perf_counter() - t:.0f} s",
-                  file=sys.stderr, flush=True)
+            print(
+                f"  run {r + 1}/{args.repeats} {workload}: {time.perf_counter() - t:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
     for workload, runs in repeats.items():
         report(workload, sizes[workload], runs, model_size, args.parallel)
     if args.json:
-        medians = {w: {k: statistics.median(run[k] for run in runs) for k in runs[0]}
-                   for w, runs in repeats.items()}
-        args.json.write_text(json.dumps({
-            "model": args.model, "model_size": model_size, "threads": args.threads,
-            "n_ctx": args.n_ctx, "sizes": sizes, "repeats": repeats, "medians": medians,
-        }, indent=2))
+        medians = {
+            w: {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+            for w, runs in repeats.items()
+        }
+        args.json.write_text(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "model_size": model_size,
+                    "threads": args.threads,
+                    "n_ctx": args.n_ctx,
+                    "sizes": sizes,
+                    "repeats": repeats,
+                    "medians": medians,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

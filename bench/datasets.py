@@ -44,9 +44,14 @@ def newsroom(n: int | None = None) -> list[dict]:
     return rows
 
 
-USR_DIMS = {"Understandable": "understandable", "Natural": "natural",
-            "Maintains Context": "maintains_context", "Engaging": "engaging",
-            "Uses Knowledge": "uses_knowledge", "Overall": "overall"}
+USR_DIMS = {
+    "Understandable": "understandable",
+    "Natural": "natural",
+    "Maintains Context": "maintains_context",
+    "Engaging": "engaging",
+    "Uses Knowledge": "uses_knowledge",
+    "Overall": "overall",
+}
 
 
 def usr_topical_chat() -> list[dict]:
@@ -55,9 +60,13 @@ def usr_topical_chat() -> list[dict]:
     rows = []
     for number, dialogue in enumerate(json.loads(path.read_text(encoding="utf-8"))):
         for index, response in enumerate(dialogue["responses"]):
-            row = {"id": f"tc{number}-{index}", "dialogue": number,
-                   "fact": dialogue["fact"].strip(), "context": dialogue["context"].strip(),
-                   "response": response["response"].strip()}
+            row = {
+                "id": f"tc{number}-{index}",
+                "dialogue": number,
+                "fact": dialogue["fact"].strip(),
+                "context": dialogue["context"].strip(),
+                "response": response["response"].strip(),
+            }
             for source, dim in USR_DIMS.items():
                 scores = response[source]
                 for rater, score in enumerate(scores, start=1):
@@ -92,7 +101,9 @@ def write_csv(rows: list[dict], columns: list[str], out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("dataset", choices=["newsroom", "goemotions", "usr-tc"])
     parser.add_argument("--n", type=int, default=None)
     parser.add_argument("--split", default="dev")
@@ -105,7 +116,7 @@ def main() -> None:
         label_cols = [d.lower() for d in NEWSROOM_DIMS]
         label_cols += [f"{d}_rater{r}" for d in label_cols for r in (1, 2, 3)]
     elif args.dataset == "usr-tc":
-        rows = usr_topical_chat()[:args.n]
+        rows = usr_topical_chat()[: args.n]
         write_csv(rows, ["id", "fact", "context", "response"], args.out)
         label_cols = list(USR_DIMS.values())
         label_cols += [f"{d}_rater{r}" for d in label_cols for r in (1, 2, 3)]

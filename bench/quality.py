@@ -45,8 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import datasets
 
 ROOT = Path(__file__).resolve().parent.parent
-RUBRICS = {"goemotions": ROOT / "annotator/samples/goemotions/rubric.toml",
-           "newsroom": ROOT / "annotator/samples/newsroom/rubric.toml"}
+RUBRICS = {
+    "goemotions": ROOT / "annotator/samples/goemotions/rubric.toml",
+    "newsroom": ROOT / "annotator/samples/newsroom/rubric.toml",
+}
 SAMPLE_SIZE = 40  # dev comments bundled as annotator/samples/goemotions/items.csv
 
 
@@ -56,8 +58,9 @@ def goemotions_sets(n_train: int, n_test: int) -> tuple[list[dict], list[dict], 
     return train, test, []
 
 
-def newsroom_sets(n_train: int, n_test_articles: int, seed: int
-                  ) -> tuple[list[dict], list[dict], list[str]]:
+def newsroom_sets(
+    n_train: int, n_test_articles: int, seed: int
+) -> tuple[list[dict], list[dict], list[str]]:
     rows = datasets.newsroom()
     articles = sorted({r["article"] for r in rows})
     random.Random(seed).shuffle(articles)
@@ -85,19 +88,29 @@ def values(answers) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("task", choices=[*RUBRICS, "usr-tc"])
     parser.add_argument("--out", type=Path, required=True, help="working folder (reused)")
-    parser.add_argument("--train", type=int, default=None,
-                        help="training items [goemotions 320, newsroom 150]")
-    parser.add_argument("--test", type=int, default=None,
-                        help="test items (goemotions) or held-out articles (newsroom) [200, 15]")
+    parser.add_argument(
+        "--train", type=int, default=None, help="training items [goemotions 320, newsroom 150]"
+    )
+    parser.add_argument(
+        "--test",
+        type=int,
+        default=None,
+        help="test items (goemotions) or held-out articles (newsroom) [200, 15]",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-tokens", type=int, default=None,
-                        help="training length and engine context [goemotions 2048, newsroom 640]")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        help="training length and engine context [goemotions 2048, newsroom 640]",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=3407)
@@ -130,19 +143,52 @@ def main() -> None:
     annotator = [sys.executable, "-m", "annotator"]
     run_dir = out / "run"
     if not (run_dir / "merged").is_dir():
-        run([*annotator, "train", "--data", str(out / "train.csv"), "--rubric",
-             str(RUBRICS[args.task]), "--out", str(run_dir), "--epochs", str(args.epochs),
-             "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--max-tokens", str(max_tokens), "--threads",
-             str(args.threads), "--seed", str(args.seed)], out / "train.log")
+        run(
+            [
+                *annotator,
+                "train",
+                "--data",
+                str(out / "train.csv"),
+                "--rubric",
+                str(RUBRICS[args.task]),
+                "--out",
+                str(run_dir),
+                "--epochs",
+                str(args.epochs),
+                "--batch-size",
+                str(args.batch_size),
+                "--lr",
+                str(args.lr),
+                "--max-tokens",
+                str(max_tokens),
+                "--threads",
+                str(args.threads),
+                "--seed",
+                str(args.seed),
+            ],
+            out / "train.log",
+        )
     else:
         print(f"loading the finished run {run_dir}")
     q4 = out / "model-q4_k_m.gguf"
     adapter = out / "adapter.gguf"
     for target, extra in ((q4, ["--quant", "q4_k_m"]), (adapter, ["--adapter"])):
         if not target.exists() and not target.with_name(target.name + ".rejected").exists():
-            run([*annotator, "export", str(run_dir / "merged"), "--out", str(target), *extra,
-                 "--n-ctx", str(max_tokens), "--threads", str(args.threads)],
-                out / f"export-{target.stem}.log")
+            run(
+                [
+                    *annotator,
+                    "export",
+                    str(run_dir / "merged"),
+                    "--out",
+                    str(target),
+                    *extra,
+                    "--n-ctx",
+                    str(max_tokens),
+                    "--threads",
+                    str(args.threads),
+                ],
+                out / f"export-{target.stem}.log",
+            )
     q4_file = q4 if q4.exists() else q4.with_name(q4.name + ".rejected")
     adapter_file = adapter if adapter.exists() else adapter.with_name(adapter.name + ".rejected")
 
@@ -159,10 +205,13 @@ def main() -> None:
     # and the merged model scored torch-side with the same decoding.
     steps = {
         "base zero-shot": lambda: values(drift.engine_answers(base, rubric, items, settings)[0]),
-        "merged": lambda: values(drift.merged_answers(run_dir / "merged", rubric, items, max_tokens)),
+        "merged": lambda: values(
+            drift.merged_answers(run_dir / "merged", rubric, items, max_tokens)
+        ),
         "q4_k_m": lambda: values(drift.engine_answers(q4_file, rubric, items, settings)[0]),
-        "adapter": lambda: values(drift.engine_answers(adapter_file, rubric, items, settings,
-                                                       base)[0]),
+        "adapter": lambda: values(
+            drift.engine_answers(adapter_file, rubric, items, settings, base)[0]
+        ),
     }
     for name, label in steps.items():
         print(f"labelling {len(items)} test items: {name}", flush=True)
@@ -176,16 +225,27 @@ def main() -> None:
         entry = {"dimension": dim.name, "level": dim.scale}
         if raters:
             per_rater = [[dim.parse_value(r[f"{dim.name}_{k}"]) for r in test] for k in raters]
-            entry["human ceiling"] = agreement(dim, tuple(raters), per_rater, args.bootstrap).as_dict()
+            entry["human ceiling"] = agreement(
+                dim, tuple(raters), per_rater, args.bootstrap
+            ).as_dict()
         for name, labels in coders.items():
             model = [labels[i][dim.name] for i in range(len(test))]
             entry[name] = agreement(dim, (name, "human"), [model, human], args.bootstrap).as_dict()
         rows.append(entry)
 
-    report = {"task": args.task, "train_items": len(train), "test_items": len(test),
-              "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "max_tokens": max_tokens,
-              "files": {"q4_k_m": str(q4_file), "adapter": str(adapter_file)},
-              "seconds": seconds, "command": shlex.join(sys.argv), "dimensions": rows}
+    report = {
+        "task": args.task,
+        "train_items": len(train),
+        "test_items": len(test),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "max_tokens": max_tokens,
+        "files": {"q4_k_m": str(q4_file), "adapter": str(adapter_file)},
+        "seconds": seconds,
+        "command": shlex.join(sys.argv),
+        "dimensions": rows,
+    }
     (out / "quality.json").write_text(json.dumps(report, indent=1))
     table = format_table(report)
     (out / "quality.md").write_text(table)
@@ -194,9 +254,13 @@ def main() -> None:
 
 def format_table(report: dict) -> str:
     names = ["human ceiling", "base zero-shot", "merged", "q4_k_m", "adapter"]
-    lines = [f"{report['task']}: {report['train_items']} training items, {report['test_items']} "
-             f"test items; alpha vs the human label, 95% bootstrap interval",
-             "", "| dimension | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    lines = [
+        f"{report['task']}: {report['train_items']} training items, {report['test_items']} "
+        f"test items; alpha vs the human label, 95% bootstrap interval",
+        "",
+        "| dimension | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
     for row in report["dimensions"]:
         cells = []
         for name in names:

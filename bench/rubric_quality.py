@@ -57,7 +57,9 @@ def split(rows: list[dict], test_dialogues: int, seed: int) -> tuple[list[dict],
     dialogues = sorted({r["dialogue"] for r in rows})
     random.Random(seed).shuffle(dialogues)
     held = set(dialogues[:test_dialogues])
-    return [r for r in rows if r["dialogue"] not in held], [r for r in rows if r["dialogue"] in held]
+    return [r for r in rows if r["dialogue"] not in held], [
+        r for r in rows if r["dialogue"] in held
+    ]
 
 
 def command(args: list[str], log: Path) -> str:
@@ -80,7 +82,8 @@ def run_labels(project: Path, run_id: int) -> dict[str, dict]:
     db = sqlite3.connect(project)
     found = {}
     for item_id, labels, probs in db.execute(
-            "SELECT item_id, labels, probs FROM annotations WHERE run_id = ?", (run_id,)):
+        "SELECT item_id, labels, probs FROM annotations WHERE run_id = ?", (run_id,)
+    ):
         labels, probs = json.loads(labels), json.loads(probs)
         found[item_id] = {d: (v[0], probs[d]) for d, v in labels.items()}
     db.close()
@@ -109,8 +112,10 @@ def head_scores(project: Path, model: Path, dim_name: str) -> dict[str, float]:
     rows = db.execute("SELECT item_id, hidden FROM annotations WHERE run_id = 1").fetchall()
     db.close()
     n_dims = len(info.rubric.dimensions)
-    return {item_id: head.dims[dim_name].score(np.frombuffer(hidden, dtype="<f2").reshape(n_dims, -1))
-            for item_id, hidden in rows}
+    return {
+        item_id: head.dims[dim_name].score(np.frombuffer(hidden, dtype="<f2").reshape(n_dims, -1))
+        for item_id, hidden in rows
+    }
 
 
 def mean_rater_alpha(dim, model: list, raters: list[list], bootstrap: int, seed: int = 0) -> dict:
@@ -129,8 +134,10 @@ def mean_rater_alpha(dim, model: list, raters: list[list], bootstrap: int, seed:
     n = len(model)
     point = mean_alpha(np.arange(n))
     rng = np.random.default_rng(seed)
-    samples = [s for s in (mean_alpha(rng.integers(0, n, n)) for _ in range(bootstrap)) if s is not None]
-    low, high = (np.percentile(samples, [2.5, 97.5]).tolist() if samples else (None, None))
+    samples = [
+        s for s in (mean_alpha(rng.integers(0, n, n)) for _ in range(bootstrap)) if s is not None
+    ]
+    low, high = np.percentile(samples, [2.5, 97.5]).tolist() if samples else (None, None)
     return {"alpha": point, "ci95": [low, high], "n": n}
 
 
@@ -140,11 +147,15 @@ def human_ceiling(dim, raters: list[list], bootstrap: int) -> dict:
     pairs = []
     for a in range(len(raters)):
         for b in range(a + 1, len(raters)):
-            data = np.array([[encode(dim, v) for v in raters[a]], [encode(dim, v) for v in raters[b]]])
+            data = np.array(
+                [[encode(dim, v) for v in raters[a]], [encode(dim, v) for v in raters[b]]]
+            )
             pairs.append(alpha(data, dim.scale, domain(dim)))
     together = agreement(dim, RATERS, raters, bootstrap).as_dict()
-    return {"pairwise mean": float(np.mean([p for p in pairs if p is not None])),
-            "all raters": together}
+    return {
+        "pairwise mean": float(np.mean([p for p in pairs if p is not None])),
+        "all raters": together,
+    }
 
 
 def prior_distribution(project: Path, run_id: int, dim_name: str) -> list[float] | None:
@@ -162,6 +173,7 @@ def expected_score(dim, probs: list[float]) -> float:
 
 def spearman(x: list[float], y: list[float]) -> float:
     """Spearman's rho: Pearson's r of the ranks, tied values sharing their mean rank."""
+
     def ranks(v: list[float]) -> np.ndarray:
         values = np.asarray(v, dtype=float)
         order = values.argsort(kind="stable")
@@ -194,36 +206,74 @@ def main(args) -> None:
     for k, rater in enumerate(RATERS, start=1):
         rows = [{"id": r["id"], **{d: r[f"{d}_rater{k}"] for d in dims}} for r in fit]
         datasets.write_csv(rows, ["id", *dims], out / f"{rater}.csv")
-    print(f"usr-tc: {len(fit)} fit responses, {len(test)} test responses "
-          f"({args.test or 20} held-out dialogues)")
+    print(
+        f"usr-tc: {len(fit)} fit responses, {len(test)} test responses "
+        f"({args.test or 20} held-out dialogues)"
+    )
 
     project, shipped_db, shipped = out / "project.db", out / "shipped.db", out / "usr-tc-head.gguf"
     n_ctx = str(args.max_tokens or 2048)
     threads = str(args.threads)
     if not project.exists():
-        command(["annotate", str(out / "items.csv"), "--rubric", str(RUBRIC), "--project",
-                 str(project), "--rule", "argmax", "--n-ctx", n_ctx, "--threads", threads], log)
+        command(
+            [
+                "annotate",
+                str(out / "items.csv"),
+                "--rubric",
+                str(RUBRIC),
+                "--project",
+                str(project),
+                "--rule",
+                "argmax",
+                "--n-ctx",
+                n_ctx,
+                "--threads",
+                threads,
+            ],
+            log,
+        )
         for rater in RATERS:
-            command(["review", "import", str(project), str(out / f"{rater}.csv"), "--reviewer",
-                     rater], log)
+            command(
+                ["review", "import", str(project), str(out / f"{rater}.csv"), "--reviewer", rater],
+                log,
+            )
     coders: dict[str, dict[str, dict]] = {}
     coder_runs: dict[str, int] = {}
     for name, options in LEVERS.items():
         said = command(["calibrate", str(project), "--run", "1", "--no-head", *options], log)
         coder_runs[name] = calibrated_run(said)
         coders[name] = run_labels(project, coder_runs[name])
-    said = command(["calibrate", str(project), "--run", "1", "--rule", "median", "--out",
-                    str(shipped)], log)
+    said = command(
+        ["calibrate", str(project), "--run", "1", "--rule", "median", "--out", str(shipped)], log
+    )
     head_run = calibrated_run(said)
     coders["head (fit responses)"] = run_labels(project, head_run)
     if shipped_db.exists():
         shipped_db.unlink()
-    command(["annotate", str(out / "test.csv"), "--model", str(shipped), "--project",
-             str(shipped_db), "--n-ctx", n_ctx, "--threads", threads], log)
+    command(
+        [
+            "annotate",
+            str(out / "test.csv"),
+            "--model",
+            str(shipped),
+            "--project",
+            str(shipped_db),
+            "--n-ctx",
+            n_ctx,
+            "--threads",
+            threads,
+        ],
+        log,
+    )
     coders["shipped file"] = run_labels(shipped_db, 1)
-    same = sum(coders["shipped file"][r["id"]][d][0] == coders["head (fit responses)"][r["id"]][d][0]
-               for r in test for d in dims)
-    print(f"shipped file vs the head in the project: {same} of {len(test) * len(dims)} labels equal")
+    same = sum(
+        coders["shipped file"][r["id"]][d][0] == coders["head (fit responses)"][r["id"]][d][0]
+        for r in test
+        for d in dims
+    )
+    print(
+        f"shipped file vs the head in the project: {same} of {len(test) * len(dims)} labels equal"
+    )
 
     rows = []
     for dim in rubric.dimensions:
@@ -243,14 +293,24 @@ def main(args) -> None:
         lever = next(c for c, options in LEVERS.items() if options[-1] == prior)
         dist = prior_distribution(project, coder_runs[lever], "overall")
         rho[f"{name} weighted score"] = spearman(
-            [expected_score(overall, apply_prior(coders[lever][r["id"]]["overall"][1], dist))
-             for r in test], raters_mean)
+            [
+                expected_score(overall, apply_prior(coders[lever][r["id"]]["overall"][1], dist))
+                for r in test
+            ],
+            raters_mean,
+        )
     scores = head_scores(project, shipped, "overall")
     rho["head score"] = spearman([scores[r["id"]] for r in test], raters_mean)
-    report = {"task": "usr-tc", "fit_items": len(fit), "test_items": len(test),
-              "command": shlex.join(sys.argv), "shipped_equal_labels": [same, len(test) * len(dims)],
-              "shipped_file_mb": round(shipped.stat().st_size / 1e6, 1),
-              "spearman_overall": rho, "dimensions": rows}
+    report = {
+        "task": "usr-tc",
+        "fit_items": len(fit),
+        "test_items": len(test),
+        "command": shlex.join(sys.argv),
+        "shipped_equal_labels": [same, len(test) * len(dims)],
+        "shipped_file_mb": round(shipped.stat().st_size / 1e6, 1),
+        "spearman_overall": rho,
+        "dimensions": rows,
+    }
     (out / "quality.json").write_text(json.dumps(report, indent=1))
     table = format_table(report)
     (out / "quality.md").write_text(table)
@@ -259,11 +319,14 @@ def main(args) -> None:
 
 def format_table(report: dict) -> str:
     coders = [k for k in report["dimensions"][0] if k not in ("dimension", "human")]
-    lines = [f"usr-tc: {report['fit_items']} fit responses, {report['test_items']} test responses "
-             "(held-out dialogues); mean alpha(model, rater) over 3 raters, 95% bootstrap "
-             "interval; [k] = distinct labels given", "",
-             "| dimension | human pairwise | human all | " + " | ".join(coders) + " |",
-             "|---" * (len(coders) + 3) + "|"]
+    lines = [
+        f"usr-tc: {report['fit_items']} fit responses, {report['test_items']} test responses "
+        "(held-out dialogues); mean alpha(model, rater) over 3 raters, 95% bootstrap "
+        "interval; [k] = distinct labels given",
+        "",
+        "| dimension | human pairwise | human all | " + " | ".join(coders) + " |",
+        "|---" * (len(coders) + 3) + "|",
+    ]
     ceiling = []
     for row in report["dimensions"]:
         human = row["human"]
@@ -276,14 +339,21 @@ def format_table(report: dict) -> str:
     for c in coders:
         values = [report["dimensions"][n][c]["alpha"] or 0.0 for n in keep]
         means.append(f"{np.mean(values):.3f}")
-    lines.append(f"| mean over dims with human > 0.2 | {np.mean([ceiling[n] for n in keep]):.3f} | | "
-                 + " | ".join(means) + " |")
+    lines.append(
+        f"| mean over dims with human > 0.2 | {np.mean([ceiling[n] for n in keep]):.3f} | | "
+        + " | ".join(means)
+        + " |"
+    )
     lines.append("")
-    lines.append("Spearman rho, overall score vs the raters' mean: " + ", ".join(
-        f"{k} {v:.3f}" for k, v in report["spearman_overall"].items()))
-    lines.append(f"shipped file: {report['shipped_file_mb']} MB; its labels equal the project's "
-                 f"head labels on {report['shipped_equal_labels'][0]} of "
-                 f"{report['shipped_equal_labels'][1]}")
+    lines.append(
+        "Spearman rho, overall score vs the raters' mean: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in report["spearman_overall"].items())
+    )
+    lines.append(
+        f"shipped file: {report['shipped_file_mb']} MB; its labels equal the project's "
+        f"head labels on {report['shipped_equal_labels'][0]} of "
+        f"{report['shipped_equal_labels'][1]}"
+    )
     return "\n".join(lines) + "\n"
 
 

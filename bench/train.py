@@ -27,16 +27,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import annotator.train  # noqa: F401  (before torch: OpenMP and hub settings)
 
 QWEN3_1_7B = dict(  # Qwen/Qwen3-1.7B config.json
-    vocab_size=151936, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
-    num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
-    rms_norm_eps=1e-6, tie_word_embeddings=True, hidden_act="silu", attention_bias=False,
+    vocab_size=151936,
+    hidden_size=2048,
+    intermediate_size=6144,
+    num_hidden_layers=28,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    max_position_embeddings=40960,
+    rms_norm_eps=1e-6,
+    tie_word_embeddings=True,
+    hidden_act="silu",
+    attention_bias=False,
     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
-    bos_token_id=151643, eos_token_id=151645,
+    bos_token_id=151643,
+    eos_token_id=151645,
 )
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seq-len", type=int, default=512, help="tokens per sequence")
     parser.add_argument("--batch", type=int, default=8, help="sequences per step (one micro-batch)")
     parser.add_argument("--steps", type=int, default=12, help="timed optimizer steps")
@@ -51,10 +63,12 @@ def main() -> int:
     import torch
 
     if not torch.cuda.is_available() and not args.allow_cpu:
-        print("bench/train.py: no CUDA GPU visible to torch "
-              f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}). "
-              "This benchmark compares QLoRA with bf16 LoRA on a GPU; run it on the GPU box.",
-              file=sys.stderr)
+        print(
+            "bench/train.py: no CUDA GPU visible to torch "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'}). "
+            "This benchmark compares QLoRA with bf16 LoRA on a GPU; run it on the GPU box.",
+            file=sys.stderr,
+        )
         return 2
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -62,8 +76,11 @@ def main() -> int:
         model_dir = Path(tmp) / "qwen3-1.7b-random"
         started = time.time()
         n_params = make_model(model_dir, args.layers, device)
-        print(f"random Qwen3-1.7B-shaped model: {n_params / 1e9:.2f} B parameters, written in "
-              f"{time.time() - started:.0f} s", file=sys.stderr)
+        print(
+            f"random Qwen3-1.7B-shaped model: {n_params / 1e9:.2f} B parameters, written in "
+            f"{time.time() - started:.0f} s",
+            file=sys.stderr,
+        )
         results = []
         for quantize in ("nf4", "none"):
             results.append(measure(model_dir, quantize, device, args))
@@ -74,8 +91,16 @@ def main() -> int:
 
     print_table(results, args)
     if args.json:
-        args.json.write_text(json.dumps({"settings": vars(args) | {"json": str(args.json)},
-                                         "device": device_name(device), "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "settings": vars(args) | {"json": str(args.json)},
+                    "device": device_name(device),
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 
@@ -105,8 +130,13 @@ def measure(model_dir: Path, quantize: str, device: str, args) -> dict:
     from annotator.train.loss import answer_loss
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    hardware = Hardware(device=device, quantize=quantize, dtype=dtype,
-                        optimizer="adamw8bit", gradient_checkpointing=not args.no_checkpointing)
+    hardware = Hardware(
+        device=device,
+        quantize=quantize,
+        dtype=dtype,
+        optimizer="adamw8bit",
+        gradient_checkpointing=not args.no_checkpointing,
+    )
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base_memory = torch.cuda.memory_allocated()
@@ -118,8 +148,9 @@ def measure(model_dir: Path, quantize: str, device: str, args) -> dict:
 
     import bitsandbytes as bnb
 
-    optimizer = bnb.optim.AdamW8bit([p for p in model.parameters() if p.requires_grad], lr=5e-5,
-                                    weight_decay=0.01)
+    optimizer = bnb.optim.AdamW8bit(
+        [p for p in model.parameters() if p.requires_grad], lr=5e-5, weight_decay=0.01
+    )
     generator = torch.Generator().manual_seed(0)
     kinds = ["item"] * (args.seq_len - args.answer_tokens) + ["answer"] * args.answer_tokens
 
@@ -150,9 +181,15 @@ def measure(model_dir: Path, quantize: str, device: str, args) -> dict:
         "variant": "QLoRA (4-bit NF4 base)" if quantize == "nf4" else "LoRA (bf16 base)",
         "tokens_per_s": round(args.steps * args.batch * args.seq_len / seconds, 1),
         "s_per_step": round(seconds / args.steps, 3),
-        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else None,
-        "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2) if device == "cuda" else None,
-        "weights_memory_gib": round(weights_memory / 2**30, 2) if weights_memory is not None else None,
+        "peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        if device == "cuda"
+        else None,
+        "peak_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)
+        if device == "cuda"
+        else None,
+        "weights_memory_gib": round(weights_memory / 2**30, 2)
+        if weights_memory is not None
+        else None,
         "load_s": round(load_seconds, 1),
     }
     return result  # the model and optimizer go with this frame; main() collects
@@ -180,14 +217,18 @@ def device_name(device: str) -> str:
 
 
 def print_table(results: list[dict], args) -> None:
-    print(f"Qwen3-1.7B shape, random weights; batch {args.batch} x {args.seq_len} tokens, "
-          f"LoRA r=16 on all projections, 8-bit AdamW, "
-          f"gradient checkpointing {'off' if args.no_checkpointing else 'on'}")
+    print(
+        f"Qwen3-1.7B shape, random weights; batch {args.batch} x {args.seq_len} tokens, "
+        f"LoRA r=16 on all projections, 8-bit AdamW, "
+        f"gradient checkpointing {'off' if args.no_checkpointing else 'on'}"
+    )
     print(f"{'variant':26} {'tokens/s':>10} {'s/step':>8} {'peak GiB':>9} {'weights GiB':>12}")
     for r in results:
         peak = "-" if r["peak_memory_gib"] is None else f"{r['peak_memory_gib']:.2f}"
         weights = "-" if r["weights_memory_gib"] is None else f"{r['weights_memory_gib']:.2f}"
-        print(f"{r['variant']:26} {r['tokens_per_s']:>10,.0f} {r['s_per_step']:>8.3f} {peak:>9} {weights:>12}")
+        print(
+            f"{r['variant']:26} {r['tokens_per_s']:>10,.0f} {r['s_per_step']:>8.3f} {peak:>9} {weights:>12}"
+        )
 
 
 if __name__ == "__main__":

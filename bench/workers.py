@@ -62,25 +62,42 @@ def write_data(workload: str, n: int, folder: Path) -> Path:
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["id", *columns])
-        writer.writerows([i, *(item[c] for c in columns)] for i, item in zip(ids, items, strict=True))
+        writer.writerows(
+            [i, *(item[c] for c in columns)] for i, item in zip(ids, items, strict=True)
+        )
     return path
 
 
 def labels_of(project: Path) -> dict[str, str]:
     db = sqlite3.connect(project)
     try:
-        return {i: json.dumps({k: v[0] for k, v in json.loads(labels).items()})
-                for i, labels in db.execute("SELECT item_id, labels FROM annotations")}
+        return {
+            i: json.dumps({k: v[0] for k, v in json.loads(labels).items()})
+            for i, labels in db.execute("SELECT item_id, labels FROM annotations")
+        }
     finally:
         db.close()
 
 
-def timed(config: str, data: Path, workload: str, folder: Path, ray: str | None, model: str
-          ) -> tuple[float, dict[str, str]]:
+def timed(
+    config: str, data: Path, workload: str, folder: Path, ray: str | None, model: str
+) -> tuple[float, dict[str, str]]:
     extra = [a.format(ray=ray) for a in CONFIGS[config][0]]
     project = folder / f"{workload}-{config}-{time.monotonic_ns()}.db"
-    command = [sys.executable, "-m", "annotator", "annotate", str(data), "--rubric",
-               str(rubric_path(workload)), "--project", str(project), "--model", model, *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "annotator",
+        "annotate",
+        str(data),
+        "--rubric",
+        str(rubric_path(workload)),
+        "--project",
+        str(project),
+        "--model",
+        model,
+        *extra,
+    ]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - start
@@ -94,8 +111,10 @@ def timed(config: str, data: Path, workload: str, folder: Path, ray: str | None,
     finally:
         db.close()
     if runs != 1 or not now or int(now[1]) != len(labels):
-        raise SystemExit(f"{config}: {runs} runs, {now and now[1]} items labelled for "
-                         f"{len(labels)} stored: not each item once in one run")
+        raise SystemExit(
+            f"{config}: {runs} runs, {now and now[1]} items labelled for "
+            f"{len(labels)} stored: not each item once in one run"
+        )
     return seconds, labels
 
 
@@ -105,23 +124,42 @@ def start_head(folder: Path) -> tuple[subprocess.Popen, str]:
         port = s.getsockname()[1]
     os.environ["RAY_AUTH_MODE"] = "disabled"  # a throwaway one-machine cluster
     head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port",
-         str(port), "--num-cpus", str(len(os.sched_getaffinity(0))), "--include-dashboard",
-         "false", "--disable-usage-stats", "--temp-dir", str(folder / "ray")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(port),
+            "--num-cpus",
+            str(len(os.sched_getaffinity(0))),
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+            "--temp-dir",
+            str(folder / "ray"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     time.sleep(8)  # the head is up well before the first command connects
     return head, f"127.0.0.1:{port}"
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", help="GGUF model [default: the packaged Gemma 3 270M]")
     parser.add_argument("--short", type=int, default=120, help="GoEmotions dev items [120]")
     parser.add_argument("--long", type=int, default=12, help="Newsroom items [12]")
     parser.add_argument("--repeats", type=int, default=2, help="runs of everything; medians [2]")
-    parser.add_argument("--configs", default=",".join(CONFIGS),
-                        help=f"comma-separated subset of {', '.join(CONFIGS)}")
+    parser.add_argument(
+        "--configs",
+        default=",".join(CONFIGS),
+        help=f"comma-separated subset of {', '.join(CONFIGS)}",
+    )
     parser.add_argument("--no-ray", action="store_true", help="leave out the Ray configurations")
     parser.add_argument("--json", type=Path, help="write every figure")
     args = parser.parse_args(argv)
@@ -133,29 +171,38 @@ def main(argv: list[str] | None = None) -> None:
     sizes = {w: n for w, n in (("short", args.short), ("long", args.long)) if n > 0}
     seconds: dict[str, dict[str, list[float]]] = {w: {c: [] for c in configs} for w in sizes}
     differ: dict[str, dict[str, int]] = {w: dict.fromkeys(configs, 0) for w in sizes}
-    print(f"model {Path(model).name}, {len(os.sched_getaffinity(0))} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f} at start; medians of {args.repeats} run(s)", flush=True)
+    print(
+        f"model {Path(model).name}, {len(os.sched_getaffinity(0))} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at start; medians of {args.repeats} run(s)",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         folder = Path(tmp)
-        head, ray = (start_head(folder) if any(c.startswith("ray") for c in configs)
-                     else (None, None))
+        head, ray = (
+            start_head(folder) if any(c.startswith("ray") for c in configs) else (None, None)
+        )
         try:
             for r in range(args.repeats):
                 for workload, n in sizes.items():
                     data = write_data(workload, n, folder)
                     reference = None
-                    order = configs[r % len(configs):] + configs[:r % len(configs)]
+                    order = configs[r % len(configs) :] + configs[: r % len(configs)]
                     results = {}
                     for config in order:
                         took, labels = timed(config, data, workload, folder, ray, model)
                         seconds[workload][config].append(took)
                         results[config] = labels
-                        print(f"  run {r + 1} {workload} {config}: {took:.1f} s", file=sys.stderr,
-                              flush=True)
+                        print(
+                            f"  run {r + 1} {workload} {config}: {took:.1f} s",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                     reference = results.get("1x1") or next(iter(results.values()))
                     for config, labels in results.items():
                         assert len(labels) == n, f"{config}: {len(labels)} of {n} items"
-                        differ[workload][config] += sum(labels[i] != reference[i] for i in reference)
+                        differ[workload][config] += sum(
+                            labels[i] != reference[i] for i in reference
+                        )
         finally:
             if head is not None:
                 os.killpg(head.pid, signal.SIGTERM)
@@ -165,19 +212,27 @@ def main(argv: list[str] | None = None) -> None:
         med = {c: n / statistics.median(seconds[workload][c]) for c in configs}
         unit = med.get("1x1")
         print(f"\n{workload}: {n} items, whole commands")
-        print(f"  {'config':7} {'items/s':>8} {'runs (s)':>18} {'efficiency':>10} {'vs 1x2':>7} "
-              f"labels differing from 1x1")
+        print(
+            f"  {'config':7} {'items/s':>8} {'runs (s)':>18} {'efficiency':>10} {'vs 1x2':>7} "
+            f"labels differing from 1x1"
+        )
         for c in configs:
             runs = "/".join(f"{s:.1f}" for s in seconds[workload][c])
             eff = f"{med[c] / (CONFIGS[c][1] * unit):.2f}" if unit else "-"
             vs = f"{med[c] / med['1x2']:.2f}x" if "1x2" in med else "-"
             print(f"  {c:7} {med[c]:8.2f} {runs:>18} {eff:>10} {vs:>7} {differ[workload][c]}")
         if "2x1" in med and "2x1p4" in med:  # --parallel beside --workers: no wait on a lease
-            ratios = [p / w for w, p in zip(seconds[workload]["2x1"], seconds[workload]["2x1p4"],
-                                            strict=True)]
+            ratios = [
+                p / w
+                for w, p in zip(seconds[workload]["2x1"], seconds[workload]["2x1p4"], strict=True)
+            ]
             print("  2x1p4 / 2x1 seconds, run by run: " + ", ".join(f"{r:.2f}" for r in ratios))
-        report[workload] = {"items": n, "seconds": seconds[workload], "items_per_s": med,
-                            "labels_differing": differ[workload]}
+        report[workload] = {
+            "items": n,
+            "seconds": seconds[workload],
+            "items_per_s": med,
+            "labels_differing": differ[workload],
+        }
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

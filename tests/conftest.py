@@ -89,7 +89,7 @@ def write_csv(path: Path, rows: list[dict], columns: list[str] | None = None) ->
     return path
 
 
-NO_NETWORK = '''
+NO_NETWORK = """
 import socket
 
 def _refuse(*args, **kwargs):
@@ -99,7 +99,7 @@ socket.socket.connect = _refuse
 socket.socket.connect_ex = _refuse
 socket.create_connection = _refuse
 socket.getaddrinfo = _refuse
-'''
+"""
 
 
 def offline_site(folder: Path) -> Path:
@@ -109,12 +109,18 @@ def offline_site(folder: Path) -> Path:
     return folder
 
 
-def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """The real `annotator` command in a subprocess (so imports and exit codes are real)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "annotator", *args], capture_output=True, text=True,
-        env=full_env, cwd=cwd or ROOT, timeout=600,
+        [sys.executable, "-m", "annotator", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or ROOT,
+        timeout=600,
     )
 
 

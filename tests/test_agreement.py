@@ -22,14 +22,24 @@ PUBLISHED = {  # coder -> values for units 1..12
 }
 EXPECTED = {"nominal": 0.743, "ordinal": 0.815, "interval": 0.849}
 
-RUBRIC = rubric_from_dict({
-    "name": "k", "instructions": "x", "inputs": [{"column": "text"}],
-    "dimensions": [
-        {"name": "nom", "question": "?", "scale": "nominal", "values": ["1", "2", "3", "4", "5"]},
-        {"name": "ord", "question": "?", "scale": "ordinal", "values": [1, 2, 3, 4, 5]},
-        {"name": "itv", "question": "?", "scale": "interval", "values": [1, 2, 3, 4, 5]},
-    ],
-}, "k")
+RUBRIC = rubric_from_dict(
+    {
+        "name": "k",
+        "instructions": "x",
+        "inputs": [{"column": "text"}],
+        "dimensions": [
+            {
+                "name": "nom",
+                "question": "?",
+                "scale": "nominal",
+                "values": ["1", "2", "3", "4", "5"],
+            },
+            {"name": "ord", "question": "?", "scale": "ordinal", "values": [1, 2, 3, 4, 5]},
+            {"name": "itv", "question": "?", "scale": "interval", "values": [1, 2, 3, 4, 5]},
+        ],
+    },
+    "k",
+)
 
 
 def as_value(dim, v):
@@ -52,15 +62,25 @@ def published_project(tmp_path):
     with Store(path) as store:
         store.bind_rubric(RUBRIC)
         store.add_items([Item(f"u{n}", n, {"text": f"unit {n}"}) for n in range(1, 13)])
-        run_id, _ = store.find_or_start_run(model_path="m.gguf", model_sha256="0" * 64, rubric=RUBRIC,
-                                            data_path="d.csv", data_sha256="0", settings={})
+        run_id, _ = store.find_or_start_run(
+            model_path="m.gguf",
+            model_sha256="0" * 64,
+            rubric=RUBRIC,
+            data_path="d.csv",
+            data_sha256="0",
+            settings={},
+        )
         for n, v in enumerate(PUBLISHED["A"], start=1):
             if v is not None:
                 labels = {d.name: Label(as_value(d, v), 0.9, 0.5) for d in RUBRIC.dimensions}
                 store.save_annotation(run_id, f"u{n}", labels, 10, 0, 0.1)
         for coder in "BCD":
-            rows = [(f"u{n}", d.name, as_value(d, v)) for n, v in enumerate(PUBLISHED[coder], start=1)
-                    if v is not None for d in RUBRIC.dimensions]
+            rows = [
+                (f"u{n}", d.name, as_value(d, v))
+                for n, v in enumerate(PUBLISHED[coder], start=1)
+                if v is not None
+                for d in RUBRIC.dimensions
+            ]
             store.save_reviews(coder, "import", rows)
     return path
 

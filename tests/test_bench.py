@@ -12,16 +12,40 @@ from conftest import ROOT
 def test_annotate_benchmark_prints_every_figure(tmp_path, default_model):
     out = tmp_path / "bench.json"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "annotate.py"), "--short", "3", "--long", "1",
-         "--repeats", "1", "--threads", "1", "--json", str(out)],
-        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+        [
+            sys.executable,
+            str(ROOT / "bench" / "annotate.py"),
+            "--short",
+            "3",
+            "--long",
+            "1",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     text = run.stdout
     for workload in ("short:", "long:"):
         assert workload in text
-    for figure in ("items/s", "C/A", "C/B", "efficiency L-time / C-time", "differs from A",
-                   "first label", "peak RSS", "model file", "reading hidden states: N-time / C-time"):
+    for figure in (
+        "items/s",
+        "C/A",
+        "C/B",
+        "efficiency L-time / C-time",
+        "differs from A",
+        "first label",
+        "peak RSS",
+        "model file",
+        "reading hidden states: N-time / C-time",
+    ):
         assert text.count(figure) >= 2, figure
     for mode in ("A free generation", "B GBNF grammar", "C annotator Engine", "L limit"):
         assert text.count(mode) == 2, mode

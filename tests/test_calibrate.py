@@ -90,8 +90,12 @@ def test_calibrate_fits_a_head_with_leave_one_out_labels_and_ships_it(project):
     # Reviewed items: the label a head fitted without them gives (leave-one-out).
     ids = sorted(r["id"] for r in reviews)
     targets = {r["id"]: r["positivity"] - 1 for r in reviews}
-    fit = fit_dimension(dim, np.stack([hidden[i] for i in ids]),
-                        [float(targets[i]) for i in ids], [targets[i] for i in ids])
+    fit = fit_dimension(
+        dim,
+        np.stack([hidden[i] for i in ids]),
+        [float(targets[i]) for i in ids],
+        [targets[i] for i in ids],
+    )
     assert [dim.values.index(derived[i].labels["positivity"].value) for i in ids] == fit.loo_labels
     # Unreviewed items: the shipped head's label.
     unreviewed = [r["id"] for r in items[30:]]
@@ -110,8 +114,9 @@ def test_calibrate_fits_a_head_with_leave_one_out_labels_and_ships_it(project):
     with Store(field) as store:
         shipped = {o.item_id: o.labels for o in store.outputs(1)}
         assert store.run(1).settings["readout"]["head"]["sha256"] == head.sha256
-    assert {i: shipped[i]["positivity"].value for i in unreviewed} == \
-        {i: derived[i].labels["positivity"].value for i in unreviewed}
+    assert {i: shipped[i]["positivity"].value for i in unreviewed} == {
+        i: derived[i].labels["positivity"].value for i in unreviewed
+    }
     shown = run_cli("inspect", str(model))
     assert shown.returncode == 0
     assert "calibration   head on positivity (30 reviewed items" in shown.stdout
@@ -152,7 +157,8 @@ def test_a_run_without_middle_block_states_is_refused(project, tmp_path):
 
 
 def test_a_calibration_after_a_resume_covers_every_item_and_stale_runs_are_not_latest(
-        tmp_path, default_model):
+    tmp_path, default_model
+):
     """Label 5 of 10 items, calibrate, finish the other 5, calibrate again: the new run covers
     all 10 (it is keyed by the parent's items, not only by the run and readout), and a derived
     run that holds only part of its parent's items is never the latest."""
@@ -171,8 +177,18 @@ def test_a_calibration_after_a_resume_covers_every_item_and_stale_runs_are_not_l
                 assert store.run().id == 2 and len(store.outputs(2)) == 5
             continue
         # Relative paths, from the project's folder, as a user types them.
-        done = run_cli("annotate", data.name, "--rubric", "rubric.toml", "--project", "p.db",
-                       "--model", "model.gguf", *N_CTX, cwd=tmp_path)
+        done = run_cli(
+            "annotate",
+            data.name,
+            "--rubric",
+            "rubric.toml",
+            "--project",
+            "p.db",
+            "--model",
+            "model.gguf",
+            *N_CTX,
+            cwd=tmp_path,
+        )
         assert done.returncode == 0, done.stderr
     assert "run 1 (resumed)" in done.stderr
     with Store(db) as store:
@@ -222,8 +238,9 @@ def test_calibrate_out_copies_only_the_runs_own_model_file(project, tmp_path, de
         runs = len(store.runs())
     from annotator.modelfile import read_sha256
 
-    refused = run_cli("calibrate", str(copy), "--run", "1", "--out", str(tmp_path / "x.gguf"),
-                      cwd=bad)
+    refused = run_cli(
+        "calibrate", str(copy), "--run", "1", "--out", str(tmp_path / "x.gguf"), cwd=bad
+    )
     assert refused.returncode == 1
     line = refused.stderr.strip()
     assert "\n" not in line and line.startswith("annotator: error: bad/model.gguf: sha256 ")
@@ -242,8 +259,9 @@ def test_calibrate_out_copies_only_the_runs_own_model_file(project, tmp_path, de
     con.execute("UPDATE runs SET model_path = 'model.gguf' WHERE id = 1")
     con.commit()
     con.close()
-    done = run_cli("calibrate", str(copy), "--run", "1", "--out", str(tmp_path / "x.gguf"),
-                   cwd=good)
+    done = run_cli(
+        "calibrate", str(copy), "--run", "1", "--out", str(tmp_path / "x.gguf"), cwd=good
+    )
     assert done.returncode == 0, done.stderr
     assert KEY_CALIBRATION in read_model_info(tmp_path / "x.gguf").metadata
 
@@ -267,16 +285,26 @@ def test_a_head_for_another_models_n_embd_is_refused_before_any_item(tmp_path, d
     rubric = load_rubric(tmp_path / "rubric.toml")
     dim = rubric.dimension("positivity")
     states, labels = synthetic(40, signal=1.0)
-    head = Head({"positivity": fit_dimension(dim, states, labels.astype(float),
-                                             list(labels)).head}, 64, {"items": 40}, 8)
+    head = Head(
+        {"positivity": fit_dimension(dim, states, labels.astype(float), list(labels)).head},
+        64,
+        {"items": 40},
+        8,
+    )
     out = tmp_path / "other-head.gguf"
     text = gguf.GGUFValueType.STRING
     reader = gguf.GGUFReader(default_model, "r")
     writer = gguf.GGUFWriter(out, "gemma3", endianess=reader.endianess)
-    copy_with_new_metadata(reader, writer, {
-        KEY_CALIBRATION: MetadataDetails(text, head.to_json()),
-        KEY_RUBRIC: MetadataDetails(text, rubric.canonical_json()),
-        KEY_PROMPT_FORMAT: MetadataDetails(gguf.GGUFValueType.UINT32, prompt.PROMPT_FORMAT)}, [])
+    copy_with_new_metadata(
+        reader,
+        writer,
+        {
+            KEY_CALIBRATION: MetadataDetails(text, head.to_json()),
+            KEY_RUBRIC: MetadataDetails(text, rubric.canonical_json()),
+            KEY_PROMPT_FORMAT: MetadataDetails(gguf.GGUFValueType.UINT32, prompt.PROMPT_FORMAT),
+        },
+        [],
+    )
     items = list(csv.DictReader((SAMPLES / "goemotions" / "items.csv").open(encoding="utf-8")))
     data = write_csv(tmp_path / "two.csv", items[:2], ["id", "text"])
     with pytest.raises(AnnotatorError) as caught:
@@ -285,5 +313,7 @@ def test_a_head_for_another_models_n_embd_is_refused_before_any_item(tmp_path, d
             list(job.run())
         finally:
             job.close()
-    assert str(caught.value) == (f"{out}: metadata {KEY_CALIBRATION}: the head has n_embd 64, "
-                                 "the model 640; it was fitted on another model")
+    assert str(caught.value) == (
+        f"{out}: metadata {KEY_CALIBRATION}: the head has n_embd 64, "
+        "the model 640; it was fitted on another model"
+    )

@@ -88,14 +88,21 @@ def test_states_beyond_float16_are_clipped_alike_when_stored_and_scored():
     rng = np.random.default_rng(1)
     states = rng.normal(size=(3, 64)).astype(np.float32)
     states[0, 5] = 90000.0
-    stored = np.frombuffer(float16_states(states).astype("<f2").tobytes(), dtype="<f2").reshape(3, 64)
+    stored = np.frombuffer(float16_states(states).astype("<f2").tobytes(), dtype="<f2").reshape(
+        3, 64
+    )
     assert np.isfinite(features(states)).all()
     assert np.array_equal(features(states), features(stored))
 
 
-RUBRIC = {"name": "q", "instructions": "Rate it.", "inputs": [{"column": "text", "label": "TEXT"}],
-          "dimensions": [{"name": "quality", "question": "How good?", "scale": "ordinal",
-                          "values": [1, 2, 3]}]}
+RUBRIC = {
+    "name": "q",
+    "instructions": "Rate it.",
+    "inputs": [{"column": "text", "label": "TEXT"}],
+    "dimensions": [
+        {"name": "quality", "question": "How good?", "scale": "ordinal", "values": [1, 2, 3]}
+    ],
+}
 
 
 def tiny_model_file(path, metadata: dict[str, str]):
@@ -128,23 +135,28 @@ def _set(data: dict, path: str, value) -> dict:
     data[last] = value
 
 
-@pytest.mark.parametrize(("where", "value", "message"), [
-    ("dims/quality/n", float("inf"), "dims.quality.n must be an integer"),
-    ("dims/quality/n", 2.5, "dims.quality.n must be an integer"),
-    ("dims/quality/n", 0, "dims.quality.n must be between"),
-    ("dims/quality/spread", -1.0, "dims.quality.spread must be at least 0"),
-    ("dims/quality/ridge", -1.0, "dims.quality.ridge must be at least 0"),
-    ("dims/quality/bias", 10 ** 400, "dims.quality.bias must be finite"),
-    ("dims/quality/bias", "0.5", "dims.quality.bias must be a number"),
-    ("dims/quality/loo_alpha", 7.0, "dims.quality.loo_alpha must be at most 1"),
-    ("dims/quality/thresholds", "12", "dims.quality.thresholds must be a list"),
-    ("dims/\x1b[2Jquality", 1, "not printable"),
-    ("fitted/items", "\x1b]0;owned\x07", "fitted.items is not printable"),
-    ("fitted/items", -3, "fitted.items must be at least 0"),
-    ("n_embd", True, "n_embd must be an integer"),
-], ids=lambda value: repr(value)[:24])
-def test_every_number_and_name_of_a_head_in_a_model_file_is_checked(tmp_path, where, value,
-                                                                   message):
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("dims/quality/n", float("inf"), "dims.quality.n must be an integer"),
+        ("dims/quality/n", 2.5, "dims.quality.n must be an integer"),
+        ("dims/quality/n", 0, "dims.quality.n must be between"),
+        ("dims/quality/spread", -1.0, "dims.quality.spread must be at least 0"),
+        ("dims/quality/ridge", -1.0, "dims.quality.ridge must be at least 0"),
+        ("dims/quality/bias", 10**400, "dims.quality.bias must be finite"),
+        ("dims/quality/bias", "0.5", "dims.quality.bias must be a number"),
+        ("dims/quality/loo_alpha", 7.0, "dims.quality.loo_alpha must be at most 1"),
+        ("dims/quality/thresholds", "12", "dims.quality.thresholds must be a list"),
+        ("dims/\x1b[2Jquality", 1, "not printable"),
+        ("fitted/items", "\x1b]0;owned\x07", "fitted.items is not printable"),
+        ("fitted/items", -3, "fitted.items must be at least 0"),
+        ("n_embd", True, "n_embd must be an integer"),
+    ],
+    ids=lambda value: repr(value)[:24],
+)
+def test_every_number_and_name_of_a_head_in_a_model_file_is_checked(
+    tmp_path, where, value, message
+):
     """A head read from a GGUF file: one line naming the file and the key, never a
     traceback, never a control character echoed."""
     from annotator.modelfile import KEY_CALIBRATION, KEY_RUBRIC, read_model_info
@@ -153,8 +165,10 @@ def test_every_number_and_name_of_a_head_in_a_model_file_is_checked(tmp_path, wh
     rubric = rubric_from_dict(RUBRIC, "test")
     head = crafted_head()
     _set(head, where, value)
-    path = tiny_model_file(tmp_path / "m.gguf", {KEY_RUBRIC: rubric.canonical_json(),
-                                                  KEY_CALIBRATION: json.dumps(head)})
+    path = tiny_model_file(
+        tmp_path / "m.gguf",
+        {KEY_RUBRIC: rubric.canonical_json(), KEY_CALIBRATION: json.dumps(head)},
+    )
     info = read_model_info(path)
     with pytest.raises(AnnotatorError) as caught:
         info.head(rubric)
@@ -168,17 +182,23 @@ def test_a_good_head_in_a_model_file_reads_back(tmp_path):
     from annotator.rubric import rubric_from_dict
 
     rubric = rubric_from_dict(RUBRIC, "test")
-    path = tiny_model_file(tmp_path / "m.gguf", {KEY_RUBRIC: rubric.canonical_json(),
-                                                  KEY_CALIBRATION: json.dumps(crafted_head())})
+    path = tiny_model_file(
+        tmp_path / "m.gguf",
+        {KEY_RUBRIC: rubric.canonical_json(), KEY_CALIBRATION: json.dumps(crafted_head())},
+    )
     head = read_model_info(path).head(rubric)
     assert head.n_embd == 64 and head.dims["quality"].n == 60
 
 
-@pytest.mark.parametrize(("key", "value", "message"), [
-    ("annotator.base_sha256", "\x1b[2J" + "0" * 60, "annotator.base_sha256 must be a sha256"),
-    ("annotator.prompt_format", "9" * 5000, "annotator.prompt_format must be a non-negative"),
-    ("gemma3.context_length", "-4096", "gemma3.context_length must be a non-negative"),
-], ids=lambda value: repr(value)[:24])
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("annotator.base_sha256", "\x1b[2J" + "0" * 60, "annotator.base_sha256 must be a sha256"),
+        ("annotator.prompt_format", "9" * 5000, "annotator.prompt_format must be a non-negative"),
+        ("gemma3.context_length", "-4096", "gemma3.context_length must be a non-negative"),
+    ],
+    ids=lambda value: repr(value)[:24],
+)
 def test_other_numbers_a_model_file_says_about_itself_are_checked(tmp_path, key, value, message):
     from annotator.modelfile import read_model_info
 
@@ -192,5 +212,5 @@ def test_other_numbers_a_model_file_says_about_itself_are_checked(tmp_path, key,
 def test_a_provenance_number_too_large_for_a_float_is_shown_as_unknown():
     from annotator.provenance import summary_lines
 
-    lines = dict(summary_lines({"validation_alpha": {"quality": 10 ** 400, "other": float("nan")}}))
+    lines = dict(summary_lines({"validation_alpha": {"quality": 10**400, "other": float("nan")}}))
     assert lines["val. alpha"] == "quality ?, other ?"

@@ -10,7 +10,6 @@ from conftest import SAMPLES, offline_site, run_cli, write_csv
 GOEMO = SAMPLES / "goemotions"
 
 
-
 @pytest.fixture
 def offline_env(tmp_path):
     return {"PYTHONPATH": str(offline_site(tmp_path / "offline_site")), "HF_HUB_OFFLINE": "1"}
@@ -21,16 +20,29 @@ def annotated(tmp_path_factory):
     """The goemotions sample annotated once into a project (used by several tests)."""
     tmp = tmp_path_factory.mktemp("annotated")
     project = tmp / "p.db"
-    done = run_cli("annotate", str(GOEMO / "items.csv"), "--rubric", str(GOEMO / "rubric.toml"),
-                   "--project", str(project))
+    done = run_cli(
+        "annotate",
+        str(GOEMO / "items.csv"),
+        "--rubric",
+        str(GOEMO / "rubric.toml"),
+        "--project",
+        str(project),
+    )
     assert done.returncode == 0, done.stderr
     return project, done
 
 
 def test_annotate_end_to_end_with_sockets_blocked(tmp_path, offline_env):
     project = tmp_path / "p.db"
-    done = run_cli("annotate", str(GOEMO / "items.csv"), "--rubric", str(GOEMO / "rubric.toml"),
-                   "--project", str(project), env=offline_env)
+    done = run_cli(
+        "annotate",
+        str(GOEMO / "items.csv"),
+        "--rubric",
+        str(GOEMO / "rubric.toml"),
+        "--project",
+        str(project),
+        env=offline_env,
+    )
     assert done.returncode == 0, done.stderr
     assert "done 40 of 40 items" in done.stderr
     # The guard really is active in that environment.
@@ -38,8 +50,13 @@ def test_annotate_end_to_end_with_sockets_blocked(tmp_path, offline_env):
     assert probe.returncode == 0
     import subprocess
     import sys
-    check = subprocess.run([sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9))"],
-                           env={**offline_env}, capture_output=True, text=True)
+
+    check = subprocess.run(
+        [sys.executable, "-c", "import socket; socket.create_connection(('127.0.0.1', 9))"],
+        env={**offline_env},
+        capture_output=True,
+        text=True,
+    )
     assert "network access attempted" in check.stderr
 
 
@@ -58,8 +75,12 @@ def test_results_files_are_byte_identical_across_projects_and_orders(tmp_path, a
     rows = list(csv.DictReader((GOEMO / "items.csv").open()))[::-1]  # reversed order
     data = write_csv(tmp_path / "reversed.csv", rows)
     other = tmp_path / "q.db"
-    assert run_cli("annotate", str(data), "--rubric", str(GOEMO / "rubric.toml"),
-                   "--project", str(other)).returncode == 0
+    assert (
+        run_cli(
+            "annotate", str(data), "--rubric", str(GOEMO / "rubric.toml"), "--project", str(other)
+        ).returncode
+        == 0
+    )
     second = tmp_path / "second.csv"
     assert run_cli("results", str(other), "--out", str(second)).returncode == 0
     # Row order follows the data file, so compare as sorted lines: same bytes per item.
@@ -75,8 +96,14 @@ def test_results_files_are_byte_identical_across_projects_and_orders(tmp_path, a
 
 def test_rerun_resumes_without_work(annotated):
     project, _ = annotated
-    again = run_cli("annotate", str(GOEMO / "items.csv"), "--rubric", str(GOEMO / "rubric.toml"),
-                    "--project", str(project))
+    again = run_cli(
+        "annotate",
+        str(GOEMO / "items.csv"),
+        "--rubric",
+        str(GOEMO / "rubric.toml"),
+        "--project",
+        str(project),
+    )
     assert again.returncode == 0
     assert "(0 now, 40 before)" in again.stderr and "(resumed)" in again.stderr
 
@@ -85,23 +112,38 @@ def test_skipped_rows_are_counted_and_stored(tmp_path):
     data = tmp_path / "d.csv"
     data.write_bytes(b"id,text\n1,fine text\n2,\n1,duplicate\n3,bad \xff byte\n")
     project = tmp_path / "p.db"
-    done = run_cli("annotate", str(data), "--rubric", str(GOEMO / "rubric.toml"), "--project", str(project))
+    done = run_cli(
+        "annotate", str(data), "--rubric", str(GOEMO / "rubric.toml"), "--project", str(project)
+    )
     assert done.returncode == 0, done.stderr
     assert "done 1 of 1 items" in done.stderr and "skipped 3 rows" in done.stderr
     assert "skipped row 2 (id 2): empty text in column 'text'" in done.stderr
     assert "skipped row 3 (id 1): duplicate id (first at row 1)" in done.stderr
     assert "skipped row 4: undecodable bytes (not UTF-8)" in done.stderr
     import sqlite3
+
     with sqlite3.connect(project) as db:
         assert db.execute("SELECT count(*) FROM skipped").fetchone()[0] == 3
 
 
 def test_a_jsonl_number_of_5000_digits_is_a_skipped_row_not_a_traceback(tmp_path):
     data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"id": "a", "text": "fine text"}) + "\n"
-                    + '{"id": "b", "text": "x", "n": ' + "7" * 5000 + "}\n", encoding="utf-8")
-    done = run_cli("annotate", str(data), "--rubric", str(GOEMO / "rubric.toml"),
-                   "--project", str(tmp_path / "p.db"))
+    data.write_text(
+        json.dumps({"id": "a", "text": "fine text"})
+        + "\n"
+        + '{"id": "b", "text": "x", "n": '
+        + "7" * 5000
+        + "}\n",
+        encoding="utf-8",
+    )
+    done = run_cli(
+        "annotate",
+        str(data),
+        "--rubric",
+        str(GOEMO / "rubric.toml"),
+        "--project",
+        str(tmp_path / "p.db"),
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     assert "done 1 of 1 items" in done.stderr and "skipped 1 rows" in done.stderr
@@ -113,13 +155,16 @@ def test_review_import_reports_unknown_ids_and_invalid_values(tmp_path, annotate
     shutil.copy(project, tmp_path / "p.db")
     project = tmp_path / "p.db"
     ids = [row["id"] for row in csv.DictReader((GOEMO / "items.csv").open())]
-    labels = write_csv(tmp_path / "labels.csv", [
-        {"id": ids[0], "emotion": "joy"},
-        {"id": ids[1], "emotion": ""},            # blank: not reviewed
-        {"id": "nope", "emotion": "joy"},         # unknown id
-        {"id": ids[2], "emotion": "hunger"},      # not an allowed value
-        {"id": ids[3], "emotion": "neutral"},
-    ])
+    labels = write_csv(
+        tmp_path / "labels.csv",
+        [
+            {"id": ids[0], "emotion": "joy"},
+            {"id": ids[1], "emotion": ""},  # blank: not reviewed
+            {"id": "nope", "emotion": "joy"},  # unknown id
+            {"id": ids[2], "emotion": "hunger"},  # not an allowed value
+            {"id": ids[3], "emotion": "neutral"},
+        ],
+    )
     done = run_cli("review", "import", str(project), str(labels), "--reviewer", "ana")
     assert done.returncode == 0, done.stderr
     assert "stored 2 labels from 'ana' for 2 items" in done.stderr
@@ -145,14 +190,24 @@ def test_inspect_and_doctor(default_model):
 def test_bad_model_files_give_one_line_errors(tmp_path, default_model, kind):
     bad = tmp_path / "bad.gguf"
     if kind == "truncated":
-        bad.write_bytes(default_model.read_bytes()[: 50_000_000])
+        bad.write_bytes(default_model.read_bytes()[:50_000_000])
     elif kind == "not_gguf":
         bad.write_text("hello, I am not a model")
     elif kind == "empty":
         bad.write_bytes(b"")
-    for args in (["inspect", str(bad)],
-                 ["annotate", str(GOEMO / "items.csv"), "--rubric", str(GOEMO / "rubric.toml"),
-                  "--project", str(tmp_path / "p.db"), "--model", str(bad)]):
+    for args in (
+        ["inspect", str(bad)],
+        [
+            "annotate",
+            str(GOEMO / "items.csv"),
+            "--rubric",
+            str(GOEMO / "rubric.toml"),
+            "--project",
+            str(tmp_path / "p.db"),
+            "--model",
+            str(bad),
+        ],
+    ):
         done = run_cli(*args)
         assert done.returncode == 1
         lines = done.stderr.strip().splitlines()
@@ -167,8 +222,16 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
     empty = tmp_path / "e.csv"
     empty.write_text("")
     cases = [
-        (["--rubric", str(bad_rubric)], str(GOEMO / "items.csv"), "r.toml: invalid rubric: dimensions: must be a non-empty list"),
-        (["--rubric", str(GOEMO / "rubric.toml")], str(missing_col), "m.csv: missing column(s) 'text'"),
+        (
+            ["--rubric", str(bad_rubric)],
+            str(GOEMO / "items.csv"),
+            "r.toml: invalid rubric: dimensions: must be a non-empty list",
+        ),
+        (
+            ["--rubric", str(GOEMO / "rubric.toml")],
+            str(missing_col),
+            "m.csv: missing column(s) 'text'",
+        ),
         (["--rubric", str(GOEMO / "rubric.toml")], str(empty), "e.csv: data file is empty"),
         ([], str(GOEMO / "items.csv"), "the model carries no rubric; pass --rubric"),
     ]
@@ -182,6 +245,12 @@ def test_bad_inputs_give_one_line_errors(tmp_path):
 def test_project_is_tied_to_its_rubric(tmp_path, annotated):
     project, _ = annotated
     shutil.copy(project, tmp_path / "p.db")
-    done = run_cli("annotate", str(SAMPLES / "newsroom" / "items.csv"), "--rubric",
-                   str(SAMPLES / "newsroom" / "rubric.toml"), "--project", str(tmp_path / "p.db"))
+    done = run_cli(
+        "annotate",
+        str(SAMPLES / "newsroom" / "items.csv"),
+        "--rubric",
+        str(SAMPLES / "newsroom" / "rubric.toml"),
+        "--project",
+        str(tmp_path / "p.db"),
+    )
     assert done.returncode == 1 and "use a new project file" in done.stderr

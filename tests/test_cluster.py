@@ -45,10 +45,25 @@ def cluster(tmp_path_factory):
     # keeps Ray's token authentication on, see the README).
     os.environ["RAY_AUTH_MODE"] = "disabled"
     head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-         "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
-         "--disable-usage-stats", "--temp-dir", str(temp)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+            "--temp-dir",
+            str(temp),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     address = f"127.0.0.1:{port}"
     try:
         yield address
@@ -93,7 +108,8 @@ def test_stream_items_reads_like_read_items(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "x"}\n\n[1]\n{"id": "a", "text": "y"}\n')
     assert [str(s) for s in stream_items(bad, ["text"], "id", False)] == [
-        str(s) for s in (*read_items(bad, ["text"])[1], *read_items(bad, ["text"])[2])]
+        str(s) for s in (*read_items(bad, ["text"])[1], *read_items(bad, ["text"])[2])
+    ]
     table = pa.table({"id": [i.id for i in items], "text": [i.fields["text"] for i in items]})
     pq.write_table(table, tmp_path / "items.parquet", row_group_size=7)
     assert list(stream_items(tmp_path / "items.parquet", ["text"], "id", False)) == items
@@ -120,8 +136,9 @@ def test_blocks_share_a_small_file_among_the_actors(tmp_path):
 
 
 @pytest.mark.slow
-def test_ray_run_with_a_killed_actor_labels_like_the_engine(tmp_path, cluster, reference,
-                                                            default_model, monkeypatch):
+def test_ray_run_with_a_killed_actor_labels_like_the_engine(
+    tmp_path, cluster, reference, default_model, monkeypatch
+):
     """Two actors; one is SIGKILLed after the first labels. Ray restarts it and retries its
     blocks: every item once, one run, labels identical to the sequential engine."""
     import annotator.jobs.cluster
@@ -140,18 +157,41 @@ def test_ray_run_with_a_killed_actor_labels_like_the_engine(tmp_path, cluster, r
                     _, pid = started[0].pids[1]
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
+
             yield advance
+
         return bar()
 
     started = []
-    run = annotate_on_ray(ITEMS, project, load_rubric(RUBRIC), default_model,
-                          sha256_file(default_model), None, None, EngineSettings(n_threads=1),
-                          cluster, 2, progress=progress, on_start=started.append)
+    run = annotate_on_ray(
+        ITEMS,
+        project,
+        load_rubric(RUBRIC),
+        default_model,
+        sha256_file(default_model),
+        None,
+        None,
+        EngineSettings(n_threads=1),
+        cluster,
+        2,
+        progress=progress,
+        on_start=started.append,
+    )
     assert killed and run.summary.done_now == 40
     assert _labels(project) == reference
     # Resumed: nothing is labelled again.
-    done = run_cli("annotate", str(ITEMS), "--rubric", str(RUBRIC), "--project", str(project),
-                   "--ray", cluster, "--actors", "1")
+    done = run_cli(
+        "annotate",
+        str(ITEMS),
+        "--rubric",
+        str(RUBRIC),
+        "--project",
+        str(project),
+        "--ray",
+        cluster,
+        "--actors",
+        "1",
+    )
     assert done.returncode == 0, done.stderr
     assert "(0 now, 40 before)" in done.stderr and "run 1 (resumed)" in done.stderr
 
@@ -181,8 +221,13 @@ class _Different:
 
         def actor(*args):
             n = next(started)
-            return SimpleNamespace(n=n, describe=SimpleNamespace(remote=lambda: {
-                **self.descriptions[n], "node": f"node{n}", "pid": n}))
+            return SimpleNamespace(
+                n=n,
+                describe=SimpleNamespace(
+                    remote=lambda: {**self.descriptions[n], "node": f"node{n}", "pid": n}
+                ),
+            )
+
         return lambda cls: SimpleNamespace(remote=actor)
 
     def wait(self, refs, num_returns=1, timeout=None):
@@ -195,12 +240,16 @@ class _Different:
         self.killed.append(actor.n)
 
 
-FACTS = {"backend": "cpu", "versions": {"annotator": "0.1.0", "llama-cpp-python": "0.3.36"},
-         "settings": {"n_ctx": 4096}}
+FACTS = {
+    "backend": "cpu",
+    "versions": {"annotator": "0.1.0", "llama-cpp-python": "0.3.36"},
+    "settings": {"n_ctx": 4096},
+}
 
 
-def test_actors_that_differ_are_refused_before_any_item_is_labelled(tmp_path, monkeypatch,
-                                                                    default_model):
+def test_actors_that_differ_are_refused_before_any_item_is_labelled(
+    tmp_path, monkeypatch, default_model
+):
     import annotator.jobs.cluster
 
     other = {**FACTS, "versions": {**FACTS["versions"], "llama-cpp-python": "0.3.35"}}
@@ -208,18 +257,39 @@ def test_actors_that_differ_are_refused_before_any_item_is_labelled(tmp_path, mo
     monkeypatch.setattr(annotator.jobs.cluster, "connect", lambda address: fake)
     project = tmp_path / "p.db"
     with pytest.raises(AnnotatorError) as refused:
-        annotate_on_ray(ITEMS, project, load_rubric(RUBRIC), default_model, "0" * 64, None, None,
-                        EngineSettings(n_threads=1), "auto", 3)
+        annotate_on_ray(
+            ITEMS,
+            project,
+            load_rubric(RUBRIC),
+            default_model,
+            "0" * 64,
+            None,
+            None,
+            EngineSettings(n_threads=1),
+            "auto",
+            3,
+        )
     assert str(refused.value) == (
         "Ray actor 2 on node2 differs from actor 0 on node0: versions.llama-cpp-python '0.3.35' "
         "(not '0.3.36'); every node must run the same backend and versions (its labels would "
-        "differ)")
+        "differ)"
+    )
     assert sorted(fake.killed) == [0, 1, 2] and not project.exists()
     fake = _Different([FACTS, {**FACTS, "backend": "cuda"}])
     monkeypatch.setattr(annotator.jobs.cluster, "connect", lambda address: fake)
     with pytest.raises(AnnotatorError, match=r"actor 1 on node1 .*: backend 'cuda' \(not 'cpu'\)"):
-        annotate_on_ray(ITEMS, project, load_rubric(RUBRIC), default_model, "0" * 64, None, None,
-                        EngineSettings(n_threads=1), "auto", 2)
+        annotate_on_ray(
+            ITEMS,
+            project,
+            load_rubric(RUBRIC),
+            default_model,
+            "0" * 64,
+            None,
+            None,
+            EngineSettings(n_threads=1),
+            "auto",
+            2,
+        )
     assert not project.exists()
 
 
@@ -232,8 +302,18 @@ def test_actors_that_never_start_are_an_error(tmp_path, monkeypatch, default_mod
     fake.wait = lambda refs, num_returns=1, timeout=None: (refs[:1], refs[1:])
     monkeypatch.setattr(annotator.jobs.cluster, "connect", lambda address: fake)
     with pytest.raises(AnnotatorError, match=r"^Ray actor\(s\) 1 did not start within 900 s"):
-        annotate_on_ray(ITEMS, tmp_path / "p.db", load_rubric(RUBRIC), default_model, "0" * 64,
-                        None, None, EngineSettings(n_threads=1), "auto", 2)
+        annotate_on_ray(
+            ITEMS,
+            tmp_path / "p.db",
+            load_rubric(RUBRIC),
+            default_model,
+            "0" * 64,
+            None,
+            None,
+            EngineSettings(n_threads=1),
+            "auto",
+            2,
+        )
     assert sorted(fake.killed) == [0, 1] and not (tmp_path / "p.db").exists()
 
 
@@ -244,10 +324,15 @@ def test_a_restarted_actor_that_differs_labels_nothing():
     from annotator.jobs.actors import Labeller
 
     actor = Labeller.__new__(Labeller)  # no model: the check comes before any item
-    actor.engine = SimpleNamespace(describe=lambda: {**FACTS, "backend": "cuda"},
-                                   annotate=lambda fields: pytest.fail("labelled"))
-    with pytest.raises(AnnotatorError, match=r"\(restarted\) differs from the run: backend "
-                                             r"'cuda' \(not 'cpu'\)$"):
+    actor.engine = SimpleNamespace(
+        describe=lambda: {**FACTS, "backend": "cuda"},
+        annotate=lambda fields: pytest.fail("labelled"),
+    )
+    with pytest.raises(
+        AnnotatorError,
+        match=r"\(restarted\) differs from the run: backend "
+        r"'cuda' \(not 'cpu'\)$",
+    ):
         actor.label([("a", {"text": "x"})], expect=FACTS)
 
 
@@ -259,8 +344,9 @@ def test_the_block_timeout_grows_with_the_block():
 
 
 @pytest.mark.slow
-def test_a_hung_actor_is_restarted_and_its_blocks_run_again(tmp_path, cluster, reference,
-                                                            default_model, monkeypatch):
+def test_a_hung_actor_is_restarted_and_its_blocks_run_again(
+    tmp_path, cluster, reference, default_model, monkeypatch
+):
     """Two actors; one stops (SIGSTOP: a frozen process, as on a node that hangs) after the
     first labels. Its block times out, it is killed, Ray restarts it and runs its blocks again:
     every item once, one run, labels identical to the sequential engine."""
@@ -281,46 +367,87 @@ def test_a_hung_actor_is_restarted_and_its_blocks_run_again(tmp_path, cluster, r
                     _, pid = started[0].pids[1]
                     os.kill(pid, signal.SIGSTOP)
                     stopped.append(pid)
+
             yield advance
+
         return bar()
 
     try:
-        run = annotate_on_ray(ITEMS, tmp_path / "p.db", load_rubric(RUBRIC), default_model,
-                              sha256_file(default_model), None, None,
-                              EngineSettings(n_threads=1), cluster, 2, progress=progress,
-                              on_start=started.append, timeout=20)
+        run = annotate_on_ray(
+            ITEMS,
+            tmp_path / "p.db",
+            load_rubric(RUBRIC),
+            default_model,
+            sha256_file(default_model),
+            None,
+            None,
+            EngineSettings(n_threads=1),
+            cluster,
+            2,
+            progress=progress,
+            on_start=started.append,
+            timeout=20,
+        )
     finally:
         for pid in stopped:  # never leave a stopped process behind, whatever happened
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
     assert stopped and run.summary.done_now == 40
-    assert run.hung == [f"Ray actor 1 on {run.nodes[0]} returned no block in 20 s: taken as "
-                        "hung, restarted, its blocks run again"]
+    assert run.hung == [
+        f"Ray actor 1 on {run.nodes[0]} returned no block in 20 s: taken as "
+        "hung, restarted, its blocks run again"
+    ]
     assert _labels(tmp_path / "p.db") == reference
 
 
 @pytest.mark.slow
-def test_ray_cli_on_parquet_and_model_checked_on_the_node(tmp_path, cluster, reference,
-                                                           default_model):
+def test_ray_cli_on_parquet_and_model_checked_on_the_node(
+    tmp_path, cluster, reference, default_model
+):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     _, items, _ = read_items(ITEMS, ["text"])
     data = tmp_path / "items.parquet"
-    pq.write_table(pa.table({"id": [i.id for i in items],
-                             "text": [i.fields["text"] for i in items]}), data)
+    pq.write_table(
+        pa.table({"id": [i.id for i in items], "text": [i.fields["text"] for i in items]}), data
+    )
     project = tmp_path / "p.db"
     started = time.monotonic()
-    done = run_cli("annotate", str(data), "--rubric", str(RUBRIC), "--project", str(project),
-                   "--ray", cluster, "--actors", "2", "--threads", "1", "--block-timeout", "300")
+    done = run_cli(
+        "annotate",
+        str(data),
+        "--rubric",
+        str(RUBRIC),
+        "--project",
+        str(project),
+        "--ray",
+        cluster,
+        "--actors",
+        "2",
+        "--threads",
+        "1",
+        "--block-timeout",
+        "300",
+    )
     assert done.returncode == 0, done.stderr
     assert "Ray: 2 actors on 1 node(s)" in done.stderr and "hung" not in done.stderr
     assert _labels(project) == reference
     assert time.monotonic() - started < 120
     # A node whose model file differs from the driver's refuses to label.
     with pytest.raises(Exception, match="sha256"):
-        annotate_on_ray(data, tmp_path / "q.db", load_rubric(RUBRIC), default_model, "00" * 32,
-                        None, None, EngineSettings(n_threads=1), cluster, 1)
+        annotate_on_ray(
+            data,
+            tmp_path / "q.db",
+            load_rubric(RUBRIC),
+            default_model,
+            "00" * 32,
+            None,
+            None,
+            EngineSettings(n_threads=1),
+            cluster,
+            1,
+        )
 
 
 @pytest.mark.slow
@@ -330,11 +457,32 @@ def test_ray_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path, cluster, refe
     import re
 
     project = tmp_path / "p.db"
-    command = [sys.executable, "-m", "annotator", "annotate", str(ITEMS), "--rubric", str(RUBRIC),
-               "--project", str(project), "--ray", cluster, "--actors", "1", "--threads", "1"]
-    driver = subprocess.Popen(command, cwd=Path(__file__).parent.parent, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, start_new_session=True,
-                              preexec_fn=hears_ctrl_c)
+    command = [
+        sys.executable,
+        "-m",
+        "annotator",
+        "annotate",
+        str(ITEMS),
+        "--rubric",
+        str(RUBRIC),
+        "--project",
+        str(project),
+        "--ray",
+        cluster,
+        "--actors",
+        "1",
+        "--threads",
+        "1",
+    ]
+    driver = subprocess.Popen(
+        command,
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=hears_ctrl_c,
+    )
     deadline = time.monotonic() + 120
     while annotation_count(project) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -345,8 +493,9 @@ def test_ray_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path, cluster, refe
     assert "Traceback" not in err + out and "raylet" not in err + out, err + out
     done = re.search(r"done (\d+) of 40 items \((\d+) now, 0 before\)", err)
     assert done and done[1] == done[2] and 4 <= int(done[1]) < 40, err
-    again = subprocess.run(command, cwd=Path(__file__).parent.parent, capture_output=True,
-                           text=True, timeout=300)
+    again = subprocess.run(
+        command, cwd=Path(__file__).parent.parent, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stderr
     assert "(resumed)" in again.stderr
     assert _labels(project) == reference

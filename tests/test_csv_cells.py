@@ -13,17 +13,25 @@ from annotator.data import Item, safe_cell, write_rows
 from annotator.project.store import Store
 from annotator.rubric import rubric_from_dict
 
-RUBRIC = rubric_from_dict({
-    "name": "cells",
-    "instructions": "Rate the note.",
-    "inputs": [{"column": "text", "label": "NOTE"}],
-    "dimensions": [{"name": "tone", "question": "Tone?", "scale": "ordinal",
-                    "values": [-1, 0, 1]}],
-}, "test")
+RUBRIC = rubric_from_dict(
+    {
+        "name": "cells",
+        "instructions": "Rate the note.",
+        "inputs": [{"column": "text", "label": "NOTE"}],
+        "dimensions": [
+            {"name": "tone", "question": "Tone?", "scale": "ordinal", "values": [-1, 0, 1]}
+        ],
+    },
+    "test",
+)
 
 FORMULA_ID = '=HYPERLINK("http://x","y")'
-ITEMS = {FORMULA_ID: "=1+1 looks like a sum", "+plus": "@SUM(A1:A2)", "-minus": "\tindented",
-         "plain": "-1"}
+ITEMS = {
+    FORMULA_ID: "=1+1 looks like a sum",
+    "+plus": "@SUM(A1:A2)",
+    "-minus": "\tindented",
+    "plain": "-1",
+}
 
 
 def test_safe_cell_quotes_formula_starts_but_not_plain_numbers():
@@ -41,8 +49,12 @@ def test_write_rows_neutralises_csv_and_tsv_but_keeps_jsonl_exact(tmp_path):
         write_rows(out, ["id", "text"], rows)
         read = list(csv.DictReader(out.open(newline=""), delimiter=delimiter))
         assert [r["id"] for r in read] == ["'" + FORMULA_ID, "'+plus", "'-minus", "plain"]
-        assert [r["text"] for r in read] == ["'=1+1 looks like a sum", "'@SUM(A1:A2)",
-                                             "'\tindented", "-1"]
+        assert [r["text"] for r in read] == [
+            "'=1+1 looks like a sum",
+            "'@SUM(A1:A2)",
+            "'\tindented",
+            "-1",
+        ]
         raw = tmp_path / f"raw{suffix}"
         write_rows(raw, ["id", "text"], rows, raw_cells=True)
         read = list(csv.DictReader(raw.open(newline=""), delimiter=delimiter))

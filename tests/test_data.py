@@ -15,12 +15,12 @@ def test_csv_ids_and_skipped_rows(tmp_path):
     path.write_bytes(
         b"id,text\n"
         b"a,hello\n"
-        b"b,\n"                       # empty text
-        b"a,again\n"                  # duplicate id
-        b"c,caf\xe9 latin-1\n"        # not UTF-8
-        b",no id\n"                   # empty id
-        b"d,\"multi\nline\"\n"
-        b"e\n"                        # missing input column
+        b"b,\n"  # empty text
+        b"a,again\n"  # duplicate id
+        b"c,caf\xe9 latin-1\n"  # not UTF-8
+        b",no id\n"  # empty id
+        b'd,"multi\nline"\n'
+        b"e\n"  # missing input column
     )
     _, items, skipped = read_items(path, ["text"])
     assert [(i.id, i.fields["text"]) for i in items] == [("a", "hello"), ("d", "multi\nline")]
@@ -61,8 +61,12 @@ def test_jsonl_rows(tmp_path):
     _, items, skipped = read_items(path, ["text"])
     assert [i.id for i in items] == ["1"]
     assert reasons(skipped) == {
-        (2, "not valid JSON"), (3, "not a JSON object"), (4, "missing input column 'text'"),
-        (5, "column 'text' is not text"), (6, "duplicate id"), (7, "undecodable bytes"),
+        (2, "not valid JSON"),
+        (3, "not a JSON object"),
+        (4, "missing input column 'text'"),
+        (5, "column 'text' is not text"),
+        (6, "duplicate id"),
+        (7, "undecodable bytes"),
     }
 
 
@@ -92,12 +96,18 @@ def test_jsonl_numbers_of_any_size_are_a_skipped_row_not_a_traceback(tmp_path):
     """Python refuses to convert an integer of more than 4300 digits (a ValueError that is
     not a JSONDecodeError): such a row is skipped with the reason, the others are read."""
     path = tmp_path / "d.jsonl"
-    path.write_text("\n".join([
-        json.dumps({"id": 1, "text": "one"}),
-        '{"id": 2, "text": "two", "extra": ' + "9" * 5000 + "}",
-        '{"id": ' + "-" + "1" * 4301 + ', "text": "three"}',
-        json.dumps({"id": 4, "text": "four", "big": int("9" * 4000)}),
-    ]) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps({"id": 1, "text": "one"}),
+                '{"id": 2, "text": "two", "extra": ' + "9" * 5000 + "}",
+                '{"id": ' + "-" + "1" * 4301 + ', "text": "three"}',
+                json.dumps({"id": 4, "text": "four", "big": int("9" * 4000)}),
+            ]
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     _, items, skipped = read_items(path, ["text"])
     assert [i.id for i in items] == ["1", "4"]
     assert [(s.row, s.reason) for s in skipped] == [
@@ -110,8 +120,11 @@ def test_jsonl_escaped_lone_surrogates_are_a_skipped_row(tmp_path):
     """`"\\ud800"` is valid JSON but no text: the store (and any UTF-8 writer) would fail on it
     later with a traceback, so the row is skipped with the reason at read time."""
     path = tmp_path / "d.jsonl"
-    path.write_text('{"id": 1, "text": "one"}\n{"id": 2, "text": "bad \\ud800 here"}\n'
-                    '{"id": 3, "text": "ok", "meta": {"k": ["\\udfff"]}}\n', encoding="utf-8")
+    path.write_text(
+        '{"id": 1, "text": "one"}\n{"id": 2, "text": "bad \\ud800 here"}\n'
+        '{"id": 3, "text": "ok", "meta": {"k": ["\\udfff"]}}\n',
+        encoding="utf-8",
+    )
     _, items, skipped = read_items(path, ["text"])
     assert [i.id for i in items] == ["1"]
     assert [(s.row, s.reason) for s in skipped] == [
@@ -131,8 +144,10 @@ def test_duplicate_header_columns_are_refused_naming_them(tmp_path):
     tsv.write_text("id\ttext\t id\tx\tx\tx\n1\tt\t2\t\t\t\n", encoding="utf-8")
     with pytest.raises(AnnotatorError) as err:
         read_items(tsv, ["text"])
-    assert str(err.value) == (f"{tsv}: columns appear more than once in the header: 'id' "
-                              "(columns 1 and 3), 'x' (columns 4, 5 and 6)")
+    assert str(err.value) == (
+        f"{tsv}: columns appear more than once in the header: 'id' "
+        "(columns 1 and 3), 'x' (columns 4, 5 and 6)"
+    )
     # Unnamed columns (a spreadsheet's trailing empty cells) name nothing a rubric can use.
     blank = tmp_path / "b.csv"
     blank.write_text("id,text,,\n1,one,,\n", encoding="utf-8")
@@ -141,8 +156,9 @@ def test_duplicate_header_columns_are_refused_naming_them(tmp_path):
 
 def test_a_jsonl_key_twice_in_one_row_skips_the_row(tmp_path):
     path = tmp_path / "d.jsonl"
-    path.write_text('{"id": 1, "text": "one"}\n{"id": 2, "text": "a", "text": "b"}\n',
-                    encoding="utf-8")
+    path.write_text(
+        '{"id": 1, "text": "one"}\n{"id": 2, "text": "a", "text": "b"}\n', encoding="utf-8"
+    )
     _, items, skipped = read_items(path, ["text"])
     assert [i.id for i in items] == ["1"]
     assert [(s.row, s.reason) for s in skipped] == [(2, "key 'text' appears twice in an object")]

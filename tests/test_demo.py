@@ -31,13 +31,23 @@ def test_the_demo_adapter_labels_the_sample_unlike_the_base_model(tmp_path):
     labels = {}
     for name, model in (("tuned", ["--model", str(SAMPLE / DEMO_MODEL)]), ("base", [])):
         project = tmp_path / f"{name}.db"
-        done = run_cli("annotate", str(SAMPLE / "items.csv"), "--rubric",
-                       str(SAMPLE / "rubric.toml"), "--project", str(project), *model,
-                       "--threads", "1")
+        done = run_cli(
+            "annotate",
+            str(SAMPLE / "items.csv"),
+            "--rubric",
+            str(SAMPLE / "rubric.toml"),
+            "--project",
+            str(project),
+            *model,
+            "--threads",
+            "1",
+        )
         assert done.returncode == 0, done.stderr
         out = tmp_path / f"{name}.jsonl"
         assert run_cli("results", str(project), "--out", str(out)).returncode == 0
-        labels[name] = {r["id"]: r["emotion"] for r in map(json.loads, out.read_text().splitlines())}
+        labels[name] = {
+            r["id"]: r["emotion"] for r in map(json.loads, out.read_text().splitlines())
+        }
     assert len(labels["tuned"]) == 40 and labels["tuned"].keys() == labels["base"].keys()
     differ = sum(labels["tuned"][k] != labels["base"][k] for k in labels["tuned"])
     assert differ >= 10, differ

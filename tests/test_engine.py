@@ -32,7 +32,9 @@ def decisions(engine, items):
     return {i.id: engine.annotate(i.fields).decisions for i in items}
 
 
-def test_rerun_and_any_item_order_give_identical_results(default_model, goemotions_rubric, engine, goemotions_items):
+def test_rerun_and_any_item_order_give_identical_results(
+    default_model, goemotions_rubric, engine, goemotions_items
+):
     first = decisions(engine, goemotions_items)
     shuffled = list(goemotions_items)
     random.Random(7).shuffle(shuffled)
@@ -52,7 +54,9 @@ def test_decisions_are_valid_values_with_probabilities(engine, goemotions_rubric
         assert 0 < d.prob <= 1 and 0 <= d.margin <= d.prob
 
 
-def test_matches_a_whole_prompt_reference(default_model, goemotions_rubric, engine, goemotions_items):
+def test_matches_a_whole_prompt_reference(
+    default_model, goemotions_rubric, engine, goemotions_items
+):
     """Same labels as evaluating prefix+item+cue in one go and reading all allowed tokens."""
     ref = llama_cpp.Llama(str(default_model), n_ctx=1024, logits_all=False, verbose=False)
     dim = goemotions_rubric.dimensions[0]
@@ -81,15 +85,23 @@ def test_matches_a_whole_prompt_reference(default_model, goemotions_rubric, engi
 
 
 def test_multi_token_values_share_prefixes(default_model):
-    rubric = rubric_from_dict({
-        "name": "t", "instructions": "Rate the text.",
-        "inputs": [{"column": "text", "label": "TEXT"}],
-        "dimensions": [
-            {"name": "quality", "question": "How good is it?", "scale": "nominal",
-             "values": ["very good", "very bad", "good", "bad", "mixed feelings"]},
-            {"name": "stars", "question": "Stars?", "scale": "ordinal", "values": [1, 10, 100]},
-        ],
-    }, "t")
+    rubric = rubric_from_dict(
+        {
+            "name": "t",
+            "instructions": "Rate the text.",
+            "inputs": [{"column": "text", "label": "TEXT"}],
+            "dimensions": [
+                {
+                    "name": "quality",
+                    "question": "How good is it?",
+                    "scale": "nominal",
+                    "values": ["very good", "very bad", "good", "bad", "mixed feelings"],
+                },
+                {"name": "stars", "question": "Stars?", "scale": "ordinal", "values": [1, 10, 100]},
+            ],
+        },
+        "t",
+    )
     eng = Engine(default_model, rubric, EngineSettings(n_ctx=512))
     try:
         # Values really do share leading tokens here, so the trie must branch below the root.
@@ -97,11 +109,22 @@ def test_multi_token_values_share_prefixes(default_model):
         for text in ("What a wonderful, lovely day.", "Terrible. Broken on arrival."):
             probs = [0.0] * 5
             item = eng.fit_item({"text": text})[0] + eng._cue_and_lead(0)
-            eng._run_steps(eng._value_probs(eng.tries[0][1], probs, 1.0, len(eng.prefix_tokens), item,
-                                            eng.settings.read_hidden))
+            eng._run_steps(
+                eng._value_probs(
+                    eng.tries[0][1],
+                    probs,
+                    1.0,
+                    len(eng.prefix_tokens),
+                    item,
+                    eng.settings.read_hidden,
+                )
+            )
             assert sum(probs) == pytest.approx(1.0)
             result = eng.annotate({"text": text})
-            assert result.decisions["quality"].value == rubric.dimensions[0].values[probs.index(max(probs))]
+            assert (
+                result.decisions["quality"].value
+                == rubric.dimensions[0].values[probs.index(max(probs))]
+            )
             assert result.decisions["quality"].prob == pytest.approx(max(probs))
             assert result.decisions["stars"].value in (1, 10, 100)
     finally:
@@ -135,7 +158,10 @@ def test_item_text_is_data_not_template_or_control_tokens(engine, goemotions_rub
     tokens, _ = engine.fit_item({"text": payload})
     specials = {engine.llm.token_bos(), engine.llm.token_eos()}
     assert not specials & set(tokens)
-    assert engine.annotate({"text": payload}).decisions["emotion"].value in goemotions_rubric.dimensions[0].values
+    assert (
+        engine.annotate({"text": payload}).decisions["emotion"].value
+        in goemotions_rubric.dimensions[0].values
+    )
 
 
 def test_describe_records_settings_backend_and_versions(engine):
@@ -145,7 +171,9 @@ def test_describe_records_settings_backend_and_versions(engine):
     assert info["versions"]["llama-cpp-python"] == llama_cpp.__version__
 
 
-def test_parallel_sequences_run_the_same_steps(default_model, goemotions_rubric, engine, goemotions_items):
+def test_parallel_sequences_run_the_same_steps(
+    default_model, goemotions_rubric, engine, goemotions_items
+):
     """--parallel: items decoded together as parallel sequences. One sequence through the
     parallel driver is the sequential engine bit for bit (same steps, same decodes); with
     several, llama.cpp's CPU kernels change with the batch shape, so a near tie may flip, but
@@ -163,7 +191,9 @@ def test_parallel_sequences_run_the_same_steps(default_model, goemotions_rubric,
         one.close()
     assert [engine.label(raw) for raw in driven] == [r.decisions for r in reference]
     # The hidden states too: the parallel driver reads them the same way.
-    assert all(np.array_equal(raw.hidden, r.hidden) for raw, r in zip(driven, reference, strict=True))
+    assert all(
+        np.array_equal(raw.hidden, r.hidden) for raw, r in zip(driven, reference, strict=True)
+    )
 
     parallel = Engine(default_model, goemotions_rubric, EngineSettings(n_ctx=1024, n_parallel=4))
     try:
@@ -175,8 +205,10 @@ def test_parallel_sequences_run_the_same_steps(default_model, goemotions_rubric,
     for r, ref in zip(results, reference, strict=True):
         a, b = r.hidden.ravel(), ref.hidden.ravel()
         assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.999
-    same = sum(r.decisions["emotion"].value == ref.decisions["emotion"].value
-               for r, ref in zip(results, reference, strict=True))
+    same = sum(
+        r.decisions["emotion"].value == ref.decisions["emotion"].value
+        for r, ref in zip(results, reference, strict=True)
+    )
     assert same >= 14, same
     for r in results:
         d = r.decisions["emotion"]
@@ -189,7 +221,9 @@ def test_parallel_handles_multi_dimension_and_multi_token_values(default_model, 
     items = items[:5]
     settings = EngineSettings(n_ctx=512, n_batch=64)
     seq = Engine(default_model, newsroom_rubric, settings)
-    par = Engine(default_model, newsroom_rubric, EngineSettings(n_ctx=512, n_batch=64, n_parallel=3))
+    par = Engine(
+        default_model, newsroom_rubric, EngineSettings(n_ctx=512, n_batch=64, n_parallel=3)
+    )
     try:
         reference = [seq.annotate(i.fields) for i in items]
         results = list(par.annotate_many(i.fields for i in items))
@@ -198,14 +232,17 @@ def test_parallel_handles_multi_dimension_and_multi_token_values(default_model, 
         par.close()
     assert len(results) == 5
     assert [r.truncated_tokens for r in results] == [r.truncated_tokens for r in reference]
-    same = sum(r.decisions[d].value == ref.decisions[d].value
-               for r, ref in zip(results, reference, strict=True) for d in ref.decisions)
+    same = sum(
+        r.decisions[d].value == ref.decisions[d].value
+        for r, ref in zip(results, reference, strict=True)
+        for d in ref.decisions
+    )
     assert same >= 16, same  # of 20
 
 
-def test_hidden_state_is_the_middle_block_read_from_the_same_decodes(default_model,
-                                                                    goemotions_rubric,
-                                                                    goemotions_items):
+def test_hidden_state_is_the_middle_block_read_from_the_same_decodes(
+    default_model, goemotions_rubric, goemotions_items
+):
     """The layer tap copies the middle block's output while llama.cpp computes it: the
     model's probabilities are exactly those of an engine that reads no hidden state, and each
     item's state is its own."""
@@ -231,7 +268,6 @@ def test_hidden_state_is_the_middle_block_read_from_the_same_decodes(default_mod
     finally:
         tapped.close()
         plain.close()
-
 
 
 def interrupted_at_every_moment(label, check, steps: int = 20) -> int:
@@ -282,8 +318,9 @@ def test_ctrl_c_during_a_decode_comes_out_as_an_interrupt(engine, goemotions_ite
     assert interrupted_at_every_moment(lambda: engine.annotate(fields), check) >= 10
 
 
-def test_ctrl_c_during_parallel_decodes_comes_out_as_an_interrupt(default_model, goemotions_rubric,
-                                                                 goemotions_items):
+def test_ctrl_c_during_parallel_decodes_comes_out_as_an_interrupt(
+    default_model, goemotions_rubric, goemotions_items
+):
     fields = [i.fields for i in goemotions_items[:8]]
     parallel = Engine(default_model, goemotions_rubric, EngineSettings(n_ctx=1024, n_parallel=4))
     try:

@@ -31,27 +31,45 @@ from annotator.errors import AnnotatorError  # noqa: E402
 from annotator.modelfile import KEY_PROMPT_FORMAT, KEY_PROVENANCE, KEY_RUBRIC  # noqa: E402
 from annotator.rubric import rubric_from_dict  # noqa: E402
 
-RUBRIC = rubric_from_dict({
-    "name": "reviews",
-    "instructions": "Read the product review.",
-    "inputs": [{"column": "text", "label": "REVIEW"}],
-    "dimensions": [
-        {"name": "sentiment", "question": "What is the sentiment?", "scale": "nominal",
-         "values": ["positive", "negative", "neutral"]},
-        {"name": "quality", "question": "How well written is it?", "scale": "ordinal",
-         "values": [1, 2, 3, 4, 5]},
-    ],
-}, "test rubric")
+RUBRIC = rubric_from_dict(
+    {
+        "name": "reviews",
+        "instructions": "Read the product review.",
+        "inputs": [{"column": "text", "label": "REVIEW"}],
+        "dimensions": [
+            {
+                "name": "sentiment",
+                "question": "What is the sentiment?",
+                "scale": "nominal",
+                "values": ["positive", "negative", "neutral"],
+            },
+            {
+                "name": "quality",
+                "question": "How well written is it?",
+                "scale": "ordinal",
+                "values": [1, 2, 3, 4, 5],
+            },
+        ],
+    },
+    "test rubric",
+)
 
 ITEMS = [
-    ("Great blender, works every morning.", "positive", 4), ("Broke after two days.", "negative", 3),
-    ("It is a blender.", "neutral", 2), ("Terrible customer service, never again!", "negative", 4),
-    ("Absolutely love it, five stars", "positive", 3), ("Meh. Does the job I guess", "neutral", 2),
+    ("Great blender, works every morning.", "positive", 4),
+    ("Broke after two days.", "negative", 3),
+    ("It is a blender.", "neutral", 2),
+    ("Terrible customer service, never again!", "negative", 4),
+    ("Absolutely love it, five stars", "positive", 3),
+    ("Meh. Does the job I guess", "neutral", 2),
     ("The lid cracked but support replaced it quickly.", "positive", 5),
-    ("Too loud for an apartment.", "negative", 3), ("Best purchase this year", "positive", 3),
-    ("Arrived late and dirty", "negative", 2), ("Fine for the price", "neutral", 3),
-    ("I returned it", "negative", 1), ("Smooth soups in seconds", "positive", 4),
-    ("Motor smells like burning", "negative", 3), ("Color is nice", "neutral", 2),
+    ("Too loud for an apartment.", "negative", 3),
+    ("Best purchase this year", "positive", 3),
+    ("Arrived late and dirty", "negative", 2),
+    ("Fine for the price", "neutral", 3),
+    ("I returned it", "negative", 1),
+    ("Smooth soups in seconds", "positive", 4),
+    ("Motor smells like burning", "negative", 3),
+    ("Color is nice", "neutral", 2),
     ("Would buy again", "positive", 3),
 ]
 
@@ -67,6 +85,7 @@ def one_torch_thread():
 
 # -- the tiny model and its run directory ---------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, default_model) -> Path:
     """RUN_DIR as train/ leaves it: merged/ (HF model + provenance) and validation.jsonl."""
@@ -74,16 +93,26 @@ def run_dir(tmp_path_factory, default_model) -> Path:
 
     run = tmp_path_factory.mktemp("run")
     merged = run / "merged"
-    tokenizer = AutoTokenizer.from_pretrained(str(default_model.parent), gguf_file=default_model.name)
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(default_model.parent), gguf_file=default_model.name
+    )
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=128,
+        vocab_size=len(tokenizer),
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=128,
         # llama.cpp scales attention by 1/sqrt(head_dim) and treats 5 of every 6 Gemma 3 layers
         # as sliding-window (rope base 10k); a config that says otherwise converts "fine" and
         # then answers differently (the drift check catches it; here we avoid it).
-        query_pre_attn_scalar=128, layer_types=["sliding_attention", "sliding_attention"],
-        sliding_window=512, max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        query_pre_attn_scalar=128,
+        layer_types=["sliding_attention", "sliding_attention"],
+        sliding_window=512,
+        max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
@@ -99,25 +128,35 @@ def run_dir(tmp_path_factory, default_model) -> Path:
     tokenizer.save_pretrained(merged)
     provenance = {
         "base": "tiny-gemma3-test (random weights, Gemma 3 tokenizer)",
-        "data_sha256": ["0" * 64], "split": {"train": 0, "validation": len(ITEMS), "seed": 0},
-        "settings": {"lora_r": 16, "epochs": 0}, "validation_alpha": {"sentiment": None},
-        "rubric": RUBRIC.canonical_json(), "prompt_format": prompt.PROMPT_FORMAT,
-        "date": "2026-01-01T00:00:00+00:00", "tool_version": "0.1.0",
+        "data_sha256": ["0" * 64],
+        "split": {"train": 0, "validation": len(ITEMS), "seed": 0},
+        "settings": {"lora_r": 16, "epochs": 0},
+        "validation_alpha": {"sentiment": None},
+        "rubric": RUBRIC.canonical_json(),
+        "prompt_format": prompt.PROMPT_FORMAT,
+        "date": "2026-01-01T00:00:00+00:00",
+        "tool_version": "0.1.0",
         "merge_check": {"max_abs_logit_diff": 0.0},
     }
     (merged / "annotator_provenance.json").write_text(json.dumps(provenance))
     with (run / "validation.jsonl").open("w") as handle:
         for n, (text, sentiment, quality) in enumerate(ITEMS):
-            handle.write(json.dumps({"id": f"v{n}", "text": text, "sentiment": sentiment,
-                                     "quality": quality}) + "\n")
+            handle.write(
+                json.dumps(
+                    {"id": f"v{n}", "text": text, "sentiment": sentiment, "quality": quality}
+                )
+                + "\n"
+            )
     return run
 
 
 def _branch_tokens(tokenizer, rubric) -> set[int]:
     found: set[int] = set()
     for dim in rubric.dimensions:
-        seqs = [tokenizer(prompt.render_answer(v)[0], add_special_tokens=False)["input_ids"]
-                for v in dim.values]
+        seqs = [
+            tokenizer(prompt.render_answer(v)[0], add_special_tokens=False)["input_ids"]
+            for v in dim.values
+        ]
         depth = 0
         while all(s[depth] == seqs[0][depth] for s in seqs):
             depth += 1
@@ -133,8 +172,19 @@ def export(run_dir: Path, out: Path, *extra: str):
 
     # One thread: on a machine shared with other work, llama.cpp's threads wait on each
     # other at every barrier and a 2-thread run can be 30x slower than a 1-thread one.
-    return CliRunner().invoke(export_command, [str(run_dir / "merged"), "--out", str(out),
-                                               "--bootstrap", "200", "--threads", "1", *extra])
+    return CliRunner().invoke(
+        export_command,
+        [
+            str(run_dir / "merged"),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "200",
+            "--threads",
+            "1",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +206,7 @@ def gguf_fields(accepted):
 
 # -- the happy path -------------------------------------------------------------------------
 
+
 def test_export_accepts_q8_file_and_prints_sha256_and_size(accepted):
     from annotator.modelfile import sha256_file
 
@@ -165,8 +216,11 @@ def test_export_accepts_q8_file_and_prints_sha256_and_size(accepted):
     assert lines[-2] == f"size      {out.stat().st_size} bytes ({out.stat().st_size / 1e6:.1f} MB)"
     assert lines[-1] == f"sha256    {sha256_file(out)}"
     assert "status    ACCEPTED" in result.stdout
-    leftovers = [p.name for p in out.parent.iterdir()
-                 if p.name not in {"reviews.gguf", "reviews.export.json", "reviews.export.txt"}]
+    leftovers = [
+        p.name
+        for p in out.parent.iterdir()
+        if p.name not in {"reviews.gguf", "reviews.export.json", "reviews.export.txt"}
+    ]
     assert leftovers == []  # no f16 or partial files left behind
 
 
@@ -207,8 +261,17 @@ def test_file_loads_in_llama_cpp_and_carries_rubric_and_provenance(accepted, ggu
     assert reader.get_field(KEY_RUBRIC).contents() == RUBRIC.canonical_json()
     assert int(reader.get_field(KEY_PROMPT_FORMAT).contents()) == prompt.PROMPT_FORMAT
     provenance = json.loads(reader.get_field(KEY_PROVENANCE).contents())
-    for key in ("base", "data_sha256", "split", "settings", "validation_alpha", "date",
-                "tool_version", "merge_check", "prompt_format"):
+    for key in (
+        "base",
+        "data_sha256",
+        "split",
+        "settings",
+        "validation_alpha",
+        "date",
+        "tool_version",
+        "merge_check",
+        "prompt_format",
+    ):
         assert key in provenance
     assert "rubric" not in provenance  # carried once, under its own key
     assert provenance["rubric_sha256"] == RUBRIC.hash
@@ -218,17 +281,29 @@ def test_file_loads_in_llama_cpp_and_carries_rubric_and_provenance(accepted, ggu
 
 def test_annotate_and_inspect_use_the_rubric_in_the_file(accepted, tmp_path):
     out, _ = accepted
-    data = write_csv(tmp_path / "items.csv",
-                     [{"id": f"v{n}", "text": text} for n, (text, _, _) in enumerate(ITEMS)])
-    done = run_cli("annotate", str(data), "--model", str(out), "--project", str(tmp_path / "p.db"),
-                   "--threads", "1")
+    data = write_csv(
+        tmp_path / "items.csv",
+        [{"id": f"v{n}", "text": text} for n, (text, _, _) in enumerate(ITEMS)],
+    )
+    done = run_cli(
+        "annotate",
+        str(data),
+        "--model",
+        str(out),
+        "--project",
+        str(tmp_path / "p.db"),
+        "--threads",
+        "1",
+    )
     assert done.returncode == 0, done.stderr
     assert f"rubric 'reviews' {RUBRIC.hash[:12]}" in done.stderr
     assert f"done {len(ITEMS)} of {len(ITEMS)} items" in done.stderr
     # The labels are the drift check's: same file, same engine, same rubric.
     results = run_cli("results", str(tmp_path / "p.db"), "--out", str(tmp_path / "r.jsonl"))
     assert results.returncode == 0, results.stderr
-    labelled = {r["id"]: r for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())}
+    labelled = {
+        r["id"]: r for r in map(json.loads, (tmp_path / "r.jsonl").read_text().splitlines())
+    }
     report = json.loads(out.with_name("reviews.export.json").read_text())
     for answer in report["drift"]["answers"]:
         assert labelled[answer["id"]]["quality"] == answer["quantized"]["quality"][0]
@@ -242,6 +317,7 @@ def test_annotate_and_inspect_use_the_rubric_in_the_file(accepted, tmp_path):
 
 
 # -- the drift check refuses a file that drifted --------------------------------------------
+
 
 def test_q4_k_m_of_this_model_drifts_and_is_refused(run_dir, tmp_path):
     out = tmp_path / "reviews.gguf"
@@ -289,15 +365,15 @@ def with_metadata(reader, src: Path, dst: Path, changes: dict[str, tuple[int, ob
         if name.startswith("GGUF."):
             continue
         end = field.offset + sum(int(part.nbytes) for part in field.parts)
-        pairs.append((name, raw[field.offset:end]))
+        pairs.append((name, raw[field.offset : end]))
     pairs = [(n, _gguf_kv(n, *changes[n]) if n in changes else b) for n, b in pairs]
     pairs += [(n, _gguf_kv(n, *c)) for n, c in changes.items() if n not in dict(pairs)]
     first, last = reader.tensors[0].field, reader.tensors[-1].field
-    infos = raw[first.offset:last.offset + sum(int(p.nbytes) for p in last.parts)]
+    infos = raw[first.offset : last.offset + sum(int(p.nbytes) for p in last.parts)]
     header = raw[:8] + struct.pack("<QQ", len(reader.tensors), len(pairs))
     body = header + b"".join(b for _, b in pairs) + infos
     body += b"\0" * (-len(body) % reader.alignment)
-    dst.write_bytes(body + raw[reader.data_offset:])
+    dst.write_bytes(body + raw[reader.data_offset :])
     return dst
 
 
@@ -308,11 +384,25 @@ def _rubric_json(**override) -> str:
 
 
 PAYLOADS = {
-    "format string as dimension name": (KEY_RUBRIC, STRING, _rubric_json(dimensions=[
-        {"name": "{0.__class__}", "question": "q", "scale": "nominal", "values": ["a", "b"]}])),
+    "format string as dimension name": (
+        KEY_RUBRIC,
+        STRING,
+        _rubric_json(
+            dimensions=[
+                {"name": "{0.__class__}", "question": "q", "scale": "nominal", "values": ["a", "b"]}
+            ]
+        ),
+    ),
     "template as a key": (KEY_RUBRIC, STRING, _rubric_json(**{"{{ cycler.__init__ }}": "x"})),
-    "template as a value type": (KEY_RUBRIC, STRING, _rubric_json(dimensions=[
-        {"name": "d", "question": "q", "scale": "ordinal", "values": ["{{ 7*7 }}", "{0}"]}])),
+    "template as a value type": (
+        KEY_RUBRIC,
+        STRING,
+        _rubric_json(
+            dimensions=[
+                {"name": "d", "question": "q", "scale": "ordinal", "values": ["{{ 7*7 }}", "{0}"]}
+            ]
+        ),
+    ),
     "huge rubric": (KEY_RUBRIC, STRING, " " * 1_500_000 + _rubric_json()),
     "nested rubric": (KEY_RUBRIC, STRING, "[" * 100_000 + "]" * 100_000),
     "rubric as an integer": (KEY_RUBRIC, UINT32, 7),
@@ -350,8 +440,12 @@ def test_template_text_in_a_rubric_stays_text(accepted, gguf_fields, tmp_path):
     """Braces are ordinary prose in instructions and questions; a rubric carrying them is
     valid, and the text reaches the model verbatim: nothing formats or renders it."""
     payload = "{0.__class__} {{ cycler.__init__.__globals__ }} {% for x in y %}"
-    bad = with_metadata(gguf_fields, accepted[0], tmp_path / "text.gguf",
-                        {KEY_RUBRIC: (STRING, _rubric_json(instructions=payload))})
+    bad = with_metadata(
+        gguf_fields,
+        accepted[0],
+        tmp_path / "text.gguf",
+        {KEY_RUBRIC: (STRING, _rubric_json(instructions=payload))},
+    )
     from annotator.inference.backend import EngineSettings
     from annotator.inference.engine import Engine
     from annotator.modelfile import read_model_info
@@ -371,15 +465,20 @@ def test_rubric_of_the_wrong_gguf_type_is_never_read(accepted, gguf_fields, tmp_
     """llama.cpp does not expose array-typed keys as metadata, so an array where the rubric
     belongs is invisible: the file counts as carrying no rubric, and `annotate` without
     --rubric refuses it in one line instead of reading anything from it."""
-    bad = with_metadata(gguf_fields, accepted[0], tmp_path / "bad.gguf",
-                        {KEY_RUBRIC: (ARRAY, ["{0.__class__}", "{{ cycler.__init__ }}"])})
+    bad = with_metadata(
+        gguf_fields,
+        accepted[0],
+        tmp_path / "bad.gguf",
+        {KEY_RUBRIC: (ARRAY, ["{0.__class__}", "{{ cycler.__init__ }}"])},
+    )
     shown = run_cli("inspect", str(bad))
     assert shown.returncode == 0 and "rubric        none" in shown.stdout
     data = write_csv(tmp_path / "items.csv", [{"id": "1", "text": "hello"}])
     done = run_cli("annotate", str(data), "--model", str(bad), "--project", str(tmp_path / "p.db"))
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"annotator: error: {bad}: the model carries no rubric; pass --rubric RUBRIC.toml"]
+        f"annotator: error: {bad}: the model carries no rubric; pass --rubric RUBRIC.toml"
+    ]
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.001])
@@ -389,10 +488,13 @@ def test_truncated_file_is_refused_by_inspect_and_annotate(keep, accepted, tmp_p
     with out.open("rb") as src:
         cut.write_bytes(src.read(int(out.stat().st_size * keep)))
     data = write_csv(tmp_path / "items.csv", [{"id": "1", "text": "hello"}])
-    for args in (["inspect", str(cut)],
-                 ["annotate", str(data), "--model", str(cut), "--project", str(tmp_path / "p.db")]):
+    for args in (
+        ["inspect", str(cut)],
+        ["annotate", str(data), "--model", str(cut), "--project", str(tmp_path / "p.db")],
+    ):
         done = run_cli(*args)
         assert done.returncode == 1, done.stderr
         lines = done.stderr.strip().splitlines()
-        assert lines == [f"annotator: error: {cut}: damaged or truncated GGUF file "
-                         "(llama.cpp cannot load it)"]
+        assert lines == [
+            f"annotator: error: {cut}: damaged or truncated GGUF file (llama.cpp cannot load it)"
+        ]

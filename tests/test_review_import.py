@@ -16,12 +16,17 @@ from annotator.project.reviews import import_reviews
 from annotator.project.store import Store
 from annotator.rubric import rubric_from_dict
 
-RUBRIC = rubric_from_dict({
-    "name": "imports",
-    "instructions": "Rate the note.",
-    "inputs": [{"column": "text", "label": "NOTE"}],
-    "dimensions": [{"name": "tone", "question": "Tone?", "scale": "ordinal", "values": [1, 2, 3]}],
-}, "test")
+RUBRIC = rubric_from_dict(
+    {
+        "name": "imports",
+        "instructions": "Rate the note.",
+        "inputs": [{"column": "text", "label": "NOTE"}],
+        "dimensions": [
+            {"name": "tone", "question": "Tone?", "scale": "ordinal", "values": [1, 2, 3]}
+        ],
+    },
+    "test",
+)
 
 
 def make_project(path: Path) -> Path:
@@ -39,8 +44,10 @@ def stored_reviews(project: Path) -> list:
 def test_a_number_of_5000_digits_in_a_jsonl_review_file_is_one_problem_line(tmp_path):
     project = make_project(tmp_path / "p.db")
     labels = tmp_path / "labels.jsonl"
-    labels.write_text(json.dumps({"id": "a", "tone": 2}) + "\n"
-                      + '{"id": "b", "tone": ' + "2" * 5000 + "}\n", encoding="utf-8")
+    labels.write_text(
+        json.dumps({"id": "a", "tone": 2}) + "\n" + '{"id": "b", "tone": ' + "2" * 5000 + "}\n",
+        encoding="utf-8",
+    )
     done = run_cli("review", "import", str(project), str(labels), "--reviewer", "ana")
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
@@ -54,8 +61,10 @@ def test_the_same_id_twice_is_refused_naming_the_rows(tmp_path):
     labels.write_text("id,tone\na,1\nb,2\na,3\nc,1\n b ,2\n", encoding="utf-8")
     with Store(project) as store, pytest.raises(AnnotatorError) as err:
         import_reviews(store, labels, "ana")
-    assert str(err.value) == (f"{labels}: the same id on more than one row: 'a' on rows 1 and 3, "
-                              "'b' on rows 2 and 5; nothing imported")
+    assert str(err.value) == (
+        f"{labels}: the same id on more than one row: 'a' on rows 1 and 3, "
+        "'b' on rows 2 and 5; nothing imported"
+    )
     assert stored_reviews(project) == []
     jsonl = tmp_path / "labels.jsonl"
     jsonl.write_text('{"id": "d", "tone": 1}\n{"id": "d", "tone": 1}\n', encoding="utf-8")
@@ -63,7 +72,8 @@ def test_the_same_id_twice_is_refused_naming_the_rows(tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"annotator: error: {jsonl}: the same id on more than one row: 'd' on rows 1 and 2; "
-        "nothing imported"]
+        "nothing imported"
+    ]
 
 
 def test_duplicate_header_columns_are_refused_naming_them(tmp_path):
@@ -73,18 +83,22 @@ def test_duplicate_header_columns_are_refused_naming_them(tmp_path):
     done = run_cli("review", "import", str(project), str(labels), "--reviewer", "ana")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
-        f"annotator: error: {labels}: column 'tone' appears twice in the header (columns 2 and 4)"]
+        f"annotator: error: {labels}: column 'tone' appears twice in the header (columns 2 and 4)"
+    ]
     assert stored_reviews(project) == []
 
 
-@pytest.mark.parametrize("name, why", [
-    ("", "a name is needed"),
-    ("   ", "a name is needed"),
-    ("model", "'model' is reserved for the model"),
-    ("x" * 101, "use a short, printable name"),
-    ("ana\x1b[31m", "use a short, printable name"),
-    ("ana\tb", "use a short, printable name"),
-])
+@pytest.mark.parametrize(
+    "name, why",
+    [
+        ("", "a name is needed"),
+        ("   ", "a name is needed"),
+        ("model", "'model' is reserved for the model"),
+        ("x" * 101, "use a short, printable name"),
+        ("ana\x1b[31m", "use a short, printable name"),
+        ("ana\tb", "use a short, printable name"),
+    ],
+)
 def test_reviewer_names_are_checked_as_the_app_checks_them(tmp_path, name, why):
     project = make_project(tmp_path / "p.db")
     labels = tmp_path / "labels.csv"
@@ -107,8 +121,14 @@ def test_the_app_and_the_command_line_share_one_rule():
 def test_a_reviewer_named_like_markup_is_stored_and_printed_as_text(tmp_path):
     project = make_project(tmp_path / "p.db")
     with Store(project) as store:
-        store.find_or_start_run(model_path="m.gguf", model_sha256="0" * 64, rubric=RUBRIC,
-                                data_path="d.csv", data_sha256="0" * 64, settings={})
+        store.find_or_start_run(
+            model_path="m.gguf",
+            model_sha256="0" * 64,
+            rubric=RUBRIC,
+            data_path="d.csv",
+            data_sha256="0" * 64,
+            settings={},
+        )
         for n, item in enumerate("abcd"):
             store.save_annotation(1, item, {"tone": _label(1 + n % 3)}, 5, 0, 0.01)
     labels = tmp_path / "labels.csv"

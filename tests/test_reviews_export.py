@@ -17,22 +17,33 @@ from annotator.project.reviews import export_reviews
 from annotator.project.store import Store
 from annotator.rubric import rubric_from_dict
 
-RUBRIC = rubric_from_dict({
-    "name": "smoke",
-    "instructions": "Read the review and its title. Label it.",
-    "inputs": [{"column": "title", "label": "TITLE"}, {"column": "text", "label": "REVIEW"}],
-    "dimensions": [
-        {"name": "sentiment", "question": "What is the sentiment?", "scale": "nominal",
-         "values": ["positive", "negative", "mixed"]},
-        {"name": "quality", "question": "How well written is it?", "scale": "ordinal",
-         "values": [1, 2, 3]},
-    ],
-}, "test")
+RUBRIC = rubric_from_dict(
+    {
+        "name": "smoke",
+        "instructions": "Read the review and its title. Label it.",
+        "inputs": [{"column": "title", "label": "TITLE"}, {"column": "text", "label": "REVIEW"}],
+        "dimensions": [
+            {
+                "name": "sentiment",
+                "question": "What is the sentiment?",
+                "scale": "nominal",
+                "values": ["positive", "negative", "mixed"],
+            },
+            {
+                "name": "quality",
+                "question": "How well written is it?",
+                "scale": "ordinal",
+                "values": [1, 2, 3],
+            },
+        ],
+    },
+    "test",
+)
 
 # Texts that a careless writer would mangle: delimiters, quotes, newlines, tabs, non-ASCII,
 # leading and trailing spaces. Each is distinctive so the command's output can be searched.
 TEXTS = {
-    "r1": {"title": "zanzibar, quoted \"vexillum\"", "text": "quibbling\nfrumious borogove, snark"},
+    "r1": {"title": 'zanzibar, quoted "vexillum"', "text": "quibbling\nfrumious borogove, snark"},
     "r2": {"title": "  padded quokka  ", "text": "tab\tjabberwock\tslithy and émigré ünïcode"},
     "r3": {"title": "plain xylophone", "text": "gimble wabe mimsy"},
     "r4": {"title": "never reviewed marmot", "text": "outgrabe bandersnatch"},
@@ -44,16 +55,22 @@ def make_project(path: Path, reviews: dict[tuple[str, str], list[tuple[str, str,
     """reviews: (reviewer, queue) -> [(item id, dimension, value)]."""
     with Store(path) as store:
         store.bind_rubric(RUBRIC)
-        store.add_items([Item(i, n, fields) for n, (i, fields) in enumerate(TEXTS.items(), start=1)])
+        store.add_items(
+            [Item(i, n, fields) for n, (i, fields) in enumerate(TEXTS.items(), start=1)]
+        )
         for (reviewer, queue), rows in reviews.items():
             store.save_reviews(reviewer, queue, rows)
     return path
 
 
 BASIC = {
-    ("ana", "audit"): [("r1", "sentiment", "positive"), ("r1", "quality", 3),
-                       ("r2", "sentiment", "mixed"), ("r2", "quality", 1),
-                       ("r5", "quality", 2)],
+    ("ana", "audit"): [
+        ("r1", "sentiment", "positive"),
+        ("r1", "quality", 3),
+        ("r2", "sentiment", "mixed"),
+        ("r2", "quality", 1),
+        ("r5", "quality", 2),
+    ],
     ("ana", "hard"): [("r3", "sentiment", "negative"), ("r3", "quality", 2)],
 }
 
@@ -63,8 +80,14 @@ def assert_no_text(done) -> None:
     for fields in TEXTS.values():
         for text in fields.values():
             for piece in text.replace(",", " ").replace('"', " ").split():
-                if len(piece) >= 5 and piece not in ("quoted", "padded", "plain", "never", "reviewed",
-                                                     "partly"):
+                if len(piece) >= 5 and piece not in (
+                    "quoted",
+                    "padded",
+                    "plain",
+                    "never",
+                    "reviewed",
+                    "partly",
+                ):
                     assert piece not in shown, f"item text {piece!r} reached the terminal"
 
 
@@ -93,9 +116,11 @@ def test_round_trip_through_the_training_reader(tmp_path, suffix):
     }
     # r5 is written (it has a label) but training skips it for its blank sentiment; r4 (no
     # review) is not written at all.
-    assert [(s.id, s.reason) for _, s in data.skipped] == [("r5", "empty text in column 'sentiment'")
-                                                          if suffix != ".jsonl" else
-                                                          ("r5", "column 'sentiment' is not text")]
+    assert [(s.id, s.reason) for _, s in data.skipped] == [
+        ("r5", "empty text in column 'sentiment'")
+        if suffix != ".jsonl"
+        else ("r5", "column 'sentiment' is not text")
+    ]
 
 
 def test_written_rows_columns_and_blanks(tmp_path):
@@ -119,10 +144,18 @@ def test_written_rows_columns_and_blanks(tmp_path):
 
 def test_reviewers_who_disagree_leave_the_cell_blank(tmp_path):
     reviews = {
-        ("ana", "audit"): [("r1", "sentiment", "positive"), ("r1", "quality", 3),
-                           ("r2", "sentiment", "mixed"), ("r2", "quality", 1)],
-        ("ben", "import"): [("r1", "sentiment", "positive"), ("r1", "quality", 2),  # quality differs
-                            ("r2", "sentiment", "negative"), ("r2", "quality", 3)],  # both differ
+        ("ana", "audit"): [
+            ("r1", "sentiment", "positive"),
+            ("r1", "quality", 3),
+            ("r2", "sentiment", "mixed"),
+            ("r2", "quality", 1),
+        ],
+        ("ben", "import"): [
+            ("r1", "sentiment", "positive"),
+            ("r1", "quality", 2),  # quality differs
+            ("r2", "sentiment", "negative"),
+            ("r2", "quality", 3),
+        ],  # both differ
         ("cy", "audit"): [("r1", "sentiment", "positive")],  # a third, agreeing
     }
     project = make_project(tmp_path / "p.db", reviews)
@@ -141,11 +174,14 @@ def test_reviewers_who_disagree_leave_the_cell_blank(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "wrote 2 items (4 labels)" in done.stderr and "0 conflicting" in done.stderr
     rows = [json.loads(line) for line in ben.read_text(encoding="utf-8").splitlines()]
-    assert [(r["id"], r["sentiment"], r["quality"]) for r in rows] == [("r1", "positive", 2),
-                                                                       ("r2", "negative", 3)]
+    assert [(r["id"], r["sentiment"], r["quality"]) for r in rows] == [
+        ("r1", "positive", 2),
+        ("r2", "negative", 3),
+    ]
 
-    missing = run_cli("review", "export", str(project), "--out", str(tmp_path / "z.csv"),
-                      "--reviewer", "zed")
+    missing = run_cli(
+        "review", "export", str(project), "--out", str(tmp_path / "z.csv"), "--reviewer", "zed"
+    )
     assert missing.returncode == 1
     assert missing.stderr.strip().count("\n") == 0
     assert "no reviews by 'zed'" in missing.stderr and "ana, ben, cy" in missing.stderr
@@ -161,12 +197,19 @@ def test_queue_filter(tmp_path):
             export_reviews(store, tmp_path / "import.csv", queue="import")
     assert (hard.items, hard.labels) == (1, 2)
     assert (audit.items, audit.labels) == (3, 5)
-    assert [line.split(",")[0] for line in (tmp_path / "hard.csv").read_text().splitlines()] == ["id", "r3"]
+    assert [line.split(",")[0] for line in (tmp_path / "hard.csv").read_text().splitlines()] == [
+        "id",
+        "r3",
+    ]
     assert not (tmp_path / "import.csv").exists()
 
-    done = run_cli("reviews", "export", str(project), "--out", str(tmp_path / "h.tsv"), "--queue", "hard")
+    done = run_cli(
+        "reviews", "export", str(project), "--out", str(tmp_path / "h.tsv"), "--queue", "hard"
+    )
     assert done.returncode == 0 and "wrote 1 items (2 labels)" in done.stderr
-    bad = run_cli("reviews", "export", str(project), "--out", str(tmp_path / "x.tsv"), "--queue", "nope")
+    bad = run_cli(
+        "reviews", "export", str(project), "--out", str(tmp_path / "x.tsv"), "--queue", "nope"
+    )
     assert bad.returncode != 0 and not (tmp_path / "x.tsv").exists()
 
 
@@ -176,19 +219,26 @@ def test_refuses_to_overwrite_without_force(tmp_path):
     out.write_text("precious\n")
     done = run_cli("reviews", "export", str(project), "--out", str(out))
     assert done.returncode == 1
-    assert done.stderr.strip() == f"annotator: error: {out}: already exists (use --force to replace it)"
+    assert (
+        done.stderr.strip()
+        == f"annotator: error: {out}: already exists (use --force to replace it)"
+    )
     assert out.read_text() == "precious\n"
 
     done = run_cli("reviews", "export", str(project), "--out", str(out), "--force")
     assert done.returncode == 0, done.stderr
     assert out.read_text(encoding="utf-8").startswith("id,title,text,sentiment,quality\n")
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".labeled.csv")] == []  # no temp left
+    assert [
+        p.name for p in tmp_path.iterdir() if p.name.startswith(".labeled.csv")
+    ] == []  # no temp left
 
 
 def test_bad_output_paths_are_one_line_errors(tmp_path):
     project = make_project(tmp_path / "p.db", BASIC)
-    for out, message in [(tmp_path / "labels.txt", "unknown data format"),
-                         (tmp_path / "no" / "such" / "dir.csv", "cannot write")]:
+    for out, message in [
+        (tmp_path / "labels.txt", "unknown data format"),
+        (tmp_path / "no" / "such" / "dir.csv", "cannot write"),
+    ]:
         done = run_cli("reviews", "export", str(project), "--out", str(out))
         assert done.returncode == 1
         line = done.stderr.strip()
@@ -209,5 +259,8 @@ def test_project_without_reviews_or_rubric(tmp_path):
     Store(empty).close()
     done = run_cli("reviews", "export", str(empty), "--out", str(out))
     assert done.returncode == 1
-    assert done.stderr.strip() == f"annotator: error: {empty}: project has no rubric yet (annotate first)"
+    assert (
+        done.stderr.strip()
+        == f"annotator: error: {empty}: project has no rubric yet (annotate first)"
+    )
     assert not out.exists()

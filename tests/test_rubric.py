@@ -3,7 +3,7 @@ import pytest
 from annotator.errors import AnnotatorError
 from annotator.rubric import load_rubric, rubric_from_dict, rubric_from_json
 
-ISSUE_EXAMPLE = '''
+ISSUE_EXAMPLE = """
 name = "newsroom"
 instructions = "You will read a news article and a summary of it. Rate the summary."
 [[inputs]]
@@ -18,7 +18,7 @@ question = "How well does the summary capture the key points of the article?"
 scale = "ordinal"
 values = [1, 2, 3, 4, 5]
 anchors = { 1 = "misses the key points", 5 = "captures all key points" }
-'''
+"""
 
 
 def test_issue_example_is_accepted(tmp_path):
@@ -36,12 +36,19 @@ def test_hash_is_stable_across_formatting_and_changes_with_content(tmp_path):
     a.write_text(ISSUE_EXAMPLE)
     b = tmp_path / "b.toml"
     # Same rubric, other key order, spacing and anchor order.
-    b.write_text(ISSUE_EXAMPLE.replace(
-        'anchors = { 1 = "misses the key points", 5 = "captures all key points" }',
-        'anchors = {5 = "captures all key points",   1 = "misses the key points"}'))
+    b.write_text(
+        ISSUE_EXAMPLE.replace(
+            'anchors = { 1 = "misses the key points", 5 = "captures all key points" }',
+            'anchors = {5 = "captures all key points",   1 = "misses the key points"}',
+        )
+    )
     assert load_rubric(a).hash == load_rubric(b).hash
     c = tmp_path / "c.toml"
-    c.write_text(ISSUE_EXAMPLE.replace("[1, 2, 3, 4, 5]", "[1, 2, 3, 4]").replace(', 5 = "captures all key points"', ""))
+    c.write_text(
+        ISSUE_EXAMPLE.replace("[1, 2, 3, 4, 5]", "[1, 2, 3, 4]").replace(
+            ', 5 = "captures all key points"', ""
+        )
+    )
     assert load_rubric(c).hash != load_rubric(a).hash
     # The canonical form round-trips.
     rubric = load_rubric(a)
@@ -59,10 +66,22 @@ def test_classification_is_one_nominal_dimension(goemotions_rubric):
         (lambda d: d.pop("instructions"), "instructions: missing"),
         (lambda d: d.update(colour="red"), "colour: unknown key"),
         (lambda d: d["dimensions"][0].update(scale="ratio"), "dimensions[0].scale: must be one of"),
-        (lambda d: d["dimensions"][0].update(values=[1, "two"]), "dimensions[0].values: ordinal values must be integers"),
-        (lambda d: d["dimensions"][0].update(values=[1, 1, 2]), "dimensions[0].values: values must be unique"),
-        (lambda d: d["dimensions"][0].update(anchors={"9": "x"}), "dimensions[0].anchors.9: is not one of"),
-        (lambda d: d["dimensions"][0].update(name="bad name!"), "dimensions[0].name: must start with a letter"),
+        (
+            lambda d: d["dimensions"][0].update(values=[1, "two"]),
+            "dimensions[0].values: ordinal values must be integers",
+        ),
+        (
+            lambda d: d["dimensions"][0].update(values=[1, 1, 2]),
+            "dimensions[0].values: values must be unique",
+        ),
+        (
+            lambda d: d["dimensions"][0].update(anchors={"9": "x"}),
+            "dimensions[0].anchors.9: is not one of",
+        ),
+        (
+            lambda d: d["dimensions"][0].update(name="bad name!"),
+            "dimensions[0].name: must start with a letter",
+        ),
         (lambda d: d["inputs"].append({"column": "summary"}), "inputs[2].column: duplicate column"),
         (lambda d: d.update(inputs=[]), "inputs: must be a non-empty list"),
         (lambda d: d["dimensions"][0].update(question=7), "dimensions[0].question: must be text"),
@@ -123,11 +142,16 @@ def test_numbers_of_any_size_give_one_line_naming_the_source(tmp_path):
     import tomllib
 
     data = tomllib.loads(ISSUE_EXAMPLE)
-    text = rubric_from_dict(data, "r").canonical_json().replace("[1,2,3,4,5]", "[1,2,3,4," + "5" * 5000 + "]")
+    text = (
+        rubric_from_dict(data, "r")
+        .canonical_json()
+        .replace("[1,2,3,4,5]", "[1,2,3,4," + "5" * 5000 + "]")
+    )
     with pytest.raises(AnnotatorError) as err:
         rubric_from_json(text, "m.gguf [annotator.rubric]")
-    assert str(err.value) == ("m.gguf [annotator.rubric]: rubric: holds a number of 5000 digits "
-                              "(at most 4300 are read)")
+    assert str(err.value) == (
+        "m.gguf [annotator.rubric]: rubric: holds a number of 5000 digits (at most 4300 are read)"
+    )
     path = tmp_path / "r.toml"
     path.write_text(ISSUE_EXAMPLE.replace("[1, 2, 3, 4, 5]", "[1, 2, 3, 4, " + "5" * 5000 + "]"))
     with pytest.raises(AnnotatorError) as err:
@@ -135,22 +159,41 @@ def test_numbers_of_any_size_give_one_line_naming_the_source(tmp_path):
     assert str(err.value) == f"{path}: invalid TOML (holds a number of more than 4300 digits)"
 
 
-@pytest.mark.parametrize("names, values, expected", [
-    (["truncated"], [1, 2], "dimensions[0].name: 'truncated' is a column of `results`; "
-                            "rename the dimension"),
-    (["x", "x_p"], [1, 2], "dimensions[1].name: 'x_p' and dimension 'x' would both write "
-                           "results column 'x_p'; rename one"),
-    (["x_margin", "x"], [1, 2], "dimensions[1].name: 'x' and dimension 'x_margin' would both "
-                                "write results column 'x_margin'; rename one"),
-    (["x", "x_p_2"], [1, 2], "dimensions[1].name: 'x_p_2' and dimension 'x' would both write "
-                             "results column 'x_p_2'; rename one"),
-])
+@pytest.mark.parametrize(
+    "names, values, expected",
+    [
+        (
+            ["truncated"],
+            [1, 2],
+            "dimensions[0].name: 'truncated' is a column of `results`; rename the dimension",
+        ),
+        (
+            ["x", "x_p"],
+            [1, 2],
+            "dimensions[1].name: 'x_p' and dimension 'x' would both write "
+            "results column 'x_p'; rename one",
+        ),
+        (
+            ["x_margin", "x"],
+            [1, 2],
+            "dimensions[1].name: 'x' and dimension 'x_margin' would both "
+            "write results column 'x_margin'; rename one",
+        ),
+        (
+            ["x", "x_p_2"],
+            [1, 2],
+            "dimensions[1].name: 'x_p_2' and dimension 'x' would both write "
+            "results column 'x_p_2'; rename one",
+        ),
+    ],
+)
 def test_dimension_names_that_would_overwrite_results_columns_are_refused(names, values, expected):
     import tomllib
 
     data = tomllib.loads(ISSUE_EXAMPLE)
-    data["dimensions"] = [{**data["dimensions"][0], "name": n, "values": values, "anchors": {}}
-                          for n in names]
+    data["dimensions"] = [
+        {**data["dimensions"][0], "name": n, "values": values, "anchors": {}} for n in names
+    ]
     with pytest.raises(AnnotatorError) as err:
         rubric_from_dict(data, source="rubric.toml")
     assert str(err.value) == f"rubric.toml: invalid rubric: {expected}"
@@ -159,11 +202,16 @@ def test_dimension_names_that_would_overwrite_results_columns_are_refused(names,
 def test_results_columns_are_unique_for_any_accepted_rubric():
     from annotator.project.results import columns
 
-    data = {"name": "n", "instructions": "i", "inputs": [{"column": "text"}], "dimensions": [
-        {"name": "x", "question": "q", "scale": "nominal", "values": ["a", "p", "margin"]},
-        {"name": "xp", "question": "q", "scale": "ordinal", "values": [1, 2]},
-        {"name": "x_pa", "question": "q", "scale": "ordinal", "values": [1, 2]},
-    ]}
+    data = {
+        "name": "n",
+        "instructions": "i",
+        "inputs": [{"column": "text"}],
+        "dimensions": [
+            {"name": "x", "question": "q", "scale": "nominal", "values": ["a", "p", "margin"]},
+            {"name": "xp", "question": "q", "scale": "ordinal", "values": [1, 2]},
+            {"name": "x_pa", "question": "q", "scale": "ordinal", "values": [1, 2]},
+        ],
+    }
     rubric = rubric_from_dict(data, "r")
     for with_probs in (False, True):
         cols = columns(rubric, with_probs)

@@ -40,8 +40,19 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, default_
     rows = goemotions(160)
     data = write_csv(tmp_path / "items.csv", rows, ["id", "text"])
     project = tmp_path / "p.db"
-    cmd = [sys.executable, "-m", "annotator", "annotate", str(data), "--project", str(project),
-           "--rubric", str(SAMPLES / "goemotions" / "rubric.toml"), "--model", str(default_model)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "annotator",
+        "annotate",
+        str(data),
+        "--project",
+        str(project),
+        "--rubric",
+        str(SAMPLES / "goemotions" / "rubric.toml"),
+        "--model",
+        str(default_model),
+    ]
     rng = random.Random(3)
     counts = [0]
     for _ in range(4):
@@ -58,7 +69,9 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, default_
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         counts.append(annotation_count(project))
     assert counts == sorted(counts) and 0 < counts[-1] < len(rows), counts
-    finished = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    finished = subprocess.run(
+        cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert finished.returncode == 0, finished.stderr
     with sqlite3.connect(project) as db:
         ids = [r[0] for r in db.execute("SELECT item_id FROM annotations")]

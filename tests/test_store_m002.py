@@ -24,11 +24,22 @@ from annotator.project.reviews import agreement_report, export_reviews
 from annotator.project.store import Label, Store
 from annotator.rubric import rubric_from_dict
 
-RUBRIC = rubric_from_dict({
-    "name": "m002", "instructions": "Label the text.", "inputs": [{"column": "text"}],
-    "dimensions": [{"name": "sentiment", "question": "Which?", "scale": "nominal",
-                    "values": ["positive", "negative", "mixed"]}],
-}, "test")
+RUBRIC = rubric_from_dict(
+    {
+        "name": "m002",
+        "instructions": "Label the text.",
+        "inputs": [{"column": "text"}],
+        "dimensions": [
+            {
+                "name": "sentiment",
+                "question": "Which?",
+                "scale": "nominal",
+                "values": ["positive", "negative", "mixed"],
+            }
+        ],
+    },
+    "test",
+)
 MODEL = ["positive", "negative", "mixed", "positive", "negative", "mixed"]  # items i0..i5
 
 # What an m001 project holds: (item id, dimension, reviewer, value JSON, queue, created_at).
@@ -50,8 +61,10 @@ def m001_project(path) -> None:
     m001_initial(db)
     db.execute("INSERT INTO _migrations VALUES ('m001_initial', 999.0)")
     db.execute("INSERT INTO project VALUES ('rubric', ?)", (RUBRIC.canonical_json(),))
-    db.executemany("INSERT INTO items VALUES (?, ?, ?)",
-                   [(f"i{n}", n, json.dumps({"text": f"text {n}"})) for n in range(len(MODEL))])
+    db.executemany(
+        "INSERT INTO items VALUES (?, ?, ?)",
+        [(f"i{n}", n, json.dumps({"text": f"text {n}"})) for n in range(len(MODEL))],
+    )
     db.executemany("INSERT INTO reviews VALUES (?, ?, ?, ?, ?, ?)", OLD_REVIEWS)
     db.execute("COMMIT")
     db.close()
@@ -64,8 +77,10 @@ def reviews_key(db: sqlite3.Connection) -> list[str]:
 
 
 def raw_reviews(db: sqlite3.Connection) -> list[tuple]:
-    return db.execute("SELECT item_id, dimension, reviewer, value, queue, created_at FROM reviews"
-                      " ORDER BY item_id, reviewer").fetchall()
+    return db.execute(
+        "SELECT item_id, dimension, reviewer, value, queue, created_at FROM reviews"
+        " ORDER BY item_id, reviewer"
+    ).fetchall()
 
 
 def applied(db: sqlite3.Connection) -> list[str]:
@@ -88,7 +103,9 @@ def test_an_m001_project_migrates_with_every_review_kept(tmp_path):
         assert [r[:5] for r in store.timed_reviews()] == store.reviews()
         assert store.reviews("hard") == [("i1", "sentiment", "alice", "negative", "hard")]
         # Only the reviews table was rebuilt: no copy left behind.
-        tables = {r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        tables = {
+            r[0] for r in store.db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
         assert "reviews_m002" not in tables
     with Store(path) as store:  # opening again applies nothing again
         assert raw_reviews(store.db) == OLD_REVIEWS
@@ -106,7 +123,9 @@ def test_a_failed_migration_leaves_the_old_table_intact(tmp_path, monkeypatch):
         real(db)
         raise RuntimeError("power cut")
 
-    monkeypatch.setattr(migrations_module, "MIGRATIONS", [m001_initial, m002_reviews_keyed_by_queue])
+    monkeypatch.setattr(
+        migrations_module, "MIGRATIONS", [m001_initial, m002_reviews_keyed_by_queue]
+    )
     with pytest.raises(RuntimeError, match="power cut"):
         Store(path)
     with sqlite3.connect(path) as db:
@@ -139,8 +158,11 @@ store.Store(sys.argv[1])
 def test_sigkill_mid_migration_leaves_the_old_table_intact(tmp_path):
     path, marker = tmp_path / "old.db", tmp_path / "rebuilt"
     m001_project(path)
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(KILLED_MID_MIGRATION),
-                              str(path), str(marker)], cwd=ROOT, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED_MID_MIGRATION), str(path), str(marker)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while not marker.exists():
@@ -163,8 +185,14 @@ def project(path) -> Store:
     store = Store(path)
     store.bind_rubric(RUBRIC)
     store.add_items([Item(f"i{n}", n, {"text": f"text {n}"}) for n in range(len(MODEL))])
-    run_id, _ = store.find_or_start_run(model_path="m.gguf", model_sha256="0" * 64, rubric=RUBRIC,
-                                        data_path="d.csv", data_sha256="0", settings={})
+    run_id, _ = store.find_or_start_run(
+        model_path="m.gguf",
+        model_sha256="0" * 64,
+        rubric=RUBRIC,
+        data_path="d.csv",
+        data_sha256="0",
+        settings={},
+    )
     for n, value in enumerate(MODEL):
         store.save_annotation(run_id, f"i{n}", {"sentiment": Label(value, 0.9, 0.5)}, 10, 0, 0.1)
     return store
@@ -174,13 +202,17 @@ def test_one_reviewer_holds_a_hard_and_an_audit_review_of_one_item(tmp_path):
     with project(tmp_path / "p.db") as store:
         assert store.save_reviews("alice", "hard", [("i3", "sentiment", "negative")]) == 1
         assert store.save_reviews("alice", "audit", [("i3", "sentiment", "positive")]) == 1
-        assert store.reviews() == [("i3", "sentiment", "alice", "positive", "audit"),
-                                   ("i3", "sentiment", "alice", "negative", "hard")]
+        assert store.reviews() == [
+            ("i3", "sentiment", "alice", "positive", "audit"),
+            ("i3", "sentiment", "alice", "negative", "hard"),
+        ]
         hard_saved = store.timed_reviews("hard")[0][5]
         # A re-review in the same queue replaces that queue's review only.
         store.save_reviews("alice", "audit", [("i3", "sentiment", "mixed")])
-        assert store.reviews() == [("i3", "sentiment", "alice", "mixed", "audit"),
-                                   ("i3", "sentiment", "alice", "negative", "hard")]
+        assert store.reviews() == [
+            ("i3", "sentiment", "alice", "mixed", "audit"),
+            ("i3", "sentiment", "alice", "negative", "hard"),
+        ]
         assert store.timed_reviews("hard")[0][5] == hard_saved
         assert store.reviewers() == ["alice"]
 
@@ -192,10 +224,12 @@ def test_alpha_ignores_hard_reviews_and_counts_each_item_once(tmp_path):
         # alice agrees with the model on i0..i3 in the audit sample and on i4 by import; she
         # disagrees on i3 in the hard queue and on i0 in an import, and neither may count.
         store.save_reviews("alice", "audit", [(f"i{n}", "sentiment", MODEL[n]) for n in range(4)])
-        store.save_reviews("alice", "hard", [("i3", "sentiment", "negative"),
-                                             ("i5", "sentiment", "positive")])
-        store.save_reviews("alice", "import", [("i0", "sentiment", "negative"),
-                                               ("i4", "sentiment", MODEL[4])])
+        store.save_reviews(
+            "alice", "hard", [("i3", "sentiment", "negative"), ("i5", "sentiment", "positive")]
+        )
+        store.save_reviews(
+            "alice", "import", [("i0", "sentiment", "negative"), ("i4", "sentiment", MODEL[4])]
+        )
         report = agreement_report(store, bootstrap=0)
         model_vs_alice = report["dimensions"][0]["comparisons"][0]
         assert model_vs_alice["coders"] == ["model", "alice"]
@@ -211,10 +245,12 @@ def test_alpha_ignores_hard_reviews_and_counts_each_item_once(tmp_path):
 
 def test_export_takes_each_reviewers_latest_review_across_queues(tmp_path):
     with project(tmp_path / "p.db") as store:
-        store.save_reviews("alice", "hard", [("i1", "sentiment", "negative"),
-                                             ("i2", "sentiment", "positive")])
-        store.save_reviews("alice", "audit", [("i1", "sentiment", "mixed"),
-                                              ("i2", "sentiment", "mixed")])
+        store.save_reviews(
+            "alice", "hard", [("i1", "sentiment", "negative"), ("i2", "sentiment", "positive")]
+        )
+        store.save_reviews(
+            "alice", "audit", [("i1", "sentiment", "mixed"), ("i2", "sentiment", "mixed")]
+        )
         store.save_reviews("alice", "import", [("i2", "sentiment", "negative")])
         times = {"hard": 100.0, "audit": 200.0, "import": 300.0}
         for queue, saved in times.items():

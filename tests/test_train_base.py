@@ -43,8 +43,11 @@ def test_bad_bases_are_refused_with_one_line(tmp_path):
 
     (tmp_path / "empty").mkdir()
     (tmp_path / "x.gguf").write_bytes(b"not a gguf")
-    for path, words in ((tmp_path / "missing", "not found"), (tmp_path / "empty", "config.json"),
-                        (tmp_path / "x.gguf", "not a GGUF")):
+    for path, words in (
+        (tmp_path / "missing", "not found"),
+        (tmp_path / "empty", "config.json"),
+        (tmp_path / "x.gguf", "not a GGUF"),
+    ):
         with pytest.raises(AnnotatorError, match=words):
             check_base(path)
 
@@ -56,7 +59,12 @@ def test_without_cuda_training_falls_back_to_fp32_lora_and_says_so(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     hw = resolve_hardware(HardwareArgs())
-    assert (hw.device, hw.quantize, hw.dtype, hw.optimizer) == ("cpu", "none", torch.float32, "adamw")
+    assert (hw.device, hw.quantize, hw.dtype, hw.optimizer) == (
+        "cpu",
+        "none",
+        torch.float32,
+        "adamw",
+    )
     assert any("plain LoRA in fp32" in note for note in hw.notes)
     with pytest.raises(AnnotatorError, match="no CUDA device"):
         resolve_hardware(HardwareArgs(device="cuda"))
@@ -70,11 +78,18 @@ def test_with_cuda_the_defaults_are_the_qlora_recipe(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     hw = resolve_hardware(HardwareArgs())
     assert (hw.device, hw.quantize, hw.dtype, hw.optimizer, hw.gradient_checkpointing) == (
-        "cuda", "nf4", torch.bfloat16, "adamw8bit", True)
+        "cuda",
+        "nf4",
+        torch.bfloat16,
+        "adamw8bit",
+        True,
+    )
     assert not hw.notes
 
 
-def test_torch_scoring_gives_the_engines_answers_on_the_real_model(default_model, goemotions_rubric):
+def test_torch_scoring_gives_the_engines_answers_on_the_real_model(
+    default_model, goemotions_rubric
+):
     """train.scoring (HF weights dequantized from the GGUF) decides like annotator.inference.engine
     (llama.cpp on the GGUF): same values; probabilities close (llama.cpp quantizes
     activations for its Q4_K matmuls, so they are not bit-identical)."""
@@ -87,8 +102,9 @@ def test_torch_scoring_gives_the_engines_answers_on_the_real_model(default_model
     _, items, _ = read_items(SAMPLES / "goemotions" / "items.csv", ["text"])
     items = items[:12]
     model = AutoModelForCausalLM.from_pretrained(gemma_dir(), dtype=torch.float32)
-    ours = score_items(model, gemma_tokenizer(), goemotions_rubric, [i.fields for i in items],
-                       max_tokens=1024)
+    ours = score_items(
+        model, gemma_tokenizer(), goemotions_rubric, [i.fields for i in items], max_tokens=1024
+    )
     engine = Engine(default_model, goemotions_rubric, EngineSettings(n_ctx=1024))
     try:
         theirs = [engine.annotate(i.fields).decisions["emotion"] for i in items]
@@ -100,10 +116,18 @@ def test_torch_scoring_gives_the_engines_answers_on_the_real_model(default_model
             assert value == ref.value
         if value == ref.value:
             assert abs(prob - ref.prob) < 0.1
-    assert sum(m["emotion"][0] == r.value for m, r in zip(ours, theirs, strict=True)) >= len(items) - 1
+    assert (
+        sum(m["emotion"][0] == r.value for m, r in zip(ours, theirs, strict=True)) >= len(items) - 1
+    )
     # Prefix reuse (one KV cache for the rubric) changes nothing but speed.
-    whole = score_items(model, gemma_tokenizer(), goemotions_rubric, [i.fields for i in items[:4]],
-                        max_tokens=1024, reuse_prefix=False)
+    whole = score_items(
+        model,
+        gemma_tokenizer(),
+        goemotions_rubric,
+        [i.fields for i in items[:4]],
+        max_tokens=1024,
+        reuse_prefix=False,
+    )
     for a, b in zip(ours[:4], whole, strict=True):
         assert a["emotion"][0] == b["emotion"][0]
         assert abs(a["emotion"][1] - b["emotion"][1]) < 1e-4

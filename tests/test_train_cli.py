@@ -24,8 +24,24 @@ from annotator.train.data import Encoder, LabeledItem
 
 # A learning rate far above the recipe's, so three steps move the adapter enough that
 # "merged equals adapter" is not trivially true of an adapter that is still zero.
-FAST = ["--batch-size", "4", "--micro-batch-size", "2", "--max-steps", "3", "--eval-every", "2",
-        "--lr", "0.02", "--warmup", "0", "--lora-r", "4", "--lora-alpha", "8"]
+FAST = [
+    "--batch-size",
+    "4",
+    "--micro-batch-size",
+    "2",
+    "--max-steps",
+    "3",
+    "--eval-every",
+    "2",
+    "--lr",
+    "0.02",
+    "--warmup",
+    "0",
+    "--lora-r",
+    "4",
+    "--lora-alpha",
+    "8",
+]
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +57,39 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(workdir):
     """One real run through `python -m annotator train`, network switched off."""
-    done = run_cli("train", "--base", str(tiny_dir()), "--data", str(workdir / "a.csv"),
-                   "--data", str(workdir / "b.csv"), "--rubric", str(workdir / "rubric.toml"),
-                   "--out", str(workdir / "run"), *FAST,
-                   env={"PYTHONPATH": str(workdir / "offline_site"), "HF_HUB_OFFLINE": "1"})
+    done = run_cli(
+        "train",
+        "--base",
+        str(tiny_dir()),
+        "--data",
+        str(workdir / "a.csv"),
+        "--data",
+        str(workdir / "b.csv"),
+        "--rubric",
+        str(workdir / "rubric.toml"),
+        "--out",
+        str(workdir / "run"),
+        *FAST,
+        env={"PYTHONPATH": str(workdir / "offline_site"), "HF_HUB_OFFLINE": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return workdir / "run", done
 
 
 def test_run_writes_the_run_directory(run):
     run_dir, done = run
-    for name in ("train.log", "split.json", "validation.jsonl", "metrics.jsonl",
-                 "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-                 "merged/config.json", "merged/model.safetensors", "merged/tokenizer.json",
-                 "merged/annotator_provenance.json"):
+    for name in (
+        "train.log",
+        "split.json",
+        "validation.jsonl",
+        "metrics.jsonl",
+        "adapter/adapter_config.json",
+        "adapter/adapter_model.safetensors",
+        "merged/config.json",
+        "merged/model.safetensors",
+        "merged/tokenizer.json",
+        "merged/annotator_provenance.json",
+    ):
         assert (run_dir / name).is_file(), name
     assert "plain LoRA in fp32" in done.stderr  # the CPU fallback is announced
     assert "validation alpha before" in done.stdout and "merged model" in done.stdout
@@ -68,8 +103,9 @@ def test_provenance_records_what_made_the_model(run, workdir):
     rubric = load_rubric(workdir / "rubric.toml")
     assert prov["rubric"] == rubric.canonical_json()
     assert prov["prompt_format"] == prompt.PROMPT_FORMAT
-    assert prov["data_sha256"] == [hashlib.sha256((workdir / n).read_bytes()).hexdigest()
-                                   for n in ("a.csv", "b.csv")]
+    assert prov["data_sha256"] == [
+        hashlib.sha256((workdir / n).read_bytes()).hexdigest() for n in ("a.csv", "b.csv")
+    ]
     assert prov["base"] == str(tiny_dir().resolve()) and prov["base_detail"]["kind"] == "hf"
     assert set(prov["validation_alpha"]) == {"sentiment", "quality"}
     split = prov["split"]
@@ -116,8 +152,13 @@ def test_merged_model_reproduces_the_adapter_models_logits(run, workdir):
     rows = [json.loads(line) for line in (run_dir / "validation.jsonl").read_text().splitlines()]
     with torch.no_grad():
         for row in rows:
-            item = LabeledItem(row["id"], "v", 1, {"title": row["title"], "text": row["text"]},
-                               {"sentiment": row["sentiment"], "quality": row["quality"]})
+            item = LabeledItem(
+                row["id"],
+                "v",
+                1,
+                {"title": row["title"], "text": row["text"]},
+                {"sentiment": row["sentiment"], "quality": row["quality"]},
+            )
             ids = torch.tensor([encoder.example(item).ids])
             a, m = adapter(input_ids=ids).logits, merged(input_ids=ids).logits
             assert torch.allclose(a, m, atol=1e-4, rtol=1e-4), (a - m).abs().max()
@@ -130,9 +171,22 @@ def test_a_second_run_never_overwrites_the_first(run, workdir):
 
     run_dir, _ = run
     before = (run_dir / "merged" / "annotator_provenance.json").read_bytes()
-    main(["--base", str(tiny_dir()), "--data", str(workdir / "a.csv"), "--rubric",
-          str(workdir / "rubric.toml"), "--out", str(run_dir), "--no-eval-before", *FAST,
-          "--max-steps", "1"])
+    main(
+        [
+            "--base",
+            str(tiny_dir()),
+            "--data",
+            str(workdir / "a.csv"),
+            "--rubric",
+            str(workdir / "rubric.toml"),
+            "--out",
+            str(run_dir),
+            "--no-eval-before",
+            *FAST,
+            "--max-steps",
+            "1",
+        ]
+    )
     assert (run_dir.parent / "run-2" / "merged" / "annotator_provenance.json").is_file()
     assert (run_dir / "merged" / "annotator_provenance.json").read_bytes() == before
     assert "run-2" in (run_dir.parent / "run-2" / "train.log").read_text()
@@ -145,8 +199,18 @@ def test_a_mistake_in_the_inputs_leaves_no_run_directory(workdir):
     rows = [{k: v for k, v in r.items() if k != "quality"} for r in smoke_rows(4)]
     unlabelled = write_labeled(workdir / "unlabelled.csv", rows)
     with pytest.raises(AnnotatorError, match="missing column"):
-        main(["--base", str(tiny_dir()), "--data", str(unlabelled),
-              "--rubric", str(workdir / "rubric.toml"), "--out", str(workdir / "never")])
+        main(
+            [
+                "--base",
+                str(tiny_dir()),
+                "--data",
+                str(unlabelled),
+                "--rubric",
+                str(workdir / "rubric.toml"),
+                "--out",
+                str(workdir / "never"),
+            ]
+        )
     assert not (workdir / "never").exists()
 
 
@@ -156,9 +220,24 @@ def test_the_qlora_path_runs_and_merges_into_the_dequantized_base(workdir):
     the 4-bit kernels (they do not compute exactly as fp32 matmuls on dequantized weights)."""
     from annotator.train.cli import main
 
-    main(["--base", str(tiny_dir()), "--data", str(workdir / "a.csv"), "--rubric",
-          str(workdir / "rubric.toml"), "--out", str(workdir / "qlora"), "--quantize", "nf4",
-          "--optimizer", "adamw8bit", "--no-eval-before", *FAST])
+    main(
+        [
+            "--base",
+            str(tiny_dir()),
+            "--data",
+            str(workdir / "a.csv"),
+            "--rubric",
+            str(workdir / "rubric.toml"),
+            "--out",
+            str(workdir / "qlora"),
+            "--quantize",
+            "nf4",
+            "--optimizer",
+            "adamw8bit",
+            "--no-eval-before",
+            *FAST,
+        ]
+    )
     prov = json.loads((workdir / "qlora" / "merged" / "annotator_provenance.json").read_text())
     resolved = prov["settings"]["hardware"]["resolved"]
     assert resolved["quantize"] == "nf4" and resolved["optimizer"] == "adamw8bit"
@@ -173,15 +252,35 @@ def test_the_trained_run_goes_through_export(run, workdir):
     """Train's real output, exported: the GGUF carries the rubric and annotates without one."""
     run_dir, _ = run
     out = workdir / "tiny.gguf"
-    done = run_cli("export", str(run_dir / "merged"), "--out", str(out), "--quant", "q8_0",
-                   "--threads", "1", "--min-agreement", "0", "--bootstrap", "50")
+    done = run_cli(
+        "export",
+        str(run_dir / "merged"),
+        "--out",
+        str(out),
+        "--quant",
+        "q8_0",
+        "--threads",
+        "1",
+        "--min-agreement",
+        "0",
+        "--bootstrap",
+        "50",
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert out.is_file() and "sha256" in done.stdout + done.stderr
     shown = run_cli("inspect", str(out))
     assert shown.returncode == 0, shown.stderr
     rubric = load_rubric(workdir / "rubric.toml")
     assert f"rubric        {rubric.name!r} {rubric.hash[:12]}" in shown.stdout
-    labelled = run_cli("annotate", str(run_dir / "validation.jsonl"), "--project",
-                       str(workdir / "exported.db"), "--model", str(out), "--threads", "1")
+    labelled = run_cli(
+        "annotate",
+        str(run_dir / "validation.jsonl"),
+        "--project",
+        str(workdir / "exported.db"),
+        "--model",
+        str(out),
+        "--threads",
+        "1",
+    )
     assert labelled.returncode == 0, labelled.stderr
     assert "skipped 0 rows" in labelled.stderr

@@ -18,15 +18,30 @@ from annotator.inference import prompt
 from annotator.errors import AnnotatorError
 from annotator.train.args import AugmentArgs, DataArgs
 from annotator.train.augment import DROPPABLE, instruction_texts, read_paraphrases, token_dropout
-from annotator.train.data import (Encoder, LabeledItem, encode_pieces, neutral_token, read_labeled, split_items,
-                        training_examples, validation_examples)
+from annotator.train.data import (
+    Encoder,
+    LabeledItem,
+    encode_pieces,
+    neutral_token,
+    read_labeled,
+    split_items,
+    training_examples,
+    validation_examples,
+)
 from annotator.train.loss import answer_loss
 
 
 def items(n: int = 40) -> list[LabeledItem]:
-    return [LabeledItem(r["id"], "f.csv", i + 1, {"title": r["title"], "text": r["text"]},
-                        {"sentiment": r["sentiment"], "quality": r["quality"]})
-            for i, r in enumerate(smoke_rows(n))]
+    return [
+        LabeledItem(
+            r["id"],
+            "f.csv",
+            i + 1,
+            {"title": r["title"], "text": r["text"]},
+            {"sentiment": r["sentiment"], "quality": r["quality"]},
+        )
+        for i, r in enumerate(smoke_rows(n))
+    ]
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -45,7 +60,10 @@ def test_several_files_are_read_and_bad_rows_skipped_with_reasons(tmp_path):
     assert "is not one of" in reasons[("a.csv", "r1")]
     assert "empty" in reasons[("a.csv", "r2")]
     assert "duplicate id" in reasons[("b.csv", "r0")]
-    assert data.items[0].labels == {"sentiment": rows[0]["sentiment"], "quality": rows[0]["quality"]}
+    assert data.items[0].labels == {
+        "sentiment": rows[0]["sentiment"],
+        "quality": rows[0]["quality"],
+    }
     assert len(data.sha256) == 2
 
 
@@ -91,8 +109,12 @@ def test_training_examples_come_only_from_training_items():
     texts = instruction_texts(rubric, AugmentArgs(), [])
     seen = set()
     for epoch in range(3):
-        seen |= {e.item_id for e in training_examples(encoder, split.train, AugmentArgs(), texts,
-                                                      neutral_token(tokenizer), 7, epoch)}
+        seen |= {
+            e.item_id
+            for e in training_examples(
+                encoder, split.train, AugmentArgs(), texts, neutral_token(tokenizer), 7, epoch
+            )
+        }
     assert seen == {i.id for i in split.train}
 
 
@@ -102,7 +124,10 @@ def test_training_examples_come_only_from_training_items():
 def test_paraphrase_files_never_yield_an_empty_prompt(tmp_path):
     good = tmp_path / "good.txt"
     good.write_text("Label the review.\n---\nSay how the review feels\nand how well it reads.\n")
-    assert read_paraphrases(good) == ["Label the review.", "Say how the review feels\nand how well it reads."]
+    assert read_paraphrases(good) == [
+        "Label the review.",
+        "Say how the review feels\nand how well it reads.",
+    ]
     for text in ("One.\n---\n", "One.\n---\n\n---\nTwo.", "---\nOne."):
         bad = tmp_path / "bad.txt"
         bad.write_text(text)
@@ -113,7 +138,15 @@ def test_paraphrase_files_never_yield_an_empty_prompt(tmp_path):
 
 
 def test_token_dropout_touches_only_prompt_tokens_at_the_intended_rate():
-    kinds = ["bos"] + ["prefix"] * 300 + ["item"] * 100 + ["cue"] * 3 + ["answer"] * 2 + ["cue"] * 3 + ["answer"] * 3
+    kinds = (
+        ["bos"]
+        + ["prefix"] * 300
+        + ["item"] * 100
+        + ["cue"] * 3
+        + ["answer"] * 2
+        + ["cue"] * 3
+        + ["answer"] * 3
+    )
     ids = list(range(1000, 1000 + len(kinds)))
     rng = random.Random(0)
     hit = 0
@@ -146,9 +179,15 @@ def test_dropout_and_variants_never_reach_answers_or_validation():
     trained = {e.item_id: e for e in training_examples(encoder, pool, heavy, texts, neutral, 3, 0)}
     for item in pool:
         example = trained[item.id]
-        answers = [t for t, k in zip(example.ids, example.kinds, strict=True) if k in ("answer", "cue", "bos")]
+        answers = [
+            t
+            for t, k in zip(example.ids, example.kinds, strict=True)
+            if k in ("answer", "cue", "bos")
+        ]
         clean = encoder.example(item)
-        assert answers == [t for t, k in zip(clean.ids, clean.kinds, strict=True) if k in ("answer", "cue", "bos")]
+        assert answers == [
+            t for t, k in zip(clean.ids, clean.kinds, strict=True) if k in ("answer", "cue", "bos")
+        ]
         assert example.ids.count(neutral) > 10
     for example, item in zip(validation_examples(encoder, pool), pool, strict=True):
         pieces = prompt.segments(rubric, item.fields, answers=item.labels)
@@ -163,12 +202,18 @@ def test_variants_vary_instructions_order_and_nominal_values_only():
     encoder = Encoder(tokenizer, rubric, 512)
     args = AugmentArgs(token_dropout=0.0)
     texts = instruction_texts(rubric, args, [])
-    decoded = [tokenizer.decode(e.ids) for e in
-               training_examples(encoder, items(40), args, texts, 0, 11, 0)]
-    assert any("Task: " in d for d in decoded) and any(d.index("### REVIEW") < d.index("### TITLE") for d in decoded)
+    decoded = [
+        tokenizer.decode(e.ids)
+        for e in training_examples(encoder, items(40), args, texts, 0, 11, 0)
+    ]
+    assert any("Task: " in d for d in decoded) and any(
+        d.index("### REVIEW") < d.index("### TITLE") for d in decoded
+    )
     assert any("Allowed values: negative" in d for d in decoded)
     assert all("Allowed values: 1, 2, 3" in d for d in decoded)  # ordinal: order kept
-    off = AugmentArgs(templates=False, reorder_inputs=False, shuffle_values=False, token_dropout=0.0)
+    off = AugmentArgs(
+        templates=False, reorder_inputs=False, shuffle_values=False, token_dropout=0.0
+    )
     plain = training_examples(encoder, items(10), off, instruction_texts(rubric, off, []), 0, 11, 0)
     for example in plain:
         item = next(i for i in items(10) if i.id == example.item_id)
@@ -208,7 +253,9 @@ def test_loss_is_taken_on_answer_tokens_only():
     loss, count = answer_loss(model, examples, tokenizer.pad_token_id, "cpu")
     assert count == sum(sum(e.answer_mask) for e in examples)
     # uniform logits: each answer token costs log(vocab) and nothing else is counted
-    assert loss.item() == pytest.approx(count * torch.log(torch.tensor(float(len(tokenizer)))).item(), rel=1e-5)
+    assert loss.item() == pytest.approx(
+        count * torch.log(torch.tensor(float(len(tokenizer)))).item(), rel=1e-5
+    )
     kept = model.calls[0][1].tolist()
     for e in examples:
         answer_positions = [p for p, a in enumerate(e.answer_mask) if a]

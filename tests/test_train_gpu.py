@@ -22,13 +22,37 @@ def test_qlora_defaults_on_cuda_train_validate_and_merge(tmp_path):
 
     (tmp_path / "rubric.toml").write_text(SMOKE_TOML)
     data = write_labeled(tmp_path / "a.csv", smoke_rows(24))
-    main(["--base", str(tiny_dir()), "--data", str(data), "--rubric", str(tmp_path / "rubric.toml"),
-          "--out", str(tmp_path / "run"), "--batch-size", "8", "--micro-batch-size", "4",
-          "--max-steps", "4", "--eval-every", "2", "--lr", "0.02"])
+    main(
+        [
+            "--base",
+            str(tiny_dir()),
+            "--data",
+            str(data),
+            "--rubric",
+            str(tmp_path / "rubric.toml"),
+            "--out",
+            str(tmp_path / "run"),
+            "--batch-size",
+            "8",
+            "--micro-batch-size",
+            "4",
+            "--max-steps",
+            "4",
+            "--eval-every",
+            "2",
+            "--lr",
+            "0.02",
+        ]
+    )
     prov = json.loads((tmp_path / "run" / "merged" / "annotator_provenance.json").read_text())
     resolved = prov["settings"]["hardware"]["resolved"]
-    assert resolved == {**resolved, "device": "cuda", "quantize": "nf4", "optimizer": "adamw8bit",
-                        "gradient_checkpointing": True}
+    assert resolved == {
+        **resolved,
+        "device": "cuda",
+        "quantize": "nf4",
+        "optimizer": "adamw8bit",
+        "gradient_checkpointing": True,
+    }
     assert resolved["dtype"] in ("bfloat16", "float32")  # fp32 only on GPUs without bf16
     check = prov["merge_check"]
     assert "dequantized" in check["merged_into"]

@@ -19,20 +19,37 @@ from annotator.rubric import rubric_from_dict
 from annotator.train.data import bos_ids, tokenize_piece
 from annotator.train.scoring import score_items
 
-RUBRIC = rubric_from_dict({
-    "name": "deep", "instructions": "Rate the review.",
-    "inputs": [{"column": "title", "label": "TITLE"}, {"column": "text", "label": "REVIEW"}],
-    "dimensions": [
-        {"name": "stars", "question": "How many stars?", "scale": "ordinal", "values": [1, 2, 10, 11, 12]},
-        {"name": "mood", "question": "Which mood?", "scale": "nominal",
-         "values": ["nervous", "nervousness", "joy", "joyful", "sad"]},
-    ],
-}, "deep")
+RUBRIC = rubric_from_dict(
+    {
+        "name": "deep",
+        "instructions": "Rate the review.",
+        "inputs": [{"column": "title", "label": "TITLE"}, {"column": "text", "label": "REVIEW"}],
+        "dimensions": [
+            {
+                "name": "stars",
+                "question": "How many stars?",
+                "scale": "ordinal",
+                "values": [1, 2, 10, 11, 12],
+            },
+            {
+                "name": "mood",
+                "question": "Which mood?",
+                "scale": "nominal",
+                "values": ["nervous", "nervousness", "joy", "joyful", "sad"],
+            },
+        ],
+    },
+    "deep",
+)
 
 
 def reference(model, tokenizer, fields) -> dict:
     tok = lambda text: tokenize_piece(tokenizer, text)  # noqa: E731
-    context = bos_ids(tokenizer) + tok(prompt.render_prefix(RUBRIC)) + tok(prompt.render_item(RUBRIC, fields))
+    context = (
+        bos_ids(tokenizer)
+        + tok(prompt.render_prefix(RUBRIC))
+        + tok(prompt.render_item(RUBRIC, fields))
+    )
     out = {}
     for dim in RUBRIC.dimensions:
         context = context + tok(prompt.render_cue(dim))
@@ -61,7 +78,9 @@ def test_scoring_matches_the_brute_force_reference():
     from transformers import AutoModelForCausalLM
 
     tokenizer = gemma_tokenizer()
-    model = AutoModelForCausalLM.from_pretrained(tiny_dir(llama_cpp_shape=False), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_dir(llama_cpp_shape=False), dtype=torch.float32
+    ).eval()
     torch.manual_seed(1)
     with torch.no_grad():  # sharpen the random model so its choices are not near-ties
         for p in model.parameters():

@@ -22,9 +22,21 @@ from annotator.train.augment import draw_variant, instruction_texts
 from annotator.train.data import Encoder, LabeledItem, bos_ids, encode_pieces, tokenize_piece
 
 TRICKY = [
-    "<start_of_turn>user\nhi<end_of_turn>", "<bos> and <pad> and <unk> as text", "  two leading",
-    "trailing  ", "\n\n\n", "émoji 🎉 中文 ünïcödé", " 1", "1", "-2", " -2", "\t tab", "a\r\nb",
-    "{curly} {{double}} %s", "### ANSWERS\n", "x" * 300,
+    "<start_of_turn>user\nhi<end_of_turn>",
+    "<bos> and <pad> and <unk> as text",
+    "  two leading",
+    "trailing  ",
+    "\n\n\n",
+    "émoji 🎉 中文 ünïcödé",
+    " 1",
+    "1",
+    "-2",
+    " -2",
+    "\t tab",
+    "a\r\nb",
+    "{curly} {{double}} %s",
+    "### ANSWERS\n",
+    "x" * 300,
 ]
 
 
@@ -52,9 +64,17 @@ def sample_pieces():
             answers = {d.name: rng.choice(d.values) for d in rubric.dimensions}
             variant = draw_variant(rubric, AugmentArgs(), texts, rng)
             yield rubric, prompt.segments(rubric, item.fields, answers)
-            yield rubric, prompt.segments(rubric, item.fields, answers, order=variant.order,
-                                          instructions=variant.instructions,
-                                          shown_values=variant.shown_values)
+            yield (
+                rubric,
+                prompt.segments(
+                    rubric,
+                    item.fields,
+                    answers,
+                    order=variant.order,
+                    instructions=variant.instructions,
+                    shown_values=variant.shown_values,
+                ),
+            )
 
 
 def test_every_piece_tokenizes_identically(llama):
@@ -89,17 +109,24 @@ def test_validation_example_is_the_engines_sequence_up_to_the_answer(default_mod
     engine = Engine(default_model, rubric, EngineSettings(n_ctx=1024))
     try:
         for row in smoke_rows(5):
-            item = LabeledItem(row["id"], "x", 1, {"title": row["title"], "text": row["text"]},
-                               {"sentiment": row["sentiment"], "quality": row["quality"]})
+            item = LabeledItem(
+                row["id"],
+                "x",
+                1,
+                {"title": row["title"], "text": row["text"]},
+                {"sentiment": row["sentiment"], "quality": row["quality"]},
+            )
             example = encoder.example(item)
             item_tokens, _ = engine.fit_item(item.fields)
             engine_seq = engine.prefix_tokens + item_tokens + engine.cue_tokens[0]
-            assert example.ids[:len(engine_seq)] == engine_seq
+            assert example.ids[: len(engine_seq)] == engine_seq
             assert example.kinds[len(engine_seq)] == "answer"
             # and the first answer's tokens are the engine's value tokens for that label
             dim = rubric.dimensions[0]
             value_tokens = engine.value_tokens[0][dim.values.index(row["sentiment"])]
-            assert example.ids[len(engine_seq):len(engine_seq) + len(value_tokens)] == value_tokens
+            assert (
+                example.ids[len(engine_seq) : len(engine_seq) + len(value_tokens)] == value_tokens
+            )
     finally:
         engine.close()
 
@@ -111,13 +138,18 @@ def test_long_items_are_cut_like_the_engine_cuts_them(default_model):
     engine = Engine(default_model, rubric, EngineSettings(n_ctx=n_ctx))
     try:
         long_text = " ".join(f"word{i} and more" for i in range(200))
-        item = LabeledItem("long", "x", 1, {"title": "short title", "text": long_text},
-                           {"sentiment": "mixed", "quality": 2})
+        item = LabeledItem(
+            "long",
+            "x",
+            1,
+            {"title": "short title", "text": long_text},
+            {"sentiment": "mixed", "quality": 2},
+        )
         example = encoder.example(item)
         tokens, cut = engine.fit_item(item.fields)
         assert cut > 0 and example.truncated == cut
         start = len(engine.prefix_tokens)
-        assert example.ids[start:start + len(tokens)] == tokens
+        assert example.ids[start : start + len(tokens)] == tokens
         assert len(example.ids) <= n_ctx
     finally:
         engine.close()

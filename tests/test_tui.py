@@ -96,7 +96,9 @@ async def test_annotate_browse_review_agree_with_the_real_model(tmp_path, defaul
         assert f"Cancelled: {kept} of {N_ITEMS} items are saved" in text_of(annotate)
         await pilot.press("space")
         await wait_for(pilot, lambda: annotate.state == "done", what="the end of annotation")
-        assert f"Finished: {N_ITEMS} of {N_ITEMS} items annotated ({N_ITEMS - kept} now" in text_of(annotate)
+        assert f"Finished: {N_ITEMS} of {N_ITEMS} items annotated ({N_ITEMS - kept} now" in text_of(
+            annotate
+        )
         assert "items/s" in text_of(annotate)
         with Store(project) as store:
             assert len(store.runs()) == 1  # resumed, not restarted
@@ -112,14 +114,20 @@ async def test_annotate_browse_review_agree_with_the_real_model(tmp_path, defaul
         assert all(row.labels == labels[row.item_id] for row in browse.rows.values())
         await pilot.press("s")  # least sure first
         first = table.coordinate_to_cell_key((0, 0)).row_key.value
-        assert first == min(labels, key=lambda i: (labels[i]["emotion"].margin, list(labels).index(i)))
+        assert first == min(
+            labels, key=lambda i: (labels[i]["emotion"].margin, list(labels).index(i))
+        )
         some_label = str(labels[first]["emotion"].value)
         await pilot.press("slash", *some_label, "enter")
-        assert table.row_count == sum(str(lab["emotion"].value) == some_label for lab in labels.values())
+        assert table.row_count == sum(
+            str(lab["emotion"].value) == some_label for lab in labels.values()
+        )
         await pilot.press("slash", *["backspace"] * len(some_label), "enter")  # clear the filter
         assert table.row_count == N_ITEMS
         await pilot.press("f")  # low confidence
-        assert table.row_count == sum(lab["emotion"].margin < browse.threshold for lab in labels.values())
+        assert table.row_count == sum(
+            lab["emotion"].margin < browse.threshold for lab in labels.values()
+        )
         await pilot.press("f", "f", "f")  # back to all
         assert table.row_count == N_ITEMS
         await pilot.press("enter")
@@ -166,15 +174,22 @@ async def test_annotate_browse_review_agree_with_the_real_model(tmp_path, defaul
         await pilot.press("5", "enter")
         with Store(project) as store:
             rows = store.reviews()
-        assert sorted((i, v) for i, _, r, v, q in rows if q == AUDIT and r == "tester") == sorted(reviewed)
+        assert sorted((i, v) for i, _, r, v, q in rows if q == AUDIT and r == "tester") == sorted(
+            reviewed
+        )
         assert [(i, v) for i, _, r, v, q in rows if q == HARD] == [(hard_item, "approval")]
 
         # Agreement: equals `annotator agree` on the same project.
         await pilot.press("g")
         agreement = main.query_one(AgreementView)
-        await wait_for(pilot, lambda: agreement.report is not None and
-                       agreement.report["dimensions"][0]["comparisons"][0]["n"] == 4,
-                       what="the agreement report")
+        await wait_for(
+            pilot,
+            lambda: (
+                agreement.report is not None
+                and agreement.report["dimensions"][0]["comparisons"][0]["n"] == 4
+            ),
+            what="the agreement report",
+        )
         await app.workers.wait_for_complete()
         cli = run_cli("agree", str(project), "--json")
         assert cli.returncode == 0, cli.stderr
@@ -207,14 +222,18 @@ async def test_browse_and_agreement_follow_new_reviews(tmp_path, monkeypatch):
         # that one stays filed as hard (it may not be blind), so n grows by one.
         audit_items = {i for i, *_, q in app.store.reviews() if q == AUDIT}
         assert len(audit_items) == before + 1
-        await wait_for(pilot, lambda: agreement.report["dimensions"][0]["comparisons"][0]["n"]
-                       == before + 1, what="the agreement to update")
+        await wait_for(
+            pilot,
+            lambda: agreement.report["dimensions"][0]["comparisons"][0]["n"] == before + 1,
+            what="the agreement to update",
+        )
         assert app.main.query_one(BrowseView).rows[item].reviewed
 
 
 @run_async
 async def test_an_item_reviewed_in_the_hard_queue_is_reviewed_again_blind_in_the_audit_sample(
-        tmp_path, monkeypatch):
+    tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     project = fabricated_project(tmp_path)  # alice: 8 audit reviews, 1 hard (the last item drawn)
     with Store(project) as store:
@@ -244,9 +263,14 @@ async def test_an_item_reviewed_in_the_hard_queue_is_reviewed_again_blind_in_the
             rows = sorted((v, q) for i, _, r, v, q in store.reviews() if i == hard_item)
             assert rows == [("admiration", AUDIT), ("joy", HARD)]
         agreement = app.main.query_one(AgreementView)
-        await wait_for(pilot, lambda: agreement.report is not None and
-                       agreement.report["dimensions"][0]["comparisons"][0]["n"] == 12,
-                       what="the agreement to update")
+        await wait_for(
+            pilot,
+            lambda: (
+                agreement.report is not None
+                and agreement.report["dimensions"][0]["comparisons"][0]["n"] == 12
+            ),
+            what="the agreement to update",
+        )
         await app.workers.wait_for_complete()
         assert "0 hardest-first item(s) not counted" in text_of(agreement)
     # Alpha counts the audit review only: the same with the hard one deleted.
@@ -312,8 +336,12 @@ async def test_the_bundled_sample_opens_with_no_arguments(tmp_path, monkeypatch,
 async def test_errors_are_messages_in_the_app(tmp_path, case):
     data = sample_subset(tmp_path, 4)
     project, rubric, model = tmp_path / "p.db", RUBRIC, None
-    expected = {"bad model": "not a GGUF model file", "bad rubric": "invalid TOML",
-                "no project": "project file not found", "not a project": "not a project file"}[case]
+    expected = {
+        "bad model": "not a GGUF model file",
+        "bad rubric": "invalid TOML",
+        "no project": "project file not found",
+        "not a project": "not a project file",
+    }[case]
     if case == "bad model":
         model = tmp_path / "broken.gguf"
         model.write_bytes(b"definitely not a model" * 10)
@@ -387,8 +415,12 @@ asyncio.run(main())
 
 
 def _spawn(script: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 @run_async
@@ -433,14 +465,18 @@ def test_killing_the_app_mid_review_loses_no_saved_review(tmp_path):
         child.wait()
     with Store(project) as store:
         rows = store.reviews()
-    assert sorted((r, v, q) for _, _, r, v, q in rows) == [("bob", "amusement", AUDIT),
-                                                           ("bob", "anger", AUDIT)]
+    assert sorted((r, v, q) for _, _, r, v, q in rows) == [
+        ("bob", "amusement", AUDIT),
+        ("bob", "anger", AUDIT),
+    ]
 
 
 def test_app_modules_without_widgets_import_no_textual():
-    code = ("import sys, annotator.tui.launch, annotator.tui.project, annotator.tui.annotation, "
-            "annotator.tui.queues, annotator.tui.confusion, "
-            "annotator.tui.formatting; print('textual' in sys.modules)")
+    code = (
+        "import sys, annotator.tui.launch, annotator.tui.project, annotator.tui.annotation, "
+        "annotator.tui.queues, annotator.tui.confusion, "
+        "annotator.tui.formatting; print('textual' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
@@ -474,10 +510,15 @@ async def test_keys_typed_ahead_land_in_order(tmp_path, newsroom_rubric):
         burst("4", "tab", "5", "tab", "3", "tab", "right", "right")
         # Waiting for the end state, not a fixed pause: a loaded machine only delays the keys;
         # a lost or reordered key never reaches it.
-        await wait_for(pilot, lambda: [p.value for p in review.query(ValuePicker)] == [4, 5, 3, 2],
-                       10, "the picked values 4, 5, 3, 2")
+        await wait_for(
+            pilot,
+            lambda: [p.value for p in review.query(ValuePicker)] == [4, 5, 3, 2],
+            10,
+            "the picked values 4, 5, 3, 2",
+        )
         burst("g", "p", "a", "space")  # tab keys then a key for the new tab
-        await wait_for(pilot, lambda: app.main.query_one("#tabs").active == "annotate", 10,
-                       "the annotate tab")
+        await wait_for(
+            pilot, lambda: app.main.query_one("#tabs").active == "annotate", 10, "the annotate tab"
+        )
         await pilot.pause(0.3)
         assert app.main.query_one(AnnotateView).state == "error"  # no data: refused, not lost

@@ -24,8 +24,9 @@ MARKER = "CONFIDENTIAL-4c1e"  # in every item's text
 
 
 def _project(folder: Path) -> Path:
-    data = write_csv(folder / "items.csv", [{"id": f"c{n}", "text": f"{MARKER} case file {n}"}
-                                            for n in range(3)])
+    data = write_csv(
+        folder / "items.csv", [{"id": f"c{n}", "text": f"{MARKER} case file {n}"} for n in range(3)]
+    )
     _, items, _ = read_items(data, ["text"])
     project = folder / "p.db"
     with Store(project) as store:
@@ -41,8 +42,10 @@ def _check_crash(capfd, state: Path, kind: str) -> str:
     reports = list((state / "annotator").glob("crash-*.txt"))
     assert len(reports) == 1, reports
     lines = [line for line in err.splitlines() if line.strip()]
-    assert lines == [f"annotator: the app stopped on an internal error ({kind}); "
-                     f"report (no item text): {reports[0]}"], err
+    assert lines == [
+        f"annotator: the app stopped on an internal error ({kind}); "
+        f"report (no item text): {reports[0]}"
+    ], err
     assert stat.S_IMODE(reports[0].stat().st_mode) == 0o600
     text = reports[0].read_text()
     assert MARKER not in text
@@ -50,8 +53,7 @@ def _check_crash(capfd, state: Path, kind: str) -> str:
 
 
 @run_async
-async def test_a_crash_in_a_handler_prints_one_line_and_no_item_text(tmp_path, monkeypatch,
-                                                                      capfd):
+async def test_a_crash_in_a_handler_prints_one_line_and_no_item_text(tmp_path, monkeypatch, capfd):
     """The database goes away under the app (here: its connection is closed); the item view,
     whose locals hold the item, fails on its next query. Textual's default handler printed
     those locals."""
@@ -70,13 +72,15 @@ async def test_a_crash_in_a_handler_prints_one_line_and_no_item_text(tmp_path, m
     text = _check_crash(capfd, state, "sqlite3.ProgrammingError")
     assert "Cannot operate" not in text  # messages are left out
     assert "error: sqlite3.ProgrammingError" in text
-    assert re.search(rf"{re.escape(str(Path(ItemScreen.__module__.replace('.', '/'))))}\.py:\d+ "
-                     r"in _content", text), text
+    assert re.search(
+        rf"{re.escape(str(Path(ItemScreen.__module__.replace('.', '/'))))}\.py:\d+ "
+        r"in _content",
+        text,
+    ), text
 
 
 @run_async
-async def test_a_crash_in_a_worker_prints_one_line_and_no_item_text(tmp_path, monkeypatch,
-                                                                     capfd):
+async def test_a_crash_in_a_worker_prints_one_line_and_no_item_text(tmp_path, monkeypatch, capfd):
     state = tmp_path / "state"
     monkeypatch.setenv("XDG_STATE_HOME", str(state))
     app = make_app(_project(tmp_path), reviewer="alice")

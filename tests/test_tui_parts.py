@@ -30,8 +30,12 @@ def test_audit_sample_is_fixed_random_and_grows_by_adding():
 
 def test_audit_queue_counts_only_audit_reviews_as_done():
     order = audit_order(IDS)
-    reviews = [(order[0], "d", "me", 1, AUDIT), (order[1], "d", "me", 1, HARD),
-               (order[20], "d", "me", 1, HARD), (order[2], "d", "you", 1, AUDIT)]
+    reviews = [
+        (order[0], "d", "me", 1, AUDIT),
+        (order[1], "d", "me", 1, HARD),
+        (order[20], "d", "me", 1, HARD),
+        (order[2], "d", "you", 1, AUDIT),
+    ]
     queue = audit_queue(order, 5, my_reviewed_items(reviews, "me", AUDIT))
     # order[1] was reviewed in the hard queue (perhaps not blind): it is asked again, blind.
     assert queue.done == 1 and queue.todo == order[1:5]
@@ -39,14 +43,20 @@ def test_audit_queue_counts_only_audit_reviews_as_done():
 
 
 def test_hard_queue_is_least_sure_first_without_excluded_items():
-    annotations = [(f"i{n}", {"d": Label("x", 0.9, margin), "e": Label("y", 0.8, 0.5)}, 0)
-                   for n, margin in enumerate([0.4, 0.1, 0.3, 0.1])]
+    annotations = [
+        (f"i{n}", {"d": Label("x", 0.9, margin), "e": Label("y", 0.8, 0.5)}, 0)
+        for n, margin in enumerate([0.4, 0.1, 0.3, 0.1])
+    ]
     assert hard_queue(annotations, exclude={"i2"}) == ["i1", "i3", "i0"]
 
 
 def test_my_reviewed_items_only_mine():
-    reviews = [("a", "d", "me", 1, HARD), ("a", "e", "me", 1, AUDIT), ("b", "d", "you", 2, AUDIT),
-               ("c", "d", "me", 1, HARD)]
+    reviews = [
+        ("a", "d", "me", 1, HARD),
+        ("a", "e", "me", 1, AUDIT),
+        ("b", "d", "you", 2, AUDIT),
+        ("c", "d", "me", 1, HARD),
+    ]
     assert my_reviewed_items(reviews, "me") == {"a", "c"}
     assert my_reviewed_items(reviews, "me", AUDIT) == {"a"}
     assert my_reviewed_items(reviews, "me", HARD) == {"a", "c"}
@@ -83,8 +93,12 @@ def test_confusion_counts_only_unbiased_reviews_and_draws_a_matrix_for_scores(ne
 
     dims = [d.name for d in newsroom_rubric.dimensions]
     model = [(f"i{n}", {d: Label(v, 0.5, 0.1) for d in dims}, 0) for n, v in enumerate([1, 2, 5])]
-    reviews = [("i0", dims[0], "me", 1, AUDIT), ("i1", dims[0], "me", 3, AUDIT),
-               ("i2", dims[0], "me", 5, HARD), ("i2", dims[0], "you", 4, "import")]
+    reviews = [
+        ("i0", dims[0], "me", 1, AUDIT),
+        ("i1", dims[0], "me", 3, AUDIT),
+        ("i2", dims[0], "me", 5, HARD),
+        ("i2", dims[0], "you", 4, "import"),
+    ]
     first = confusions(newsroom_rubric, model, reviews)[0]
     assert dict(first.pairs) == {(1, 1): 1, (2, 3): 1, (5, 4): 1} and first.agreed == 1
     lines = [str(line) for line in confusion_lines(first)]
@@ -93,7 +107,9 @@ def test_confusion_counts_only_unbiased_reviews_and_draws_a_matrix_for_scores(ne
     assert lines[3].split() == ["2", "·", "·", "1", "·", "·"]  # model 2, reviewer 3
 
 
-def test_a_model_that_carries_its_rubric_needs_no_rubric_file(tmp_path, monkeypatch, goemotions_rubric):
+def test_a_model_that_carries_its_rubric_needs_no_rubric_file(
+    tmp_path, monkeypatch, goemotions_rubric
+):
     """A new project from --data and a model whose GGUF metadata holds the rubric."""
     from dataclasses import replace
 
@@ -105,8 +121,9 @@ def test_a_model_that_carries_its_rubric_needs_no_rubric_file(tmp_path, monkeypa
     from annotator.tui.project import load_project
 
     real = read_model_info(default_model_path())
-    monkeypatch.setattr(project_module, "read_model_info",
-                        lambda path: replace(real, rubric=goemotions_rubric))
+    monkeypatch.setattr(
+        project_module, "read_model_info", lambda path: replace(real, rubric=goemotions_rubric)
+    )
     data = sample_subset(tmp_path, 5)
     info = load_project(Launch(tmp_path / "p.db", data=data))
     assert info.errors == [] and info.rubric == goemotions_rubric and info.data_items == 5
@@ -120,10 +137,14 @@ def test_a_model_that_carries_its_rubric_needs_no_rubric_file(tmp_path, monkeypa
 def test_training_summary_reads_untrusted_provenance():
     from annotator.tui.formatting import training_summary
 
-    good = {"split": {"train_count": 256, "validation_count": 64},
-            "validation_alpha": {"emotion": 0.2858}}
-    assert training_summary(good) == ("fine-tuned on 256 labelled items; alpha vs human labels "
-                                      "on 64 held-out items: emotion 0.286")
+    good = {
+        "split": {"train_count": 256, "validation_count": 64},
+        "validation_alpha": {"emotion": 0.2858},
+    }
+    assert training_summary(good) == (
+        "fine-tuned on 256 labelled items; alpha vs human labels "
+        "on 64 held-out items: emotion 0.286"
+    )
     assert training_summary(None) is None and training_summary({}) is None
     odd = {"split": "x", "validation_alpha": {"a\x1b[31m": "high", "b": True, "c": 0.5}}
     assert training_summary(odd) == "alpha vs human labels: c 0.500"
@@ -138,8 +159,12 @@ def test_the_app_runs_an_adapter_on_the_base_it_is_given(tmp_path):
     from annotator.tui.launch import DEMO_MODEL, samples_dir
 
     sample = samples_dir() / "goemotions"
-    launch = resolve_launch(tmp_path / "p.db", sample / "items.csv", model=sample / DEMO_MODEL,
-                            base=default_model_path())
+    launch = resolve_launch(
+        tmp_path / "p.db",
+        sample / "items.csv",
+        model=sample / DEMO_MODEL,
+        base=default_model_path(),
+    )
     assert launch.base == default_model_path() and resolve_launch().base is None
     events = []
     runner = AnnotationRunner(launch.data, launch.project, None, launch.model, base=launch.base)

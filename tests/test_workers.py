@@ -31,8 +31,13 @@ def _start_run(project: str, barrier, out) -> None:
         store.bind_rubric(rubric)
         barrier.wait()
         run_id, _ = store.find_or_start_run(
-            model_path="m.gguf", model_sha256="ab" * 32, rubric=rubric, data_path="d.csv",
-            data_sha256="cd" * 32, settings={"settings": {"n_ctx": 4096}, "backend": "cpu"})
+            model_path="m.gguf",
+            model_sha256="ab" * 32,
+            rubric=rubric,
+            data_path="d.csv",
+            data_sha256="cd" * 32,
+            settings={"settings": {"n_ctx": 4096}, "backend": "cpu"},
+        )
     out.put(run_id)
 
 
@@ -65,8 +70,10 @@ def test_new_project_opened_by_many_processes_at_once(tmp_path):
     for attempt in range(3):
         barrier, out = context.Barrier(8), context.Queue()
         project = str(tmp_path / f"p{attempt}.db")
-        procs = [context.Process(target=_open_new_project, args=(project, barrier, out))
-                 for _ in range(8)]
+        procs = [
+            context.Process(target=_open_new_project, args=(project, barrier, out))
+            for _ in range(8)
+        ]
         for proc in procs:
             proc.start()
         for proc in procs:
@@ -83,8 +90,13 @@ def _store_with_run(path: Path, ids: list[str]) -> tuple[Store, int]:
     store.bind_rubric(rubric)
     store.add_items([Item(i, n, {"text": f"text {i}"}) for n, i in enumerate(ids, 1)])
     run_id, _ = store.find_or_start_run(
-        model_path="m.gguf", model_sha256="ab" * 32, rubric=rubric, data_path="d.csv",
-        data_sha256="cd" * 32, settings={"settings": {}, "backend": "cpu"})
+        model_path="m.gguf",
+        model_sha256="ab" * 32,
+        rubric=rubric,
+        data_path="d.csv",
+        data_sha256="cd" * 32,
+        settings={"settings": {}, "backend": "cpu"},
+    )
     return store, run_id
 
 
@@ -109,8 +121,9 @@ def test_claims_lease_dead_worker_and_labelled_items(tmp_path):
     assert not worker_alive(dead) and worker_alive(me)
     assert worker_alive(f"elsewhere:{gone.pid}:00000000")  # other hosts: only the lease counts
     store.release_claims(run, other)
-    store.db.execute("INSERT OR REPLACE INTO claims VALUES (?, 'c', ?, ?)",
-                     (run, dead, time.time() + 600))
+    store.db.execute(
+        "INSERT OR REPLACE INTO claims VALUES (?, 'c', ?, ?)", (run, dead, time.time() + 600)
+    )
     assert store.claim(run, me, ["c"], lease=60) == (["c"], [])
     store.close()
 
@@ -146,8 +159,10 @@ def _labels(project: Path) -> dict[str, str]:
     db = sqlite3.connect(project)
     try:
         runs = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-        twice = db.execute("SELECT COUNT(*) FROM (SELECT item_id FROM annotations"
-                           " GROUP BY item_id HAVING COUNT(*) > 1)").fetchone()[0]
+        twice = db.execute(
+            "SELECT COUNT(*) FROM (SELECT item_id FROM annotations"
+            " GROUP BY item_id HAVING COUNT(*) > 1)"
+        ).fetchone()[0]
         rows = db.execute("SELECT item_id, labels FROM annotations").fetchall()
     finally:
         db.close()
@@ -173,8 +188,17 @@ def _items(folder: Path, n: int) -> tuple[Path, list[dict]]:
 def _run_group(commands: list[list[str]], timeout: float) -> list[tuple[int, str]]:
     """Start the commands together, each in its own process group; (exit code, stderr) each.
     A command still running after `timeout` seconds fails the test (its workers killed too)."""
-    procs = [subprocess.Popen(c, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True) for c in commands]
+    procs = [
+        subprocess.Popen(
+            c,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for c in commands
+    ]
     deadline = time.monotonic() + timeout
     done = []
     for proc in procs:
@@ -206,10 +230,25 @@ def test_concurrent_commands_one_killed_label_every_item_once(tmp_path, referenc
     """Three `annotate` commands on one project; one is SIGKILLed mid-run. The others take its
     claims: every item labelled exactly once, in one run, with the sequential labels."""
     project = tmp_path / "p.db"
-    command = [sys.executable, "-m", "annotator", "annotate", str(ITEMS), "--rubric", str(RUBRIC),
-               "--project", str(project), "--threads", "1"]
-    procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(3)]
+    command = [
+        sys.executable,
+        "-m",
+        "annotator",
+        "annotate",
+        str(ITEMS),
+        "--rubric",
+        str(RUBRIC),
+        "--project",
+        str(project),
+        "--threads",
+        "1",
+    ]
+    procs = [
+        subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
     deadline = time.monotonic() + 120
     while annotation_count(project) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -227,18 +266,28 @@ def test_concurrent_commands_one_killed_label_every_item_once(tmp_path, referenc
 @pytest.mark.slow
 def test_workers_option_matches_sequential(tmp_path, reference):
     project = tmp_path / "p.db"
-    done = run_cli("annotate", str(ITEMS), "--rubric", str(RUBRIC), "--project", str(project),
-                   "--workers", "2", "--threads", "2")
+    done = run_cli(
+        "annotate",
+        str(ITEMS),
+        "--rubric",
+        str(RUBRIC),
+        "--project",
+        str(project),
+        "--workers",
+        "2",
+        "--threads",
+        "2",
+    )
     assert done.returncode == 0, done.stderr
     assert "2 workers x 1, 1 thread(s)" in done.stderr
     assert "done 40 of 40 items (40 now, 0 before)" in done.stderr
     assert _labels(project) == reference
     # Rerun: everything is there, nothing is labelled again.
-    again = run_cli("annotate", str(ITEMS), "--rubric", str(RUBRIC), "--project", str(project),
-                    "--workers", "2")
+    again = run_cli(
+        "annotate", str(ITEMS), "--rubric", str(RUBRIC), "--project", str(project), "--workers", "2"
+    )
     assert again.returncode == 0, again.stderr
     assert "(0 now, 40 before)" in again.stderr
-
 
 
 @pytest.mark.slow
@@ -250,10 +299,28 @@ def test_ctrl_c_stops_between_items_and_the_rerun_finishes(tmp_path, reference, 
     import re
 
     project = tmp_path / "p.db"
-    command = [sys.executable, "-m", "annotator", "annotate", str(ITEMS), "--rubric", str(RUBRIC),
-               "--project", str(project), "--threads", "2", *how]
-    proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=hears_ctrl_c)
+    command = [
+        sys.executable,
+        "-m",
+        "annotator",
+        "annotate",
+        str(ITEMS),
+        "--rubric",
+        str(RUBRIC),
+        "--project",
+        str(project),
+        "--threads",
+        "2",
+        *how,
+    ]
+    proc = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=hears_ctrl_c,
+    )
     deadline = time.monotonic() + 120
     while annotation_count(project) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -269,6 +336,7 @@ def test_ctrl_c_stops_between_items_and_the_rerun_finishes(tmp_path, reference, 
     assert again.returncode == 0, again.stderr
     assert _labels(project) == reference
 
+
 @pytest.mark.slow
 def test_app_job_and_cli_on_one_project_at_once(tmp_path, reference):
     """The app drives a Job in its own process; a CLI runs beside it on the same project."""
@@ -279,9 +347,25 @@ def test_app_job_and_cli_on_one_project_at_once(tmp_path, reference):
     job = open_job(ITEMS, project, RUBRIC, settings=EngineSettings(n_threads=1))
     labelled = job.run()
     mine = [next(labelled)[0].id]  # the app has started and holds claims
-    cli = subprocess.Popen([sys.executable, "-m", "annotator", "annotate", str(ITEMS), "--rubric",
-                            str(RUBRIC), "--project", str(project), "--threads", "1"],
-                           cwd=ROOT, stderr=subprocess.PIPE, text=True, env=os.environ)
+    cli = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "annotator",
+            "annotate",
+            str(ITEMS),
+            "--rubric",
+            str(RUBRIC),
+            "--project",
+            str(project),
+            "--threads",
+            "1",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    )
     deadline = time.monotonic() + 120  # the app is paused until the CLI has labelled some
     while annotation_count(project) < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -305,8 +389,19 @@ def test_parallel_processes_on_one_project_never_wait_out_a_lease(tmp_path, how)
 
     data, rows = _items(tmp_path, 16)
     project = tmp_path / "p.db"
-    command = [sys.executable, "-m", "annotator", "annotate", str(data), "--rubric", str(RUBRIC),
-               "--project", str(project), "--parallel", "4"]
+    command = [
+        sys.executable,
+        "-m",
+        "annotator",
+        "annotate",
+        str(data),
+        "--rubric",
+        str(RUBRIC),
+        "--project",
+        str(project),
+        "--parallel",
+        "4",
+    ]
     if how == "workers":
         commands = [[*command, "--workers", "2", "--threads", "2"]]
     else:
@@ -345,8 +440,12 @@ def test_a_working_job_keeps_its_claim_past_the_lease(tmp_path):
         other = worker_name()
         with Store(project) as store:
             while not stop.is_set():
-                mine = [r[0] for r in store.db.execute(
-                    "SELECT item_id FROM claims WHERE worker = ?", (job.worker,))]
+                mine = [
+                    r[0]
+                    for r in store.db.execute(
+                        "SELECT item_id FROM claims WHERE worker = ?", (job.worker,)
+                    )
+                ]
                 stolen.extend(store.claim(job.run_id, other, mine, lease=60)[0])
                 time.sleep(0.05)
 
@@ -368,8 +467,10 @@ def test_a_working_job_keeps_its_claim_past_the_lease(tmp_path):
 def _refusing(project: Path, when: str = "1") -> None:
     """A project whose database refuses to store labels (`when`: an SQL condition on NEW)."""
     with Store(project) as store:
-        store.db.execute(f"CREATE TRIGGER refuse BEFORE INSERT ON annotations WHEN {when}"
-                         " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        store.db.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON annotations WHEN {when}"
+            " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
 
 
 @pytest.mark.slow
@@ -379,14 +480,25 @@ def test_workers_that_all_fail_exit_non_zero_with_one_line_each(tmp_path):
     data, rows = _items(tmp_path, 6)
     project = tmp_path / "p.db"
     _refusing(project)
-    done = run_cli("annotate", str(data), "--rubric", str(RUBRIC), "--project", str(project),
-                   "--workers", "2", "--threads", "2")
+    done = run_cli(
+        "annotate",
+        str(data),
+        "--rubric",
+        str(RUBRIC),
+        "--project",
+        str(project),
+        "--workers",
+        "2",
+        "--threads",
+        "2",
+    )
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     lines = [line.strip() for line in done.stderr.splitlines()]
     assert sorted(line for line in lines if line.startswith("worker ")) == [
         "worker 1 failed: SQLite: refused by the test",
-        "worker 2 failed: SQLite: refused by the test"], done.stderr
+        "worker 2 failed: SQLite: refused by the test",
+    ], done.stderr
     assert lines[-1].startswith("annotator: error: 2 of 2 workers failed"), done.stderr
     assert str(tmp_path) not in done.stderr
     for row in rows:
@@ -402,11 +514,22 @@ def test_a_failed_worker_whose_items_another_finished(tmp_path):
     project = tmp_path / "p.db"
     first = rows[0]["id"]  # worker 1 starts there; worker 2 gets to it after 12 items
     _refusing(project, f"NEW.item_id = '{first}' AND (SELECT COUNT(*) FROM annotations) < 8")
-    done = run_cli("annotate", str(data), "--rubric", str(RUBRIC), "--project", str(project),
-                   "--workers", "2", "--threads", "2")
+    done = run_cli(
+        "annotate",
+        str(data),
+        "--rubric",
+        str(RUBRIC),
+        "--project",
+        str(project),
+        "--workers",
+        "2",
+        "--threads",
+        "2",
+    )
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     failed = [line.strip() for line in done.stderr.splitlines() if "failed" in line]
-    assert failed == ["worker 1 failed: SQLite: refused by the test; the other workers "
-                      "finished its items"], done.stderr
+    assert failed == [
+        "worker 1 failed: SQLite: refused by the test; the other workers finished its items"
+    ], done.stderr
     assert set(_labels(project)) == {row["id"] for row in rows}

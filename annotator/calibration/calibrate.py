@@ -42,9 +42,14 @@ class CalibrationResult:
     reviews_sha256: str | None = None  # of the reviews the head was fitted on
 
 
-def calibrate(store: Store, run_id: int | None = None, reviewer: str | None = None,
-              rule: str | None = None, prior: str | None = None, fit_head: bool = True
-              ) -> CalibrationResult:
+def calibrate(
+    store: Store,
+    run_id: int | None = None,
+    reviewer: str | None = None,
+    rule: str | None = None,
+    prior: str | None = None,
+    fit_head: bool = True,
+) -> CalibrationResult:
     """Apply `rule`/`prior` (default: the run's) and, with `fit_head`, a head fitted on the
     reviewed items, to run `run_id`'s stored outputs; store the result as a new run."""
     rubric = store.rubric()
@@ -56,22 +61,32 @@ def calibrate(store: Store, run_id: int | None = None, reviewer: str | None = No
         raise AnnotatorError(f"{store.path}: run {run.id} has no labelled items")
     layer = (run.settings.get("settings") or {}).get("hidden_layer")
     if any(o.probs is None or o.hidden is None for o in outputs) or layer is None:
-        raise AnnotatorError(f"{store.path}: run {run.id} was labelled before distributions "
-                             "and middle-layer hidden states were stored; annotate the data again")
+        raise AnnotatorError(
+            f"{store.path}: run {run.id} was labelled before distributions "
+            "and middle-layer hidden states were stored; annotate the data again"
+        )
     base = run.settings.get("readout") or {}
-    readout = Readout(rule=rule or base.get("rule", "argmax"),
-                      prior=prior or base.get("prior", "none"),
-                      priors={k: tuple(v) for k, v in (base.get("priors") or {}).items()})
+    readout = Readout(
+        rule=rule or base.get("rule", "argmax"),
+        prior=prior or base.get("prior", "none"),
+        priors={k: tuple(v) for k, v in (base.get("priors") or {}).items()},
+    )
     if readout.prior == "batch":  # the mean distribution over this run's items
-        readout = replace(readout, priors={d.name: tuple(mean_distribution(
-            [o.probs[d.name] for o in outputs])) for d in rubric.dimensions})
+        readout = replace(
+            readout,
+            priors={
+                d.name: tuple(mean_distribution([o.probs[d.name] for o in outputs]))
+                for d in rubric.dimensions
+            },
+        )
     hidden = {o.item_id: _states(o, len(rubric.dimensions)) for o in outputs}
     result = CalibrationResult(run.id, 0, None, {})
     loo: dict[str, dict[str, int]] = {}
     if fit_head:
         loo = _fit_heads(store, rubric, hidden, reviewer, result, int(layer))
-    relabelled = [_relabel(rubric, o, readout, hidden[o.item_id], result.head, loo)
-                  for o in outputs]
+    relabelled = [
+        _relabel(rubric, o, readout, hidden[o.item_id], result.head, loo) for o in outputs
+    ]
     described = readout.describe(rubric)
     if readout.prior == "batch":
         described["batch_items"] = len(outputs)
@@ -91,21 +106,31 @@ def _states(output: Output, n_dims: int) -> np.ndarray:
     return np.frombuffer(output.hidden, dtype="<f2").reshape(n_dims, -1)
 
 
-def _fit_heads(store: Store, rubric: Rubric, hidden: dict[str, np.ndarray],
-               reviewer: str | None, result: CalibrationResult, layer: int
-               ) -> dict[str, dict[str, int]]:
+def _fit_heads(
+    store: Store,
+    rubric: Rubric,
+    hidden: dict[str, np.ndarray],
+    reviewer: str | None,
+    result: CalibrationResult,
+    layer: int,
+) -> dict[str, dict[str, int]]:
     labels = unbiased_labels(store.reviews())
     if reviewer is not None:
         if reviewer not in labels:
-            raise AnnotatorError(f"{store.path}: no audit or imported reviews by {reviewer!r} "
-                                 f"(reviewers: {', '.join(sorted(labels)) or 'none'})")
+            raise AnnotatorError(
+                f"{store.path}: no audit or imported reviews by {reviewer!r} "
+                f"(reviewers: {', '.join(sorted(labels)) or 'none'})"
+            )
         labels = {reviewer: labels[reviewer]}
     heads: dict[str, DimHead] = {}
     loo: dict[str, dict[str, int]] = {}
     used: set[str] = set()
-    considered = sorted((name, item_id, dim, json.dumps(value))
-                        for name, by_item in labels.items()
-                        for (item_id, dim), value in by_item.items() if item_id in hidden)
+    considered = sorted(
+        (name, item_id, dim, json.dumps(value))
+        for name, by_item in labels.items()
+        for (item_id, dim), value in by_item.items()
+        if item_id in hidden
+    )
     result.reviews_sha256 = hashlib.sha256(json.dumps(considered).encode("utf-8")).hexdigest()
     for dim in rubric.dimensions:
         if dim.scale == "nominal":
@@ -119,9 +144,11 @@ def _fit_heads(store: Store, rubric: Rubric, hidden: dict[str, np.ndarray],
         items = sorted(given)
         positions = [p for i in items for p in given[i]]
         if len(items) < MIN_ITEMS or len(set(positions)) < 2:
-            result.left_out[dim.name] = (f"{len(items)} reviewed items"
-                                         + (" with one value" if items else "")
-                                         + f"; a head needs {MIN_ITEMS} with two values or more")
+            result.left_out[dim.name] = (
+                f"{len(items)} reviewed items"
+                + (" with one value" if items else "")
+                + f"; a head needs {MIN_ITEMS} with two values or more"
+            )
             continue
         states = np.stack([hidden[i] for i in items])
         targets = [float(np.mean(given[i])) for i in items]
@@ -132,14 +159,19 @@ def _fit_heads(store: Store, rubric: Rubric, hidden: dict[str, np.ndarray],
         used.update(items)
     if heads:
         n_embd = next(iter(hidden.values())).shape[1]
-        fitted = {"items": len(used), "reviewers": len(labels),
-                  "queues": "audit, import"}
+        fitted = {"items": len(used), "reviewers": len(labels), "queues": "audit, import"}
         result.head = Head(heads, n_embd, fitted, layer)
     return loo
 
 
-def _relabel(rubric: Rubric, output: Output, readout: Readout, states: np.ndarray,
-             head: Head | None, loo: dict[str, dict[str, int]]) -> Output:
+def _relabel(
+    rubric: Rubric,
+    output: Output,
+    readout: Readout,
+    states: np.ndarray,
+    head: Head | None,
+    loo: dict[str, dict[str, int]],
+) -> Output:
     assert output.probs is not None
     labels = {}
     for dim in rubric.dimensions:
@@ -159,10 +191,13 @@ def describe_head(head: Head | dict) -> str:
     dims = summary.get("dims", {})
     alphas = ", ".join(
         f"{name} {d['loo_alpha']:.2f}" if d.get("loo_alpha") is not None else f"{name} undefined"
-        for name, d in sorted(dims.items()))
-    return (f"head on {', '.join(sorted(dims))} ({summary.get('fitted', {}).get('items', '?')} "
-            f"reviewed items; block {summary.get('layer', '?')}; leave-one-out alpha vs the "
-            f"reviewers' mean {alphas}; sha256 {str(summary.get('sha256', ''))[:12]})")
+        for name, d in sorted(dims.items())
+    )
+    return (
+        f"head on {', '.join(sorted(dims))} ({summary.get('fitted', {}).get('items', '?')} "
+        f"reviewed items; block {summary.get('layer', '?')}; leave-one-out alpha vs the "
+        f"reviewers' mean {alphas}; sha256 {str(summary.get('sha256', ''))[:12]})"
+    )
 
 
 def describe_run(run: Run) -> str:
@@ -171,8 +206,14 @@ def describe_run(run: Run) -> str:
     if not readout:
         return "argmax (recorded before readouts)"
     rule, rules = readout.get("rule", "argmax"), readout.get("rules") or {}
-    parts = [f"rule {rule}" + (f" ({', '.join(f'{k} {v}' for k, v in rules.items())})"
-                               if rule == "auto" and rules else "")]
+    parts = [
+        f"rule {rule}"
+        + (
+            f" ({', '.join(f'{k} {v}' for k, v in rules.items())})"
+            if rule == "auto" and rules
+            else ""
+        )
+    ]
     if readout.get("prior", "none") != "none":
         parts.append(f"prior {readout['prior']}")
     if head := readout.get("head"):
@@ -204,14 +245,17 @@ def run_model_file(store: Store, run: Run) -> Path:
         raise AnnotatorError(f"{shown}: run {run.id}'s model file is not there; --out copies it")
     found = read_sha256(source)  # read now: a replaced file must not pass on a cached digest
     if found != run.model_sha256:
-        raise AnnotatorError(f"{shown}: sha256 {found[:12]} is not run {run.id}'s model "
-                             f"({run.model_sha256[:12]}); the file was replaced or this is "
-                             "another folder; --out copies only the run's own model file")
+        raise AnnotatorError(
+            f"{shown}: sha256 {found[:12]} is not run {run.id}'s model "
+            f"({run.model_sha256[:12]}); the file was replaced or this is "
+            "another folder; --out copies only the run's own model file"
+        )
     return source
 
 
-def write_model_with_head(store: Store, run: Run, head: Head, out: Path,
-                          source: Path | None = None) -> None:
+def write_model_with_head(
+    store: Store, run: Run, head: Head, out: Path, source: Path | None = None
+) -> None:
     """A copy of the run's model file (full model or LoRA adapter) that carries `head`, the
     project's rubric and the prompt format, so `annotate --model OUT` applies the head.
     `source`: the run's model file as `run_model_file` checked it (else checked here)."""
@@ -227,15 +271,18 @@ def write_model_with_head(store: Store, run: Run, head: Head, out: Path,
     if out.resolve() == source.resolve():
         raise AnnotatorError(f"{out}: would overwrite the run's model file; choose another name")
     text = gguf.GGUFValueType.STRING
-    new = {KEY_CALIBRATION: MetadataDetails(text, head.to_json()),
-           KEY_RUBRIC: MetadataDetails(text, rubric.canonical_json()),
-           KEY_PROMPT_FORMAT: MetadataDetails(gguf.GGUFValueType.UINT32, prompt.PROMPT_FORMAT)}
+    new = {
+        KEY_CALIBRATION: MetadataDetails(text, head.to_json()),
+        KEY_RUBRIC: MetadataDetails(text, rubric.canonical_json()),
+        KEY_PROMPT_FORMAT: MetadataDetails(gguf.GGUFValueType.UINT32, prompt.PROMPT_FORMAT),
+    }
     reader = gguf.GGUFReader(source, "r")
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE)
     partial = out.with_name(out.name + f".{os.getpid()}.tmp")
     try:
-        writer = gguf.GGUFWriter(partial, arch.contents() if arch else "unknown",
-                                 endianess=reader.endianess)
+        writer = gguf.GGUFWriter(
+            partial, arch.contents() if arch else "unknown", endianess=reader.endianess
+        )
         copy_with_new_metadata(reader, writer, new, [])
         os.replace(partial, out)
     finally:

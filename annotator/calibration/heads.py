@@ -39,7 +39,7 @@ from annotator.rubric import Dimension, Rubric
 
 FORMAT = 2  # 2: the head names the block it reads (format 1 read the final hidden state)
 FEATURES = "mean-of-decision-states"
-RIDGE_GRID = tuple(10.0 ** k for k in range(-2, 7))  # relative to the mean squared singular value
+RIDGE_GRID = tuple(10.0**k for k in range(-2, 7))  # relative to the mean squared singular value
 MIN_ITEMS = 20  # fewer labelled items than this: no head for the dimension
 
 
@@ -81,12 +81,27 @@ class Head:
         dims = {}
         for name, d in sorted(self.dims.items()):
             raw = np.asarray(d.weights, dtype="<f4").tobytes()
-            dims[name] = {"weights": base64.b64encode(raw).decode("ascii"), "bias": d.bias,
-                          "thresholds": list(d.thresholds), "spread": d.spread, "n": d.n,
-                          "ridge": d.ridge, "loo_alpha": d.loo_alpha}
-        return json.dumps({"format": FORMAT, "kind": "hidden-ridge", "features": FEATURES,
-                           "n_embd": self.n_embd, "layer": self.layer,
-                           "dims": dims, "fitted": dict(self.fitted)}, sort_keys=True)
+            dims[name] = {
+                "weights": base64.b64encode(raw).decode("ascii"),
+                "bias": d.bias,
+                "thresholds": list(d.thresholds),
+                "spread": d.spread,
+                "n": d.n,
+                "ridge": d.ridge,
+                "loo_alpha": d.loo_alpha,
+            }
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "kind": "hidden-ridge",
+                "features": FEATURES,
+                "n_embd": self.n_embd,
+                "layer": self.layer,
+                "dims": dims,
+                "fitted": dict(self.fitted),
+            },
+            sort_keys=True,
+        )
 
     @property
     def sha256(self) -> str:
@@ -95,11 +110,18 @@ class Head:
     def describe(self) -> dict:
         """What a run records and `inspect` shows: everything but the weights."""
         return {
-            "kind": "hidden-ridge", "sha256": self.sha256, "fitted": dict(self.fitted),
+            "kind": "hidden-ridge",
+            "sha256": self.sha256,
+            "fitted": dict(self.fitted),
             "layer": self.layer,
-            "dims": {name: {"n": d.n, "loo_alpha": d.loo_alpha, "thresholds":
-                            [round(t, 4) for t in d.thresholds]}
-                     for name, d in sorted(self.dims.items())},
+            "dims": {
+                name: {
+                    "n": d.n,
+                    "loo_alpha": d.loo_alpha,
+                    "thresholds": [round(t, 4) for t in d.thresholds],
+                }
+                for name, d in sorted(self.dims.items())
+            },
         }
 
 
@@ -108,11 +130,19 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
     and the key. Every number is checked (type, size, finiteness, sign) and every name is
     printable; the model's n_embd and block count are checked where the model is loaded
     (annotator/engine.py)."""
+
     def bad(why: str) -> AnnotatorError:
         return AnnotatorError(f"{source}: calibration head {why}")
 
-    def number(d: Mapping, key: str | int, where: str, *, integer: bool = False,
-               low: float | None = None, high: float | None = None) -> float:
+    def number(
+        d: Mapping,
+        key: str | int,
+        where: str,
+        *,
+        integer: bool = False,
+        low: float | None = None,
+        high: float | None = None,
+    ) -> float:
         value, label = d.get(key), f"{where}.{key}" if where else key
         kind = "an integer" if integer else "a number"
         if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
@@ -124,12 +154,20 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
         if not math.isfinite(as_float):
             raise bad(f"{label} must be finite")
         if (low is not None and as_float < low) or (high is not None and as_float > high):
+
             def shown(x: float) -> str:
                 return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
-            raise bad(f"{label} must be " + (f"between {shown(low)} and {shown(high)}"
-                      if low is not None and high is not None else
-                      f"at least {shown(low)}" if low is not None else f"at most {shown(high)}"))
+            raise bad(
+                f"{label} must be "
+                + (
+                    f"between {shown(low)} and {shown(high)}"
+                    if low is not None and high is not None
+                    else f"at least {shown(low)}"
+                    if low is not None
+                    else f"at most {shown(high)}"
+                )
+            )
         return int(value) if integer else as_float
 
     try:
@@ -137,12 +175,20 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
     except (ValueError, RecursionError):
         raise bad("is not valid JSON") from None
     if isinstance(data, dict) and data.get("format") == 1:
-        raise bad("is format 1 (it read the final hidden state); fit it again with "
-                  "`annotator calibrate` on a run annotated by this version")
-    if not isinstance(data, dict) or data.get("format") != FORMAT \
-            or data.get("features") != FEATURES or data.get("kind") != "hidden-ridge":
-        raise bad(f"must be a JSON object with format {FORMAT}, kind 'hidden-ridge' and "
-                  f"features {FEATURES!r}")
+        raise bad(
+            "is format 1 (it read the final hidden state); fit it again with "
+            "`annotator calibrate` on a run annotated by this version"
+        )
+    if (
+        not isinstance(data, dict)
+        or data.get("format") != FORMAT
+        or data.get("features") != FEATURES
+        or data.get("kind") != "hidden-ridge"
+    ):
+        raise bad(
+            f"must be a JSON object with format {FORMAT}, kind 'hidden-ridge' and "
+            f"features {FEATURES!r}"
+        )
     if not isinstance(data.get("dims"), dict) or not data["dims"]:
         raise bad("needs dims, an object with a head per dimension")
     n_embd = int(number(data, "n_embd", "", integer=True, low=1, high=65536))
@@ -150,8 +196,10 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
     dims = {}
     for name, d in data["dims"].items():
         if not name.isprintable() or not 0 < len(name) <= 64:
-            raise bad(f"dims has a dimension name that is not printable or too long "
-                      f"({printable(name, 64)!r})")
+            raise bad(
+                f"dims has a dimension name that is not printable or too long "
+                f"({printable(name, 64)!r})"
+            )
         where = f"dims.{name}"
         if not isinstance(d, dict):
             raise bad(f"{where} must be an object")
@@ -167,14 +215,15 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
         cuts = d.get("thresholds")
         if not isinstance(cuts, list) or len(cuts) > 1024:
             raise bad(f"{where}.thresholds must be a list")
-        thresholds = tuple(number(dict(enumerate(cuts)), i, f"{where}.thresholds")
-                           for i in range(len(cuts)))
+        thresholds = tuple(
+            number(dict(enumerate(cuts)), i, f"{where}.thresholds") for i in range(len(cuts))
+        )
         if list(thresholds) != sorted(thresholds):
             raise bad(f"{where}.thresholds must be in ascending order")
         bias = number(d, "bias", where)
         spread = number(d, "spread", where, low=0)  # margins are distances over the spread
         ridge = number(d, "ridge", where, low=0)
-        n = int(number(d, "n", where, integer=True, low=1, high=2 ** 31))
+        n = int(number(d, "n", where, integer=True, low=1, high=2**31))
         loo = None if d.get("loo_alpha") is None else number(d, "loo_alpha", where, high=1)
         if rubric is not None:
             try:
@@ -189,7 +238,9 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
         raise bad("fitted must be an object")
     for key, value in fitted.items():
         if not key.isprintable() or len(key) > 64:
-            raise bad(f"fitted has a key that is not printable or too long ({printable(key, 64)!r})")
+            raise bad(
+                f"fitted has a key that is not printable or too long ({printable(key, 64)!r})"
+            )
         if isinstance(value, str):
             if not value.isprintable() or len(value) > 200:
                 raise bad(f"fitted.{key} is not printable or too long")
@@ -199,6 +250,7 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
 
 
 # -- fitting ----------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Fit:
@@ -219,8 +271,9 @@ def features(hidden: np.ndarray) -> np.ndarray:
     return states.mean(axis=0) if states.ndim == 2 else states
 
 
-def fit_dimension(dim: Dimension, hidden: np.ndarray, targets: Sequence[float],
-                  shares_from: Sequence[int]) -> Fit:
+def fit_dimension(
+    dim: Dimension, hidden: np.ndarray, targets: Sequence[float], shares_from: Sequence[int]
+) -> Fit:
     """Fit one dimension's head.
 
     hidden: (n, dimensions, n_embd) states per item, or (n, n_embd) features; targets: per
@@ -238,7 +291,7 @@ def fit_dimension(dim: Dimension, hidden: np.ndarray, targets: Sequence[float],
     # The same solution in the space of raw (float16-rounded) hidden states.
     z = (x - mean_x) / scale
     u, s, vt = np.linalg.svd(z, full_matrices=False)
-    coef_z = vt.T @ ((s / (s ** 2 + lam)) * (u.T @ (y - y.mean())))
+    coef_z = vt.T @ ((s / (s**2 + lam)) * (u.T @ (y - y.mean())))
     weights = (coef_z / scale).astype(np.float32)
     bias = float(y.mean() - (mean_x / scale) @ coef_z)
     n = len(y)
@@ -248,25 +301,33 @@ def fit_dimension(dim: Dimension, hidden: np.ndarray, targets: Sequence[float],
     positions = [float(i) for i in range(len(dim.values))]
     rounded = [float(round(v)) for v in y]
     loo_alpha = alpha(np.array([loo_labels, rounded], dtype=float), level, positions)
-    head = DimHead(weights, bias, tuple(thresholds), float(np.std(loo_scores)), n, lam,
-                   None if loo_alpha is None else round(loo_alpha, 6))
+    head = DimHead(
+        weights,
+        bias,
+        tuple(thresholds),
+        float(np.std(loo_scores)),
+        n,
+        lam,
+        None if loo_alpha is None else round(loo_alpha, 6),
+    )
     return Fit(head, loo_labels)
 
 
-def _ridge_loo(x: np.ndarray, y: np.ndarray, mean_x: np.ndarray, scale: np.ndarray
-               ) -> tuple[float, float, np.ndarray]:
+def _ridge_loo(
+    x: np.ndarray, y: np.ndarray, mean_x: np.ndarray, scale: np.ndarray
+) -> tuple[float, float, np.ndarray]:
     """(leave-one-out mean squared error, ridge strength, leave-one-out predictions) of the
     best ridge strength on RIDGE_GRID, in closed form (the hat matrix's diagonal)."""
     n = len(y)
     u, s, _ = np.linalg.svd((x - mean_x) / scale, full_matrices=False)
     uty = u.T @ (y - y.mean())
-    base = float(np.mean(s ** 2)) or 1.0
+    base = float(np.mean(s**2)) or 1.0
     best: tuple[float, float, np.ndarray] | None = None
     for factor in RIDGE_GRID:
         lam = factor * base
-        shrink = s ** 2 / (s ** 2 + lam)
+        shrink = s**2 / (s**2 + lam)
         fitted = y.mean() + u @ (shrink * uty)
-        leverage = (u ** 2) @ shrink + 1.0 / n  # + 1/n: the intercept
+        leverage = (u**2) @ shrink + 1.0 / n  # + 1/n: the intercept
         loo = y - (y - fitted) / (1 - leverage)
         error = float(np.mean((loo - y) ** 2))
         if best is None or error < best[0] - 1e-12:

@@ -25,15 +25,21 @@ def doctor() -> None:
     click.echo(f"{'sha256':18} {sha256_file(path)}")
     kit = installed_kit()
     if kit is not None:
-        click.echo(f"{'kit':18} {kit.get('kit')} (built {kit.get('built')}, MANIFEST.json "
-                   f"sha256 {str(kit.get('manifest_sha256'))[:12]}..., installed {kit.get('installed')})")
+        click.echo(
+            f"{'kit':18} {kit.get('kit')} (built {kit.get('built')}, MANIFEST.json "
+            f"sha256 {str(kit.get('manifest_sha256'))[:12]}..., installed {kit.get('installed')})"
+        )
 
 
 @click.command()
 @click.argument("model", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True,
-              help="Print everything the file says about itself as JSON, the whole provenance "
-                   "record included.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print everything the file says about itself as JSON, the whole provenance "
+    "record included.",
+)
 def inspect(model, as_json) -> None:
     """Architecture, size, quantization, sha256, any rubric the GGUF file carries, its
     calibration head and a short summary of its provenance (how it was trained and checked)."""
@@ -43,18 +49,33 @@ def inspect(model, as_json) -> None:
 
     info = read_model_info(model)
     if as_json:
-        click.echo(json.dumps({
-            "file": str(info.path), "name": info.name, "architecture": info.architecture,
-            "size": info.size, "quantization": info.quantization,
-            "context_length": info.context_length, "sha256": sha256_file(info.path),
-            "description": info.description, "is_adapter": info.is_adapter,
-            "base_sha256": info.base_sha256, "prompt_format": info.prompt_format,
-            "rubric": None if info.rubric is None else json.loads(info.rubric.canonical_json()),
-            "rubric_sha256": None if info.rubric is None else info.rubric.hash,
-            "provenance": info.provenance,
-            "calibration": None if info.rubric is None or (head := info.head(info.rubric)) is None
-            else head.describe(),
-        }, indent=2, sort_keys=True))
+        click.echo(
+            json.dumps(
+                {
+                    "file": str(info.path),
+                    "name": info.name,
+                    "architecture": info.architecture,
+                    "size": info.size,
+                    "quantization": info.quantization,
+                    "context_length": info.context_length,
+                    "sha256": sha256_file(info.path),
+                    "description": info.description,
+                    "is_adapter": info.is_adapter,
+                    "base_sha256": info.base_sha256,
+                    "prompt_format": info.prompt_format,
+                    "rubric": None
+                    if info.rubric is None
+                    else json.loads(info.rubric.canonical_json()),
+                    "rubric_sha256": None if info.rubric is None else info.rubric.hash,
+                    "provenance": info.provenance,
+                    "calibration": None
+                    if info.rubric is None or (head := info.head(info.rubric)) is None
+                    else head.describe(),
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
         return
     click.echo(f"file          {info.path}")
     click.echo(f"name          {info.name}")
@@ -86,11 +107,17 @@ def inspect(model, as_json) -> None:
 @click.argument("project", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--data", type=click.Path(path_type=Path), help="Data file to annotate.")
 @click.option("--rubric", "rubric_path", type=click.Path(path_type=Path), help="Rubric TOML.")
-@click.option("--model", type=click.Path(path_type=Path),
-              help="GGUF model or LoRA adapter [default: the project's last one; for the "
-                   "bundled sample its fine-tuned adapter; else the embedded model].")
-@click.option("--base", type=click.Path(path_type=Path),
-              help="The base GGUF an adapter --model runs on [default: the embedded model].")
+@click.option(
+    "--model",
+    type=click.Path(path_type=Path),
+    help="GGUF model or LoRA adapter [default: the project's last one; for the "
+    "bundled sample its fine-tuned adapter; else the embedded model].",
+)
+@click.option(
+    "--base",
+    type=click.Path(path_type=Path),
+    help="The base GGUF an adapter --model runs on [default: the embedded model].",
+)
 def tui(project, data, rubric_path, model, base) -> None:
     """Open the terminal app: annotate, browse, blind spot-check review, agreement."""
     from annotator.tui.app import run_app

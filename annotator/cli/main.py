@@ -24,7 +24,10 @@ from annotator.errors import AnnotatorError
 
 # The GPU-box commands, imported only when named or listed (`annotator --help`). Their modules
 # import no part of their extras, so the core never imports torch.
-LAZY_COMMANDS = {"train": "annotator.train.cli:train_command", "export": "annotator.export.cli:export_command"}
+LAZY_COMMANDS = {
+    "train": "annotator.train.cli:train_command",
+    "export": "annotator.export.cli:export_command",
+}
 
 
 class _Group(click.Group):

@@ -38,16 +38,28 @@ def review_import(project, labels, reviewer) -> None:
 
 @review.command("export")
 @click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Labelled file to write (.csv, .tsv or .jsonl), as `annotator train --data` reads.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Labelled file to write (.csv, .tsv or .jsonl), as `annotator train --data` reads.",
+)
 @click.option("--reviewer", help="Only this reviewer's labels [default: every reviewer].")
-@click.option("--queue", type=click.Choice(["audit", "hard", "import", "all"]), default="all",
-              show_default=True, help="Only reviews from this queue.")
+@click.option(
+    "--queue",
+    type=click.Choice(["audit", "hard", "import", "all"]),
+    default="all",
+    show_default=True,
+    help="Only reviews from this queue.",
+)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists.")
-@click.option("--raw-cells", is_flag=True,
-              help="CSV/TSV: write cells exactly as they are. By default a cell a spreadsheet "
-                   "would run as a formula (starting with = + - @, tab or CR, other than a "
-                   "plain number such as -1) gets a leading single quote.")
+@click.option(
+    "--raw-cells",
+    is_flag=True,
+    help="CSV/TSV: write cells exactly as they are. By default a cell a spreadsheet "
+    "would run as a formula (starting with = + - @, tab or CR, other than a "
+    "plain number such as -1) gets a leading single quote.",
+)
 def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
     """Write the reviewed items to OUT for the next training round.
 
@@ -60,27 +72,46 @@ def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
     from annotator.project.store import Store
 
     with Store(project) as store:
-        report = export_reviews(store, out, reviewer=reviewer, queue=queue, force=force,
-                                raw_cells=raw_cells)
-    _stderr(f"wrote {report.items} items ({report.labels} labels) to {out}; "
-            f"{report.conflicts} conflicting cells left blank")
+        report = export_reviews(
+            store, out, reviewer=reviewer, queue=queue, force=force, raw_cells=raw_cells
+        )
+    _stderr(
+        f"wrote {report.items} items ({report.labels} labels) to {out}; "
+        f"{report.conflicts} conflicting cells left blank"
+    )
     if report.incomplete:
-        _stderr(f"  {report.incomplete} items lack a label for some dimension; "
-                "`annotator train` skips such rows")
+        _stderr(
+            f"  {report.incomplete} items lack a label for some dimension; "
+            "`annotator train` skips such rows"
+        )
 
 
 @click.command()
 @click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--reviewer", help="Fit on this reviewer's labels [default: every reviewer's].")
 @click.option("--run", "run_id", type=int, help="Run to read again [default: the latest].")
-@click.option("--rule", type=click.Choice(["auto", "argmax", "median", "mean"]),
-              help="Decision rule for dimensions without a head [default: the run's].")
-@click.option("--prior", type=click.Choice(["none", "content-free", "batch"]),
-              help="Prior to divide by first; batch: the run's mean distribution [default: the run's].")
-@click.option("--head/--no-head", "fit_head", default=True, show_default=True,
-              help="Fit a calibration head on the reviewed audit and imported items.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write a copy of the run's model file that carries the head.")
+@click.option(
+    "--rule",
+    type=click.Choice(["auto", "argmax", "median", "mean"]),
+    help="Decision rule for dimensions without a head [default: the run's].",
+)
+@click.option(
+    "--prior",
+    type=click.Choice(["none", "content-free", "batch"]),
+    help="Prior to divide by first; batch: the run's mean distribution [default: the run's].",
+)
+@click.option(
+    "--head/--no-head",
+    "fit_head",
+    default=True,
+    show_default=True,
+    help="Fit a calibration head on the reviewed audit and imported items.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write a copy of the run's model file that carries the head.",
+)
 def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
     """Read a run's labels out again, without running the model, into a new run.
 
@@ -105,21 +136,26 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
             loo = result.head.dims[dim].loo_alpha
             # Against the reviewers' rounded mean label: less noisy than any one reviewer, so
             # higher than `agree` (each reviewer alone) will show.
-            _stderr(f"  {dim}: head fitted on {n} reviewed items; leave-one-out alpha vs the "
-                    "reviewers' mean " + ("undefined" if loo is None else f"{loo:.3f}"))
+            _stderr(
+                f"  {dim}: head fitted on {n} reviewed items; leave-one-out alpha vs the "
+                "reviewers' mean " + ("undefined" if loo is None else f"{loo:.3f}")
+            )
         for dim, why in result.left_out.items():
             _stderr(f"  {dim}: no head ({why})")
         _stderr(f"run {result.run_id} from run {result.parent}: {describe_run(new_run)}")
         _stderr(f"`annotator agree {project} --run {result.run_id}` compares it with reviewers")
         if out is not None:
             if result.head is None:
-                raise AnnotatorError("no dimension had enough reviewed items for a head; "
-                                     "nothing to write to --out")
+                raise AnnotatorError(
+                    "no dimension had enough reviewed items for a head; nothing to write to --out"
+                )
             write_model_with_head(store, new_run, result.head, out, source)
             from annotator.modelfile import sha256_file
 
-            _stderr(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 "
-                    f"{sha256_file(out)[:16]}...): annotate --model {out.name} applies the head")
+            _stderr(
+                f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 "
+                f"{sha256_file(out)[:16]}...): annotate --model {out.name} applies the head"
+            )
 
 
 @click.command()

@@ -31,8 +31,9 @@ _PARTS = {".lora_A.weight": ".lora_a", ".lora_B.weight": ".lora_b"}  # PEFT -> l
 ARCHITECTURES = {"gemma3_text": "gemma3", "gemma3": "gemma3", "qwen3": "qwen3", "qwen2": "qwen2"}
 
 
-def read_adapter(adapter_dir: Path, model_type: str, n_layers: int
-                 ) -> tuple[str, float, dict[str, np.ndarray]]:
+def read_adapter(
+    adapter_dir: Path, model_type: str, n_layers: int
+) -> tuple[str, float, dict[str, np.ndarray]]:
     """(llama.cpp architecture, adapter.lora.alpha, {gguf tensor name: float16 array})."""
     import gguf
     from safetensors.numpy import load_file
@@ -41,7 +42,9 @@ def read_adapter(adapter_dir: Path, model_type: str, n_layers: int
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise AnnotatorError(f"{config_path}: missing (is {adapter_dir} RUN_DIR/adapter?)") from None
+        raise AnnotatorError(
+            f"{config_path}: missing (is {adapter_dir} RUN_DIR/adapter?)"
+        ) from None
     except (OSError, ValueError) as exc:
         raise AnnotatorError(f"{config_path}: cannot read ({exc})") from exc
     if config.get("peft_type") != "LORA":
@@ -51,11 +54,13 @@ def read_adapter(adapter_dir: Path, model_type: str, n_layers: int
             raise AnnotatorError(f"{config_path}: {key} is not supported by llama.cpp adapters")
     arch = ARCHITECTURES.get(model_type)
     if arch is None:
-        raise AnnotatorError(f"adapter export supports {', '.join(sorted(set(ARCHITECTURES.values())))}"
-                             f" models, not {model_type!r}; export the merged model instead")
+        raise AnnotatorError(
+            f"adapter export supports {', '.join(sorted(set(ARCHITECTURES.values())))}"
+            f" models, not {model_type!r}; export the merged model instead"
+        )
     rank = int(config["r"])
     # PEFT scales B·A by lora_alpha/r (alpha/sqrt(r) with rsLoRA); llama.cpp by alpha/r.
-    scaling = config["lora_alpha"] / (rank ** 0.5 if config.get("use_rslora") else rank)
+    scaling = config["lora_alpha"] / (rank**0.5 if config.get("use_rslora") else rank)
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers)
     tensors: dict[str, np.ndarray] = {}
@@ -77,8 +82,9 @@ def read_adapter(adapter_dir: Path, model_type: str, n_layers: int
     return arch, float(scaling * rank), tensors
 
 
-def write_adapter_gguf(out: Path, arch: str, alpha: float, tensors: dict[str, np.ndarray],
-                       kv: dict[str, str | int]) -> None:
+def write_adapter_gguf(
+    out: Path, arch: str, alpha: float, tensors: dict[str, np.ndarray], kv: dict[str, str | int]
+) -> None:
     """Write the adapter GGUF with our `annotator.*` keys (strings and integers)."""
     import gguf
 

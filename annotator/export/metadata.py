@@ -33,15 +33,31 @@ from annotator.rubric import Rubric, rubric_from_json
 
 PROVENANCE_FILE = "annotator_provenance.json"
 # The contract with train/: every key must be present. "rubric" travels under its own key.
-PROVENANCE_KEYS = ("base", "data_sha256", "split", "settings", "validation_alpha", "rubric",
-                   "prompt_format", "date", "tool_version", "merge_check")
+PROVENANCE_KEYS = (
+    "base",
+    "data_sha256",
+    "split",
+    "settings",
+    "validation_alpha",
+    "rubric",
+    "prompt_format",
+    "date",
+    "tool_version",
+    "merge_check",
+)
 _TEXT_KEYS = ("base", "date", "tool_version")
 # The core refuses metadata strings above 1,000,000 characters; stay well below it.
 _MAX_PROVENANCE = 200_000
 # Where train's record holds paths of the training machine (file names are kept).
-_PATH_FIELDS = (("base",), ("base_detail", "path"), ("base_detail", "dequantized_to"),
-                ("settings", "base"), ("settings", "out"), ("settings", "data", "rubric"),
-                ("settings", "augment", "paraphrases"))
+_PATH_FIELDS = (
+    ("base",),
+    ("base_detail", "path"),
+    ("base_detail", "dequantized_to"),
+    ("settings", "base"),
+    ("settings", "out"),
+    ("settings", "data", "rubric"),
+    ("settings", "augment", "paraphrases"),
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +75,9 @@ def load_training_record(merged_dir: str | Path) -> TrainingRecord:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise AnnotatorError(f"{path}: missing (is {merged_dir} a merged model from "
-                             "`annotator train`?)") from None
+        raise AnnotatorError(
+            f"{path}: missing (is {merged_dir} a merged model from `annotator train`?)"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise AnnotatorError(f"{path}: cannot read ({exc})") from exc
     try:
@@ -79,8 +96,11 @@ def load_training_record(merged_dir: str | Path) -> TrainingRecord:
     hashes = record["data_sha256"]
     if isinstance(hashes, str):
         hashes = [hashes]
-    if not isinstance(hashes, list) or not hashes or not all(
-            isinstance(h, str) and len(h) == 64 for h in hashes):
+    if (
+        not isinstance(hashes, list)
+        or not hashes
+        or not all(isinstance(h, str) and len(h) == 64 for h in hashes)
+    ):
         raise AnnotatorError(f"{path}: data_sha256 must be a list of sha256 hex digests")
     if not isinstance(record["rubric"], str):
         raise AnnotatorError(f"{path}: rubric must be the rubric's canonical JSON text")
@@ -91,8 +111,10 @@ def load_training_record(merged_dir: str | Path) -> TrainingRecord:
     # A model trained on another prompt layout would be read with the wrong one: labels would
     # still come out (the engine is constrained), only wrong. Refuse instead.
     if fmt != prompt.PROMPT_FORMAT:
-        raise AnnotatorError(f"{path}: trained with prompt format {fmt}, this annotator "
-                             f"renders format {prompt.PROMPT_FORMAT}")
+        raise AnnotatorError(
+            f"{path}: trained with prompt format {fmt}, this annotator "
+            f"renders format {prompt.PROMPT_FORMAT}"
+        )
     return TrainingRecord(rubric, fmt, record)
 
 
@@ -126,14 +148,19 @@ def _without_absolute_paths(value: Any) -> Any:
         return {k: _without_absolute_paths(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_without_absolute_paths(v) for v in value]
-    if isinstance(value, str) and (PurePosixPath(value).is_absolute()
-                                   or PureWindowsPath(value).is_absolute()):
+    if isinstance(value, str) and (
+        PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute()
+    ):
         return _file_name(value)
     return value
 
 
-def file_metadata(training: TrainingRecord, export: dict[str, Any], description: str = "",
-                  full_provenance: bool = False) -> dict[str, str | int]:
+def file_metadata(
+    training: TrainingRecord,
+    export: dict[str, Any],
+    description: str = "",
+    full_provenance: bool = False,
+) -> dict[str, str | int]:
     """The key/value pairs to write into the GGUF.
 
     The rubric is stored in canonical form (what its hash is computed from), re-serialized
@@ -141,18 +168,23 @@ def file_metadata(training: TrainingRecord, export: dict[str, Any], description:
     drops the rubric text (it has its own key) and gains the rubric's hash and `export`; it is
     the `shipped_provenance` unless `full_provenance`.
     """
-    provenance = {k: v for k, v in training.record.items() if k in PROVENANCE_KEYS and k != "rubric"}
+    provenance = {
+        k: v for k, v in training.record.items() if k in PROVENANCE_KEYS and k != "rubric"
+    }
     if not full_provenance:
         provenance = shipped_provenance(provenance)
     provenance["rubric_sha256"] = training.rubric.hash
     provenance["export"] = {"tool_version": __version__, **export}
     try:
-        provenance_json = json.dumps(provenance, sort_keys=True, ensure_ascii=False,
-                                     separators=(",", ":"), allow_nan=False)
+        provenance_json = json.dumps(
+            provenance, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+        )
     except ValueError as exc:  # NaN/inf: not JSON, and the core's reader would refuse them
         raise AnnotatorError(f"provenance cannot be stored as JSON ({exc})") from exc
     if len(provenance_json) > _MAX_PROVENANCE:
-        raise AnnotatorError(f"provenance is too large to embed ({len(provenance_json)} characters)")
+        raise AnnotatorError(
+            f"provenance is too large to embed ({len(provenance_json)} characters)"
+        )
     kv: dict[str, str | int] = {
         KEY_RUBRIC: training.rubric.canonical_json(),
         KEY_PROMPT_FORMAT: training.prompt_format,
@@ -178,6 +210,7 @@ def verify_file(path: Path, training: TrainingRecord) -> ModelInfo:
 def drift_summary(result: dict[str, Any]) -> dict[str, Any]:
     """The drift check's outcome as the file records it: the verdict, the threshold, the item
     count and per dimension alpha(file, merged) and alpha(file, human). No item ids."""
+
     def alpha(pair: dict) -> float | None:
         value = pair.get("alpha") if isinstance(pair, dict) else None
         return None if value is None else round(float(value), 4)
@@ -186,10 +219,14 @@ def drift_summary(result: dict[str, Any]) -> dict[str, Any]:
         "passed": bool(result["passed"]),
         "threshold": result["threshold"],
         "items": result["items"],
-        "dimensions": {d["dimension"]: {"vs_merged": alpha(d["quantized_vs_merged"]),
-                                        "vs_human": alpha(d["quantized_vs_human"]),
-                                        "basis": d.get("basis")}
-                       for d in result["dimensions"]},
+        "dimensions": {
+            d["dimension"]: {
+                "vs_merged": alpha(d["quantized_vs_merged"]),
+                "vs_human": alpha(d["quantized_vs_human"]),
+                "basis": d.get("basis"),
+            }
+            for d in result["dimensions"]
+        },
     }
 
 
@@ -205,8 +242,9 @@ def record_drift(path: Path, drift: dict[str, Any]) -> None:
         raise AnnotatorError(f"{path}: no {KEY_PROVENANCE} to add the drift check to")
     provenance = json.loads(field.contents())
     provenance.setdefault("export", {})["drift_check"] = drift
-    text = json.dumps(provenance, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=False)
+    text = json.dumps(
+        provenance, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    )
     out = path.with_name(path.name + ".meta")
     arch = reader.get_field(gguf.Keys.General.ARCHITECTURE).contents()
     writer = gguf.GGUFWriter(str(out), arch=arch, endianess=reader.endianess)
@@ -218,8 +256,13 @@ def record_drift(path: Path, drift: dict[str, Any]) -> None:
         value = text if key == KEY_PROVENANCE else kv.contents()
         writer.add_key_value(key, value, kind, sub_type=sub)
     for tensor in reader.tensors:
-        writer.add_tensor_info(tensor.name, tensor.data.shape, tensor.data.dtype,
-                               tensor.data.nbytes, tensor.tensor_type)
+        writer.add_tensor_info(
+            tensor.name,
+            tensor.data.shape,
+            tensor.data.dtype,
+            tensor.data.nbytes,
+            tensor.tensor_type,
+        )
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()

@@ -77,8 +77,9 @@ def export_model(opts: ExportOptions, say: Callable[[str], None] = lambda _: Non
     training = metadata.load_training_record(opts.merged_dir)
     check_path = opts.check or opts.merged_dir.parent / "validation.jsonl"
     if opts.check is None and not check_path.is_file():
-        raise AnnotatorError(f"{check_path}: no validation items for the drift check "
-                             "(pass --check DATA)")
+        raise AnnotatorError(
+            f"{check_path}: no validation items for the drift check (pass --check DATA)"
+        )
     items, problems = drift.load_check_items(check_path, training.rubric)
     convert.check_converter()
     if not opts.verbose:
@@ -108,8 +109,9 @@ def export_model(opts: ExportOptions, say: Callable[[str], None] = lambda _: Non
         started = time.perf_counter()
         merged = drift.merged_answers(opts.merged_dir, training.rubric, items, opts.n_ctx)
         timings["check_merged_s"] = time.perf_counter() - started
-        result = drift.compare(training.rubric, items, quantized, merged, opts.min_agreement,
-                               opts.bootstrap)
+        result = drift.compare(
+            training.rubric, items, quantized, merged, opts.min_agreement, opts.bootstrap
+        )
         # The file records how its check went (inspect shows it), then is read back again.
         metadata.record_drift(built, metadata.drift_summary(result))
         info = metadata.verify_file(built, training)
@@ -141,14 +143,20 @@ def export_model(opts: ExportOptions, say: Callable[[str], None] = lambda _: Non
     return ExportResult(final, result["passed"], digest, size, report, files)
 
 
-def _build_model(opts: ExportOptions, training: metadata.TrainingRecord, tmp: Path,
-                 say: Callable[[str], None], timings: dict[str, float]) -> tuple[Path, int]:
+def _build_model(
+    opts: ExportOptions,
+    training: metadata.TrainingRecord,
+    tmp: Path,
+    say: Callable[[str], None],
+    timings: dict[str, float],
+) -> tuple[Path, int]:
     """HF -> GGUF f16 -> QUANT inside `tmp`: (the file, the f16 file's size)."""
     f16 = tmp / "model-f16.gguf"
     say(f"converting {opts.merged_dir} to GGUF f16 (llama.cpp converter)")
     started = time.perf_counter()
-    kv = metadata.file_metadata(training, _export_record(opts), opts.description,
-                                opts.full_provenance)
+    kv = metadata.file_metadata(
+        training, _export_record(opts), opts.description, opts.full_provenance
+    )
     convert.convert_to_f16(opts.merged_dir, f16, kv, model_name=f"{training.rubric.name} annotator")
     timings["convert_s"] = time.perf_counter() - started
     f16_bytes = f16.stat().st_size
@@ -163,17 +171,24 @@ def _build_model(opts: ExportOptions, training: metadata.TrainingRecord, tmp: Pa
     return built, f16_bytes
 
 
-def _build_adapter(opts: ExportOptions, training: metadata.TrainingRecord, tmp: Path,
-                   say: Callable[[str], None], timings: dict[str, float]) -> tuple[Path, int]:
+def _build_adapter(
+    opts: ExportOptions,
+    training: metadata.TrainingRecord,
+    tmp: Path,
+    say: Callable[[str], None],
+    timings: dict[str, float],
+) -> tuple[Path, int]:
     """RUN_DIR/adapter -> LoRA adapter GGUF inside `tmp`: (the file, 0: there is no f16 stage)."""
     adapter_dir = opts.merged_dir.parent / "adapter"
     say(f"writing {adapter_dir} as a llama.cpp LoRA adapter (f16)")
     started = time.perf_counter()
     config = _read_json(opts.merged_dir / "config.json")
-    arch, alpha, tensors = adapter.read_adapter(adapter_dir, str(config.get("model_type")),
-                                                int(config.get("num_hidden_layers", 0)))
-    kv = metadata.file_metadata(training, _export_record(opts), opts.description,
-                                opts.full_provenance)
+    arch, alpha, tensors = adapter.read_adapter(
+        adapter_dir, str(config.get("model_type")), int(config.get("num_hidden_layers", 0))
+    )
+    kv = metadata.file_metadata(
+        training, _export_record(opts), opts.description, opts.full_provenance
+    )
     kv[KEY_BASE_SHA256] = training.record["base_detail"]["sha256"]
     built = tmp / "adapter.gguf"
     adapter.write_adapter_gguf(built, arch, alpha, tensors, kv)
@@ -185,9 +200,11 @@ def _adapter_base(training: metadata.TrainingRecord) -> Path:
     """The base GGUF the run was trained from, present and unchanged: the adapter's base."""
     detail = training.record.get("base_detail")
     if not isinstance(detail, dict) or detail.get("kind") != "gguf":
-        raise AnnotatorError("--adapter needs a run trained from a GGUF base (--base M.gguf or "
-                             "the embedded model); this run's base is a Hugging Face model, so "
-                             "export the merged model instead")
+        raise AnnotatorError(
+            "--adapter needs a run trained from a GGUF base (--base M.gguf or "
+            "the embedded model); this run's base is a Hugging Face model, so "
+            "export the merged model instead"
+        )
     path, want = Path(str(detail.get("path"))), str(detail.get("sha256"))
     if not path.is_file():
         default = default_model_path()
@@ -195,7 +212,9 @@ def _adapter_base(training: metadata.TrainingRecord) -> Path:
             return default
         raise AnnotatorError(f"{path}: the run's base GGUF is missing (needed for --adapter)")
     if sha256_file(path) != want:
-        raise AnnotatorError(f"{path}: changed since training (sha256 differs from the run's record)")
+        raise AnnotatorError(
+            f"{path}: changed since training (sha256 differs from the run's record)"
+        )
     return path
 
 
@@ -240,5 +259,4 @@ def _rejection(result: dict[str, Any]) -> str:
             alpha = d["quantized_vs_merged"]["alpha"]
             shown = "undefined" if alpha is None else f"{alpha:.3f}"
             failing.append(f"{d['dimension']} ({shown})")
-    return (f"alpha(quantized, merged) below {result['threshold']} on "
-            + ", ".join(failing))
+    return f"alpha(quantized, merged) below {result['threshold']} on " + ", ".join(failing)

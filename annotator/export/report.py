@@ -31,12 +31,19 @@ def format_report(report: dict[str, Any]) -> str:
     header = ("dimension", "level", "n", "q~merged", "q~human", "merged~human", "same", "gate")
     rows = [header]
     for d in drift["dimensions"]:
-        rows.append((
-            d["dimension"], d["level"], str(d["n"]),
-            _alpha(d["quantized_vs_merged"]), _alpha(d["quantized_vs_human"]),
-            _alpha(d["merged_vs_human"]), f"{d['exact_agreement']:.1%}",
-            ("pass" if d["passed"] else "FAIL") + ("" if d["basis"] == "alpha" else f" ({d['basis']})"),
-        ))
+        rows.append(
+            (
+                d["dimension"],
+                d["level"],
+                str(d["n"]),
+                _alpha(d["quantized_vs_merged"]),
+                _alpha(d["quantized_vs_human"]),
+                _alpha(d["merged_vs_human"]),
+                f"{d['exact_agreement']:.1%}",
+                ("pass" if d["passed"] else "FAIL")
+                + ("" if d["basis"] == "alpha" else f" ({d['basis']})"),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
@@ -46,7 +53,8 @@ def format_report(report: dict[str, Any]) -> str:
         "alpha: Krippendorff's, at each dimension's level, 95% bootstrap interval in brackets; "
         "q = the quantized file; human alphas count items with a human label; "
         "'no variation': one value everywhere leaves alpha undefined, identical answers pass.",
-        f"status    {report['status'].upper()}" + (f": {report['reason']}" if report.get("reason") else ""),
+        f"status    {report['status'].upper()}"
+        + (f": {report['reason']}" if report.get("reason") else ""),
     ]
     for problem in report.get("problems", [])[:10]:
         lines.append(f"  note: {problem}")
@@ -64,8 +72,10 @@ def _alpha(comparison: dict[str, Any]) -> str:
 def write_report(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
     """Write both forms next to `out`, each through a temporary name (never half-written)."""
     json_path, text_path = report_paths(out)
-    for path, text in ((json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n"),
-                       (text_path, format_report(report))):
+    for path, text in (
+        (json_path, json.dumps(report, indent=2, ensure_ascii=False) + "\n"),
+        (text_path, format_report(report)),
+    ):
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)

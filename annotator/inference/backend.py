@@ -47,8 +47,9 @@ def backend_choice(gpu: str) -> tuple[str, str]:
     return "cpu", "this llama-cpp-python build has no GPU offload (CPU build)"
 
 
-def load_llama(model_path: str | Path, settings: EngineSettings,
-               adapter: str | Path | None = None) -> llama_cpp.Llama:
+def load_llama(
+    model_path: str | Path, settings: EngineSettings, adapter: str | Path | None = None
+) -> llama_cpp.Llama:
     """The model in llama.cpp with the run's fixed settings (one load serves metadata and work),
     with a LoRA adapter GGUF applied on top when `adapter` is given. With `read_hidden` its
     contexts carry a layer tap (`llm.layer_tap`) that the engine aims at a block."""
@@ -74,8 +75,12 @@ def load_llama(model_path: str | Path, settings: EngineSettings,
             )
     except (ValueError, RuntimeError) as exc:
         if adapter is not None and "LoRA" in str(exc):
-            raise AnnotatorError(f"{adapter}: llama.cpp cannot apply this adapter to {model_path}") from exc
-        raise AnnotatorError(f"{model_path}: damaged or truncated GGUF file (llama.cpp cannot load it)") from exc
+            raise AnnotatorError(
+                f"{adapter}: llama.cpp cannot apply this adapter to {model_path}"
+            ) from exc
+        raise AnnotatorError(
+            f"{model_path}: damaged or truncated GGUF file (llama.cpp cannot load it)"
+        ) from exc
     llm.layer_tap = tap  # type: ignore[attr-defined]
     return llm
 
@@ -89,5 +94,7 @@ def runtime_versions() -> dict[str, str]:
             found[name] = version(name)
         except PackageNotFoundError:
             found[name] = "not installed"
-    found["llama.cpp system"] = llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+    found["llama.cpp system"] = (
+        llama_cpp.llama_print_system_info().decode("utf-8", "replace").strip()
+    )
     return found

@@ -91,17 +91,27 @@ def _check_head(head: Head, model_path: str | Path, llm: llama_cpp.Llama) -> Non
 
     n_embd, n_layer = llm.n_embd(), int(llama_cpp.llama_model_n_layer(llm.model))
     if head.n_embd != n_embd:
-        raise AnnotatorError(f"{model_path}: metadata {KEY_CALIBRATION}: the head has n_embd "
-                             f"{head.n_embd}, the model {n_embd}; it was fitted on another model")
+        raise AnnotatorError(
+            f"{model_path}: metadata {KEY_CALIBRATION}: the head has n_embd "
+            f"{head.n_embd}, the model {n_embd}; it was fitted on another model"
+        )
     if not 0 <= head.layer < n_layer:
-        raise AnnotatorError(f"{model_path}: metadata {KEY_CALIBRATION}: the head reads block "
-                             f"{head.layer}, the model has {n_layer} blocks")
+        raise AnnotatorError(
+            f"{model_path}: metadata {KEY_CALIBRATION}: the head reads block "
+            f"{head.layer}, the model has {n_layer} blocks"
+        )
 
 
 class Engine:
-    def __init__(self, model_path: str | Path, rubric: Rubric, settings: EngineSettings,
-                 llm: llama_cpp.Llama | None = None, readout: Readout | None = None,
-                 head: Head | None = None):
+    def __init__(
+        self,
+        model_path: str | Path,
+        rubric: Rubric,
+        settings: EngineSettings,
+        llm: llama_cpp.Llama | None = None,
+        readout: Readout | None = None,
+        head: Head | None = None,
+    ):
         """`llm`: a model already loaded by `load_llama` with the same settings. `readout`
         turns distributions into labels (default: `--rule auto`); `head`, a fitted calibration head,
         labels the dimensions it covers from their hidden states (it needs read_hidden)."""
@@ -121,9 +131,14 @@ class Engine:
         ]
         # Per dimension: the tokens every value starts with (evaluated with the cue, no choice
         # there) and the trie node where the values branch.
-        self.tries = [lead_and_branch(build_trie(d, seqs))
-                      for d, seqs in zip(rubric.dimensions, self.value_tokens, strict=True)]
-        answers = sum(len(c) + max(map(len, seqs)) for c, seqs in zip(self.cue_tokens, self.value_tokens, strict=True))
+        self.tries = [
+            lead_and_branch(build_trie(d, seqs))
+            for d, seqs in zip(rubric.dimensions, self.value_tokens, strict=True)
+        ]
+        answers = sum(
+            len(c) + max(map(len, seqs))
+            for c, seqs in zip(self.cue_tokens, self.value_tokens, strict=True)
+        )
         self.item_budget = s.n_ctx - len(self.prefix_tokens) - answers
         if self.item_budget < 32:
             raise AnnotatorError(
@@ -140,8 +155,9 @@ class Engine:
             self.settings = s = replace(s, hidden_layer=self._aim_tap(s.hidden_layer, head))
         self._eval_prefix()
         self.readout = self._with_content_free_prior(readout or Readout())
-        self._parallel = (ParallelDecoder(self.llm, self.prefix_tokens, s)
-                          if s.n_parallel > 1 else None)
+        self._parallel = (
+            ParallelDecoder(self.llm, self.prefix_tokens, s) if s.n_parallel > 1 else None
+        )
 
     # -- public -----------------------------------------------------------------------------
 
@@ -253,8 +269,9 @@ class Engine:
         layer = asked if asked is not None else max(0, n_layer // 2 - 1)
         if head is not None:
             if asked is not None and asked != head.layer:
-                raise AnnotatorError(f"the calibration head reads block {head.layer}, "
-                                     f"not block {asked}")
+                raise AnnotatorError(
+                    f"the calibration head reads block {head.layer}, not block {asked}"
+                )
             layer = head.layer
         if not 0 <= layer < n_layer:
             raise AnnotatorError(f"block {layer} does not exist: the model has {n_layer}")
@@ -280,8 +297,10 @@ class Engine:
         for text in CONTENT_FREE_TEXTS:
             tokens, _ = self.fit_item({i.column: text for i in self.rubric.inputs})
             passes.append(self._run_steps(self._item_steps(tokens)).probs)
-        priors = {dim.name: tuple(mean_distribution([p[index] for p in passes]))
-                  for index, dim in enumerate(self.rubric.dimensions)}
+        priors = {
+            dim.name: tuple(mean_distribution([p[index] for p in passes]))
+            for index, dim in enumerate(self.rubric.dimensions)
+        }
         return replace(readout, priors={**priors, **readout.priors})
 
     def _result(self, raw: RawItem, n_tokens: int, cut: int) -> ItemResult:
@@ -328,9 +347,15 @@ class Engine:
         logits = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return [logits[t] for t in token_ids]
 
-    def _value_probs(self, node: Node, probs: list[float], mass: float, pos: int,
-                     tokens: list[int], hidden_at: int = 0
-                     ) -> Generator[Step, Reading | None, np.ndarray | None]:
+    def _value_probs(
+        self,
+        node: Node,
+        probs: list[float],
+        mass: float,
+        pos: int,
+        tokens: list[int],
+        hidden_at: int = 0,
+    ) -> Generator[Step, Reading | None, np.ndarray | None]:
         """Evaluate `tokens` at `pos` (they lead to `node`), then fill `probs` with each value's
         probability below `node`: the branches are explored from there. With `hidden_at` k,
         return the hidden state at the k-th of `tokens` from the end."""
@@ -355,9 +380,9 @@ class Engine:
                 yield from self._value_probs(child, probs, share, end, [token])
         return reading.hidden
 
-    def _decide(self, index: int, pos: int, pending: list[int]
-                ) -> Generator[Step, Reading | None,
-                               tuple[list[float], np.ndarray | None, list[int]]]:
+    def _decide(
+        self, index: int, pos: int, pending: list[int]
+    ) -> Generator[Step, Reading | None, tuple[list[float], np.ndarray | None, list[int]]]:
         """Evaluate `pending` (item or previous answer, cue, lead) at `pos` and read dimension
         `index`: every value's probability, the hidden state (when read), and the tokens of the
         most probable value not yet evaluated (the prompt continues with it).
@@ -372,4 +397,4 @@ class Engine:
         hidden = yield from self._value_probs(branch, probs, 1.0, pos, pending, hidden_at)
         # Exact ties go to the value listed first (deterministic).
         best = min(range(len(probs)), key=lambda i: (-probs[i], i))
-        return probs, hidden, self.value_tokens[index][best][len(lead):]
+        return probs, hidden, self.value_tokens[index][best][len(lead) :]

@@ -48,8 +48,12 @@ def _ggml() -> ctypes.CDLL:
     lib.ggml_get_name.restype = ctypes.c_char_p
     lib.ggml_nbytes.argtypes = [ctypes.c_void_p]
     lib.ggml_nbytes.restype = ctypes.c_size_t
-    lib.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
-                                            ctypes.c_size_t]
+    lib.ggml_backend_tensor_get.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_size_t,
+    ]
     lib.ggml_backend_tensor_get.restype = None
     return lib
 
@@ -83,8 +87,10 @@ class LayerTap:
 
         def keep_interrupt(unraisable) -> None:
             # An exception out of a ctypes callback reaches sys.unraisablehook, not the caller.
-            if (isinstance(unraisable.exc_value, KeyboardInterrupt)
-                    and getattr(unraisable.object, "__self__", None) is self):
+            if (
+                isinstance(unraisable.exc_value, KeyboardInterrupt)
+                and getattr(unraisable.object, "__self__", None) is self
+            ):
                 self._interrupt = unraisable.exc_value
             else:
                 previous(unraisable)
@@ -111,7 +117,10 @@ class LayerTap:
         if ask:
             return True
         size = self._lib.ggml_nbytes(tensor)
-        if ctypes.c_int32.from_address(tensor).value == GGML_TYPE_F32 and size % (4 * self.n_embd) == 0:
+        if (
+            ctypes.c_int32.from_address(tensor).value == GGML_TYPE_F32
+            and size % (4 * self.n_embd) == 0
+        ):
             out = np.empty(size // 4, dtype=np.float32)
             self._lib.ggml_backend_tensor_get(tensor, out.ctypes.data, 0, size)
             self._chunks.append(out.reshape(-1, self.n_embd))

@@ -56,8 +56,10 @@ class ParallelDecoder:
         params.kv_unified = False
         self.ctx = llama_cpp.llama_init_from_model(llm.model, params)
         if not self.ctx:
-            raise AnnotatorError(f"--parallel {self.n_seq}: llama.cpp could not make a context "
-                                 f"of {params.n_ctx} tokens for {self.n_seq} sequences")
+            raise AnnotatorError(
+                f"--parallel {self.n_seq}: llama.cpp could not make a context "
+                f"of {params.n_ctx} tokens for {self.n_seq} sequences"
+            )
         adapter = getattr(llm, "_lora_adapter", None)  # a LoRA adapter applies here too
         if adapter is not None:
             adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
@@ -163,8 +165,9 @@ class ParallelDecoder:
             self._decode_group(pieces, [n], replies)
         return replies[:given]
 
-    def _decode_group(self, pieces: list[_Piece], group: list[int],
-                      replies: list[Reading | None]) -> None:
+    def _decode_group(
+        self, pieces: list[_Piece], group: list[int], replies: list[Reading | None]
+    ) -> None:
         """Decode the pieces `group` names, in as many decodes as n_batch needs; the tap (when
         a piece wants a hidden state) keeps every row of them, in batch order."""
         tapped = self.tap is not None and any(pieces[n].hidden for n in group)
@@ -179,15 +182,18 @@ class ParallelDecoder:
         if tapped:
             rows = self.tap.rows()
             if len(rows) != total:
-                raise AnnotatorError(f"llama.cpp computed {len(rows)} hidden rows for {total} "
-                                     "tokens; use --parallel 1")
+                raise AnnotatorError(
+                    f"llama.cpp computed {len(rows)} hidden rows for {total} "
+                    "tokens; use --parallel 1"
+                )
             for n, row in rows_at:
                 reply = replies[n]
                 assert reply is not None
                 replies[n] = reply._replace(hidden=rows[row].copy())
 
-    def _decode_pieces(self, pieces: list[_Piece], group: list[int],
-                       replies: list[Reading | None]) -> None:
+    def _decode_pieces(
+        self, pieces: list[_Piece], group: list[int], replies: list[Reading | None]
+    ) -> None:
         batch = self.batch
         batch.n_tokens = 0
         reads: list[tuple[int, int]] = []  # (piece index, row in the batch)
@@ -209,12 +215,15 @@ class ParallelDecoder:
         if batch.n_tokens:
             self._flush(pieces, reads, replies)
 
-    def _flush(self, pieces: list[_Piece], reads: list[tuple[int, int]],
-               replies: list[Reading | None]) -> None:
+    def _flush(
+        self, pieces: list[_Piece], reads: list[tuple[int, int]], replies: list[Reading | None]
+    ) -> None:
         code = llama_cpp.llama_decode(self.ctx, self.batch)
         if code != 0:
-            raise AnnotatorError(f"llama_decode failed ({code}) with {self.n_seq} parallel "
-                                 "sequences; lower --parallel or --n-ctx")
+            raise AnnotatorError(
+                f"llama_decode failed ({code}) with {self.n_seq} parallel "
+                "sequences; lower --parallel or --n-ctx"
+            )
         for number, row in reads:
             logits = llama_cpp.llama_get_logits_ith(self.ctx, row)
             replies[number] = Reading([logits[t] for t in pieces[number].wants], None)

@@ -36,8 +36,16 @@ LOAD_TIMEOUT = 900.0
 class Labeller:
     """One engine on one node. Built by Ray (`ray.remote(...)(Labeller)`), restarted by Ray."""
 
-    def __init__(self, model: str, model_sha256: str, base: str | None, base_sha256: str | None,
-                 rubric_json: str, settings: EngineSettings, readout: Readout | None = None):
+    def __init__(
+        self,
+        model: str,
+        model_sha256: str,
+        base: str | None,
+        base_sha256: str | None,
+        rubric_json: str,
+        settings: EngineSettings,
+        readout: Readout | None = None,
+    ):
         from annotator.inference.engine import Engine
         from annotator.jobs.job import load_model
         from annotator.rubric import rubric_from_json
@@ -50,21 +58,27 @@ class Labeller:
             try:
                 found = read_sha256(Path(path))
             except OSError as exc:
-                raise AnnotatorError(f"{socket.gethostname()}: {path}: model file not readable "
-                                     f"on this node ({exc.strerror or exc})") from exc
+                raise AnnotatorError(
+                    f"{socket.gethostname()}: {path}: model file not readable "
+                    f"on this node ({exc.strerror or exc})"
+                ) from exc
             if found != expected:
-                raise AnnotatorError(f"{socket.gethostname()}: {path}: sha256 {found[:12]} is "
-                                     f"not the driver's {expected[:12]}; copy the same file")
+                raise AnnotatorError(
+                    f"{socket.gethostname()}: {path}: sha256 {found[:12]} is "
+                    f"not the driver's {expected[:12]}; copy the same file"
+                )
         rubric = rubric_from_json(rubric_json, "rubric from the driver")
         llm, info = load_model(Path(model), settings, base)
-        self.engine = Engine(model, rubric, settings, llm=llm, readout=readout,
-                             head=info.head(rubric))
+        self.engine = Engine(
+            model, rubric, settings, llm=llm, readout=readout, head=info.head(rubric)
+        )
 
     def describe(self) -> dict:
         return {**self.engine.describe(), "node": socket.gethostname(), "pid": os.getpid()}
 
-    def label(self, block: list[tuple[str, dict[str, str]]], expect: dict | None = None
-              ) -> list[tuple[str, dict, int, int, float, dict, bytes | None]]:
+    def label(
+        self, block: list[tuple[str, dict[str, str]]], expect: dict | None = None
+    ) -> list[tuple[str, dict, int, int, float, dict, bytes | None]]:
         """(item id, {dimension: (value, prob, margin)}, tokens, tokens cut, seconds, every
         value's probability per dimension, float16 hidden states) per item. `expect`: the
         run's facts (`facts`); an actor that differs (one Ray restarted on another node)
@@ -74,15 +88,26 @@ class Labeller:
         if expect is not None:
             differences = _differences(expect, facts(self.describe()))
             if differences:
-                raise AnnotatorError(f"Ray actor on {socket.gethostname()} (restarted) "
-                                     f"differs from the run: {differences}")
+                raise AnnotatorError(
+                    f"Ray actor on {socket.gethostname()} (restarted) "
+                    f"differs from the run: {differences}"
+                )
         out = []
         for item_id, fields in block:
             t0 = time.perf_counter()
             result = self.engine.annotate(fields)
             decisions = {k: (d.value, d.prob, d.margin) for k, d in result.decisions.items()}
-            out.append((item_id, decisions, result.n_tokens, result.truncated_tokens,
-                        time.perf_counter() - t0, result.stored_probs(), result.stored_hidden()))
+            out.append(
+                (
+                    item_id,
+                    decisions,
+                    result.n_tokens,
+                    result.truncated_tokens,
+                    time.perf_counter() - t0,
+                    result.stored_probs(),
+                    result.stored_hidden(),
+                )
+            )
         return out
 
     def pid(self) -> int:
@@ -113,7 +138,8 @@ def _differences(expected: dict, found: dict) -> str:
         f"{key} {'(none)' if have.get(key, missing) is missing else repr(have[key])} "
         f"(not {'(none)' if want.get(key, missing) is missing else repr(want[key])})"
         for key in sorted(set(want) | set(have), key=str)
-        if want.get(key, missing) != have.get(key, missing))
+        if want.get(key, missing) != have.get(key, missing)
+    )
 
 
 def check_actors(described: list[dict]) -> None:
@@ -125,7 +151,8 @@ def check_actors(described: list[dict]) -> None:
             raise AnnotatorError(
                 f"Ray actor {n} on {found['node']} differs from actor 0 on "
                 f"{described[0]['node']}: {differences}; every node must run the same backend "
-                "and versions (its labels would differ)")
+                "and versions (its labels would differ)"
+            )
 
 
 # -- the driver's side: blocks in flight on the actors ----------------------------------------
@@ -172,8 +199,9 @@ class ActorPool:
 
         while True:
             heads = {q[0][0]: n for n, q in enumerate(self.queues) if q}
-            deadlines = {n: self.since[n] + self.timeout(self.queues[n][0][1])
-                         for n in heads.values()}
+            deadlines = {
+                n: self.since[n] + self.timeout(self.queues[n][0][1]) for n in heads.values()
+            }
             wait = max(0.0, min(deadlines.values()) - time.monotonic())
             ready, _ = self.ray.wait(list(heads), num_returns=1, timeout=wait)
             now = time.monotonic()
@@ -185,8 +213,10 @@ class ActorPool:
             for n, deadline in deadlines.items():
                 if now >= deadline:
                     seconds = self.timeout(self.queues[n][0][1])
-                    self.hung.append(f"Ray actor {n} on {self.nodes[n]} returned no block in "
-                                     f"{seconds:.0f} s: taken as hung, restarted, its blocks "
-                                     "run again")
+                    self.hung.append(
+                        f"Ray actor {n} on {self.nodes[n]} returned no block in "
+                        f"{seconds:.0f} s: taken as hung, restarted, its blocks "
+                        "run again"
+                    )
                     self.ray.kill(self.actors[n], no_restart=False)  # Ray restarts it
                     self.since[n] = now + LOAD_TIMEOUT  # the restart, then the block again

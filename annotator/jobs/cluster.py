@@ -57,8 +57,9 @@ SHARE = 4  # blocks per actor at least, where a file has fewer items than that m
 # -- streaming input --------------------------------------------------------------------------
 
 
-def stream_items(path: Path, columns: list[str], id_col: str, id_col_given: bool
-                 ) -> Iterator[Item | Skipped]:
+def stream_items(
+    path: Path, columns: list[str], id_col: str, id_col_given: bool
+) -> Iterator[Item | Skipped]:
     """Items (or skipped rows, with reasons) of a CSV/TSV/JSONL/Parquet file, read as a stream
     with the same rules as `annotator.data.read_items`."""
     suffix = path.suffix.lower()
@@ -67,8 +68,11 @@ def stream_items(path: Path, columns: list[str], id_col: str, id_col_given: bool
     elif suffix in FORMATS:
         fmt = FORMATS[suffix]
         try:
-            handle = path.open("rb") if fmt == "jsonl" else path.open(
-                encoding="utf-8", errors="surrogateescape", newline="")
+            handle = (
+                path.open("rb")
+                if fmt == "jsonl"
+                else path.open(encoding="utf-8", errors="surrogateescape", newline="")
+            )
         except OSError as exc:
             raise AnnotatorError(f"{path}: cannot read data file ({exc.strerror or exc})") from exc
         if fmt == "jsonl":
@@ -80,8 +84,10 @@ def stream_items(path: Path, columns: list[str], id_col: str, id_col_given: bool
     if header is not None:
         missing = [c for c in columns if c not in header]
         if missing:
-            raise AnnotatorError(f"{path}: missing column(s) {', '.join(map(repr, missing))} "
-                                 f"(the header has {', '.join(map(repr, header))})")
+            raise AnnotatorError(
+                f"{path}: missing column(s) {', '.join(map(repr, missing))} "
+                f"(the header has {', '.join(map(repr, header))})"
+            )
         if id_col_given and id_col not in header:
             raise AnnotatorError(f"{path}: no id column {id_col!r} in the header")
     use_row_numbers = header is not None and id_col not in header
@@ -140,21 +146,37 @@ def connect(address: str):
         raise AnnotatorError("--ray needs the [cluster] extra: pip install '.[cluster]'") from exc
     if not ray.is_initialized():
         try:
-            ray.init(address=None if address == "local" else address, include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR", configure_logging=False)
+            ray.init(
+                address=None if address == "local" else address,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level="ERROR",
+                configure_logging=False,
+            )
         except ConnectionError as exc:
             raise AnnotatorError(f"--ray {address}: no Ray cluster there ({exc})") from exc
     return ray
 
 
-def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model: Path,
-                    model_sha256: str, base: Path | None, base_sha256: str | None,
-                    settings: EngineSettings, address: str, actors: int = 0,
-                    id_col: str = "id", id_col_given: bool = False,
-                    tie_margin: float = DEFAULT_TIE_MARGIN, progress: Progress | None = None,
-                    on_start: Callable[[ClusterRun], object] | None = None,
-                    readout: Readout | None = None,
-                    timeout: float | None = None) -> ClusterRun:
+def annotate_on_ray(
+    data: str | Path,
+    project: str | Path,
+    rubric: Rubric,
+    model: Path,
+    model_sha256: str,
+    base: Path | None,
+    base_sha256: str | None,
+    settings: EngineSettings,
+    address: str,
+    actors: int = 0,
+    id_col: str = "id",
+    id_col_given: bool = False,
+    tie_margin: float = DEFAULT_TIE_MARGIN,
+    progress: Progress | None = None,
+    on_start: Callable[[ClusterRun], object] | None = None,
+    readout: Readout | None = None,
+    timeout: float | None = None,
+) -> ClusterRun:
     """Label `data` into `project` on a Ray cluster. `progress`: a context manager factory
     like annotator.console.progress; `on_start(run)` is called once the run is known.
     `timeout`: seconds an actor may take for one block before it is taken as hung (default:
@@ -170,9 +192,18 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
     if actors <= 0:
         actors = max(1, int(ray.cluster_resources().get("CPU", 1)) // threads)
     remote = ray.remote(num_cpus=threads, max_restarts=3, max_task_retries=3)(Labeller)
-    pool_actors = [remote.remote(str(model), model_sha256, base and str(base), base_sha256,
-                                 rubric.canonical_json(), settings, readout)
-                    for _ in range(actors)]
+    pool_actors = [
+        remote.remote(
+            str(model),
+            model_sha256,
+            base and str(base),
+            base_sha256,
+            rubric.canonical_json(),
+            settings,
+            readout,
+        )
+        for _ in range(actors)
+    ]
     loading = [a.describe.remote() for a in pool_actors]
     try:
         _, pending = ray.wait(loading, num_returns=len(loading), timeout=LOAD_TIMEOUT)
@@ -182,7 +213,8 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
                 ray.kill(actor)
             raise AnnotatorError(
                 f"Ray actor(s) {', '.join(late)} did not start within {LOAD_TIMEOUT:.0f} s "
-                "(not enough free CPUs for --actors and --threads, or a node that hangs)")
+                "(not enough free CPUs for --actors and --threads, or a node that hangs)"
+            )
         described = ray.get(loading)
     except ray.exceptions.RayActorError as exc:
         raise AnnotatorError(f"a Ray actor could not load the model: {_cause(exc)}") from exc
@@ -201,25 +233,45 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
         if base is not None:
             description["base_model"] = {"path": str(base), "sha256": base_sha256}
         run_id, resumed = store.find_or_start_run(
-            model_path=str(model), model_sha256=model_sha256, rubric=rubric,
-            data_path=str(data), data_sha256=read_sha256(data), settings=description)
-        run = ClusterRun(run_id, resumed, actors, description["cluster"]["nodes"], Summary(),
-                         [], description, [(d["node"], d["pid"]) for d in described])
+            model_path=str(model),
+            model_sha256=model_sha256,
+            rubric=rubric,
+            data_path=str(data),
+            data_sha256=read_sha256(data),
+            settings=description,
+        )
+        run = ClusterRun(
+            run_id,
+            resumed,
+            actors,
+            description["cluster"]["nodes"],
+            Summary(),
+            [],
+            description,
+            [(d["node"], d["pid"]) for d in described],
+        )
         done = store.done_ids(run_id)
         if on_start is not None:
             on_start(run)
         summary = run.summary
-        pool = ActorPool(ray, pool_actors, [d["node"] for d in described], facts(described[0]),
-                          (lambda n: timeout) if timeout else block_timeout)
+        pool = ActorPool(
+            ray,
+            pool_actors,
+            [d["node"] for d in described],
+            facts(described[0]),
+            (lambda n: timeout) if timeout else block_timeout,
+        )
         started = time.perf_counter()
         bar = progress(None, "annotating", rate_unit="items") if progress else None
         advance = bar.__enter__() if bar else (lambda *a, **k: None)
         try:
+
             def save(results) -> None:
                 for item_id, decisions, n_tokens, cut, seconds, probs, hidden in results:
                     labels = {k: Label(*v) for k, v in decisions.items()}
-                    store.save_annotation(run_id, item_id, labels, n_tokens, cut, seconds,
-                                          probs, hidden)
+                    store.save_annotation(
+                        run_id, item_id, labels, n_tokens, cut, seconds, probs, hidden
+                    )
                     summary.done_now += 1
                     near_tie = any(v[2] < tie_margin for v in decisions.values())
                     summary.near_ties += near_tie
@@ -228,8 +280,9 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
                         summary.flagged_ids.append(item_id)
                     advance()
 
-            for block in _blocks(stream_items(data, columns, id_col, id_col_given), store,
-                                 run, done):
+            for block in _blocks(
+                stream_items(data, columns, id_col, id_col_given), store, run, done
+            ):
                 while not pool.has_free():
                     save(pool.next_results())
                 pool.submit(block)
@@ -237,8 +290,9 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
                 save(pool.next_results())
         except ray.exceptions.RayActorError as exc:
             hung = f" ({'; '.join(pool.hung)})" if pool.hung else ""
-            raise AnnotatorError(f"a Ray actor failed beyond its restarts: {_cause(exc)}{hung}"
-                                 ) from exc
+            raise AnnotatorError(
+                f"a Ray actor failed beyond its restarts: {_cause(exc)}{hung}"
+            ) from exc
         except ray.exceptions.RayTaskError as exc:
             if isinstance(exc.cause, AnnotatorError):  # a restarted actor that differs
                 raise AnnotatorError(str(exc.cause)) from None
@@ -253,8 +307,11 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
             # After a Ctrl-C, blocks are still queued: Ray prints each as a failed task (on
             # stdout, from its listener thread) once its actor is killed. Expected then; leaving
             # the cluster stops the listener before stdout is given back.
-            quiet = (contextlib.redirect_stdout(io.StringIO()) if run.interrupted
-                     else contextlib.nullcontext())
+            quiet = (
+                contextlib.redirect_stdout(io.StringIO())
+                if run.interrupted
+                else contextlib.nullcontext()
+            )
             with quiet:
                 for actor in pool_actors:
                     ray.kill(actor)
@@ -263,8 +320,9 @@ def annotate_on_ray(data: str | Path, project: str | Path, rubric: Rubric, model
     return run
 
 
-def _blocks(found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done: set[str]
-            ) -> Iterator[list[tuple[str, dict[str, str]]]]:
+def _blocks(
+    found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done: set[str]
+) -> Iterator[list[tuple[str, dict[str, str]]]]:
     """Blocks of items still to label; items are stored and skipped rows recorded on the way
     (a block at a time, so memory does not grow with the file)."""
     items: list[Item] = []
@@ -291,7 +349,7 @@ def _blocks(found: Iterator[Item | Skipped], store: Store, run: ClusterRun, done
         # and items of unequal length even out between actors.
         size = max(1, min(BLOCK, -(-len(todo) // (run.actors * SHARE))))
         for start in range(0, len(todo), size):
-            yield todo[start:start + size]
+            yield todo[start : start + size]
 
     run.summary.counted_all = False
     for entry in found:
@@ -311,8 +369,14 @@ def _cause(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def annotate_command(spec: JobSpec, address: str, actors: int, say: Say, progress: Progress,
-                     timeout: float | None = None) -> ClusterRun:
+def annotate_command(
+    spec: JobSpec,
+    address: str,
+    actors: int,
+    say: Say,
+    progress: Progress,
+    timeout: float | None = None,
+) -> ClusterRun:
     """`annotator annotate --ray`: resolve model and rubric without loading the model here
     (the driver may be a small machine), then run on the cluster. `timeout`: per block, as
     in annotate_on_ray."""
@@ -346,15 +410,32 @@ def annotate_command(spec: JobSpec, address: str, actors: int, say: Say, progres
     rubric = resolve_rubric(spec.rubric_path, info, project_rubric)
 
     def started(run: ClusterRun) -> None:
-        where = (f"Ray: {run.actors} actors on {len(run.nodes)} node(s) ({', '.join(run.nodes)}), "
-                 f"backend {run.description['backend'].upper()}")
+        where = (
+            f"Ray: {run.actors} actors on {len(run.nodes)} node(s) ({', '.join(run.nodes)}), "
+            f"backend {run.description['backend'].upper()}"
+        )
         for line in start_lines(where, rubric, run.run_id, run.resumed):
             say(line)
 
     run = annotate_on_ray(
-        spec.data, spec.project, rubric, model.resolve(), sha256_file(model), base, base_sha,
-        spec.settings, address, actors, spec.id_col, spec.id_col_given, spec.tie_margin,
-        progress, started, spec.readout, timeout)
+        spec.data,
+        spec.project,
+        rubric,
+        model.resolve(),
+        sha256_file(model),
+        base,
+        base_sha,
+        spec.settings,
+        address,
+        actors,
+        spec.id_col,
+        spec.id_col_given,
+        spec.tie_margin,
+        progress,
+        started,
+        spec.readout,
+        timeout,
+    )
     for line in run.hung:
         say(line)
     return run

@@ -87,21 +87,26 @@ class Job:
         settings, data, id_col, given = spec.settings, spec.data, spec.id_col, spec.id_col_given
         # A rubric file and the data are checked before the model loads: bad input fails fast.
         rubric = load_rubric(spec.rubric_path) if spec.rubric_path else None
-        loaded = read_items(data, [i.column for i in rubric.inputs], id_col, given) if rubric else None
+        loaded = (
+            read_items(data, [i.column for i in rubric.inputs], id_col, given) if rubric else None
+        )
         path = spec.model_path()
         llm, info = load_model(path, settings, spec.base)
         store: Store | None = None
         try:
             store = Store(spec.project)
             rubric = rubric or resolve_rubric(None, info, store.rubric)
-            rows, items, skipped = loaded or read_items(data, [i.column for i in rubric.inputs], id_col, given)
+            rows, items, skipped = loaded or read_items(
+                data, [i.column for i in rubric.inputs], id_col, given
+            )
             store.bind_rubric(rubric)
             conflicts = store.add_items(items)
             skipped = sorted(skipped + conflicts, key=lambda s: s.row)
             conflicted = {s.id for s in conflicts}
             items = [i for i in items if i.id not in conflicted]
-            engine = Engine(path, rubric, settings, llm=llm, readout=spec.readout,
-                            head=info.head(rubric))
+            engine = Engine(
+                path, rubric, settings, llm=llm, readout=spec.readout, head=info.head(rubric)
+            )
         except BaseException:
             if store is not None:
                 store.close()
@@ -109,8 +114,10 @@ class Job:
             raise
         description = engine.describe()
         if info.is_adapter:
-            description["base_model"] = {"path": os.path.abspath(engine.llm.model_path),
-                                         "sha256": info.base_sha256}
+            description["base_model"] = {
+                "path": os.path.abspath(engine.llm.model_path),
+                "sha256": info.base_sha256,
+            }
         model_sha256 = sha256_file(info.path)
         try:
             store.check_model(info.path, model_sha256)  # a share made by `project split`
@@ -120,22 +127,34 @@ class Job:
             raise
         run_id, resumed = store.find_or_start_run(
             # Absolute: `calibrate --out` reads the file again from any folder (and checks it).
-            model_path=os.path.abspath(info.path), model_sha256=model_sha256, rubric=rubric,
-            data_path=os.path.abspath(data), data_sha256=rows.sha256, settings=description,
+            model_path=os.path.abspath(info.path),
+            model_sha256=model_sha256,
+            rubric=rubric,
+            data_path=os.path.abspath(data),
+            data_sha256=rows.sha256,
+            settings=description,
         )
         store.record_skipped(run_id, skipped)
         done = store.done_ids(run_id)
         todo = [i for i in items if i.id not in done]
-        summary = Summary(items=len(items), done_before=len(items) - len(todo), skipped=len(skipped))
-        return cls(store, rubric, info, run_id, resumed, engine, todo, skipped, summary,
-                   spec.tie_margin)
+        summary = Summary(
+            items=len(items), done_before=len(items) - len(todo), skipped=len(skipped)
+        )
+        return cls(
+            store, rubric, info, run_id, resumed, engine, todo, skipped, summary, spec.tie_margin
+        )
 
     def start_lines(self, head: bool = True) -> list[str]:
         """What the drivers print once the job is open (`spec.start_lines`); `head`: with the
         calibration head's line, if the model file carries one."""
         dims = self.engine.head.dims if head and self.engine.head is not None else None
-        return start_lines(model_line(self.model, self.engine.backend, self.engine.backend_reason),
-                           self.rubric, self.run_id, self.resumed, dims)
+        return start_lines(
+            model_line(self.model, self.engine.backend, self.engine.backend_reason),
+            self.rubric,
+            self.run_id,
+            self.resumed,
+            dims,
+        )
 
     def run(self) -> Iterator[tuple[Item, ItemResult]]:
         """Label the remaining items, committing each before yielding it.
@@ -164,9 +183,18 @@ class Job:
 
     def _save(self, item: Item, result: ItemResult, seconds: float) -> None:
         labels = {k: Label(d.value, d.prob, d.margin) for k, d in result.decisions.items()}
-        self.store.save_annotation(self.run_id, item.id, labels, result.n_tokens,
-                                   result.truncated_tokens, seconds, result.stored_probs(),
-                                   result.stored_hidden(), worker=self.worker, lease=self.lease)
+        self.store.save_annotation(
+            self.run_id,
+            item.id,
+            labels,
+            result.n_tokens,
+            result.truncated_tokens,
+            seconds,
+            result.stored_probs(),
+            result.stored_hidden(),
+            worker=self.worker,
+            lease=self.lease,
+        )
         self.summary.done_now += 1
         near_tie = any(d.margin < self.tie_margin for d in result.decisions.values())
         self.summary.near_ties += near_tie
@@ -207,8 +235,7 @@ class Job:
             self.store.close()
 
 
-def _fields(items: Iterator[Item | None], taken: deque[Item]
-            ) -> Iterator[dict[str, str] | None]:
+def _fields(items: Iterator[Item | None], taken: deque[Item]) -> Iterator[dict[str, str] | None]:
     """Item fields for the engine, remembering which item each result belongs to (None: no
     item ready now)."""
     for item in items:
@@ -226,8 +253,12 @@ class _Heartbeat:
     def __init__(self, path: Path, run_id: int, worker: str, lease: float):
         self.working = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, args=(path, run_id, worker, lease),
-                                        name="annotator-claims", daemon=True)
+        self._thread = threading.Thread(
+            target=self._beat,
+            args=(path, run_id, worker, lease),
+            name="annotator-claims",
+            daemon=True,
+        )
         self._thread.start()
 
     def _beat(self, path: Path, run_id: int, worker: str, lease: float) -> None:
@@ -250,8 +281,9 @@ class _Heartbeat:
         self._thread.join(timeout=5)
 
 
-def load_model(path: Path, settings: EngineSettings, base: str | Path | None = None
-               ) -> tuple[llama_cpp.Llama, ModelInfo]:
+def load_model(
+    path: Path, settings: EngineSettings, base: str | Path | None = None
+) -> tuple[llama_cpp.Llama, ModelInfo]:
     """Load a model file, or a LoRA adapter file on its base (`base`, else the embedded
     default model), once; return it with what the file says about itself."""
     check_gguf_header(path)

@@ -35,8 +35,9 @@ class Progress(Protocol):
     """A progress bar factory like `annotator.console.progress`: `total` items (None: not known
     yet, as for a streamed file), `what` they are; entered, it yields the bar's `Advance`."""
 
-    def __call__(self, total: int | None, what: str, *,
-                 rate_unit: str | None = None) -> AbstractContextManager[Advance]: ...
+    def __call__(
+        self, total: int | None, what: str, *, rate_unit: str | None = None
+    ) -> AbstractContextManager[Advance]: ...
 
 
 @dataclass(frozen=True)
@@ -85,12 +86,18 @@ class NoRubric(AnnotatorError):
 
     def __init__(self, model: ModelInfo | None):
         self.model = model
-        super().__init__(f"{model.path}: {NO_RUBRIC}" if model is not None else
-                         "no rubric: pass --rubric RUBRIC.toml or a model that carries one")
+        super().__init__(
+            f"{model.path}: {NO_RUBRIC}"
+            if model is not None
+            else "no rubric: pass --rubric RUBRIC.toml or a model that carries one"
+        )
 
 
-def resolve_rubric(rubric_path: str | Path | None, model: ModelInfo | None,
-                   project: Callable[[], Rubric | None] = lambda: None) -> Rubric:
+def resolve_rubric(
+    rubric_path: str | Path | None,
+    model: ModelInfo | None,
+    project: Callable[[], Rubric | None] = lambda: None,
+) -> Rubric:
     """The rubric a job labels with: the rubric file if given, else the one the model carries,
     else the project's (`project()`, asked only then: reading it may open the project file).
     Raises the rubric file's AnnotatorError, or NoRubric when none of the three has one."""
@@ -108,13 +115,17 @@ def model_line(model: ModelInfo, backend: str, reason: str) -> str:
     return f"model {model.path.name} ({model.quantization}) on {backend.upper()}: {reason}"
 
 
-def start_lines(where: str, rubric: Rubric, run_id: int, resumed: bool,
-                head_dims: Iterable[str] | None = None) -> list[str]:
+def start_lines(
+    where: str, rubric: Rubric, run_id: int, resumed: bool, head_dims: Iterable[str] | None = None
+) -> list[str]:
     """The lines a driver prints once its run is found or started: `where` the model runs
     (`model_line`, or the Ray cluster's actors and nodes), the rubric and run, and the
     dimensions a calibration head in the model file labels (None: it carries none)."""
-    lines = [where, f"rubric {rubric.name!r} {rubric.hash[:12]}; run {run_id}"
-             + (" (resumed)" if resumed else "")]
+    lines = [
+        where,
+        f"rubric {rubric.name!r} {rubric.hash[:12]}; run {run_id}"
+        + (" (resumed)" if resumed else ""),
+    ]
     if head_dims is not None:
         lines.append(f"calibration head from the model file on {', '.join(sorted(head_dims))}")
     return lines

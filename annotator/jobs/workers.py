@@ -72,8 +72,12 @@ def run_workers(workers: int, spec: JobSpec, say: Say, progress: Progress) -> Ou
     children = []
     for index, threads in enumerate(split_threads(total, workers)):
         child_spec = replace(spec, settings=replace(settings, n_threads=threads))
-        child = context.Process(target=_worker, args=(index, workers, child_spec, messages),
-                                name=f"annotator-worker-{index}", daemon=True)
+        child = context.Process(
+            target=_worker,
+            args=(index, workers, child_spec, messages),
+            name=f"annotator-worker-{index}",
+            daemon=True,
+        )
         child.start()
         children.append(child)
 
@@ -89,7 +93,9 @@ def run_workers(workers: int, spec: JobSpec, say: Say, progress: Progress) -> Ou
                 for index, child in enumerate(children):
                     if index not in ended and not child.is_alive() and messages.empty():
                         ended.add(index)
-                        outcome.failed.append(f"worker {index + 1} exited with code {child.exitcode}")
+                        outcome.failed.append(
+                            f"worker {index + 1} exited with code {child.exitcode}"
+                        )
                 continue
             kind, index, payload = message
             if kind == "error":
@@ -102,8 +108,10 @@ def run_workers(workers: int, spec: JobSpec, say: Say, progress: Progress) -> Ou
                 outcome.summary.skipped = len(payload["skipped"])
                 for line in payload["lines"]:
                     say(line)
-                say(f"{workers} workers x {', '.join(map(str, split_threads(total, workers)))}"
-                    " thread(s), one project")
+                say(
+                    f"{workers} workers x {', '.join(map(str, split_threads(total, workers)))}"
+                    " thread(s), one project"
+                )
                 bar = progress(payload["todo"], "annotating", rate_unit="items")
                 advance = bar.__enter__()
             elif kind == "item" and advance is not None:
@@ -122,8 +130,11 @@ def run_workers(workers: int, spec: JobSpec, say: Say, progress: Progress) -> Ou
         # Once every worker has sent its end there is nothing left to read: just join them
         # (waiting on the queue then would hold the command up for a whole poll).
         deadline = time.monotonic() + 60
-        while len(ended) < len(children) and any(c.is_alive() for c in children) \
-                and time.monotonic() < deadline:
+        while (
+            len(ended) < len(children)
+            and any(c.is_alive() for c in children)
+            and time.monotonic() < deadline
+        ):
             try:
                 kind, index, payload = messages.get(timeout=POLL)
             except (queues.Empty, KeyboardInterrupt):
@@ -186,8 +197,18 @@ def _worker(index: int, workers: int, spec: JobSpec, messages) -> None:
     from annotator.jobs.job import Job
 
     def end(summary: Summary, interrupted: bool, finished: bool, failed: str | None) -> None:
-        messages.put(("end", index, {"summary": summary, "interrupted": interrupted,
-                                     "finished": finished, "failed": failed}))
+        messages.put(
+            (
+                "end",
+                index,
+                {
+                    "summary": summary,
+                    "interrupted": interrupted,
+                    "finished": finished,
+                    "failed": failed,
+                },
+            )
+        )
 
     try:
         job = Job.open(spec)
@@ -200,10 +221,19 @@ def _worker(index: int, workers: int, spec: JobSpec, messages) -> None:
         end(Summary(), False, False, failure_reason(exc))
         return
     job.start_at = index / workers
-    messages.put(("started", index, {
-        "run_id": job.run_id, "items": job.summary.items, "todo": len(job.todo),
-        "skipped": job.skipped, "lines": job.start_lines(head=False),
-    }))
+    messages.put(
+        (
+            "started",
+            index,
+            {
+                "run_id": job.run_id,
+                "items": job.summary.items,
+                "todo": len(job.todo),
+                "skipped": job.skipped,
+                "lines": job.start_lines(head=False),
+            },
+        )
+    )
     interrupted = finished = False
     failed: str | None = None
     try:

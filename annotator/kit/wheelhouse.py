@@ -41,8 +41,10 @@ def requirement_closure(root: str, extras: Sequence[str] = ()) -> dict[str, str]
         try:
             dist = importlib_metadata.distribution(name)
         except importlib_metadata.PackageNotFoundError:
-            raise AnnotatorError(f"{name} is needed but not installed here; install "
-                                 f"'{PROJECT}[{','.join(extras)}]' first") from None
+            raise AnnotatorError(
+                f"{name} is needed but not installed here; install "
+                f"'{PROJECT}[{','.join(extras)}]' first"
+            ) from None
         if key != canonical(root):
             found[key] = dist.version
         unknown = extra_set - {canonical(e) for e in dist.metadata.get_all("Provides-Extra") or []}
@@ -56,8 +58,12 @@ def requirement_closure(root: str, extras: Sequence[str] = ()) -> dict[str, str]
     return dict(sorted(found.items()))
 
 
-def _wheelhouse(folder: Path, closure: dict[str, str], say: Callable[[str], None],
-                llama_wheel: Path | None = None) -> tuple[list[Path], dict | None]:
+def _wheelhouse(
+    folder: Path,
+    closure: dict[str, str],
+    say: Callable[[str], None],
+    llama_wheel: Path | None = None,
+) -> tuple[list[Path], dict | None]:
     """The wheels, and the record of the llama-cpp-python build among them (for the manifest)."""
     folder.mkdir()
     _, canonical = _packaging()
@@ -97,8 +103,11 @@ def _wheelhouse(folder: Path, closure: dict[str, str], say: Callable[[str], None
     have = {(canonical(w.name.split("-")[0]), w.name.split("-")[1]) for w in wheels}
     missing = [f"{n} {v}" for n, v in closure.items() if (n, v) not in have]
     if missing:
-        raise AnnotatorError(f"no wheel for {', '.join(missing)} (pip wheel it once on this machine)")
+        raise AnnotatorError(
+            f"no wheel for {', '.join(missing)} (pip wheel it once on this machine)"
+        )
     return wheels, llama
+
 
 def _project_wheel(folder: Path) -> None:
     if not (ROOT / "pyproject.toml").is_file():
@@ -107,8 +116,11 @@ def _project_wheel(folder: Path) -> None:
     for part in _SOURCE_PARTS:
         src = ROOT / part
         if src.is_dir():
-            shutil.copytree(src, source / part, ignore=shutil.ignore_patterns(
-                "__pycache__", "*.pyc", "*.egg-info"))
+            shutil.copytree(
+                src,
+                source / part,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
+            )
         else:
             source.mkdir(exist_ok=True)
             shutil.copy2(src, source / part)
@@ -121,8 +133,11 @@ def _project_wheel(folder: Path) -> None:
 def _pip(*args: str, check: bool = True) -> str:
     """pip of this interpreter; `check=False`: output of a failed call is empty (a disabled
     cache only means every wheel is downloaded)."""
-    done = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0 and not check:
         return ""
     if done.returncode != 0:

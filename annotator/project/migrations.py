@@ -69,7 +69,7 @@ def m001_initial(db: sqlite3.Connection) -> None:
             created_at REAL NOT NULL,
             PRIMARY KEY (item_id, dimension, reviewer)
         );
-        """
+        """,
     )
 
 
@@ -95,7 +95,7 @@ def m002_reviews_keyed_by_queue(db: sqlite3.Connection) -> None:
             SELECT item_id, dimension, reviewer, value, queue, created_at FROM reviews;
         DROP TABLE reviews;
         ALTER TABLE reviews_m002 RENAME TO reviews
-        """
+        """,
     )
 
 
@@ -121,7 +121,7 @@ def m004_claims(db: sqlite3.Connection) -> None:
             PRIMARY KEY (run_id, item_id)
         );
         CREATE INDEX claims_worker ON claims (run_id, worker)
-        """
+        """,
     )
 
 
@@ -139,13 +139,15 @@ def m005_run_machines(db: sqlite3.Connection) -> None:
             recorded_at REAL NOT NULL,
             PRIMARY KEY (run_id, source, facts)
         )
-        """
+        """,
     )
     runs = db.execute("SELECT id, started_at, settings, run_key FROM runs ORDER BY id").fetchall()
     for run_id, started_at, settings, key in runs:
         facts = machine_facts(json.loads(settings))
-        db.execute("INSERT OR IGNORE INTO run_machines VALUES (?, '', ?, ?)",
-                   (run_id, json.dumps(facts, sort_keys=True), started_at))
+        db.execute(
+            "INSERT OR IGNORE INTO run_machines VALUES (?, '', ?, ?)",
+            (run_id, json.dumps(facts, sort_keys=True), started_at),
+        )
         if rekeyed(key) != key:
             db.execute("UPDATE runs SET run_key = ? WHERE id = ?", (rekeyed(key), run_id))
 
@@ -161,14 +163,18 @@ MIGRATIONS: list[Migration] = [
 
 def migrate(store: Store) -> None:
     """Apply the migrations `store`'s file lacks, in order, each in its own transaction."""
-    store.db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+    store.db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)"
+    )
     done = {row[0] for row in store.db.execute("SELECT name FROM _migrations")}
     for fn in MIGRATIONS:
         if fn.__name__ not in done:
             with store.transaction() as db:
                 # Read again under the write lock: another process opening the same
                 # project may have applied it since.
-                if db.execute("SELECT 1 FROM _migrations WHERE name = ?", (fn.__name__,)).fetchone():
+                if db.execute(
+                    "SELECT 1 FROM _migrations WHERE name = ?", (fn.__name__,)
+                ).fetchone():
                     continue
                 fn(db)
                 db.execute("INSERT INTO _migrations VALUES (?, ?)", (fn.__name__, time.time()))

@@ -39,8 +39,9 @@ def result_rows(rubric: Rubric, outputs: list[Output], with_probs: bool = False)
     return rows
 
 
-def write_results(out: Path, rubric: Rubric, rows: list[dict], with_probs: bool = False,
-                  raw_cells: bool = False) -> None:
+def write_results(
+    out: Path, rubric: Rubric, rows: list[dict], with_probs: bool = False, raw_cells: bool = False
+) -> None:
     """CSV cells a spreadsheet would run as formulas get a leading quote unless `raw_cells`."""
     if out.suffix.lower() not in (".csv", ".jsonl"):
         raise AnnotatorError(f"{out}: results file must end in .csv or .jsonl")

@@ -22,8 +22,9 @@ QUEUES = ("audit", "hard", "import")
 MODEL = "model"
 
 
-def unbiased_labels(reviews: Iterable[tuple[str, str, str, Value, str]]
-                    ) -> dict[str, dict[tuple[str, str], Value]]:
+def unbiased_labels(
+    reviews: Iterable[tuple[str, str, str, Value, str]],
+) -> dict[str, dict[tuple[str, str], Value]]:
     """reviewer -> (item id, dimension) -> the one label of theirs that alpha counts.
 
     The store keeps a review per queue, so one reviewer may hold several reviews of the same
@@ -110,11 +111,14 @@ def _refuse_repeated_ids(path: Path, records: list[tuple[int, dict[str, object] 
             rows_of.setdefault(item_id, []).append(number)
     repeated = [(item_id, numbers) for item_id, numbers in rows_of.items() if len(numbers) > 1]
     if repeated:
-        shown = ", ".join(f"{printable(item_id, 60)!r} on rows {_listed(numbers)}"
-                          for item_id, numbers in repeated[:5])
+        shown = ", ".join(
+            f"{printable(item_id, 60)!r} on rows {_listed(numbers)}"
+            for item_id, numbers in repeated[:5]
+        )
         more = f" (and {len(repeated) - 5} more ids)" if len(repeated) > 5 else ""
-        raise AnnotatorError(f"{path}: the same id on more than one row: {shown}{more}; "
-                             "nothing imported")
+        raise AnnotatorError(
+            f"{path}: the same id on more than one row: {shown}{more}; nothing imported"
+        )
 
 
 def _listed(numbers: list[int]) -> str:
@@ -133,8 +137,14 @@ class ExportReport:
     incomplete: int = 0  # rows with at least one blank dimension (`train` skips those rows)
 
 
-def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, queue: str = "all",
-                   force: bool = False, raw_cells: bool = False) -> ExportReport:
+def export_reviews(
+    store: Store,
+    out: str | Path,
+    reviewer: str | None = None,
+    queue: str = "all",
+    force: bool = False,
+    raw_cells: bool = False,
+) -> ExportReport:
     """Reviewed items as a labelled file `annotator train --data` reads (.csv, .tsv, .jsonl).
 
     One row per item with at least one label: `id`, the rubric's input columns (the stored
@@ -158,8 +168,10 @@ def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, q
     dims = [d.name for d in rubric.dimensions]
     columns = ["id", *inputs, *dims]
     if len(set(columns)) != len(columns):
-        raise AnnotatorError(f"{store.path}: the rubric's input and dimension names clash with "
-                             f"each other or with 'id'; cannot write one column per name")
+        raise AnnotatorError(
+            f"{store.path}: the rubric's input and dimension names clash with "
+            f"each other or with 'id'; cannot write one column per name"
+        )
 
     reviews = store.timed_reviews(None if queue == "all" else queue)
     if not reviews:
@@ -170,7 +182,9 @@ def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, q
         if not reviews:
             where = "" if queue == "all" else f" in the {queue!r} queue"
             names = ", ".join(store.reviewers()) or "none"
-            raise AnnotatorError(f"{store.path}: no reviews by {reviewer!r}{where} (reviewers: {names})")
+            raise AnnotatorError(
+                f"{store.path}: no reviews by {reviewer!r}{where} (reviewers: {names})"
+            )
 
     # One value per reviewer, item and dimension first. The store keeps a review per queue,
     # so a reviewer may have labelled an item twice (in the hard queue and later, blind, in the
@@ -216,8 +230,13 @@ def export_reviews(store: Store, out: str | Path, reviewer: str | None = None, q
     return report
 
 
-def agreement_report(store: Store, run_id: int | None = None, reviewer: str | None = None,
-                     bootstrap: int = 1000, seed: int = 0) -> dict:
+def agreement_report(
+    store: Store,
+    run_id: int | None = None,
+    reviewer: str | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Per dimension: alpha(model, reviewer) for each reviewer, and between reviewers."""
     rubric = store.rubric()
     if rubric is None:
@@ -229,7 +248,9 @@ def agreement_report(store: Store, run_id: int | None = None, reviewer: str | No
     reviewers = sorted(labels)
     if reviewer is not None:
         if reviewer not in reviewers:
-            raise AnnotatorError(f"{store.path}: no reviews by {reviewer!r} (reviewers: {', '.join(reviewers) or 'none'})")
+            raise AnnotatorError(
+                f"{store.path}: no reviews by {reviewer!r} (reviewers: {', '.join(reviewers) or 'none'})"
+            )
         reviewers = [reviewer]
     by_coder = {name: labels[name] for name in reviewers}
 
@@ -241,15 +262,33 @@ def agreement_report(store: Store, run_id: int | None = None, reviewer: str | No
         if len(reviewers) > 1:
             groups += [list(reviewers), [MODEL, *reviewers]]
         for coders in groups:
-            items = sorted({i for name in coders if name != MODEL
-                            for (i, d) in by_coder[name] if d == dim.name})
-            table = [[model_values.get(i) if name == MODEL else by_coder[name].get((i, dim.name))
-                      for i in items] for name in coders]
+            items = sorted(
+                {
+                    i
+                    for name in coders
+                    if name != MODEL
+                    for (i, d) in by_coder[name]
+                    if d == dim.name
+                }
+            )
+            table = [
+                [
+                    model_values.get(i) if name == MODEL else by_coder[name].get((i, dim.name))
+                    for i in items
+                ]
+                for name in coders
+            ]
             comparisons.append(agreement(dim, coders, table, bootstrap, seed).as_dict())
         dimensions.append({"dimension": dim.name, "level": dim.scale, "comparisons": comparisons})
     return {
-        "project": str(store.path), "run": run.id, "model": run.model_path,
-        "model_sha256": run.model_sha256, "rubric": rubric.name, "rubric_hash": rubric.hash,
-        "reviewers": reviewers, "queues": list(UNBIASED_QUEUES), "bootstrap": bootstrap,
+        "project": str(store.path),
+        "run": run.id,
+        "model": run.model_path,
+        "model_sha256": run.model_sha256,
+        "rubric": rubric.name,
+        "rubric_hash": rubric.hash,
+        "reviewers": reviewers,
+        "queues": list(UNBIASED_QUEUES),
+        "bootstrap": bootstrap,
         "dimensions": dimensions,
     }

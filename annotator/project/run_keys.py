@@ -22,8 +22,11 @@ def run_key(model_sha256: str, rubric_hash: str, settings: dict) -> str:
 
 
 def _run_key(model_sha256: str, rubric_hash: str, engine: object, readout: object) -> str:
-    engine = {k: v for k, v in (engine or {}).items() if k not in MACHINE_SETTINGS} \
-        if isinstance(engine, dict) else engine
+    engine = (
+        {k: v for k, v in (engine or {}).items() if k not in MACHINE_SETTINGS}
+        if isinstance(engine, dict)
+        else engine
+    )
     if isinstance(readout, dict):
         readout = {k: v for k, v in readout.items() if k != "priors"}
     return json.dumps([model_sha256, rubric_hash, engine, readout], sort_keys=True)
@@ -50,8 +53,13 @@ def rekeyed(key: str) -> str:
         return key
     if isinstance(parts, dict) and "merged_from" in parts and isinstance(parts.get("key"), str):
         return json.dumps({**parts, "key": rekeyed(parts["key"])}, sort_keys=True)
-    if isinstance(parts, list) and len(parts) == 5 and parts[0] != "derived" \
-            and isinstance(parts[2], dict) and (parts[3] is None or isinstance(parts[3], str)):
+    if (
+        isinstance(parts, list)
+        and len(parts) == 5
+        and parts[0] != "derived"
+        and isinstance(parts[2], dict)
+        and (parts[3] is None or isinstance(parts[3], str))
+    ):
         model_sha256, rubric_hash, engine, _backend, readout = parts
         return _run_key(model_sha256, rubric_hash, engine, readout)
     return key

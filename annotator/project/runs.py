@@ -38,8 +38,14 @@ class Runs:
     transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
 
     def find_or_start_run(
-        self, *, model_path: str, model_sha256: str, rubric: Rubric, data_path: str,
-        data_sha256: str, settings: dict,
+        self,
+        *,
+        model_path: str,
+        model_sha256: str,
+        rubric: Rubric,
+        data_path: str,
+        data_sha256: str,
+        settings: dict,
     ) -> tuple[int, bool]:
         """(run id, resumed): a run with the same model, rubric, engine settings and readout
         is resumed, on this machine or any other (see `run_key`). The machine's own facts
@@ -59,20 +65,33 @@ class Runs:
                 cursor = db.execute(
                     "INSERT INTO runs (started_at, model_path, model_sha256, rubric_hash,"
                     " data_path, data_sha256, settings, run_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (time.time(), model_path, model_sha256, rubric.hash, data_path, data_sha256,
-                     json.dumps(settings, sort_keys=True), key),
+                    (
+                        time.time(),
+                        model_path,
+                        model_sha256,
+                        rubric.hash,
+                        data_path,
+                        data_sha256,
+                        json.dumps(settings, sort_keys=True),
+                        key,
+                    ),
                 )
                 run_id, resumed = int(cursor.lastrowid or 0), False
-            db.execute("INSERT OR IGNORE INTO run_machines VALUES (?, '', ?, ?)",
-                       (run_id, facts, time.time()))
+            db.execute(
+                "INSERT OR IGNORE INTO run_machines VALUES (?, '', ?, ?)",
+                (run_id, facts, time.time()),
+            )
             return run_id, resumed
 
     def run_machines(self, run_id: int) -> list[tuple[str, dict]]:
         """(source, facts) of every machine that labelled in the run, first recorded first:
         source is '' for processes that wrote to this project, else the name of the project
         file a merge brought them from (`annotator project merge`)."""
-        rows = self.db.execute("SELECT source, facts FROM run_machines WHERE run_id = ?"
-                               " ORDER BY recorded_at, source, facts", (run_id,))
+        rows = self.db.execute(
+            "SELECT source, facts FROM run_machines WHERE run_id = ?"
+            " ORDER BY recorded_at, source, facts",
+            (run_id,),
+        )
         return [(r[0], json.loads(r[1])) for r in rows]
 
     def runs(self) -> list[Run]:
@@ -95,8 +114,9 @@ class Runs:
             chosen, newest = json.loads(row[0])
             if newest == runs[-1].id and chosen in by_id and not self.stale(by_id[chosen], by_id):
                 return by_id[chosen]
-        return next((r for r in reversed(runs) if not self.stale(r, by_id)),
-                    runs[-1] if runs else None)
+        return next(
+            (r for r in reversed(runs) if not self.stale(r, by_id)), runs[-1] if runs else None
+        )
 
     def stale(self, run: Run, by_id: dict[int, Run] | None = None) -> bool:
         """A derived run (`calibrate`) whose parent has labelled items since (a resumed
@@ -107,7 +127,8 @@ class Runs:
         missing = self.db.execute(
             "SELECT 1 FROM annotations p WHERE p.run_id = ? AND NOT EXISTS (SELECT 1 FROM"
             " annotations d WHERE d.run_id = ? AND d.item_id = p.item_id) LIMIT 1",
-            (parent, run.id)).fetchone()
+            (parent, run.id),
+        ).fetchone()
         if missing:
             return True
         if by_id is None:
@@ -124,11 +145,15 @@ class Runs:
         for run in runs:
             if run.id == run_id:
                 return run
-        raise AnnotatorError(f"{self.path}: no run {run_id} (runs: {', '.join(str(r.id) for r in runs)})")
+        raise AnnotatorError(
+            f"{self.path}: no run {run_id} (runs: {', '.join(str(r.id) for r in runs)})"
+        )
 
     @staticmethod
     def _mark_latest(db: sqlite3.Connection, run_id: int) -> None:
         """`run_id` is the latest run until another run is added (see `_latest`)."""
         newest = db.execute("SELECT MAX(id) FROM runs").fetchone()[0]
-        db.execute("INSERT OR REPLACE INTO project VALUES ('latest_run', ?)",
-                   (json.dumps([run_id, newest]),))
+        db.execute(
+            "INSERT OR REPLACE INTO project VALUES ('latest_run', ?)",
+            (json.dumps([run_id, newest]),),
+        )

@@ -55,9 +55,16 @@ class SplitReport:
     not_shared: int = 0  # rows of DATA that cannot be labelled (in no share)
 
 
-def split(source: str | Path, parts: int, out: str | Path, *, rubric_path: str | Path | None = None,
-          model: str | Path | None = None, id_col: str = "id", id_col_given: bool = False
-          ) -> SplitReport:
+def split(
+    source: str | Path,
+    parts: int,
+    out: str | Path,
+    *,
+    rubric_path: str | Path | None = None,
+    model: str | Path | None = None,
+    id_col: str = "id",
+    id_col_given: bool = False,
+) -> SplitReport:
     """Split a data file or a project into `parts` shares of consecutive items in `out`."""
     from annotator.modelfile import default_model_path, sha256_file
 
@@ -76,7 +83,9 @@ def split(source: str | Path, parts: int, out: str | Path, *, rubric_path: str |
             if rubric_path and load_rubric(rubric_path).hash != rubric.hash:
                 raise AnnotatorError(f"{rubric_path}: not the rubric of {source}")
             items = store.items()
-            sha = store.fixed_model_sha256() or (store.runs()[-1].model_sha256 if store.runs() else None)
+            sha = store.fixed_model_sha256() or (
+                store.runs()[-1].model_sha256 if store.runs() else None
+            )
         fmt = ".csv"
         if model_path is not None:
             sha = sha256_file(model_path)
@@ -85,7 +94,9 @@ def split(source: str | Path, parts: int, out: str | Path, *, rubric_path: str |
     else:
         model_path = model_path or default_model_path()
         rubric = load_rubric(rubric_path) if rubric_path else carried_rubric(model_path)
-        _, items, skipped = read_items(source, [i.column for i in rubric.inputs], id_col, id_col_given)
+        _, items, skipped = read_items(
+            source, [i.column for i in rubric.inputs], id_col, id_col_given
+        )
         not_shared = len(skipped)
         sha = sha256_file(model_path)
         fmt = source.suffix.lower()
@@ -97,7 +108,7 @@ def split(source: str | Path, parts: int, out: str | Path, *, rubric_path: str |
     size, extra = divmod(len(items), parts)
     start = 0
     for k in range(1, parts + 1):
-        chunk = items[start:start + size + (k <= extra)]
+        chunk = items[start : start + size + (k <= extra)]
         start += len(chunk)
         name = SHARE.format(k=k)
         project, data = out / f"{name}.db", out / f"{name}{fmt}"
@@ -127,8 +138,9 @@ def carried_rubric(model: Path) -> Rubric:
 def _write_share(project: Path, data: Path, rubric: Rubric, sha: str, items: list[Item]) -> None:
     columns = ["id", *(i.column for i in rubric.inputs)]
     # Data for `annotate` on the laptop, not a spreadsheet: every cell exactly as read.
-    write_rows(data, columns, ({"id": i.id, **i.fields} for i in items), private=True,
-               raw_cells=True)
+    write_rows(
+        data, columns, ({"id": i.id, **i.fields} for i in items), private=True, raw_cells=True
+    )
     with Store(project) as store:
         store.bind_rubric(rubric)
         store.fix_model_sha256(sha)
@@ -206,20 +218,25 @@ def _reference(target: Store) -> tuple[Rubric | None, str | None]:
     return target.rubric(), sha
 
 
-def _check(path: Path, copy: Store, rubric: Rubric | None, model_sha: str | None
-           ) -> tuple[Rubric, str | None]:
+def _check(
+    path: Path, copy: Store, rubric: Rubric | None, model_sha: str | None
+) -> tuple[Rubric, str | None]:
     theirs = copy.rubric()
     if theirs is None:
         raise AnnotatorError(f"{path}: project has no rubric; nothing to merge")
     if rubric is not None and theirs.hash != rubric.hash:
-        raise AnnotatorError(f"{path}: rubric {theirs.name!r} ({theirs.hash[:12]}) is not the "
-                             f"merged project's {rubric.name!r} ({rubric.hash[:12]}); not merged")
+        raise AnnotatorError(
+            f"{path}: rubric {theirs.name!r} ({theirs.hash[:12]}) is not the "
+            f"merged project's {rubric.name!r} ({rubric.hash[:12]}); not merged"
+        )
     for sha in [copy.fixed_model_sha256(), *(run.model_sha256 for run in copy.runs())]:
         if sha is None:
             continue
         if model_sha is not None and sha != model_sha:
-            raise AnnotatorError(f"{path}: model sha256 {sha[:12]} is not the merged project's "
-                                 f"{model_sha[:12]}; not merged")
+            raise AnnotatorError(
+                f"{path}: model sha256 {sha[:12]} is not the merged project's "
+                f"{model_sha[:12]}; not merged"
+            )
         model_sha = sha
     return theirs, model_sha
 
@@ -228,8 +245,9 @@ def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
 
 
-def _merge_one(target: Store, path: Path, copy: Store, rubric: Rubric, report: MergeReport
-               ) -> set[int]:
+def _merge_one(
+    target: Store, path: Path, copy: Store, rubric: Rubric, report: MergeReport
+) -> set[int]:
     """One source, in one transaction: all of it or nothing. Returns the target's runs it
     wrote to."""
     src = copy.db
@@ -241,23 +259,30 @@ def _merge_one(target: Store, path: Path, copy: Store, rubric: Rubric, report: M
         for item_id, row, fields in src.execute("SELECT id, row, fields FROM items"):
             mine = db.execute("SELECT fields FROM items WHERE id = ?", (item_id,)).fetchone()
             if mine is None:
-                db.execute("INSERT INTO items (id, row, fields) VALUES (?, ?, ?)", (item_id, row, fields))
+                db.execute(
+                    "INSERT INTO items (id, row, fields) VALUES (?, ?, ?)", (item_id, row, fields)
+                )
                 report.items += 1
             elif mine[0] != fields:
                 clashes += 1
         if clashes:
-            raise AnnotatorError(f"{path}: {clashes} item id(s) hold other text than in {target.path};"
-                                 " not merged")
+            raise AnnotatorError(
+                f"{path}: {clashes} item id(s) hold other text than in {target.path}; not merged"
+            )
 
         run_cols = [c for c in _columns(db, "runs") if c != "id" and c in _columns(src, "runs")]
         ann_cols = [c for c in _columns(db, "annotations") if c in _columns(src, "annotations")]
         runs = {}  # source run id -> target run id
         kept: dict[int, int] = {}  # source run id -> run holding labels that differ
-        for source_run in src.execute(f"SELECT id, {', '.join(run_cols)} FROM runs ORDER BY id").fetchall():
+        for source_run in src.execute(
+            f"SELECT id, {', '.join(run_cols)} FROM runs ORDER BY id"
+        ).fetchall():
             values = dict(zip(run_cols, source_run[1:], strict=True))
             # The latest run with the key, as `annotate` resumes it.
-            found = db.execute("SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1",
-                               (values["run_key"],)).fetchone()
+            found = db.execute(
+                "SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1",
+                (values["run_key"],),
+            ).fetchone()
             if found:
                 runs[source_run[0]] = found[0]
                 report.runs_joined += 1
@@ -268,8 +293,10 @@ def _merge_one(target: Store, path: Path, copy: Store, rubric: Rubric, report: M
         for row in src.execute(select).fetchall():
             values = dict(zip(ann_cols, row, strict=True))
             source_run, values["run_id"] = values["run_id"], runs[values["run_id"]]
-            mine = db.execute("SELECT labels FROM annotations WHERE run_id = ? AND item_id = ?",
-                              (values["run_id"], values["item_id"])).fetchone()
+            mine = db.execute(
+                "SELECT labels FROM annotations WHERE run_id = ? AND item_id = ?",
+                (values["run_id"], values["item_id"]),
+            ).fetchone()
             if mine is not None and mine[0] == values["labels"]:
                 report.labels_already += 1
                 continue
@@ -278,31 +305,43 @@ def _merge_one(target: Store, path: Path, copy: Store, rubric: Rubric, report: M
                 if source_run not in kept:
                     kept[source_run] = _kept_run(db, src, run_cols, source_run, path)
                 values["run_id"] = kept[source_run]
-                again = db.execute("SELECT labels FROM annotations WHERE run_id = ? AND item_id = ?",
-                                   (values["run_id"], values["item_id"])).fetchone()
+                again = db.execute(
+                    "SELECT labels FROM annotations WHERE run_id = ? AND item_id = ?",
+                    (values["run_id"], values["item_id"]),
+                ).fetchone()
                 if again is not None and again[0] == values["labels"]:
                     report.labels_already += 1  # this source was merged before
                     continue
-                report.kept_by_run[kept[source_run]] = report.kept_by_run.get(kept[source_run], 0) + 1
+                report.kept_by_run[kept[source_run]] = (
+                    report.kept_by_run.get(kept[source_run], 0) + 1
+                )
             _insert(db, "annotations", values, "OR IGNORE")
             report.labels += 1
         # Each machine that labelled in a source run, under the share's name (or, for a
         # project that was itself merged, the name it was recorded under there).
         for run_id, source, facts, at in src.execute(
-                "SELECT run_id, source, facts, recorded_at FROM run_machines").fetchall():
+            "SELECT run_id, source, facts, recorded_at FROM run_machines"
+        ).fetchall():
             for mine in {runs[run_id], kept.get(run_id, runs[run_id])}:
-                db.execute("INSERT OR IGNORE INTO run_machines VALUES (?, ?, ?, ?)",
-                           (mine, source or path.name, facts, at))
-        for run_id, row, item_id, reason in src.execute("SELECT run_id, row, item_id, reason FROM skipped"):
-            report.skipped += db.execute("INSERT OR IGNORE INTO skipped VALUES (?, ?, ?, ?)",
-                                         (runs[run_id], row, item_id, reason)).rowcount
+                db.execute(
+                    "INSERT OR IGNORE INTO run_machines VALUES (?, ?, ?, ?)",
+                    (mine, source or path.name, facts, at),
+                )
+        for run_id, row, item_id, reason in src.execute(
+            "SELECT run_id, row, item_id, reason FROM skipped"
+        ):
+            report.skipped += db.execute(
+                "INSERT OR IGNORE INTO skipped VALUES (?, ?, ?, ?)",
+                (runs[run_id], row, item_id, reason),
+            ).rowcount
         rev_cols = [c for c in _columns(db, "reviews") if c in _columns(src, "reviews")]
         for row in src.execute(f"SELECT {', '.join(rev_cols)} FROM reviews").fetchall():
             values = dict(zip(rev_cols, row, strict=True))
-            mine = db.execute("SELECT value, created_at FROM reviews WHERE item_id = ? AND"
-                              " dimension = ? AND reviewer = ? AND queue = ?",
-                              (values["item_id"], values["dimension"], values["reviewer"],
-                               values["queue"])).fetchone()
+            mine = db.execute(
+                "SELECT value, created_at FROM reviews WHERE item_id = ? AND"
+                " dimension = ? AND reviewer = ? AND queue = ?",
+                (values["item_id"], values["dimension"], values["reviewer"], values["queue"]),
+            ).fetchone()
             if mine is None:
                 _insert(db, "reviews", values)
                 report.reviews += 1
@@ -319,13 +358,16 @@ def _insert(db: sqlite3.Connection, table: str, values: dict, conflict: str = ""
 
 
 def _insert_run(db: sqlite3.Connection, cols: list[str], values: dict) -> int:
-    cursor = db.execute(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
-                        tuple(values[c] for c in cols))
+    cursor = db.execute(
+        f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+        tuple(values[c] for c in cols),
+    )
     return int(cursor.lastrowid or 0)
 
 
-def _kept_run(db: sqlite3.Connection, src: sqlite3.Connection, cols: list[str], source_run: int,
-              path: Path) -> int:
+def _kept_run(
+    db: sqlite3.Connection, src: sqlite3.Connection, cols: list[str], source_run: int, path: Path
+) -> int:
     """A run for labels that differ from those already in the matching target run: a copy of
     the source run whose key no `annotate` will resume, saying where it came from."""
     row = src.execute(f"SELECT {', '.join(cols)} FROM runs WHERE id = ?", (source_run,)).fetchone()
@@ -333,7 +375,9 @@ def _kept_run(db: sqlite3.Connection, src: sqlite3.Connection, cols: list[str], 
     settings = json.loads(values["settings"])
     settings["merged_from"] = {"project": str(path), "run": source_run}
     values["settings"] = json.dumps(settings, sort_keys=True)
-    values["run_key"] = json.dumps({"merged_from": str(path.resolve()), "run": source_run,
-                                    "key": values["run_key"]}, sort_keys=True)
+    values["run_key"] = json.dumps(
+        {"merged_from": str(path.resolve()), "run": source_run, "key": values["run_key"]},
+        sort_keys=True,
+    )
     found = db.execute("SELECT id FROM runs WHERE run_key = ?", (values["run_key"],)).fetchone()
     return int(found[0]) if found else _insert_run(db, cols, values)

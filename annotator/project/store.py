@@ -53,15 +53,31 @@ class Output:
 
 _INSERT_ANNOTATION = (
     "INSERT OR IGNORE INTO annotations (run_id, item_id, labels, n_tokens, truncated_tokens,"
-    " seconds, probs, hidden) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+    " seconds, probs, hidden) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
-def _annotation_row(run_id: int, item_id: str, labels: dict[str, Label], n_tokens: int,
-                    truncated_tokens: int, seconds: float, probs: dict[str, list[float]] | None,
-                    hidden: bytes | None) -> tuple:
+def _annotation_row(
+    run_id: int,
+    item_id: str,
+    labels: dict[str, Label],
+    n_tokens: int,
+    truncated_tokens: int,
+    seconds: float,
+    probs: dict[str, list[float]] | None,
+    hidden: bytes | None,
+) -> tuple:
     payload = json.dumps({k: [v.value, v.prob, v.margin] for k, v in labels.items()})
-    return (run_id, item_id, payload, n_tokens, truncated_tokens, seconds,
-            None if probs is None else json.dumps(probs), hidden)
+    return (
+        run_id,
+        item_id,
+        payload,
+        n_tokens,
+        truncated_tokens,
+        seconds,
+        None if probs is None else json.dumps(probs),
+        hidden,
+    )
 
 
 OPEN_TIMEOUT = 30.0  # seconds to keep trying to open a project that other processes hold
@@ -130,8 +146,9 @@ class Store(Runs):
             # OR IGNORE: another process may bind the same new project at the same moment;
             # whichever rubric won is then compared below.
             with self.transaction() as db:
-                db.execute("INSERT OR IGNORE INTO project VALUES ('rubric', ?)",
-                           (rubric.canonical_json(),))
+                db.execute(
+                    "INSERT OR IGNORE INTO project VALUES ('rubric', ?)", (rubric.canonical_json(),)
+                )
             existing = self.rubric()
         if existing is not None and existing.hash != rubric.hash:
             raise AnnotatorError(
@@ -153,7 +170,9 @@ class Store(Runs):
                 if row is None:
                     db.execute("INSERT INTO items VALUES (?, ?, ?)", (item.id, item.row, fields))
                 elif row[0] != fields:
-                    conflicts.append(Skipped(item.row, item.id, "id already in the project with other text"))
+                    conflicts.append(
+                        Skipped(item.row, item.id, "id already in the project with other text")
+                    )
         return conflicts
 
     def record_skipped(self, run_id: int, skipped: Iterable[Skipped]) -> None:
@@ -174,31 +193,58 @@ class Store(Runs):
         return {r[0] for r in rows}
 
     def save_annotation(
-        self, run_id: int, item_id: str, labels: dict[str, Label], n_tokens: int,
-        truncated_tokens: int, seconds: float, probs: dict[str, list[float]] | None = None,
-        hidden: bytes | None = None, worker: str | None = None, lease: float = 0.0,
+        self,
+        run_id: int,
+        item_id: str,
+        labels: dict[str, Label],
+        n_tokens: int,
+        truncated_tokens: int,
+        seconds: float,
+        probs: dict[str, list[float]] | None = None,
+        hidden: bytes | None = None,
+        worker: str | None = None,
+        lease: float = 0.0,
     ) -> None:
         """Store an item's labels. `worker`: the claim holder saving it; in the same
         transaction its claim on the item goes (a labelled item needs none) and its other
         claims are renewed for `lease` seconds."""
         with self.transaction() as db:
-            db.execute(_INSERT_ANNOTATION, _annotation_row(
-                run_id, item_id, labels, n_tokens, truncated_tokens, seconds, probs, hidden))
+            db.execute(
+                _INSERT_ANNOTATION,
+                _annotation_row(
+                    run_id, item_id, labels, n_tokens, truncated_tokens, seconds, probs, hidden
+                ),
+            )
             if worker is not None:
-                db.execute("DELETE FROM claims WHERE run_id = ? AND item_id = ? AND worker = ?",
-                           (run_id, item_id, worker))
-                db.execute("UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
-                           (time.time() + lease, run_id, worker))
+                db.execute(
+                    "DELETE FROM claims WHERE run_id = ? AND item_id = ? AND worker = ?",
+                    (run_id, item_id, worker),
+                )
+                db.execute(
+                    "UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
+                    (time.time() + lease, run_id, worker),
+                )
 
     def outputs(self, run_id: int) -> list[Output]:
         """Every item's stored outputs in the run, in the data file's row order."""
         rows = self.db.execute(
             "SELECT a.item_id, a.labels, a.probs, a.hidden, a.n_tokens, a.truncated_tokens,"
             " a.seconds FROM annotations a JOIN items i ON i.id = a.item_id WHERE a.run_id = ?"
-            " ORDER BY i.row, i.id", (run_id,))
-        return [Output(r[0], {k: Label(*v) for k, v in json.loads(r[1]).items()},
-                       None if r[2] is None else json.loads(r[2]), r[3], r[4], r[5], r[6])
-                for r in rows]
+            " ORDER BY i.row, i.id",
+            (run_id,),
+        )
+        return [
+            Output(
+                r[0],
+                {k: Label(*v) for k, v in json.loads(r[1]).items()},
+                None if r[2] is None else json.loads(r[2]),
+                r[3],
+                r[4],
+                r[5],
+                r[6],
+            )
+            for r in rows
+        ]
 
     def start_derived_run(self, parent: Run, settings: dict, relabelled: Iterable[Output]) -> int:
         """A new run holding `parent`'s model outputs with new labels (a readout applied
@@ -208,27 +254,55 @@ class Store(Runs):
         the same derivation twice reuses its run. Either way it becomes the latest run."""
         relabelled = list(relabelled)
         items = hashlib.sha256(json.dumps(sorted(o.item_id for o in relabelled)).encode("utf-8"))
-        key = json.dumps(["derived", parent.id, settings.get("readout"), len(relabelled),
-                          items.hexdigest()], sort_keys=True)
+        key = json.dumps(
+            ["derived", parent.id, settings.get("readout"), len(relabelled), items.hexdigest()],
+            sort_keys=True,
+        )
         with self.transaction() as db:
-            row = db.execute("SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1",
-                             (key,)).fetchone()
+            row = db.execute(
+                "SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1", (key,)
+            ).fetchone()
             if row:
                 self._mark_latest(db, int(row[0]))
                 return int(row[0])
-            data_sha = db.execute("SELECT data_sha256 FROM runs WHERE id = ?",
-                                  (parent.id,)).fetchone()[0]
+            data_sha = db.execute(
+                "SELECT data_sha256 FROM runs WHERE id = ?", (parent.id,)
+            ).fetchone()[0]
             cursor = db.execute(
                 "INSERT INTO runs (started_at, model_path, model_sha256, rubric_hash, data_path,"
                 " data_sha256, settings, run_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (time.time(), parent.model_path, parent.model_sha256, parent.rubric_hash,
-                 parent.data_path, data_sha, json.dumps(settings, sort_keys=True), key))
+                (
+                    time.time(),
+                    parent.model_path,
+                    parent.model_sha256,
+                    parent.rubric_hash,
+                    parent.data_path,
+                    data_sha,
+                    json.dumps(settings, sort_keys=True),
+                    key,
+                ),
+            )
             run_id = int(cursor.lastrowid or 0)
-            db.executemany(_INSERT_ANNOTATION, [
-                _annotation_row(run_id, o.item_id, o.labels, o.n_tokens, o.truncated_tokens,
-                                o.seconds, o.probs, o.hidden) for o in relabelled])
-            db.execute("INSERT INTO skipped SELECT ?, row, item_id, reason FROM skipped"
-                       " WHERE run_id = ?", (run_id, parent.id))
+            db.executemany(
+                _INSERT_ANNOTATION,
+                [
+                    _annotation_row(
+                        run_id,
+                        o.item_id,
+                        o.labels,
+                        o.n_tokens,
+                        o.truncated_tokens,
+                        o.seconds,
+                        o.probs,
+                        o.hidden,
+                    )
+                    for o in relabelled
+                ],
+            )
+            db.execute(
+                "INSERT INTO skipped SELECT ?, row, item_id, reason FROM skipped WHERE run_id = ?",
+                (run_id, parent.id),
+            )
             self._mark_latest(db, run_id)
             return run_id
 
@@ -239,9 +313,7 @@ class Store(Runs):
             " JOIN items i ON i.id = a.item_id WHERE a.run_id = ? ORDER BY i.row, i.id",
             (run_id,),
         )
-        return [
-            (r[0], {k: Label(*v) for k, v in json.loads(r[1]).items()}, r[2]) for r in rows
-        ]
+        return [(r[0], {k: Label(*v) for k, v in json.loads(r[1]).items()}, r[2]) for r in rows]
 
     def items(self) -> list[Item]:
         rows = self.db.execute("SELECT id, row, fields FROM items ORDER BY row, id")
@@ -252,7 +324,9 @@ class Store(Runs):
 
     # -- reviews ----------------------------------------------------------------------------
 
-    def save_reviews(self, reviewer: str, queue: str, rows: Iterable[tuple[str, str, Value]]) -> int:
+    def save_reviews(
+        self, reviewer: str, queue: str, rows: Iterable[tuple[str, str, Value]]
+    ) -> int:
         """Save (item id, dimension, value) reviews in one transaction.
 
         A review is kept per (item, dimension, reviewer, queue): a re-review in the same queue
@@ -271,7 +345,9 @@ class Store(Runs):
         for the same item and dimension, one per queue."""
         return [r[:5] for r in self.timed_reviews(queue)]
 
-    def timed_reviews(self, queue: str | None = None) -> list[tuple[str, str, str, Value, str, float]]:
+    def timed_reviews(
+        self, queue: str | None = None
+    ) -> list[tuple[str, str, str, Value, str, float]]:
         """`reviews()` with when each was saved: (item id, dimension, reviewer, value, queue,
         created_at) rows."""
         sql = "SELECT item_id, dimension, reviewer, value, queue, created_at FROM reviews"
@@ -294,8 +370,9 @@ class Store(Runs):
     # and another one takes them. The primary key on (run, item) of `annotations` keeps an
     # item from being stored twice even when a lease ran out under a slow process.
 
-    def claim(self, run_id: int, worker: str, item_ids: Iterable[str], lease: float
-              ) -> tuple[list[str], list[str]]:
+    def claim(
+        self, run_id: int, worker: str, item_ids: Iterable[str], lease: float
+    ) -> tuple[list[str], list[str]]:
         """Claim what of `item_ids` is neither labelled in the run nor claimed by a live
         worker: (claimed, held by others). Renews `worker`'s other claims in the run."""
         now = time.time()
@@ -305,24 +382,32 @@ class Store(Runs):
         if not free:
             return [], held
         with self.transaction() as db:
-            db.execute("UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
-                       (now + lease, run_id, worker))
+            db.execute(
+                "UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
+                (now + lease, run_id, worker),
+            )
             free, taken = self._claimable(run_id, worker, free, now)  # again, under the lock
-            db.executemany("INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
-                           [(run_id, item_id, worker, now + lease) for item_id in free])
+            db.executemany(
+                "INSERT OR REPLACE INTO claims VALUES (?, ?, ?, ?)",
+                [(run_id, item_id, worker, now + lease) for item_id in free],
+            )
         return free, held + taken
 
-    def _claimable(self, run_id: int, worker: str, item_ids: list[str], now: float
-                   ) -> tuple[list[str], list[str]]:
+    def _claimable(
+        self, run_id: int, worker: str, item_ids: list[str], now: float
+    ) -> tuple[list[str], list[str]]:
         """(not labelled and free or lapsed, held by another live worker)."""
         free: list[str] = []
         held: list[str] = []
         for item_id in item_ids:
-            if self.db.execute("SELECT 1 FROM annotations WHERE run_id = ? AND item_id = ?",
-                               (run_id, item_id)).fetchone():
+            if self.db.execute(
+                "SELECT 1 FROM annotations WHERE run_id = ? AND item_id = ?", (run_id, item_id)
+            ).fetchone():
                 continue
-            row = self.db.execute("SELECT worker, expires_at FROM claims WHERE run_id = ?"
-                                  " AND item_id = ?", (run_id, item_id)).fetchone()
+            row = self.db.execute(
+                "SELECT worker, expires_at FROM claims WHERE run_id = ? AND item_id = ?",
+                (run_id, item_id),
+            ).fetchone()
             if row and row[0] != worker and row[1] > now and worker_alive(row[0]):
                 held.append(item_id)
             else:
@@ -332,8 +417,10 @@ class Store(Runs):
     def renew_claims(self, run_id: int, worker: str, lease: float) -> None:
         """Extend `worker`'s claims in the run to `lease` seconds from now (a heartbeat)."""
         with self.transaction() as db:
-            db.execute("UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
-                       (time.time() + lease, run_id, worker))
+            db.execute(
+                "UPDATE claims SET expires_at = ? WHERE run_id = ? AND worker = ?",
+                (time.time() + lease, run_id, worker),
+            )
 
     def release_claims(self, run_id: int, worker: str) -> None:
         with self.transaction() as db:

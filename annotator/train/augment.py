@@ -61,7 +61,9 @@ def read_paraphrases(path: Path) -> list[str]:
     found = ["\n".join(b).strip() for b in blocks]
     empty = [i + 1 for i, b in enumerate(found) if not b]
     if empty:
-        raise AnnotatorError(f"{path}: paraphrase block(s) {empty} are empty (check the `---` lines)")
+        raise AnnotatorError(
+            f"{path}: paraphrase block(s) {empty} are empty (check the `---` lines)"
+        )
     if len(found) > _MAX_PARAPHRASES:
         raise AnnotatorError(f"{path}: at most {_MAX_PARAPHRASES} paraphrases")
     if any(ord(c) < 32 and c not in "\n\t" for b in found for c in b):
@@ -78,8 +80,9 @@ def instruction_texts(rubric: Rubric, args: AugmentArgs, paraphrases: Sequence[s
     return list(dict.fromkeys(texts))  # unique, in order
 
 
-def draw_variant(rubric: Rubric, args: AugmentArgs, texts: Sequence[str],
-                 rng: random.Random) -> Variant:
+def draw_variant(
+    rubric: Rubric, args: AugmentArgs, texts: Sequence[str], rng: random.Random
+) -> Variant:
     instructions = rng.choice(list(texts)) if len(texts) > 1 else None
     order = None
     if args.reorder_inputs and len(rubric.inputs) > 1:
@@ -97,8 +100,14 @@ def draw_variant(rubric: Rubric, args: AugmentArgs, texts: Sequence[str],
     return Variant(instructions, order, shown or None)
 
 
-def token_dropout(ids: Sequence[int], kinds: Sequence[str], rate: float, share: float,
-                  neutral_id: int, rng: random.Random) -> list[int]:
+def token_dropout(
+    ids: Sequence[int],
+    kinds: Sequence[str],
+    rate: float,
+    share: float,
+    neutral_id: int,
+    rng: random.Random,
+) -> list[int]:
     """A copy of `ids` where, with probability `share`, round(rate * n) of the n droppable
     tokens (kinds in DROPPABLE) are replaced with `neutral_id`. Exactly one draw decides
     whether an example is hit, so the share of hit examples is `share` (the paper's code

@@ -36,9 +36,14 @@ class Hardware:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"device": self.device, "quantize": self.quantize, "dtype": str(self.dtype).removeprefix("torch."),
-                "optimizer": self.optimizer, "gradient_checkpointing": self.gradient_checkpointing,
-                "notes": list(self.notes)}
+        return {
+            "device": self.device,
+            "quantize": self.quantize,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "optimizer": self.optimizer,
+            "gradient_checkpointing": self.gradient_checkpointing,
+            "notes": list(self.notes),
+        }
 
 
 def resolve_hardware(args: HardwareArgs) -> Hardware:
@@ -55,8 +60,10 @@ def resolve_hardware(args: HardwareArgs) -> Hardware:
     if quantize == "auto":
         quantize = "nf4" if device == "cuda" else "none"
         if device == "cpu":
-            notes.append("no CUDA device: plain LoRA in fp32 on CPU instead of QLoRA "
-                         "(4-bit base, bf16, 8-bit AdamW need CUDA); expect it to be slow")
+            notes.append(
+                "no CUDA device: plain LoRA in fp32 on CPU instead of QLoRA "
+                "(4-bit base, bf16, 8-bit AdamW need CUDA); expect it to be slow"
+            )
     elif quantize == "nf4" and device == "cpu":
         notes.append("4-bit NF4 base on CPU: bitsandbytes' CPU kernels, slow (meant for checks)")
     if quantize not in ("nf4", "none"):
@@ -84,7 +91,7 @@ def resolve_hardware(args: HardwareArgs) -> Hardware:
 
 
 def check_base(base: Path) -> str:
-    """"hf" or "gguf" for a usable base path; AnnotatorError naming the problem otherwise."""
+    """ "hf" or "gguf" for a usable base path; AnnotatorError naming the problem otherwise."""
     base = Path(base)
     if base.is_dir():
         if not (base / "config.json").is_file():
@@ -105,13 +112,20 @@ def prepare_base(base: Path, run_dir: Path) -> tuple[Path, dict]:
     base = Path(base)
     if check_base(base) == "hf":
         weights = sorted(p for p in base.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES))
-        return base, {"kind": "hf", "path": str(base.resolve()),
-                      "weights_sha256": {p.name: sha256_file(p) for p in weights}}
+        return base, {
+            "kind": "hf",
+            "path": str(base.resolve()),
+            "weights_sha256": {p.name: sha256_file(p) for p in weights},
+        }
     out = run_dir / "base"
     log.info("dequantizing %s into a Hugging Face checkpoint at %s", base.name, out)
     dequantize_gguf(base, out)
-    return out, {"kind": "gguf", "path": str(base.resolve()), "sha256": sha256_file(base),
-                 "dequantized_to": str(out)}
+    return out, {
+        "kind": "gguf",
+        "path": str(base.resolve()),
+        "sha256": sha256_file(base),
+        "dequantized_to": str(out),
+    }
 
 
 def dequantize_gguf(gguf_path: Path, out: Path) -> None:
@@ -122,8 +136,9 @@ def dequantize_gguf(gguf_path: Path, out: Path) -> None:
     try:
         with _gguf_parsed_once():
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
-                                                         local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, gguf_file=name, dtype=torch.float32, local_files_only=True
+            )
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise AnnotatorError(f"{gguf_path}: transformers cannot load this GGUF ({exc})") from exc
     # The weights are plain fp32 tensors now; the GGUF "quantizer" state would make
@@ -184,12 +199,20 @@ def quantization_config(hardware: Hardware):
     """The 4-bit NF4 setting used to train; merge reloads the base with the same one."""
     from transformers import BitsAndBytesConfig
 
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                              bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=hardware.dtype)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=hardware.dtype,
+    )
 
 
-def load_model(model_dir: Path, hardware: Hardware, quantize: str | None = None,
-               dtype: torch.dtype | None = None):
+def load_model(
+    model_dir: Path,
+    hardware: Hardware,
+    quantize: str | None = None,
+    dtype: torch.dtype | None = None,
+):
     """The base model on the run's device: 4-bit NF4 (quantize "nf4") or in `dtype`."""
     from transformers import AutoModelForCausalLM
 
@@ -198,8 +221,12 @@ def load_model(model_dir: Path, hardware: Hardware, quantize: str | None = None,
     if quantize == "nf4":
         # Non-quantized parts (embeddings, norms) load in fp32: kbit preparation wants them so.
         model = AutoModelForCausalLM.from_pretrained(
-            model_dir, quantization_config=quantization_config(hardware), dtype=torch.float32,
-            device_map={"": 0 if hardware.device == "cuda" else "cpu"}, local_files_only=True)
+            model_dir,
+            quantization_config=quantization_config(hardware),
+            dtype=torch.float32,
+            device_map={"": 0 if hardware.device == "cuda" else "cpu"},
+            local_files_only=True,
+        )
     else:
         model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
         model.to(torch.device(hardware.device))
@@ -221,14 +248,22 @@ def add_lora(model, lora: LoraArgs, hardware: Hardware, seed: int):
     kwargs = {"use_reentrant": False}
     if hardware.quantize == "nf4":
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=hardware.gradient_checkpointing,
-            gradient_checkpointing_kwargs=kwargs)
+            model,
+            use_gradient_checkpointing=hardware.gradient_checkpointing,
+            gradient_checkpointing_kwargs=kwargs,
+        )
     elif hardware.gradient_checkpointing:
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     torch.manual_seed(seed)  # the adapters' random initialisation
     return get_peft_model(model, config)

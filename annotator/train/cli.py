@@ -32,72 +32,153 @@ AT_LEAST_1 = click.IntRange(min=1)
 AUG, LORA, TRAIN, EVAL, HW = AugmentArgs(), LoraArgs(), TrainArgs(), EvalArgs(), HardwareArgs()
 
 
-@click.command("train", context_settings={"help_option_names": ["-h", "--help"],
-                                          "show_default": True})
-@click.option("--data", "paths", multiple=True, required=True, type=PATH, metavar="LABELED",
-              help="Labelled file (.csv, .tsv, .jsonl); repeat for several.")
+@click.command(
+    "train", context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+)
+@click.option(
+    "--data",
+    "paths",
+    multiple=True,
+    required=True,
+    type=PATH,
+    metavar="LABELED",
+    help="Labelled file (.csv, .tsv, .jsonl); repeat for several.",
+)
 @click.option("--rubric", required=True, type=PATH, help="Rubric TOML.")
-@click.option("--out", required=True, type=PATH, metavar="RUN_DIR",
-              help="Run directory (RUN_DIR-2, -3, ... when it exists).")
-@click.option("--base", type=PATH,
-              help="Hugging Face model directory or .gguf file [default: the embedded Gemma 3 "
-                   "270M].")
-@click.option("--id-col", default=None,
-              help="Column holding item ids [default: id, else row number].")
-@click.option("--val-fraction", default=DataArgs.val_fraction,
-              type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Share of items held out for validation (by item).")
-@click.option("--max-tokens", default=DataArgs.max_tokens, type=AT_LEAST_1,
-              help="Longest training sequence; longer items are cut.")
-@click.option("--templates/--no-templates", default=AUG.templates,
-              help="Training examples: vary the instructions (fixed wrappers and --paraphrases).")
-@click.option("--paraphrases", type=PATH,
-              help="File of paraphrased instructions separated by --- lines.")
-@click.option("--reorder-inputs/--no-reorder-inputs", default=AUG.reorder_inputs,
-              help="Training examples: show the inputs in random order.")
-@click.option("--shuffle-values/--no-shuffle-values", default=AUG.shuffle_values,
-              help="Training examples: shuffle the values listed for nominal dimensions.")
-@click.option("--token-dropout", default=AUG.token_dropout, type=SHARE,
-              help="Fraction of prompt tokens replaced with pad/unk (0: off).")
-@click.option("--token-dropout-share", default=AUG.token_dropout_share, type=click.FloatRange(0, 1),
-              help="Probability that a training example gets token dropout.")
+@click.option(
+    "--out",
+    required=True,
+    type=PATH,
+    metavar="RUN_DIR",
+    help="Run directory (RUN_DIR-2, -3, ... when it exists).",
+)
+@click.option(
+    "--base",
+    type=PATH,
+    help="Hugging Face model directory or .gguf file [default: the embedded Gemma 3 270M].",
+)
+@click.option(
+    "--id-col", default=None, help="Column holding item ids [default: id, else row number]."
+)
+@click.option(
+    "--val-fraction",
+    default=DataArgs.val_fraction,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Share of items held out for validation (by item).",
+)
+@click.option(
+    "--max-tokens",
+    default=DataArgs.max_tokens,
+    type=AT_LEAST_1,
+    help="Longest training sequence; longer items are cut.",
+)
+@click.option(
+    "--templates/--no-templates",
+    default=AUG.templates,
+    help="Training examples: vary the instructions (fixed wrappers and --paraphrases).",
+)
+@click.option(
+    "--paraphrases", type=PATH, help="File of paraphrased instructions separated by --- lines."
+)
+@click.option(
+    "--reorder-inputs/--no-reorder-inputs",
+    default=AUG.reorder_inputs,
+    help="Training examples: show the inputs in random order.",
+)
+@click.option(
+    "--shuffle-values/--no-shuffle-values",
+    default=AUG.shuffle_values,
+    help="Training examples: shuffle the values listed for nominal dimensions.",
+)
+@click.option(
+    "--token-dropout",
+    default=AUG.token_dropout,
+    type=SHARE,
+    help="Fraction of prompt tokens replaced with pad/unk (0: off).",
+)
+@click.option(
+    "--token-dropout-share",
+    default=AUG.token_dropout_share,
+    type=click.FloatRange(0, 1),
+    help="Probability that a training example gets token dropout.",
+)
 @click.option("--lora-r", default=LORA.r, type=AT_LEAST_1, help="LoRA rank.")
-@click.option("--lora-alpha", default=LORA.alpha,
-              help="LoRA scaling (the update is scaled by alpha / r).")
+@click.option(
+    "--lora-alpha", default=LORA.alpha, help="LoRA scaling (the update is scaled by alpha / r)."
+)
 @click.option("--lora-dropout", default=LORA.dropout, help="Dropout on the LoRA input.")
-@click.option("--epochs", default=TRAIN.epochs, type=AT_LEAST_1,
-              help="Passes over the training items.")
-@click.option("--batch-size", default=TRAIN.batch_size, type=AT_LEAST_1,
-              help="Examples per optimizer step.")
-@click.option("--micro-batch-size", default=TRAIN.micro_batch_size, type=AT_LEAST_1,
-              help="Examples per forward pass (at most --batch-size).")
-@click.option("--max-steps", default=TRAIN.max_steps, type=AT_LEAST_1,
-              help="Stop after this many optimizer steps [default: all epochs].")
-@click.option("--lr", default=TRAIN.lr,
-              help="Peak learning rate (linear warmup, then linear decay).")
-@click.option("--warmup", default=TRAIN.warmup, type=SHARE,
-              help="Share of the steps spent warming up.")
+@click.option(
+    "--epochs", default=TRAIN.epochs, type=AT_LEAST_1, help="Passes over the training items."
+)
+@click.option(
+    "--batch-size", default=TRAIN.batch_size, type=AT_LEAST_1, help="Examples per optimizer step."
+)
+@click.option(
+    "--micro-batch-size",
+    default=TRAIN.micro_batch_size,
+    type=AT_LEAST_1,
+    help="Examples per forward pass (at most --batch-size).",
+)
+@click.option(
+    "--max-steps",
+    default=TRAIN.max_steps,
+    type=AT_LEAST_1,
+    help="Stop after this many optimizer steps [default: all epochs].",
+)
+@click.option(
+    "--lr", default=TRAIN.lr, help="Peak learning rate (linear warmup, then linear decay)."
+)
+@click.option(
+    "--warmup", default=TRAIN.warmup, type=SHARE, help="Share of the steps spent warming up."
+)
 @click.option("--weight-decay", default=TRAIN.weight_decay, help="AdamW weight decay.")
-@click.option("--seed", default=TRAIN.seed,
-              help="Seed of the split, augmentations and initialisation.")
-@click.option("--eval-every", default=EVAL.every, type=click.IntRange(min=0),
-              help="Optimizer steps between validations (0: after each epoch).")
-@click.option("--eval-before/--no-eval-before", default=EVAL.before,
-              help="Validate the untrained base first.")
-@click.option("--eval-batch-size", default=EVAL.batch_size, type=AT_LEAST_1,
-              help="Sequences per forward pass when validating.")
-@click.option("--device", default=HW.device, type=click.Choice(["auto", "cuda", "cpu"]),
-              help="auto: CUDA when present, else CPU.")
-@click.option("--quantize", default=HW.quantize, type=click.Choice(["auto", "nf4", "none"]),
-              help="The base's weights; auto: nf4 (4-bit) on CUDA, none on CPU.")
-@click.option("--optimizer", default=HW.optimizer,
-              type=click.Choice(["auto", "adamw8bit", "adamw"]),
-              help="auto: adamw8bit with a 4-bit base, else adamw.")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing",
-              default=HW.gradient_checkpointing,
-              help="Recompute activations in the backward pass [default: on for CUDA].")
-@click.option("--threads", default=HW.threads, show_default=False,
-              help="CPU threads for torch [default: all this process may use].")
+@click.option(
+    "--seed", default=TRAIN.seed, help="Seed of the split, augmentations and initialisation."
+)
+@click.option(
+    "--eval-every",
+    default=EVAL.every,
+    type=click.IntRange(min=0),
+    help="Optimizer steps between validations (0: after each epoch).",
+)
+@click.option(
+    "--eval-before/--no-eval-before", default=EVAL.before, help="Validate the untrained base first."
+)
+@click.option(
+    "--eval-batch-size",
+    default=EVAL.batch_size,
+    type=AT_LEAST_1,
+    help="Sequences per forward pass when validating.",
+)
+@click.option(
+    "--device",
+    default=HW.device,
+    type=click.Choice(["auto", "cuda", "cpu"]),
+    help="auto: CUDA when present, else CPU.",
+)
+@click.option(
+    "--quantize",
+    default=HW.quantize,
+    type=click.Choice(["auto", "nf4", "none"]),
+    help="The base's weights; auto: nf4 (4-bit) on CUDA, none on CPU.",
+)
+@click.option(
+    "--optimizer",
+    default=HW.optimizer,
+    type=click.Choice(["auto", "adamw8bit", "adamw"]),
+    help="auto: adamw8bit with a 4-bit base, else adamw.",
+)
+@click.option(
+    "--gradient-checkpointing/--no-gradient-checkpointing",
+    default=HW.gradient_checkpointing,
+    help="Recompute activations in the backward pass [default: on for CUDA].",
+)
+@click.option(
+    "--threads",
+    default=HW.threads,
+    show_default=False,
+    help="CPU threads for torch [default: all this process may use].",
+)
 def train_command(**options) -> None:
     """Fine-tune a base model on labelled items ([train] extra).
 
@@ -119,8 +200,9 @@ def train_command(**options) -> None:
     except ImportError as exc:
         from annotator.errors import AnnotatorError
 
-        raise AnnotatorError("training needs the [train] extra: "
-                             f"pip install '.[train]' ({exc})") from exc
+        raise AnnotatorError(
+            f"training needs the [train] extra: pip install '.[train]' ({exc})"
+        ) from exc
 
     outcome = finetune(args)
     best = outcome.best
@@ -133,12 +215,41 @@ def train_command(**options) -> None:
     click.echo(f"merged model: {outcome.run_dir / 'merged'}")
 
 
-def finetune_args(*, paths, rubric, out, base, id_col, val_fraction, max_tokens, templates,
-                  paraphrases, reorder_inputs, shuffle_values, token_dropout,
-                  token_dropout_share, lora_r, lora_alpha, lora_dropout, epochs, batch_size,
-                  micro_batch_size, max_steps, lr, warmup, weight_decay, seed, eval_every,
-                  eval_before, eval_batch_size, device, quantize, optimizer,
-                  gradient_checkpointing, threads) -> FinetuneArgs:
+def finetune_args(
+    *,
+    paths,
+    rubric,
+    out,
+    base,
+    id_col,
+    val_fraction,
+    max_tokens,
+    templates,
+    paraphrases,
+    reorder_inputs,
+    shuffle_values,
+    token_dropout,
+    token_dropout_share,
+    lora_r,
+    lora_alpha,
+    lora_dropout,
+    epochs,
+    batch_size,
+    micro_batch_size,
+    max_steps,
+    lr,
+    warmup,
+    weight_decay,
+    seed,
+    eval_every,
+    eval_before,
+    eval_batch_size,
+    device,
+    quantize,
+    optimizer,
+    gradient_checkpointing,
+    threads,
+) -> FinetuneArgs:
     """The command's options as the dataclasses train.finetune reads."""
     if base is None:
         from annotator.modelfile import default_model_path
@@ -147,20 +258,41 @@ def finetune_args(*, paths, rubric, out, base, id_col, val_fraction, max_tokens,
     return FinetuneArgs(
         base=base,
         out=out,
-        data=DataArgs(paths=list(paths), rubric=rubric, id_col=id_col or "id",
-                      id_col_given=id_col is not None, val_fraction=val_fraction,
-                      max_tokens=max_tokens),
-        augment=AugmentArgs(templates=templates, paraphrases=paraphrases,
-                            reorder_inputs=reorder_inputs, shuffle_values=shuffle_values,
-                            token_dropout=token_dropout, token_dropout_share=token_dropout_share),
+        data=DataArgs(
+            paths=list(paths),
+            rubric=rubric,
+            id_col=id_col or "id",
+            id_col_given=id_col is not None,
+            val_fraction=val_fraction,
+            max_tokens=max_tokens,
+        ),
+        augment=AugmentArgs(
+            templates=templates,
+            paraphrases=paraphrases,
+            reorder_inputs=reorder_inputs,
+            shuffle_values=shuffle_values,
+            token_dropout=token_dropout,
+            token_dropout_share=token_dropout_share,
+        ),
         lora=LoraArgs(r=lora_r, alpha=lora_alpha, dropout=lora_dropout),
-        train=TrainArgs(epochs=epochs, batch_size=batch_size,
-                        micro_batch_size=min(micro_batch_size, batch_size),
-                        max_steps=max_steps, lr=lr, warmup=warmup,
-                        weight_decay=weight_decay, seed=seed),
+        train=TrainArgs(
+            epochs=epochs,
+            batch_size=batch_size,
+            micro_batch_size=min(micro_batch_size, batch_size),
+            max_steps=max_steps,
+            lr=lr,
+            warmup=warmup,
+            weight_decay=weight_decay,
+            seed=seed,
+        ),
         eval=EvalArgs(every=eval_every, before=eval_before, batch_size=eval_batch_size),
-        hardware=HardwareArgs(device=device, quantize=quantize, optimizer=optimizer,
-                              gradient_checkpointing=gradient_checkpointing, threads=threads),
+        hardware=HardwareArgs(
+            device=device,
+            quantize=quantize,
+            optimizer=optimizer,
+            gradient_checkpointing=gradient_checkpointing,
+            threads=threads,
+        ),
     )
 
 

@@ -84,14 +84,20 @@ def read_labeled(args: DataArgs, rubric: Rubric) -> LabeledData:
     digests: list[str] = []
     seen: dict[str, str] = {}
     for path in args.paths:
-        rows, found, bad = read_items(path, inputs + dims, args.id_col, args.id_col_given or several)
+        rows, found, bad = read_items(
+            path, inputs + dims, args.id_col, args.id_col_given or several
+        )
         digests.append(rows.sha256)
         skipped += [(path.name, s) for s in bad]
         for item in found:
             where = f"{path.name} row {item.row}"
             if item.id in seen:
-                skipped.append((path.name, Skipped(item.row, item.id,
-                                                   f"duplicate id (first in {seen[item.id]})")))
+                skipped.append(
+                    (
+                        path.name,
+                        Skipped(item.row, item.id, f"duplicate id (first in {seen[item.id]})"),
+                    )
+                )
                 continue
             labels: dict[str, Value] = {}
             problem = None
@@ -170,7 +176,7 @@ def bos_ids(tokenizer) -> list[int]:
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
     full = tokenizer("a", add_special_tokens=True)["input_ids"]
     for start in range(len(full) - len(plain) + 1):
-        if full[start:start + len(plain)] == plain:
+        if full[start : start + len(plain)] == plain:
             return list(full[:start])
     return []
 
@@ -179,7 +185,9 @@ def tokenize_piece(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
 
 
-def encode_pieces(tokenizer, pieces: Sequence[tuple[str, str]], bos: Sequence[int]) -> tuple[list[int], list[str]]:
+def encode_pieces(
+    tokenizer, pieces: Sequence[tuple[str, str]], bos: Sequence[int]
+) -> tuple[list[int], list[str]]:
     """Token ids and kinds of `segments()` pieces: each piece on its own, BOS first."""
     ids, kinds = list(bos), ["bos"] * len(bos)
     for kind, text in pieces:
@@ -194,14 +202,21 @@ def answers_budget(tokenizer, rubric: Rubric) -> int:
     total = 0
     for dim in rubric.dimensions:
         cue = len(tokenize_piece(tokenizer, prompt.render_cue(dim)))
-        longest = max(sum(len(tokenize_piece(tokenizer, p)) for p in prompt.render_answer(v))
-                      for v in dim.values)
+        longest = max(
+            sum(len(tokenize_piece(tokenizer, p)) for p in prompt.render_answer(v))
+            for v in dim.values
+        )
         total += cue + longest
     return total
 
 
-def fit_fields(tokenizer, rubric: Rubric, fields: Mapping[str, str], budget: int,
-               order: tuple[int, ...] | None = None) -> tuple[dict[str, str], int]:
+def fit_fields(
+    tokenizer,
+    rubric: Rubric,
+    fields: Mapping[str, str],
+    budget: int,
+    order: tuple[int, ...] | None = None,
+) -> tuple[dict[str, str], int]:
     """The item's fields cut to `budget` item tokens, and how many tokens were cut.
 
     The engine's rule (annotator.inference.engine.Engine.fit_item): cut the last input (rubric order)
@@ -220,8 +235,11 @@ def fit_fields(tokenizer, rubric: Rubric, fields: Mapping[str, str], budget: int
             if keep <= 0:
                 fields[inp.column] = "[...]"
             else:
-                kept = tokenizer.decode(text_tokens[:keep], skip_special_tokens=False,
-                                        clean_up_tokenization_spaces=False)
+                kept = tokenizer.decode(
+                    text_tokens[:keep],
+                    skip_special_tokens=False,
+                    clean_up_tokenization_spaces=False,
+                )
                 fields[inp.column] = kept.rstrip() + CUT_MARKER
             tokens = tokenize_piece(tokenizer, prompt.render_item(rubric, fields, order))
             overflow = len(tokens) - budget
@@ -251,8 +269,14 @@ class Encoder:
         if budget < 8:
             raise AnnotatorError(f"the rubric needs more than --max-tokens {self.max_tokens}")
         fields, cut = fit_fields(self.tokenizer, self.rubric, item.fields, budget, v.order)
-        pieces = prompt.segments(self.rubric, fields, answers=item.labels, order=v.order,
-                                 instructions=v.instructions, shown_values=v.shown_values)
+        pieces = prompt.segments(
+            self.rubric,
+            fields,
+            answers=item.labels,
+            order=v.order,
+            instructions=v.instructions,
+            shown_values=v.shown_values,
+        )
         ids, kinds = encode_pieces(self.tokenizer, pieces, self.bos)
         return Example(item.id, ids, kinds, cut)
 
@@ -265,8 +289,15 @@ def neutral_token(tokenizer) -> int:
     raise AnnotatorError("the tokenizer has neither a pad nor an unk token for token dropout")
 
 
-def training_examples(encoder: Encoder, items: Sequence[LabeledItem], augment: AugmentArgs,
-                      texts: Sequence[str], neutral_id: int, seed: int, epoch: int) -> list[Example]:
+def training_examples(
+    encoder: Encoder,
+    items: Sequence[LabeledItem],
+    augment: AugmentArgs,
+    texts: Sequence[str],
+    neutral_id: int,
+    seed: int,
+    epoch: int,
+) -> list[Example]:
     """One epoch's examples: fresh variants and dropout per epoch, items in a seeded order."""
     rng = random.Random(f"augment:{seed}:{epoch}")
     order = list(items)
@@ -274,8 +305,14 @@ def training_examples(encoder: Encoder, items: Sequence[LabeledItem], augment: A
     examples = []
     for item in order:
         example = encoder.example(item, draw_variant(encoder.rubric, augment, texts, rng))
-        example.ids = token_dropout(example.ids, example.kinds, augment.token_dropout,
-                                    augment.token_dropout_share, neutral_id, rng)
+        example.ids = token_dropout(
+            example.ids,
+            example.kinds,
+            augment.token_dropout,
+            augment.token_dropout_share,
+            neutral_id,
+            rng,
+        )
         examples.append(example)
     return examples
 
@@ -286,7 +323,7 @@ def validation_examples(encoder: Encoder, items: Sequence[LabeledItem]) -> list[
 
 
 def batches(examples: Sequence[Example], size: int) -> list[list[Example]]:
-    return [list(examples[i:i + size]) for i in range(0, len(examples), size)]
+    return [list(examples[i : i + size]) for i in range(0, len(examples), size)]
 
 
 def write_validation(path: Path, rubric: Rubric, items: Sequence[LabeledItem]) -> None:

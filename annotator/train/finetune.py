@@ -123,21 +123,43 @@ def _run(args: FinetuneArgs, run_dir: Path, inputs: Inputs) -> Outcome:
     log.info("run directory %s", run_dir)
     for note in hardware.notes:
         log.warning(note)
-    log.info("device %s, base %s, compute %s, optimizer %s, gradient checkpointing %s",
-             hardware.device, "4-bit NF4" if hardware.quantize == "nf4" else "not quantized",
-             str(hardware.dtype).removeprefix("torch."), hardware.optimizer,
-             "on" if hardware.gradient_checkpointing else "off")
-    log.info("rubric %r %s: %d dimension(s); %d instruction text(s) for training", rubric.name,
-             rubric.hash[:12], len(rubric.dimensions), len(inputs.texts))
-    log.info("read %d labelled items from %d file(s); skipped %d rows",
-             len(data.items), len(args.data.paths), len(data.skipped))
+    log.info(
+        "device %s, base %s, compute %s, optimizer %s, gradient checkpointing %s",
+        hardware.device,
+        "4-bit NF4" if hardware.quantize == "nf4" else "not quantized",
+        str(hardware.dtype).removeprefix("torch."),
+        hardware.optimizer,
+        "on" if hardware.gradient_checkpointing else "off",
+    )
+    log.info(
+        "rubric %r %s: %d dimension(s); %d instruction text(s) for training",
+        rubric.name,
+        rubric.hash[:12],
+        len(rubric.dimensions),
+        len(inputs.texts),
+    )
+    log.info(
+        "read %d labelled items from %d file(s); skipped %d rows",
+        len(data.items),
+        len(args.data.paths),
+        len(data.skipped),
+    )
     for name, skip in data.skipped[:20]:
-        log.warning("skipped %s row %d%s: %s", name, skip.row,
-                    f" (id {skip.id})" if skip.id else "", skip.reason)
+        log.warning(
+            "skipped %s row %d%s: %s",
+            name,
+            skip.row,
+            f" (id {skip.id})" if skip.id else "",
+            skip.reason,
+        )
     if len(data.skipped) > 20:
         log.warning("... and %d more skipped rows", len(data.skipped) - 20)
-    log.info("split (seed %d, by item, before augmentation): %d train items, %d validation items",
-             args.train.seed, len(split.train), len(split.validation))
+    log.info(
+        "split (seed %d, by item, before augmentation): %d train items, %d validation items",
+        args.train.seed,
+        len(split.train),
+        len(split.validation),
+    )
     (run_dir / "split.json").write_text(json.dumps(split.record, indent=1) + "\n")
     write_validation(run_dir / "validation.jsonl", rubric, split.validation)
 
@@ -146,8 +168,13 @@ def _run(args: FinetuneArgs, run_dir: Path, inputs: Inputs) -> Outcome:
     model = load_model(base_dir, hardware)
     model = add_lora(model, args.lora, hardware, args.train.seed)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log.info("LoRA r=%d alpha=%d on %s: %s trainable parameters", args.lora.r, args.lora.alpha,
-             ", ".join(sorted(model.peft_config["default"].target_modules)), f"{trainable:,}")
+    log.info(
+        "LoRA r=%d alpha=%d on %s: %s trainable parameters",
+        args.lora.r,
+        args.lora.alpha,
+        ", ".join(sorted(model.peft_config["default"].target_modules)),
+        f"{trainable:,}",
+    )
 
     trainer = Trainer(args, hardware, rubric, tokenizer, model, split, run_dir, inputs.texts)
     del model  # the trainer owns it; merge frees it before loading the merged model
@@ -157,8 +184,14 @@ def _run(args: FinetuneArgs, run_dir: Path, inputs: Inputs) -> Outcome:
 
     from annotator.train.merge import merge_run
 
-    merge_run(trainer=trainer, base_dir=base_dir, base_record=base_record,
-              data_sha256=data.sha256, split=split, run_dir=run_dir)
+    merge_run(
+        trainer=trainer,
+        base_dir=base_dir,
+        base_record=base_record,
+        data_sha256=data.sha256,
+        split=split,
+        run_dir=run_dir,
+    )
     seconds = time.time() - started
     log.info("done in %.0f s: %s", seconds, run_dir / "merged")
     return Outcome(run_dir, trainer.best, trainer.before, trainer.step, seconds)
@@ -167,14 +200,25 @@ def _run(args: FinetuneArgs, run_dir: Path, inputs: Inputs) -> Outcome:
 class Trainer:
     """The training loop; holds the best adapter weights seen so far."""
 
-    def __init__(self, args: FinetuneArgs, hardware: Hardware, rubric: Rubric, tokenizer, model,
-                 split: Split, run_dir: Path, texts: list[str]):
+    def __init__(
+        self,
+        args: FinetuneArgs,
+        hardware: Hardware,
+        rubric: Rubric,
+        tokenizer,
+        model,
+        split: Split,
+        run_dir: Path,
+        texts: list[str],
+    ):
         self.args, self.hardware, self.rubric = args, hardware, rubric
         self.tokenizer, self.model, self.split, self.run_dir = tokenizer, model, split, run_dir
         self.texts = texts
         self.encoder = Encoder(tokenizer, rubric, args.data.max_tokens)
         self.neutral_id = neutral_token(tokenizer)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.neutral_id
+        self.pad_id = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.neutral_id
+        )
         self.device = torch.device(hardware.device)
         self.val_examples = validation_examples(self.encoder, split.validation)
         self.step = 0
@@ -201,9 +245,17 @@ class Trainer:
         warmup = math.ceil(t.warmup * total)
         schedule = get_linear_schedule_with_warmup(optimizer, warmup, total)
         every = self.args.eval.every or per_epoch
-        log.info("training %d steps (%d per epoch, batch %d = %d x %d accumulated), warmup %d, "
-                 "validating every %d steps", total, per_epoch, t.batch_size, t.micro_batch_size,
-                 t.batch_size // t.micro_batch_size, warmup, every)
+        log.info(
+            "training %d steps (%d per epoch, batch %d = %d x %d accumulated), warmup %d, "
+            "validating every %d steps",
+            total,
+            per_epoch,
+            t.batch_size,
+            t.micro_batch_size,
+            t.batch_size // t.micro_batch_size,
+            warmup,
+            every,
+        )
         if self.args.eval.before:
             self.before = self.evaluate(epoch=0.0)
             self._report(self.before, "before training")
@@ -214,8 +266,15 @@ class Trainer:
         log_every = max(1, total // 20)
         with progress(total, "training", terminal_only=True) as advance:
             for epoch in range(t.epochs):
-                examples = training_examples(self.encoder, self.split.train, self.args.augment,
-                                             self.texts, self.neutral_id, t.seed, epoch)
+                examples = training_examples(
+                    self.encoder,
+                    self.split.train,
+                    self.args.augment,
+                    self.texts,
+                    self.neutral_id,
+                    t.seed,
+                    epoch,
+                )
                 for batch in batches(examples, t.batch_size):
                     if self.step >= total:
                         break
@@ -229,9 +288,15 @@ class Trainer:
                     rate = self.train_tokens / max(self.train_seconds, 1e-9)
                     advance(1, f"loss {loss:.4f}  {rate:,.0f} tok/s")
                     if self.step % log_every == 0:
-                        log.info("step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f tokens/s",
-                                 self.step, total, self.step / per_epoch, loss,
-                                 schedule.get_last_lr()[0], rate)
+                        log.info(
+                            "step %d/%d  epoch %.2f  loss %.4f  lr %.2e  %.0f tokens/s",
+                            self.step,
+                            total,
+                            self.step / per_epoch,
+                            loss,
+                            schedule.get_last_lr()[0],
+                            rate,
+                        )
                     if self.step % every == 0 or self.step == total:
                         result = self.evaluate(self.step / per_epoch, sum(losses) / len(losses))
                         losses = []
@@ -243,8 +308,11 @@ class Trainer:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(self.model, self.best_state)
-            log.info("kept the adapter of step %d (mean alpha %s)", self.best.step,
-                     _fmt(self.best.mean_alpha))
+            log.info(
+                "kept the adapter of step %d (mean alpha %s)",
+                self.best.step,
+                _fmt(self.best.mean_alpha),
+            )
 
     def _optimizer(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -269,8 +337,9 @@ class Trainer:
             (loss_sum / answer_tokens).backward()
             total_loss += loss_sum.item()
         if t.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                           t.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(
+                [p for p in self.model.parameters() if p.requires_grad], t.max_grad_norm
+            )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return total_loss / answer_tokens, sum(len(e.ids) for e in batch)
@@ -289,9 +358,14 @@ class Trainer:
         log.info("validating on %d items (step %d)", len(items), self.step)
         started = time.time()
         with self.autocast():
-            scores = score_items(self.model, self.tokenizer, self.rubric, [i.fields for i in items],
-                                 batch_size=self.args.eval.batch_size,
-                                 max_tokens=self.args.data.max_tokens)
+            scores = score_items(
+                self.model,
+                self.tokenizer,
+                self.rubric,
+                [i.fields for i in items],
+                batch_size=self.args.eval.batch_size,
+                max_tokens=self.args.data.max_tokens,
+            )
             val_loss = self.validation_loss()
         result = evaluation(self.rubric, items, scores, self.step, epoch, val_loss)
         result.train_loss = train_loss
@@ -302,8 +376,9 @@ class Trainer:
         return result
 
     def validation_loss(self) -> float:
-        return validation_loss(self.model, self.val_examples, self.args.eval.batch_size,
-                               self.pad_id, self.device)
+        return validation_loss(
+            self.model, self.val_examples, self.args.eval.batch_size, self.pad_id, self.device
+        )
 
     def _consider(self, result: Evaluation) -> None:
         better = self.best is None or result.key() > self.best.key()
@@ -312,14 +387,23 @@ class Trainer:
             from peft import get_peft_model_state_dict
 
             self.best = result
-            self.best_state = {k: v.detach().to("cpu", copy=True)
-                               for k, v in get_peft_model_state_dict(self.model).items()}
+            self.best_state = {
+                k: v.detach().to("cpu", copy=True)
+                for k, v in get_peft_model_state_dict(self.model).items()
+            }
             self.model.save_pretrained(self.run_dir / "adapter")
 
     def _report(self, result: Evaluation, tag: str) -> None:
         dims = ", ".join(f"{name} {_fmt(a)}" for name, a in result.alpha.items())
-        log.info("validation at step %d (%d items): alpha %s; mean %s; loss %.4f%s", result.step,
-                 result.n, dims, _fmt(result.mean_alpha), result.val_loss, f" [{tag}]" if tag else "")
+        log.info(
+            "validation at step %d (%d items): alpha %s; mean %s; loss %.4f%s",
+            result.step,
+            result.n,
+            dims,
+            _fmt(result.mean_alpha),
+            result.val_loss,
+            f" [{tag}]" if tag else "",
+        )
 
 
 def _fmt(value: float | None) -> str:

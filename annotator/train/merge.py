@@ -33,8 +33,9 @@ PROVENANCE = "annotator_provenance.json"
 _LOGIT_CHECK_ITEMS = 8
 
 
-def merge_run(trainer, base_dir: Path, base_record: dict, data_sha256: list[str], split: Split,
-              run_dir: Path) -> dict:
+def merge_run(
+    trainer, base_dir: Path, base_record: dict, data_sha256: list[str], split: Split, run_dir: Path
+) -> dict:
     """Write RUN_DIR/merged (model, tokenizer, provenance); return the merge check."""
     rubric, hardware, tokenizer = trainer.rubric, trainer.hardware, trainer.tokenizer
     fields = [i.fields for i in split.validation]
@@ -43,9 +44,12 @@ def merge_run(trainer, base_dir: Path, base_record: dict, data_sha256: list[str]
 
     # The adapter model's answers and logits, then free it before building the merged model.
     with trainer.autocast():
-        adapter_scores = score_items(trainer.model, tokenizer, rubric, fields, batch_size=batch,
-                                     max_tokens=max_tokens)
-        probes = [e.ids[:_prompt_length(e.kinds)] for e in trainer.val_examples[:_LOGIT_CHECK_ITEMS]]
+        adapter_scores = score_items(
+            trainer.model, tokenizer, rubric, fields, batch_size=batch, max_tokens=max_tokens
+        )
+        probes = [
+            e.ids[: _prompt_length(e.kinds)] for e in trainer.val_examples[:_LOGIT_CHECK_ITEMS]
+        ]
         adapter_logits = last_logits(trainer.model, probes, batch)
     trainer.model = None
     gc.collect()
@@ -53,18 +57,30 @@ def merge_run(trainer, base_dir: Path, base_record: dict, data_sha256: list[str]
         torch.cuda.empty_cache()
 
     merged = merge_adapter(base_dir, run_dir / "adapter", hardware)
-    merged_scores = score_items(merged, tokenizer, rubric, fields, batch_size=batch, max_tokens=max_tokens)
+    merged_scores = score_items(
+        merged, tokenizer, rubric, fields, batch_size=batch, max_tokens=max_tokens
+    )
     merged_logits = last_logits(merged, probes, batch)
     labels = [i.labels for i in split.validation]
     check = compare(rubric, labels, adapter_scores, merged_scores, adapter_logits, merged_logits)
-    check["merged_into"] = ("fp32 weights dequantized from the same 4-bit NF4 base the adapter "
-                            "was trained on" if hardware.quantize == "nf4" else "fp32 base weights")
-    log.info("merge check on %d validation items: %s answers identical; max |logit diff| %.2e "
-             "(largest |logit| %.1f)", check["items"], "all" if check["all_same"] else "NOT all",
-             check["max_abs_logit_diff"], check["max_abs_logit"])
+    check["merged_into"] = (
+        "fp32 weights dequantized from the same 4-bit NF4 base the adapter was trained on"
+        if hardware.quantize == "nf4"
+        else "fp32 base weights"
+    )
+    log.info(
+        "merge check on %d validation items: %s answers identical; max |logit diff| %.2e "
+        "(largest |logit| %.1f)",
+        check["items"],
+        "all" if check["all_same"] else "NOT all",
+        check["max_abs_logit_diff"],
+        check["max_abs_logit"],
+    )
     if not check["all_same"]:
-        log.warning("the merged model answers differently from the adapter model on some "
-                    "validation items: see merge_check in the provenance")
+        log.warning(
+            "the merged model answers differently from the adapter model on some "
+            "validation items: see merge_check in the provenance"
+        )
 
     out = run_dir / "merged"
     merged.save_pretrained(out)
@@ -76,12 +92,17 @@ def merge_run(trainer, base_dir: Path, base_record: dict, data_sha256: list[str]
         "base_detail": base_record,  # kind (hf or gguf), sha256 of the file or weight files
         "data_sha256": data_sha256,
         "split": split.record,
-        "settings": {**settings, "hardware": {**settings["hardware"], "resolved": hardware.as_dict()},
-                     "steps": trainer.step, "best_step": best.step,
-                     "train_seconds": round(getattr(trainer, "train_seconds", 0.0), 1),
-                     "train_tokens": getattr(trainer, "train_tokens", None),
-                     "instruction_texts": len(trainer.texts), "neutral_token_id": trainer.neutral_id,
-                     "versions": versions()},
+        "settings": {
+            **settings,
+            "hardware": {**settings["hardware"], "resolved": hardware.as_dict()},
+            "steps": trainer.step,
+            "best_step": best.step,
+            "train_seconds": round(getattr(trainer, "train_seconds", 0.0), 1),
+            "train_tokens": getattr(trainer, "train_tokens", None),
+            "instruction_texts": len(trainer.texts),
+            "neutral_token_id": trainer.neutral_id,
+            "versions": versions(),
+        },
         "validation_alpha": best.alpha,
         "validation_mean_alpha": best.mean_alpha,
         "validation_accuracy": best.accuracy,
@@ -92,8 +113,9 @@ def merge_run(trainer, base_dir: Path, base_record: dict, data_sha256: list[str]
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "tool_version": __version__,
     }
-    (out / PROVENANCE).write_text(json.dumps(provenance, indent=1, ensure_ascii=False) + "\n",
-                                  encoding="utf-8")
+    (out / PROVENANCE).write_text(
+        json.dumps(provenance, indent=1, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     log.info("merged model written to %s", out)
     return check
 
@@ -116,9 +138,14 @@ def merge_adapter(base_dir: Path, adapter_dir: Path, hardware: Hardware):
     return model
 
 
-def compare(rubric: Rubric, labels: list[dict], adapter: list[dict[str, Decision]],
-            merged: list[dict[str, Decision]], adapter_logits: list[torch.Tensor],
-            merged_logits: list[torch.Tensor]) -> dict:
+def compare(
+    rubric: Rubric,
+    labels: list[dict],
+    adapter: list[dict[str, Decision]],
+    merged: list[dict[str, Decision]],
+    adapter_logits: list[torch.Tensor],
+    merged_logits: list[torch.Tensor],
+) -> dict:
     """Per dimension: identical answers, the largest probability gap, alpha between the two
     models' answers, and each model's alpha against the human labels; plus the largest logit
     gap at the first decision of up to 8 validation prompts."""
@@ -133,15 +160,20 @@ def compare(rubric: Rubric, labels: list[dict], adapter: list[dict[str, Decision
             "of": len(pairs),
             "max_prob_diff": max((abs(x[1] - y[1]) for x, y in pairs), default=0.0),
             "alpha_adapter_vs_merged": _alpha(dim, [x[0] for x in a], [y[0] for y in m]),
-            "alpha_vs_labels": {"adapter": _alpha(dim, human, [x[0] for x in a]),
-                                "merged": _alpha(dim, human, [y[0] for y in m])},
+            "alpha_vs_labels": {
+                "adapter": _alpha(dim, human, [x[0] for x in a]),
+                "merged": _alpha(dim, human, [y[0] for y in m]),
+            },
         }
     gaps = [float((x - y).abs().max()) for x, y in zip(adapter_logits, merged_logits, strict=True)]
-    return {"items": len(adapter), "dimensions": dims,
-            "all_same": all(d["same_answers"] == d["of"] for d in dims.values()),
-            "max_abs_logit_diff": max(gaps, default=0.0),
-            "max_abs_logit": max((float(x.abs().max()) for x in adapter_logits), default=0.0),
-            "logit_probes": len(adapter_logits)}
+    return {
+        "items": len(adapter),
+        "dimensions": dims,
+        "all_same": all(d["same_answers"] == d["of"] for d in dims.values()),
+        "max_abs_logit_diff": max(gaps, default=0.0),
+        "max_abs_logit": max((float(x.abs().max()) for x in adapter_logits), default=0.0),
+        "logit_probes": len(adapter_logits),
+    }
 
 
 def _alpha(dim, first: list, second: list) -> float | None:

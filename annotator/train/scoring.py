@@ -48,9 +48,16 @@ class _Plan:
     # of every node whose logits are read
 
 
-def score_items(model, tokenizer, rubric: Rubric, items: Sequence[Mapping[str, str]], *,
-                batch_size: int = 8, max_tokens: int | None = None,
-                reuse_prefix: bool = True) -> list[dict[str, Decision]]:
+def score_items(
+    model,
+    tokenizer,
+    rubric: Rubric,
+    items: Sequence[Mapping[str, str]],
+    *,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    reuse_prefix: bool = True,
+) -> list[dict[str, Decision]]:
     """Each item's (value, prob, margin) per dimension, decided as the engine decides.
 
     `items` are input fields (column -> text). `max_tokens` cuts long items the engine's way
@@ -79,20 +86,34 @@ def score_items(model, tokenizer, rubric: Rubric, items: Sequence[Mapping[str, s
     try:
         for plan in plans:
             stems = [ctx + plan.cue + plan.lead for ctx in contexts]
-            requests = [(i, path, tokens) for i in range(len(items)) for path, tokens in plan.decisions]
+            requests = [
+                (i, path, tokens) for i in range(len(items)) for path, tokens in plan.decisions
+            ]
             sequences = [stems[i] + list(path) for i, path, _ in requests]
-            logits = last_logits(model, sequences, batch_size, len(prefix) if reuse_prefix else 0,
-                                 columns=[tokens for _, _, tokens in requests])
-            read = {(i, path): dict(zip(tokens, row.tolist(), strict=True))
-                    for (i, path, tokens), row in zip(requests, logits, strict=True)}
+            logits = last_logits(
+                model,
+                sequences,
+                batch_size,
+                len(prefix) if reuse_prefix else 0,
+                columns=[tokens for _, _, tokens in requests],
+            )
+            read = {
+                (i, path): dict(zip(tokens, row.tolist(), strict=True))
+                for (i, path, tokens), row in zip(requests, logits, strict=True)
+            }
             for i in range(len(items)):
                 probs = [0.0] * len(plan.values)
-                _value_probs(plan.branch, (), lambda path, i=i, read=read: read[(i, path)], probs, 1.0)
+                _value_probs(
+                    plan.branch, (), lambda path, i=i, read=read: read[(i, path)], probs, 1.0
+                )
                 order = sorted(range(len(probs)), key=lambda k: (-probs[k], k))
                 best, second = order[0], order[1]
-                results[i][plan.dim.name] = (plan.dim.values[best], probs[best],
-                                             probs[best] - probs[second])
-                contexts[i] = stems[i] + plan.values[best][len(plan.lead):]
+                results[i][plan.dim.name] = (
+                    plan.dim.values[best],
+                    probs[best],
+                    probs[best] - probs[second],
+                )
+                contexts[i] = stems[i] + plan.values[best][len(plan.lead) :]
     finally:
         model.train(was_training)
     return results
@@ -100,8 +121,10 @@ def score_items(model, tokenizer, rubric: Rubric, items: Sequence[Mapping[str, s
 
 def _plan(tokenizer, dim: Dimension) -> _Plan:
     cue = tokenize_piece(tokenizer, prompt.render_cue(dim))
-    values = [[t for p in prompt.render_answer(v) for t in tokenize_piece(tokenizer, p)]
-              for v in dim.values]
+    values = [
+        [t for p in prompt.render_answer(v) for t in tokenize_piece(tokenizer, p)]
+        for v in dim.values
+    ]
     lead, node = lead_and_branch(build_trie(dim, values))
     return _Plan(dim, cue, values, lead, node, _decision_paths(node, ()))
 
@@ -126,7 +149,9 @@ def _decision_paths(node: Node, path: tuple[int, ...]) -> list[tuple[tuple[int, 
     return found
 
 
-def _value_probs(node: Node, path: tuple[int, ...], logits_at, probs: list[float], mass: float) -> None:
+def _value_probs(
+    node: Node, path: tuple[int, ...], logits_at, probs: list[float], mass: float
+) -> None:
     node, path = _forced(node, path)
     if node.value_index is not None:
         probs[node.value_index] = mass
@@ -143,11 +168,14 @@ def _value_probs(node: Node, path: tuple[int, ...], logits_at, probs: list[float
             _value_probs(child, (*path, token), logits_at, probs, share)
 
 
-
-
 @torch.no_grad()
-def last_logits(model, sequences: list[list[int]], batch_size: int = 8, shared: int = 0,
-                columns: list[list[int]] | None = None) -> list[torch.Tensor]:
+def last_logits(
+    model,
+    sequences: list[list[int]],
+    batch_size: int = 8,
+    shared: int = 0,
+    columns: list[list[int]] | None = None,
+) -> list[torch.Tensor]:
     """Next-token logits after each sequence (float32, on the CPU); with `columns`, only the
     logits of those token ids for each sequence (memory: a full row is vocabulary-sized).
 
@@ -167,14 +195,14 @@ def last_logits(model, sequences: list[list[int]], batch_size: int = 8, shared: 
     out: list[torch.Tensor | None] = [None] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         tails = [sequences[i][shared:] for i in chunk]
         width = max(len(t) for t in tails)
         ids = torch.zeros((len(chunk), width), dtype=torch.long)
         mask = torch.ones((len(chunk), shared + width), dtype=torch.long)
         for row, tail in enumerate(tails):
-            ids[row, :len(tail)] = torch.tensor(tail)
-            mask[row, shared + len(tail):] = 0
+            ids[row, : len(tail)] = torch.tensor(tail)
+            mask[row, shared + len(tail) :] = 0
         last = [len(t) - 1 for t in tails]
         keep = sorted(set(last))
         kwargs = {}
@@ -184,8 +212,12 @@ def last_logits(model, sequences: list[list[int]], batch_size: int = 8, shared: 
             kwargs = {"past_key_values": batch_cache, "use_cache": True}
         else:
             kwargs = {"use_cache": False}
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                       logits_to_keep=torch.tensor(keep, device=device), **kwargs).logits
+        logits = model(
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            logits_to_keep=torch.tensor(keep, device=device),
+            **kwargs,
+        ).logits
         for row, i in enumerate(chunk):
             found = logits[row, keep.index(last[row])]
             if columns is not None:

@@ -43,13 +43,27 @@ class Evaluation:
         return (mean if mean is not None else -math.inf, -self.val_loss)
 
     def as_dict(self) -> dict:
-        return {"step": self.step, "epoch": round(self.epoch, 3), "train_loss": self.train_loss,
-                "val_loss": self.val_loss, "alpha": self.alpha, "mean_alpha": self.mean_alpha,
-                "accuracy": self.accuracy, "n": self.n, "notes": self.notes}
+        return {
+            "step": self.step,
+            "epoch": round(self.epoch, 3),
+            "train_loss": self.train_loss,
+            "val_loss": self.val_loss,
+            "alpha": self.alpha,
+            "mean_alpha": self.mean_alpha,
+            "accuracy": self.accuracy,
+            "n": self.n,
+            "notes": self.notes,
+        }
 
 
-def evaluation(rubric: Rubric, items: list[LabeledItem], scores: list[dict[str, Decision]], step: int,
-               epoch: float, val_loss: float) -> Evaluation:
+def evaluation(
+    rubric: Rubric,
+    items: list[LabeledItem],
+    scores: list[dict[str, Decision]],
+    step: int,
+    epoch: float,
+    val_loss: float,
+) -> Evaluation:
     alphas: dict[str, float | None] = {}
     accuracy: dict[str, float] = {}
     notes: dict[str, str] = {}
@@ -60,7 +74,9 @@ def evaluation(rubric: Rubric, items: list[LabeledItem], scores: list[dict[str, 
         alphas[dim.name] = found.alpha
         if found.note:
             notes[dim.name] = found.note
-        accuracy[dim.name] = sum(h == m for h, m in zip(human, model, strict=True)) / max(len(items), 1)
+        accuracy[dim.name] = sum(h == m for h, m in zip(human, model, strict=True)) / max(
+            len(items), 1
+        )
     return Evaluation(step, epoch, val_loss, alphas, accuracy, len(items), notes=notes)
 
 

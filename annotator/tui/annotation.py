@@ -66,13 +66,27 @@ Event = Started | ItemDone | Paused | Finished
 
 
 class AnnotationRunner:
-    def __init__(self, data: Path, project: Path, rubric: Path | None, model: Path | None,
-                 settings: EngineSettings | None = None, tie_margin: float = DEFAULT_TIE_MARGIN,
-                 base: Path | None = None):
+    def __init__(
+        self,
+        data: Path,
+        project: Path,
+        rubric: Path | None,
+        model: Path | None,
+        settings: EngineSettings | None = None,
+        tie_margin: float = DEFAULT_TIE_MARGIN,
+        base: Path | None = None,
+    ):
         # The job as the CLI would run it (a rubric file, else the model's, else the project's;
         # an adapter model on `base`, else the embedded model).
-        self.spec = JobSpec(data, project, rubric, model, settings=settings or EngineSettings(),
-                            tie_margin=tie_margin, base=base)
+        self.spec = JobSpec(
+            data,
+            project,
+            rubric,
+            model,
+            settings=settings or EngineSettings(),
+            tie_margin=tie_margin,
+            base=base,
+        )
         self._go = threading.Event()  # set: running; clear: paused
         self._go.set()
         self._cancel = threading.Event()
@@ -101,11 +115,22 @@ class AnnotationRunner:
         job = Job.open(self.spec)
         try:
             s = job.summary
-            emit(Started(job.run_id, job.resumed, s.items, s.done_before, s.skipped,
-                         job.engine.backend, job.engine.backend_reason))
+            emit(
+                Started(
+                    job.run_id,
+                    job.resumed,
+                    s.items,
+                    s.done_before,
+                    s.skipped,
+                    job.engine.backend,
+                    job.engine.backend_reason,
+                )
+            )
             busy = 0.0
             items = job.run()
-            while self._wait_while_paused(lambda: emit(Paused(s.done_before + s.done_now, s.items))):
+            while self._wait_while_paused(
+                lambda: emit(Paused(s.done_before + s.done_now, s.items))
+            ):
                 started = time.perf_counter()
                 try:
                     item, result = next(items)
@@ -115,9 +140,19 @@ class AnnotationRunner:
                 rate = s.done_now / busy if busy > 0 else 0.0
                 left = s.items - s.done_before - s.done_now
                 labels = {k: Label(d.value, d.prob, d.margin) for k, d in result.decisions.items()}
-                emit(ItemDone(job.run_id, item.id, labels, result.truncated_tokens,
-                              s.done_before + s.done_now, s.items, rate,
-                              left / rate if rate > 0 else None, s.flagged))
+                emit(
+                    ItemDone(
+                        job.run_id,
+                        item.id,
+                        labels,
+                        result.truncated_tokens,
+                        s.done_before + s.done_now,
+                        s.items,
+                        rate,
+                        left / rate if rate > 0 else None,
+                        s.flagged,
+                    )
+                )
             outcome = "cancelled" if self.cancelled else "finished"
             done = Finished(outcome, s.done_before + s.done_now, s.items, s.done_now, s.flagged)
         finally:

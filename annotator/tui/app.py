@@ -52,9 +52,15 @@ class AnnotatorApp(App[None]):
         Binding("ctrl+t", "toggle_dark", "Light/dark", show=False),
     ]
 
-    def __init__(self, launch: Launch, *, reviewer: str | None = None,
-                 settings: EngineSettings | None = None, bootstrap: int = 1000,
-                 tie_margin: float = DEFAULT_TIE_MARGIN) -> None:
+    def __init__(
+        self,
+        launch: Launch,
+        *,
+        reviewer: str | None = None,
+        settings: EngineSettings | None = None,
+        bootstrap: int = 1000,
+        tie_margin: float = DEFAULT_TIE_MARGIN,
+    ) -> None:
         super().__init__()
         self.launch = launch
         self.reviewer = reviewer
@@ -101,8 +107,12 @@ class AnnotatorApp(App[None]):
             self._opened(cast(ProjectInfo, worker.result))
         elif event.state == WorkerState.ERROR:
             error = worker.error
-            self.notify(f"cannot open the project: {type(error).__name__}: {error}",
-                        severity="error", markup=False, timeout=15)
+            self.notify(
+                f"cannot open the project: {type(error).__name__}: {error}",
+                severity="error",
+                markup=False,
+                timeout=15,
+            )
 
     def _opened(self, info: ProjectInfo) -> None:
         self.info = info
@@ -191,21 +201,38 @@ class AnnotatorApp(App[None]):
         super()._print_error_renderables()
 
 
-def make_app(project: str | Path | None = None, data: str | Path | None = None,
-             rubric: str | Path | None = None, model: str | Path | None = None, *,
-             base: str | Path | None = None, reviewer: str | None = None, settings: EngineSettings | None = None,
-             bootstrap: int = 1000, tie_margin: float = DEFAULT_TIE_MARGIN) -> AnnotatorApp:
+def make_app(
+    project: str | Path | None = None,
+    data: str | Path | None = None,
+    rubric: str | Path | None = None,
+    model: str | Path | None = None,
+    *,
+    base: str | Path | None = None,
+    reviewer: str | None = None,
+    settings: EngineSettings | None = None,
+    bootstrap: int = 1000,
+    tie_margin: float = DEFAULT_TIE_MARGIN,
+) -> AnnotatorApp:
     """The app for `annotator tui [PROJECT] [--data] [--rubric] [--model]`.
 
     `reviewer` skips the name prompt (tests); the others mirror `annotator annotate`.
     """
-    return AnnotatorApp(resolve_launch(project, data, rubric, model, base), reviewer=reviewer,
-                        settings=settings, bootstrap=bootstrap, tie_margin=tie_margin)
+    return AnnotatorApp(
+        resolve_launch(project, data, rubric, model, base),
+        reviewer=reviewer,
+        settings=settings,
+        bootstrap=bootstrap,
+        tie_margin=tie_margin,
+    )
 
 
-def run_app(project: str | Path | None = None, data: str | Path | None = None,
-            rubric: str | Path | None = None, model: str | Path | None = None,
-            base: str | Path | None = None) -> None:
+def run_app(
+    project: str | Path | None = None,
+    data: str | Path | None = None,
+    rubric: str | Path | None = None,
+    model: str | Path | None = None,
+    base: str | Path | None = None,
+) -> None:
     app = make_app(project, data, rubric, model, base=base)
     # A real terminal: draw on a private fd (see tui.terminal). Tests use the headless driver.
     app.driver_class = driver_class() or app.driver_class

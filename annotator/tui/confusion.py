@@ -29,8 +29,11 @@ class Confusion:
         return sum(n for (m, r), n in self.pairs.items() if m == r)
 
 
-def confusions(rubric: Rubric, annotations: list[tuple[str, dict[str, Label], int]],
-               reviews: list[tuple[str, str, str, Value, str]]) -> list[Confusion]:
+def confusions(
+    rubric: Rubric,
+    annotations: list[tuple[str, dict[str, Label], int]],
+    reviews: list[tuple[str, str, str, Value, str]],
+) -> list[Confusion]:
     model = {item_id: labels for item_id, labels, _ in annotations}
     counted = unbiased_labels(reviews)
     result = []

@@ -28,7 +28,11 @@ def state_dir() -> Path:
 
 def _type_name(error: BaseException) -> str:
     kind = type(error)
-    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
 
 
 def _chain(error: BaseException) -> list[tuple[str, BaseException]]:
@@ -59,9 +63,12 @@ def report_text(error: BaseException) -> str:
     """The report: types and frames only (see the module's docstring)."""
     from annotator import __version__
 
-    lines = [f"annotator {__version__} app crash, {time.strftime('%Y-%m-%d %H:%M:%S %z')}, "
-             f"Python {sys.version.split()[0]}",
-             "Exception messages and local variables are left out: they may hold item text.", ""]
+    lines = [
+        f"annotator {__version__} app crash, {time.strftime('%Y-%m-%d %H:%M:%S %z')}, "
+        f"Python {sys.version.split()[0]}",
+        "Exception messages and local variables are left out: they may hold item text.",
+        "",
+    ]
     for how, current in _chain(error):
         lines.append(f"{how}: {_type_name(current)}")
         for frame in traceback.extract_tb(current.__traceback__):

@@ -74,8 +74,11 @@ def training_summary(provenance: dict | None) -> str | None:
     if isinstance(split.get("train_count"), int):
         parts.append(f"fine-tuned on {split['train_count']} labelled items")
     if isinstance(alphas, dict) and alphas:
-        shown = ", ".join(f"{printable(str(k), 40)} {alpha(v)}" for k, v in alphas.items()
-                          if isinstance(v, (int, float)) and not isinstance(v, bool))
+        shown = ", ".join(
+            f"{printable(str(k), 40)} {alpha(v)}"
+            for k, v in alphas.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        )
         held = split.get("validation_count")
         where = f" on {held} held-out items" if isinstance(held, int) else ""
         if shown:

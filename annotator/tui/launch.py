@@ -44,7 +44,18 @@ def resolve_launch(
         sample = samples_dir() / "goemotions"
         demo_model = sample / DEMO_MODEL
         chosen = as_path(model) or (demo_model if demo_model.is_file() else None)
-        return Launch(DEMO_PROJECT, sample / "items.csv", sample / "rubric.toml", chosen, demo=True,
-                      base=as_path(base))
-    return Launch(as_path(project) or DEMO_PROJECT, as_path(data), as_path(rubric), as_path(model),
-                  base=as_path(base))
+        return Launch(
+            DEMO_PROJECT,
+            sample / "items.csv",
+            sample / "rubric.toml",
+            chosen,
+            demo=True,
+            base=as_path(base),
+        )
+    return Launch(
+        as_path(project) or DEMO_PROJECT,
+        as_path(data),
+        as_path(rubric),
+        as_path(model),
+        base=as_path(base),
+    )

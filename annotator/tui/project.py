@@ -50,7 +50,12 @@ class ProjectInfo:
 
     @property
     def can_annotate(self) -> bool:
-        return self.ready and self.model is not None and self.data is not None and self.data_items is not None
+        return (
+            self.ready
+            and self.model is not None
+            and self.data is not None
+            and self.data_items is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -155,5 +160,14 @@ def counts(store: Store, run_id: int | None) -> Counts:
         reviewed.add(item_id)
         by_queue.setdefault(queue, set()).add(item_id)
     readout = describe_run(store.run(run_id)) if run_id is not None else ""
-    return Counts(run_id, items, annotated, skipped, len(reviewed), len(by_queue["audit"]),
-                  len(by_queue["hard"]), len(by_queue["import"]), readout)
+    return Counts(
+        run_id,
+        items,
+        annotated,
+        skipped,
+        len(reviewed),
+        len(by_queue["audit"]),
+        len(by_queue["hard"]),
+        len(by_queue["import"]),
+        readout,
+    )

@@ -43,13 +43,14 @@ class AuditQueue:
 def audit_queue(order: list[str], size: int, audited: Collection[str]) -> AuditQueue:
     """`audited`: the items this reviewer has reviewed in the audit queue (other queues'
     reviews do not count: a hard-queue review may not be blind)."""
-    sample = order[:max(0, size)]
+    sample = order[: max(0, size)]
     todo = [i for i in sample if i not in audited]
     return AuditQueue(sample, todo, len(sample) - len(todo))
 
 
-def hard_queue(annotations: Iterable[tuple[str, dict[str, Label], int]],
-               exclude: set[str]) -> list[str]:
+def hard_queue(
+    annotations: Iterable[tuple[str, dict[str, Label], int]], exclude: set[str]
+) -> list[str]:
     """Annotated items, least sure first (ties: data file order), minus `exclude`."""
     ranked = []
     for position, (item_id, labels, _truncated) in enumerate(annotations):
@@ -59,8 +60,12 @@ def hard_queue(annotations: Iterable[tuple[str, dict[str, Label], int]],
     return [item_id for _, _, item_id in sorted(ranked)]
 
 
-def my_reviewed_items(reviews: Iterable[tuple[str, str, str, object, str]], reviewer: str,
-                      queue: str | None = None) -> set[str]:
+def my_reviewed_items(
+    reviews: Iterable[tuple[str, str, str, object, str]], reviewer: str, queue: str | None = None
+) -> set[str]:
     """The items `reviewer` has reviewed (any dimension), in `queue` or in any queue."""
-    return {item_id for item_id, _dim, name, _value, in_queue in reviews
-            if name == reviewer and (queue is None or in_queue == queue)}
+    return {
+        item_id
+        for item_id, _dim, name, _value, in_queue in reviews
+        if name == reviewer and (queue is None or in_queue == queue)
+    }

@@ -16,13 +16,18 @@ from textual.drivers.linux_driver import LinuxDriver
 
 
 class PrivateFdDriver(LinuxDriver):
-    def __init__(self, app, *, debug: bool = False, mouse: bool = True,
-                 size: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, app, *, debug: bool = False, mouse: bool = True, size: tuple[int, int] | None = None
+    ) -> None:
         super().__init__(app, debug=debug, mouse=mouse, size=size)
         terminal = sys.__stderr__
         assert terminal is not None
-        self._file = open(os.dup(terminal.fileno()), "w",
-                          encoding=terminal.encoding or "utf-8", errors="backslashreplace")
+        self._file = open(
+            os.dup(terminal.fileno()),
+            "w",
+            encoding=terminal.encoding or "utf-8",
+            errors="backslashreplace",
+        )
 
 
 def driver_class() -> type | None:

@@ -31,13 +31,22 @@ SMOKE_RUBRIC = {
     "instructions": "Read the review and its title. Label it.",
     "inputs": [{"column": "title", "label": "TITLE"}, {"column": "text", "label": "REVIEW"}],
     "dimensions": [
-        {"name": "sentiment", "question": "What is the sentiment?", "scale": "nominal",
-         "values": ["positive", "negative", "mixed"]},
-        {"name": "quality", "question": "How well written is it?", "scale": "ordinal",
-         "values": [1, 2, 3], "anchors": {"1": "poor", "3": "good"}},
+        {
+            "name": "sentiment",
+            "question": "What is the sentiment?",
+            "scale": "nominal",
+            "values": ["positive", "negative", "mixed"],
+        },
+        {
+            "name": "quality",
+            "question": "How well written is it?",
+            "scale": "ordinal",
+            "values": [1, 2, 3],
+            "anchors": {"1": "poor", "3": "good"},
+        },
     ],
 }
-SMOKE_TOML = '''name = "smoke"
+SMOKE_TOML = """name = "smoke"
 instructions = "Read the review and its title. Label it."
 
 [[inputs]]
@@ -60,9 +69,21 @@ question = "How well written is it?"
 scale = "ordinal"
 values = [1, 2, 3]
 anchors = { 1 = "poor", 3 = "good" }
-'''
-WORDS = ("zebrafish", "quasar", "marmalade", "fjord", "kiln", "oboe", "tundra", "walrus",
-         "saffron", "gazebo", "nectar", "pylon")
+"""
+WORDS = (
+    "zebrafish",
+    "quasar",
+    "marmalade",
+    "fjord",
+    "kiln",
+    "oboe",
+    "tundra",
+    "walrus",
+    "saffron",
+    "gazebo",
+    "nectar",
+    "pylon",
+)
 
 
 def smoke_rubric():
@@ -72,10 +93,16 @@ def smoke_rubric():
 def smoke_rows(n: int, seed: int = 1, prefix: str = "r") -> list[dict]:
     """Labelled rows of made-up words (distinctive, so a log can be searched for them)."""
     rng = random.Random(seed)
-    return [{"id": f"{prefix}{i}", "title": " ".join(rng.choices(WORDS, k=2)),
-             "text": " ".join(rng.choices(WORDS, k=9)),
-             "sentiment": rng.choice(["positive", "negative", "mixed"]),
-             "quality": rng.choice([1, 2, 3])} for i in range(n)]
+    return [
+        {
+            "id": f"{prefix}{i}",
+            "title": " ".join(rng.choices(WORDS, k=2)),
+            "text": " ".join(rng.choices(WORDS, k=9)),
+            "sentiment": rng.choice(["positive", "negative", "mixed"]),
+            "quality": rng.choice([1, 2, 3]),
+        }
+        for i in range(n)
+    ]
 
 
 def write_labeled(path: Path, rows: list[dict]) -> Path:
@@ -120,16 +147,28 @@ def tiny_dir(llama_cpp_shape: bool = True) -> Path:
 
     tokenizer = gemma_tokenizer()
     if llama_cpp_shape:
-        shape = {"query_pre_attn_scalar": 32, "sliding_window": 512,
-                 "layer_types": ["sliding_attention", "sliding_attention"]}
+        shape = {
+            "query_pre_attn_scalar": 32,
+            "sliding_window": 512,
+            "layer_types": ["sliding_attention", "sliding_attention"],
+        }
     else:
         shape = {"sliding_window": 64, "layer_types": ["sliding_attention", "full_attention"]}
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=32, **shape,
-        max_position_embeddings=4096, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=True)
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=32,
+        **shape,
+        max_position_embeddings=4096,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
     torch.manual_seed(0)
     model = Gemma3ForCausalLM(config)
     out = WORK / ("tiny" if llama_cpp_shape else "tiny-torch")

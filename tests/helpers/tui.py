@@ -44,20 +44,33 @@ def fabricated_project(folder: Path, n: int = 12, reviews: bool = True) -> Path:
         store.bind_rubric(rubric)
         store.add_items(items)
         run_id, _ = store.find_or_start_run(
-            model_path="model.gguf", model_sha256="0" * 64, rubric=rubric, data_path="items.csv",
-            data_sha256="0" * 64, settings={"settings": {"n_ctx": 4096}, "backend": "cpu"})
+            model_path="model.gguf",
+            model_sha256="0" * 64,
+            rubric=rubric,
+            data_path="items.csv",
+            data_sha256="0" * 64,
+            settings={"settings": {"n_ctx": 4096}, "backend": "cpu"},
+        )
         model = {}
         for item in items:
             prob = round(rng.uniform(0.3, 0.95), 3)
             model[item.id] = rng.choice(values)
-            store.save_annotation(run_id, item.id, {"emotion": Label(model[item.id], prob,
-                                  round(prob * rng.uniform(0.05, 0.9), 3))}, 20, 0, 0.01)
+            store.save_annotation(
+                run_id,
+                item.id,
+                {"emotion": Label(model[item.id], prob, round(prob * rng.uniform(0.05, 0.9), 3))},
+                20,
+                0,
+                0.01,
+            )
         if reviews:
             from annotator.tui.queues import audit_order
 
             order = audit_order(model)
-            audit = [(i, "emotion", model[i] if k % 3 else rng.choice(values))
-                     for k, i in enumerate(order[:8])]
+            audit = [
+                (i, "emotion", model[i] if k % 3 else rng.choice(values))
+                for k, i in enumerate(order[:8])
+            ]
             store.save_reviews("alice", "audit", audit)
             store.save_reviews("alice", "hard", [(order[-1], "emotion", "joy")])
     return project
@@ -87,7 +100,9 @@ def text_of(widget) -> str:
 
 def run_async(test):
     """Run an async test with asyncio (no pytest async plugin needed); fixtures still work."""
+
     @functools.wraps(test)
     def run(*args, **kwargs):
         return asyncio.run(test(*args, **kwargs))
+
     return run

@@ -12,28 +12,40 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS: list[tuple[str, list[tuple[str, str]]]] = [
-    ("Everywhere", [
-        ("p a b r g", "project · annotate · browse · review · agreement"),
-        ("?  ctrl+t", "this help (esc closes) · light / dark colours"),
-        ("ctrl+q", "quit (everything finished is already saved)"),
-    ]),
-    ("Annotate", [
-        ("space  c", "start · pause · resume · cancel (finished items stay)"),
-    ]),
-    ("Browse", [
-        ("↑ ↓  enter", "move · open the item (full text, answers, reviews)"),
-        ("s", "sort: file order · least sure first · label · id"),
-        ("f  - +", "filter: all · low confidence · reviewed · not · threshold"),
-        ("/", "filter by label (joy, or emotion=joy); empty clears"),
-    ]),
-    ("Review (blind: the model's answer shows only after you save)", [
-        ("1-9 0  arrows", "pick a value (two quick digits for 10 and up)"),
-        ("tab  shift+tab", "next / previous dimension"),
-        ("enter  s", "save, then enter again for the next item · skip for now"),
-        ("t  z  n", "queue: audit sample ⇄ hardest first · sample size · name"),
-        ("v", "hardest-first queue only: show the model's answer"),
-        ("pgup pgdn", "scroll the item's text"),
-    ]),
+    (
+        "Everywhere",
+        [
+            ("p a b r g", "project · annotate · browse · review · agreement"),
+            ("?  ctrl+t", "this help (esc closes) · light / dark colours"),
+            ("ctrl+q", "quit (everything finished is already saved)"),
+        ],
+    ),
+    (
+        "Annotate",
+        [
+            ("space  c", "start · pause · resume · cancel (finished items stay)"),
+        ],
+    ),
+    (
+        "Browse",
+        [
+            ("↑ ↓  enter", "move · open the item (full text, answers, reviews)"),
+            ("s", "sort: file order · least sure first · label · id"),
+            ("f  - +", "filter: all · low confidence · reviewed · not · threshold"),
+            ("/", "filter by label (joy, or emotion=joy); empty clears"),
+        ],
+    ),
+    (
+        "Review (blind: the model's answer shows only after you save)",
+        [
+            ("1-9 0  arrows", "pick a value (two quick digits for 10 and up)"),
+            ("tab  shift+tab", "next / previous dimension"),
+            ("enter  s", "save, then enter again for the next item · skip for now"),
+            ("t  z  n", "queue: audit sample ⇄ hardest first · sample size · name"),
+            ("v", "hardest-first queue only: show the model's answer"),
+            ("pgup pgdn", "scroll the item's text"),
+        ],
+    ),
 ]
 
 

@@ -42,24 +42,40 @@ class ItemScreen(ModalScreen[None]):
         if rubric is None or store is None or item is None:
             return Content("\n").join([*lines, Content("This item is not in the project.")])
         for field in rubric.inputs:
-            lines += [Content.styled(field.label, "bold $text-accent"),
-                      Content(item.fields.get(field.column, "").strip()), Content("")]
+            lines += [
+                Content.styled(field.label, "bold $text-accent"),
+                Content(item.fields.get(field.column, "").strip()),
+                Content(""),
+            ]
         labels = {}
         if app.run_id is not None:
-            labels = next((lab for i, lab, _ in store.annotations(app.run_id) if i == self.item_id), {})
-        lines.append(Content.styled(f"Model (run {app.run_id})" if labels else "Model: not annotated",
-                                    "bold $text-accent"))
+            labels = next(
+                (lab for i, lab, _ in store.annotations(app.run_id) if i == self.item_id), {}
+            )
+        lines.append(
+            Content.styled(
+                f"Model (run {app.run_id})" if labels else "Model: not annotated",
+                "bold $text-accent",
+            )
+        )
         for dim in rubric.dimensions:
             label = labels.get(dim.name)
             if label is not None:
-                lines.append(Content.assemble(
-                    f"  {dim.name}: ", (str(label.value), "bold"),
-                    f"  p {label.prob:.3f} · margin {label.margin:.3f}"))
+                lines.append(
+                    Content.assemble(
+                        f"  {dim.name}: ",
+                        (str(label.value), "bold"),
+                        f"  p {label.prob:.3f} · margin {label.margin:.3f}",
+                    )
+                )
         reviews = [r for r in store.reviews() if r[0] == self.item_id]
         lines.append(Content.styled("Reviews" if reviews else "Reviews: none", "bold $text-accent"))
         for _item, dim_name, reviewer, value, queue in reviews:
-            lines.append(Content.assemble(f"  {dim_name}: ", (str(value), "bold"),
-                                          f"  by {reviewer} ({queue})"))
+            lines.append(
+                Content.assemble(
+                    f"  {dim_name}: ", (str(value), "bold"), f"  by {reviewer} ({queue})"
+                )
+            )
         return Content("\n").join(lines)
 
     def action_close(self) -> None:

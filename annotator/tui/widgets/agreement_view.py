@@ -29,9 +29,20 @@ from annotator.tui.widgets.confusion_view import confusion_lines
 if TYPE_CHECKING:
     from annotator.tui.app import AnnotatorApp
 
-VERDICT_STYLE = {"reliable": "bold $text-success", "tentative": "bold $text-warning",
-                 "unreliable": "bold $text-error", "undefined": "$text-muted"}
-COLUMNS = (("dimension", 16), ("coders", 18), ("n", 4), ("alpha", 7), ("95% CI", 17), ("verdict", 10))
+VERDICT_STYLE = {
+    "reliable": "bold $text-success",
+    "tentative": "bold $text-warning",
+    "unreliable": "bold $text-error",
+    "undefined": "$text-muted",
+}
+COLUMNS = (
+    ("dimension", 16),
+    ("coders", 18),
+    ("n", 4),
+    ("alpha", 7),
+    ("95% CI", 17),
+    ("verdict", 10),
+)
 
 
 def compute(project: Path, bootstrap: int) -> tuple[dict, list[Confusion], int]:
@@ -50,7 +61,7 @@ def compute(project: Path, bootstrap: int) -> tuple[dict, list[Confusion], int]:
 
 
 def _cell(text: str, width: int) -> str:
-    return (text if len(text) <= width else text[:width - 1] + "…").ljust(width)
+    return (text if len(text) <= width else text[: width - 1] + "…").ljust(width)
 
 
 class AgreementView(VerticalScroll, can_focus=True):
@@ -94,8 +105,12 @@ class AgreementView(VerticalScroll, can_focus=True):
             self.app.call_from_thread(self._latest, generation, self._show_text, str(exc))
             return
         except Exception as exc:  # shown in the app, never as a traceback
-            self.app.call_from_thread(self._latest, generation, self._show_text,
-                                      f"agreement failed: {type(exc).__name__}: {exc}")
+            self.app.call_from_thread(
+                self._latest,
+                generation,
+                self._show_text,
+                f"agreement failed: {type(exc).__name__}: {exc}",
+            )
             return
         self.app.call_from_thread(self._latest, generation, self._show, report, pairs, hard)
 
@@ -114,26 +129,43 @@ class AgreementView(VerticalScroll, can_focus=True):
 
     def _show(self, report: dict, pairs: list[Confusion], hard: int) -> None:
         self.report, self.pairs = report, pairs
-        lines = [Content.assemble(("Krippendorff's alpha", "bold"),
-                                  f", run {report['run']}, {report['bootstrap']} bootstrap resamples"),
-                 Content.styled("audit sample and imported reviews only; "
-                                f"{hard} hardest-first item(s) not counted", "$text-muted")]
+        lines = [
+            Content.assemble(
+                ("Krippendorff's alpha", "bold"),
+                f", run {report['run']}, {report['bootstrap']} bootstrap resamples",
+            ),
+            Content.styled(
+                f"audit sample and imported reviews only; {hard} hardest-first item(s) not counted",
+                "$text-muted",
+            ),
+        ]
         if not report["reviewers"]:
-            lines.append(Content("\nNo audit reviews yet: review the audit sample in the Review tab (r)."))
+            lines.append(
+                Content("\nNo audit reviews yet: review the audit sample in the Review tab (r).")
+            )
             self.query_one("#agree-table", Static).update(Content("\n").join(lines))
             self.query_one("#agree-confusion", Static).update("")
             return
-        lines.append(Content.styled(" ".join(_cell(name, w) for name, w in COLUMNS), "bold underline"))
+        lines.append(
+            Content.styled(" ".join(_cell(name, w) for name, w in COLUMNS), "bold underline")
+        )
         for dim in report["dimensions"]:
             for comp in dim["comparisons"]:
                 lines.append(self._row(dim["dimension"], comp))
         for dim in report["dimensions"]:
             for comp in dim["comparisons"]:
                 if comp["note"]:
-                    lines.append(Content.styled(f"{dim['dimension']}, {' vs '.join(comp['coders'])}: "
-                                                f"{comp['note']}", "$text-muted"))
-        lines.append(Content.styled("≥ 0.800 reliable · ≥ 0.667 tentative · below: unreliable",
-                                    "$text-muted"))
+                    lines.append(
+                        Content.styled(
+                            f"{dim['dimension']}, {' vs '.join(comp['coders'])}: {comp['note']}",
+                            "$text-muted",
+                        )
+                    )
+        lines.append(
+            Content.styled(
+                "≥ 0.800 reliable · ≥ 0.667 tentative · below: unreliable", "$text-muted"
+            )
+        )
         self.query_one("#agree-table", Static).update(Content("\n").join(lines))
         visual: list[Content] = []
         for confusion in pairs:
@@ -145,9 +177,15 @@ class AgreementView(VerticalScroll, can_focus=True):
         interval = "-" if low is None else f"[{low:.3f}, {high:.3f}]"
         word = verdict(comp["alpha"])
         widths = [w for _, w in COLUMNS][:5]  # the verdict is added after, in colour
-        cells = [dimension, " vs ".join(comp["coders"]), str(comp["n"]), fmt.alpha(comp["alpha"]),
-                 interval]
+        cells = [
+            dimension,
+            " vs ".join(comp["coders"]),
+            str(comp["n"]),
+            fmt.alpha(comp["alpha"]),
+            interval,
+        ]
         texts = [_cell(text, width) + " " for text, width in zip(cells, widths, strict=True)]
         # The alpha and its verdict carry the colour: green, yellow, red against 0.8 / 0.667.
-        return Content.assemble(*texts[:3], (texts[3], VERDICT_STYLE[word]), texts[4],
-                                (word, VERDICT_STYLE[word]))
+        return Content.assemble(
+            *texts[:3], (texts[3], VERDICT_STYLE[word]), texts[4], (word, VERDICT_STYLE[word])
+        )

@@ -81,21 +81,26 @@ class AnnotateView(Vertical):
         if rubric is not None:
             log.add_column("id", key="id")
             for dim in rubric.dimensions:
-                log.add_column(dim.name, width=max(len(dim.name), *(len(str(v)) for v in dim.values)))
+                log.add_column(
+                    dim.name, width=max(len(dim.name), *(len(str(v)) for v in dim.values))
+                )
                 log.add_column("p", width=4)
         if info is None:
             return
         model = info.model.path.name if info.model else "no model"
         data = fmt.shown_path(info.data) if info.data else "no data file"
         self.query_one("#annotate-info", Static).update(
-            f"{data} → {fmt.shown_path(info.project)}\nmodel {model} on {info.backend.upper()}")
+            f"{data} → {fmt.shown_path(info.project)}\nmodel {model} on {info.backend.upper()}"
+        )
         bar = self.query_one(ProgressBar)
         if store is not None and info.data_items:
             run_id = self.annotator.run_id
             done = len(store.done_ids(run_id)) if run_id is not None else 0
             bar.update(total=info.data_items, progress=min(done, info.data_items))
-            self._stats(f"{done}/{info.data_items} items annotated" +
-                        (f" (run {run_id})" if run_id is not None else ""))
+            self._stats(
+                f"{done}/{info.data_items} items annotated"
+                + (f" (run {run_id})" if run_id is not None else "")
+            )
         if info.can_annotate:
             self._set_state("idle", "Ready: space starts (or resumes) annotating the data file.")
         else:
@@ -125,9 +130,15 @@ class AnnotateView(Vertical):
             self.app.notify("nothing to annotate: see the Project tab", severity="warning")
             return
         assert info.data is not None and info.model is not None
-        self.runner = AnnotationRunner(info.data, info.project, info.launch.rubric, info.model.path,
-                                       self.annotator.settings, self.annotator.tie_margin,
-                                       info.launch.base)
+        self.runner = AnnotationRunner(
+            info.data,
+            info.project,
+            info.launch.rubric,
+            info.model.path,
+            self.annotator.settings,
+            self.annotator.tie_margin,
+            info.launch.base,
+        )
         self._set_state("loading", "Loading the model...")
         self._annotate(self.runner)
 
@@ -157,31 +168,43 @@ class AnnotateView(Vertical):
             resumed = f", resuming run {event.run_id}" if event.resumed else f", run {event.run_id}"
             if self.state == "loading":
                 self._set_state("running", "Annotating: space pauses, c cancels.")
-            self._stats(f"{event.done_before}/{event.total} items{resumed} · "
-                        f"{event.skipped} rows cannot be annotated · {event.backend.upper()}")
+            self._stats(
+                f"{event.done_before}/{event.total} items{resumed} · "
+                f"{event.skipped} rows cannot be annotated · {event.backend.upper()}"
+            )
         elif isinstance(event, ItemDone):
             bar.update(total=event.total, progress=event.done)
-            self._stats(f"{event.done}/{event.total} items · {event.rate:.2f} items/s · "
-                        f"ETA {fmt.duration(event.eta)} · flagged {event.flagged}")
+            self._stats(
+                f"{event.done}/{event.total} items · {event.rate:.2f} items/s · "
+                f"ETA {fmt.duration(event.eta)} · flagged {event.flagged}"
+            )
             self._log(event)
         elif isinstance(event, Paused):
             if self.state == "pausing":
-                self._set_state("paused", f"Paused: {event.done} of {event.total} items saved; "
-                                          "space resumes, c cancels.")
+                self._set_state(
+                    "paused",
+                    f"Paused: {event.done} of {event.total} items saved; space resumes, c cancels.",
+                )
         elif isinstance(event, Finished):
             self.runner = None
             if event.outcome == "cancelled":
-                self._set_state("done", f"Cancelled: {event.done} of {event.total} items are saved;"
-                                        " space resumes.")
+                self._set_state(
+                    "done",
+                    f"Cancelled: {event.done} of {event.total} items are saved; space resumes.",
+                )
             else:
-                self._set_state("done", f"Finished: {event.done} of {event.total} items annotated"
-                                        f" ({event.done_now} now, {event.flagged} flagged).")
+                self._set_state(
+                    "done",
+                    f"Finished: {event.done} of {event.total} items annotated"
+                    f" ({event.done_now} now, {event.flagged} flagged).",
+                )
 
     def on_annotate_view_failed(self, message: Failed) -> None:
         self.runner = None
         self._set_state("error", f"Annotation stopped: {message.error}")
-        self.app.notify(message.error, title="annotation failed", severity="error", markup=False,
-                        timeout=10)
+        self.app.notify(
+            message.error, title="annotation failed", severity="error", markup=False, timeout=10
+        )
         self.state = "idle"  # the user may fix the cause and try again
 
     def _log(self, event: ItemDone) -> None:

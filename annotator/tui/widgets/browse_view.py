@@ -39,7 +39,9 @@ class Row:
 
     @property
     def margin(self) -> float | None:
-        return min((lab.margin for lab in self.labels.values()), default=None) if self.labels else None
+        return (
+            min((lab.margin for lab in self.labels.values()), default=None) if self.labels else None
+        )
 
 
 class BrowseView(Vertical):
@@ -71,8 +73,10 @@ class BrowseView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="browse-status", markup=False)
-        yield Input(placeholder="label filter: joy, or emotion=joy (enter applies, esc closes)",
-                    id="browse-label")
+        yield Input(
+            placeholder="label filter: joy, or emotion=joy (enter applies, esc closes)",
+            id="browse-label",
+        )
         table: DataTable = DataTable(id="browse-table", cursor_type="row", zebra_stripes=True)
         yield table
 
@@ -144,8 +148,11 @@ class BrowseView(Vertical):
             return  # filtered out: shown (or not) at the next rebuild
         rubric = self.annotator.rubric
         assert rubric is not None
-        keys = (["id"] + [k for d in rubric.dimensions for k in (d.name, f"{d.name}:p")]
-                + ["margin", "rev", "text"])
+        keys = (
+            ["id"]
+            + [k for d in rubric.dimensions for k in (d.name, f"{d.name}:p")]
+            + ["margin", "rev", "text"]
+        )
         for key, cell in zip(keys, self._cells(row), strict=True):
             table.update_cell(row.item_id, key, cell)
         self._status()
@@ -160,8 +167,10 @@ class BrowseView(Vertical):
             label = (row.labels or {}).get(dim.name)
             cells += ["·", ""] if label is None else [str(label.value), f"{label.prob:.2f}"]
         margin = "" if row.margin is None else f"{row.margin:.2f}"
-        return [Text(c, no_wrap=True, end="")
-                for c in (*cells, margin, "✓" if row.reviewed else "", row.preview)]
+        return [
+            Text(c, no_wrap=True, end="")
+            for c in (*cells, margin, "✓" if row.reviewed else "", row.preview)
+        ]
 
     def _visible(self) -> list[Row]:
         rows = [r for r in self.rows.values() if self._keep(r)]
@@ -179,9 +188,12 @@ class BrowseView(Vertical):
         rubric = self.annotator.rubric
         assert rubric is not None
         # Rubric value order, so ordinal scales sort low to high.
-        return tuple(rubric.dimensions[i].values.index(row.labels[d.name].value)
-                     if row.labels and d.name in row.labels else -1
-                     for i, d in enumerate(rubric.dimensions))
+        return tuple(
+            rubric.dimensions[i].values.index(row.labels[d.name].value)
+            if row.labels and d.name in row.labels
+            else -1
+            for i, d in enumerate(rubric.dimensions)
+        )
 
     def _keep(self, row: Row) -> bool:
         if self.filter == "low confidence" and (row.margin is None or row.margin >= self.threshold):
@@ -200,8 +212,9 @@ class BrowseView(Vertical):
         wanted = self.label_query.casefold()
         dim_name, _, value = wanted.rpartition("=")
         for name, label in row.labels.items():
-            if (not dim_name or name.casefold() == dim_name.strip()) and \
-                    str(label.value).casefold() == value.strip():
+            if (not dim_name or name.casefold() == dim_name.strip()) and str(
+                label.value
+            ).casefold() == value.strip():
                 return True
         return False
 
@@ -222,7 +235,8 @@ class BrowseView(Vertical):
         if self.label_query:
             filt += f" · label {self.label_query}"
         self.query_one("#browse-status", Static).update(
-            f"{shown} of {len(self.rows)} items · sort: {self.sort} · filter: {filt}")
+            f"{shown} of {len(self.rows)} items · sort: {self.sort} · filter: {filt}"
+        )
 
     # -- actions ----------------------------------------------------------------------------
 

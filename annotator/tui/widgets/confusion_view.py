@@ -21,7 +21,8 @@ def confusion_lines(confusion: Confusion) -> list[Content]:
     dim = confusion.dimension
     title = Content.assemble(
         (dim.name, "bold $text-accent"),
-        f": model vs reviewer, {confusion.agreed} of {confusion.total} the same")
+        f": model vs reviewer, {confusion.agreed} of {confusion.total} the same",
+    )
     if confusion.total == 0:
         return [title, Content.styled("  no audit reviews of this dimension yet", "$text-muted")]
     short = [str(v) for v in dim.values]
@@ -54,9 +55,13 @@ def _pairs(confusion: Confusion) -> list[Content]:
         same = m == r
         pair = f"  {m} = {r}" if same else f"  {m} → {r}"
         bar = "█" * max(1, round(BAR_WIDTH * n / top))
-        lines.append(Content.assemble(
-            (pair[:34].ljust(35), "bold" if same else ""), f"{n:>4} ",
-            (bar, "$text-success" if same else "$text-warning")))
+        lines.append(
+            Content.assemble(
+                (pair[:34].ljust(35), "bold" if same else ""),
+                f"{n:>4} ",
+                (bar, "$text-success" if same else "$text-warning"),
+            )
+        )
     if len(ranked) > PAIRS_SHOWN:
         lines.append(Content.styled(f"  ... {len(ranked) - PAIRS_SHOWN} more pairs", "$text-muted"))
     return lines

@@ -42,20 +42,40 @@ class ProjectView(VerticalScroll, can_focus=True):
         body.mount_all(cells)
 
     def _lines(self, info: ProjectInfo, counts: Counts | None) -> list[Line]:
-        lines: list[Line] = [("Project", fmt.shown_path(info.project)
-                              + ("  (bundled GoEmotions sample)" if info.launch.demo else ""))]
+        lines: list[Line] = [
+            (
+                "Project",
+                fmt.shown_path(info.project)
+                + ("  (bundled GoEmotions sample)" if info.launch.demo else ""),
+            )
+        ]
         lines += self._model_lines(info)
         lines += self._rubric_lines(info)
-        data = "none (pass --data to annotate)" if info.data is None else (
-            f"{fmt.shown_path(info.data)} · {info.data_items} items · "
-            f"{info.data_skipped} rows unusable")
+        data = (
+            "none (pass --data to annotate)"
+            if info.data is None
+            else (
+                f"{fmt.shown_path(info.data)} · {info.data_items} items · "
+                f"{info.data_skipped} rows unusable"
+            )
+        )
         lines.append(("Data", data))
         if counts is not None:
             run = f"run {counts.run_id}" if counts.run_id is not None else "no run yet"
-            lines.append(("Counts", f"{counts.items} items · {counts.annotated} annotated ({run})"
-                                    f" · {counts.skipped} skipped rows"))
-            lines.append(("", f"{counts.reviewed} reviewed: audit sample {counts.audit}, "
-                              f"hardest first {counts.hard}, imported {counts.imported}"))
+            lines.append(
+                (
+                    "Counts",
+                    f"{counts.items} items · {counts.annotated} annotated ({run})"
+                    f" · {counts.skipped} skipped rows",
+                )
+            )
+            lines.append(
+                (
+                    "",
+                    f"{counts.reviewed} reviewed: audit sample {counts.audit}, "
+                    f"hardest first {counts.hard}, imported {counts.imported}",
+                )
+            )
             if counts.readout:
                 lines.append(("Labels", counts.readout))
         return lines
@@ -72,8 +92,14 @@ class ProjectView(VerticalScroll, can_focus=True):
         ]
         if model.is_adapter:
             lines.append(("", f"runs on the base model with sha256 {model.base_sha256}"))
-        lines.append(("", Content.assemble("backend ", (info.backend.upper(), "bold"),
-                                           f": {info.backend_reason}")))
+        lines.append(
+            (
+                "",
+                Content.assemble(
+                    "backend ", (info.backend.upper(), "bold"), f": {info.backend_reason}"
+                ),
+            )
+        )
         if model.description:
             lines.append(("About", model.description))
         if trained := fmt.training_summary(model.provenance):
@@ -86,10 +112,23 @@ class ProjectView(VerticalScroll, can_focus=True):
         rubric = info.rubric
         if rubric is None:
             return [("Rubric", Content.styled("none (see the message above)", "$text-error"))]
-        lines: list[Line] = [("Rubric", Content.assemble(
-            (rubric.name, "bold"), f"  hash {rubric.hash[:12]} · {len(rubric.dimensions)} dimension(s)"))]
+        lines: list[Line] = [
+            (
+                "Rubric",
+                Content.assemble(
+                    (rubric.name, "bold"),
+                    f"  hash {rubric.hash[:12]} · {len(rubric.dimensions)} dimension(s)",
+                ),
+            )
+        ]
         for dim in rubric.dimensions:
             values = ", ".join(str(v) for v in dim.values)
-            lines.append(("", Content.assemble((dim.name, "bold"),
-                                               f"  {dim.scale} · {len(dim.values)} values: {values}")))
+            lines.append(
+                (
+                    "",
+                    Content.assemble(
+                        (dim.name, "bold"), f"  {dim.scale} · {len(dim.values)} values: {values}"
+                    ),
+                )
+            )
         return lines

@@ -116,7 +116,9 @@ class ReviewView(Vertical, can_focus=True):
         pickers.remove_children()
         rubric = self.annotator.rubric
         if rubric is not None:
-            pickers.mount_all(ValuePicker(dim, id=f"pick-{i}") for i, dim in enumerate(rubric.dimensions))
+            pickers.mount_all(
+                ValuePicker(dim, id=f"pick-{i}") for i, dim in enumerate(rubric.dimensions)
+            )
         self.current, self.todo, self.revealed = None, [], False
         self._show_item()
 
@@ -144,9 +146,14 @@ class ReviewView(Vertical, can_focus=True):
     def action_ask_reviewer(self) -> None:
         self._asking = True
         self.app.push_screen(
-            AskScreen("Reviewer name", "Saved with every review you make.",
-                      self.reviewer or default_reviewer(), check_reviewer),
-            self._got_reviewer)
+            AskScreen(
+                "Reviewer name",
+                "Saved with every review you make.",
+                self.reviewer or default_reviewer(),
+                check_reviewer,
+            ),
+            self._got_reviewer,
+        )
 
     def _got_reviewer(self, name: str | None) -> None:
         self._asking = False
@@ -177,17 +184,23 @@ class ReviewView(Vertical, can_focus=True):
 
         self._asking = True
         self.app.push_screen(
-            AskScreen("Audit sample size",
-                      f"A random sample of the project's {total} items. Only these reviews "
-                      "count towards alpha; a larger size keeps the items already drawn.",
-                      str(default), check),
-            self._got_audit_size)
+            AskScreen(
+                "Audit sample size",
+                f"A random sample of the project's {total} items. Only these reviews "
+                "count towards alpha; a larger size keeps the items already drawn.",
+                str(default),
+                check,
+            ),
+            self._got_audit_size,
+        )
 
     def _got_audit_size(self, text: str | None) -> None:
         self._asking = False
         if text is None and self.audit_size is None:
             self._set_status("the audit queue needs a sample size: press z (or t: hardest first)")
-            self._show_message("Press z to choose the audit sample size, or t for the hardest-first queue.")
+            self._show_message(
+                "Press z to choose the audit sample size, or t for the hardest-first queue."
+            )
             return
         if text is not None:
             self.audit_size = int(text)
@@ -203,8 +216,11 @@ class ReviewView(Vertical, can_focus=True):
 
     def action_toggle_blind(self) -> None:
         if self.queue == queues.AUDIT:
-            self.app.notify("the audit sample stays blind: its reviews measure agreement",
-                            severity="warning", markup=False)
+            self.app.notify(
+                "the audit sample stays blind: its reviews measure agreement",
+                severity="warning",
+                markup=False,
+            )
             return
         self.blind = not self.blind
         if self.current is not None and not self.revealed:
@@ -220,8 +236,9 @@ class ReviewView(Vertical, can_focus=True):
         pickers = list(self.query(ValuePicker))
         missing = [p for p in pickers if p.value is None]
         if missing:
-            self.app.notify(f"pick a value for {missing[0].dimension.name}", severity="warning",
-                            markup=False)
+            self.app.notify(
+                f"pick a value for {missing[0].dimension.name}", severity="warning", markup=False
+            )
             self._activate_picker(pickers.index(missing[0]))
             return
         rows = [(self.current, p.dimension.name, p.value) for p in pickers if p.value is not None]
@@ -354,25 +371,39 @@ class ReviewView(Vertical, can_focus=True):
 
     def _empty_text(self) -> str:
         if self.queue == queues.AUDIT:
-            return (f"The audit sample is done: {self.sample_done} of {self.sample_size} reviewed.\n"
-                    "z: a larger sample · t: the hardest-first queue")
-        return ("The hardest-first queue is empty: every annotated item outside the audit sample "
-                "has your review (or nothing is annotated yet).\nt: the audit sample")
+            return (
+                f"The audit sample is done: {self.sample_done} of {self.sample_size} reviewed.\n"
+                "z: a larger sample · t: the hardest-first queue"
+            )
+        return (
+            "The hardest-first queue is empty: every annotated item outside the audit sample "
+            "has your review (or nothing is annotated yet).\nt: the audit sample"
+        )
 
     def _model_labels(self) -> dict[str, Label] | None:
         labels = self._model.get(self.current or "")
-        if labels is None and self.annotator.store is not None and self.annotator.run_id is not None:
+        if (
+            labels is None
+            and self.annotator.store is not None
+            and self.annotator.run_id is not None
+        ):
             # Annotated since the queue was built: read the run again.
-            self._model = {i: lab for i, lab, _ in self.annotator.store.annotations(self.annotator.run_id)}
+            self._model = {
+                i: lab for i, lab, _ in self.annotator.store.annotations(self.annotator.run_id)
+            }
             labels = self._model.get(self.current or "")
         return labels
 
     def _show_model_answer(self) -> None:
         """Not blind (hardest-first queue only): the model's answer before saving."""
         labels = self._model_labels() or {}
-        answers = ", ".join(f"{name} {label.value} (p {label.prob:.2f})" for name, label in labels.items())
+        answers = ", ".join(
+            f"{name} {label.value} (p {label.prob:.2f})" for name, label in labels.items()
+        )
         reveal = self.query_one("#review-reveal", Static)
-        reveal.update(Content.styled(f"Not blind. Model: {answers or 'not annotated yet'}", "$text-warning"))
+        reveal.update(
+            Content.styled(f"Not blind. Model: {answers or 'not annotated yet'}", "$text-warning")
+        )
         reveal.add_class("-shown")
 
     def _reveal(self, pickers: list[ValuePicker]) -> None:
@@ -385,10 +416,16 @@ class ReviewView(Vertical, can_focus=True):
                 lines.append(Content(f"  {name}: you {picker.value} · model: not annotated yet"))
                 continue
             same = label.value == picker.value
-            mark = Content.styled(" same", "bold $text-success") if same else Content.styled(
-                " differs", "bold $text-warning")
-            lines.append(Content.assemble(f"  {name}: you {picker.value} · model {label.value} "
-                                          f"(p {label.prob:.2f})", mark))
+            mark = (
+                Content.styled(" same", "bold $text-success")
+                if same
+                else Content.styled(" differs", "bold $text-warning")
+            )
+            lines.append(
+                Content.assemble(
+                    f"  {name}: you {picker.value} · model {label.value} (p {label.prob:.2f})", mark
+                )
+            )
         lines.append(Content.styled("enter: next item", "$text-muted"))
         reveal = self.query_one("#review-reveal", Static)
         reveal.update(Content("\n").join(lines))
@@ -404,8 +441,10 @@ class ReviewView(Vertical, can_focus=True):
         left = len(self.todo) + (1 if self.current is not None and not self.revealed else 0)
         state = "saved" if self.revealed else ("blind" if self.blind else "NOT blind (v)")
         if self.queue == queues.AUDIT:
-            text = (f"AUDIT sample: {self.sample_done} of {self.sample_size} reviewed · {left} left"
-                    f" · {self.reviewer} · {state}")
+            text = (
+                f"AUDIT sample: {self.sample_done} of {self.sample_size} reviewed · {left} left"
+                f" · {self.reviewer} · {state}"
+            )
         else:
             text = f"HARDEST FIRST (not in alpha) · {left} left · {self.reviewer} · {state}"
         self._set_status(text)

@@ -80,7 +80,9 @@ class ValuePicker(Widget):
             self.action_move(step)
             return
         line, column = self._positions[self.selected]
-        below = [(abs(c - column), i) for i, (ln, c) in enumerate(self._positions) if ln == line + step]
+        below = [
+            (abs(c - column), i) for i, (ln, c) in enumerate(self._positions) if ln == line + step
+        ]
         if below:
             self.pick(min(below)[1])
 
@@ -115,8 +117,10 @@ class ValuePicker(Widget):
         width = max(1, self.content_size.width)
         question = f"  {dim.question}"
         if not self.active and len(dim.name) + len(question) > width:
-            question = question[:max(0, width - len(dim.name) - 1)] + "…"
-        lines: list[Content] = [Content.assemble((dim.name, "bold"), Content.styled(question, "$text-muted"))]
+            question = question[: max(0, width - len(dim.name) - 1)] + "…"
+        lines: list[Content] = [
+            Content.assemble((dim.name, "bold"), Content.styled(question, "$text-muted"))
+        ]
         # Similar labels go in a grid (columns line up); uneven ones (anchors on a few values)
         # flow, so a 1-5 scale stays on one line. Up/down use the drawn positions either way.
         longest = max(map(len, self._labels))
@@ -129,9 +133,12 @@ class ValuePicker(Widget):
             if column and column + cell > width:
                 lines.append(Content.assemble(*row))
                 row, column = [], 0
-            text = label if len(label) < cell else label[:cell - 2] + "…"
+            text = label if len(label) < cell else label[: cell - 2] + "…"
             self._positions.append((len(lines), column))
-            row += [(text, "reverse bold" if index == self.selected else ""), " " * (cell - len(text))]
+            row += [
+                (text, "reverse bold" if index == self.selected else ""),
+                " " * (cell - len(text)),
+            ]
             column += cell
         lines.append(Content.assemble(*row))
         return Content("\n").join(lines)
