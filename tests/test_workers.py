@@ -17,7 +17,8 @@ import pytest
 from conftest import ROOT, SAMPLES, annotation_count, hears_ctrl_c, run_cli
 
 from annotator.jobs.workers import split_threads
-from annotator.project.store import Store, worker_alive, worker_name
+from annotator.project.claims import worker_alive, worker_name
+from annotator.project.store import Store
 from annotator.rubric import load_rubric
 
 ITEMS = SAMPLES / "goemotions" / "items.csv"

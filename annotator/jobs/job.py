@@ -34,7 +34,8 @@ from annotator.modelfile import (
     read_adapter_metadata,
     sha256_file,
 )
-from annotator.project.store import Label, Store, worker_name
+from annotator.project.claims import worker_name
+from annotator.project.store import Label, Store
 from annotator.rubric import Rubric, load_rubric
 
 # Claims: how long a claim holds unless renewed (a worker renews its claims each time it
