@@ -22,7 +22,8 @@ import_extra("pyarrow", "pyarrow")
 from annotator.data import Item, read_items  # noqa: E402
 from annotator.errors import AnnotatorError  # noqa: E402
 from annotator.inference.backend import EngineSettings  # noqa: E402
-from annotator.jobs.cluster import annotate_on_ray, stream_items  # noqa: E402
+from annotator.jobs.cluster import annotate_on_ray  # noqa: E402
+from annotator.jobs.stream import stream_items  # noqa: E402
 from annotator.modelfile import sha256_file  # noqa: E402
 from annotator.rubric import load_rubric  # noqa: E402
 
