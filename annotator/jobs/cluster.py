@@ -299,7 +299,7 @@ def _blocks(
 def _cause(exc: Exception) -> str:
     text = str(exc)
     for line in text.splitlines():
-        if "AnnotatorError" in line:
+        if "AnnotatorError:" in line:  # the error's own line, not a traceback's source line
             return line.split("AnnotatorError:", 1)[-1].strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
