@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from annotator.cli import stderr
 from annotator.errors import AnnotatorError
 
 DEFAULTS = {"n_ctx": 4096, "n_batch": 512}
@@ -177,15 +178,15 @@ def annotate(
         if workers > 1:
             raise AnnotatorError("--workers is for one machine; with --ray use --actors")
 
-        ran = annotate_command(spec, ray_address, actors, _stderr, progress, block_timeout)
+        ran = annotate_command(spec, ray_address, actors, stderr, progress, block_timeout)
         _annotate_summary(ran.summary, ran.skipped, tie_margin, ran.interrupted)
         return
     if workers > 1:
         from annotator.jobs.workers import run_workers
 
-        outcome = run_workers(workers, spec, _stderr, progress)
+        outcome = run_workers(workers, spec, stderr, progress)
         for line in outcome.failed:
-            _stderr(
+            stderr(
                 f"  {line}"
                 + ("" if outcome.unfinished else "; the other workers finished its items")
             )
@@ -201,7 +202,7 @@ def annotate(
 
     job = Job.open(spec)
     for line in job.start_lines():
-        _stderr(line)
+        stderr(line)
     s = job.summary
     interrupted = False
     try:
@@ -216,7 +217,7 @@ def annotate(
 
 
 def _annotate_summary(s, skipped, tie_margin: float, interrupted: bool) -> None:
-    say = _stderr
+    say = stderr
     say(
         f"done {s.done_before + s.done_now} of {s.items} items"
         + ("" if s.counted_all else " read so far")
@@ -276,8 +277,4 @@ def results(project, out, run_id, with_probs, raw_cells) -> None:
         print_table(rubric, rows)
     else:
         write_results(out, rubric, rows, with_probs, raw_cells)
-        _stderr(f"wrote {len(rows)} rows to {out}")
-
-
-def _stderr(message: str) -> None:
-    click.echo(message, err=True)
+        stderr(f"wrote {len(rows)} rows to {out}")

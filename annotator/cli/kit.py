@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from annotator.cli import stderr
 from annotator.errors import AnnotatorError
 
 
@@ -84,16 +85,16 @@ def kit_build(
         archive=archive,
         llama_wheel=llama_wheel,
         sign=sign_key,
-        say=_stderr,
+        say=stderr,
     )
     size = (
         written.stat().st_size
         if written.is_file()
         else sum(p.stat().st_size for p in written.rglob("*") if p.is_file())
     )
-    _stderr(f"wrote {written}: {size / 1e6:.0f} MB in {time.perf_counter() - started:.0f} s")
+    stderr(f"wrote {written}: {size / 1e6:.0f} MB in {time.perf_counter() - started:.0f} s")
     digest = manifest_digest(written)
-    _stderr(
+    stderr(
         "the kit's digest (MANIFEST.json's sha256, below): send it to the laptop by another "
         f"way than the kit; there: annotator kit verify KIT --digest {digest} (or python3 "
         f"KIT/verify.py KIT --digest {digest})"
@@ -132,7 +133,7 @@ def kit_verify(kit_dir, digest, signers) -> None:
 
     problems = verify_kit(kit_dir, digest=digest, signers=signers)
     for line in problems:
-        _stderr(line)
+        stderr(line)
     if problems:
         raise AnnotatorError(f"{kit_dir}: refused ({len(problems)} problem(s) above)")
     manifest, _ = read_manifest(kit_dir)
@@ -143,7 +144,3 @@ def kit_verify(kit_dir, digest, signers) -> None:
         f"{f', signed by {signer}' if signer else ''}"
     )
     click.echo(llama_summary(manifest or {}))
-
-
-def _stderr(message: str) -> None:
-    click.echo(message, err=True)

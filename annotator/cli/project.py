@@ -6,9 +6,7 @@ from pathlib import Path
 
 import click
 
-
-def _stderr(message: str) -> None:
-    click.echo(message, err=True)
+from annotator.cli import stderr
 
 
 @click.group()
@@ -61,13 +59,13 @@ def split(source, parts, out, rubric_path, model, id_col) -> None:
         id_col_given=id_col is not None,
     )
     for share in report.shares:
-        _stderr(f"{share.project} + {share.data.name}: {share.items} items")
-    _stderr(
+        stderr(f"{share.project} + {share.data.name}: {share.items} items")
+    stderr(
         f"rubric {report.rubric.name!r} {report.rubric.hash[:12]}, model sha256 "
         f"{report.model_sha256[:12]} fixed in every share"
     )
     if report.not_shared:
-        _stderr(
+        stderr(
             f"{report.not_shared} rows of {source} cannot be labelled and are in no share "
             "(`annotator annotate` on the whole file records them with the reason)"
         )
@@ -93,23 +91,23 @@ def merge(sources, into) -> None:
     from annotator.project.shares import merge as do_merge
 
     r = do_merge(list(sources), into)
-    _stderr(
+    stderr(
         f"merged {r.sources} projects into {into}: {r.items} new items, {r.labels} labels "
         f"({r.labels_already} already there), runs {r.runs_new} new + {r.runs_joined} "
         f"joined, {r.skipped} skipped rows, {r.reviews} reviews"
     )
     if r.reviews_replaced:
-        _stderr(
+        stderr(
             f"  {r.reviews_replaced} reviews replaced by a later review of the same "
             "reviewer, item, dimension and queue"
         )
     for run_id, count in sorted(r.kept_by_run.items()):
-        _stderr(
+        stderr(
             f"  {count} items labelled differently twice: the other labels are kept in run "
             f"{run_id} (`annotator results {into} --run {run_id}`)"
         )
     for run_id, backends in sorted(r.machines.items()):
-        _stderr(
+        stderr(
             f"  run {run_id} joins labels from machines that differ in backend, versions or "
             f"priors (backends: {', '.join(backends)}); each machine is recorded with it"
         )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from annotator.cli import stderr
 from annotator.errors import AnnotatorError
 
 
@@ -29,11 +30,11 @@ def review_import(project, labels, reviewer) -> None:
 
     with Store(project) as store:
         report = import_reviews(store, labels, reviewer)
-    _stderr(f"stored {report.stored} labels from {report.reviewer!r} for {report.items} items")
+    stderr(f"stored {report.stored} labels from {report.reviewer!r} for {report.items} items")
     for problem in report.problems[:20]:
-        _stderr(f"  {problem}")
+        stderr(f"  {problem}")
     if len(report.problems) > 20:
-        _stderr(f"  ... and {len(report.problems) - 20} more problems")
+        stderr(f"  ... and {len(report.problems) - 20} more problems")
 
 
 @review.command("export")
@@ -75,12 +76,12 @@ def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
         report = export_reviews(
             store, out, reviewer=reviewer, queue=queue, force=force, raw_cells=raw_cells
         )
-    _stderr(
+    stderr(
         f"wrote {report.items} items ({report.labels} labels) to {out}; "
         f"{report.conflicts} conflicting cells left blank"
     )
     if report.incomplete:
-        _stderr(
+        stderr(
             f"  {report.incomplete} items lack a label for some dimension; "
             "`annotator train` skips such rows"
         )
@@ -136,14 +137,14 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
             loo = result.head.dims[dim].loo_alpha
             # Against the reviewers' rounded mean label: less noisy than any one reviewer, so
             # higher than `agree` (each reviewer alone) will show.
-            _stderr(
+            stderr(
                 f"  {dim}: head fitted on {n} reviewed items; leave-one-out alpha vs the "
                 "reviewers' mean " + ("undefined" if loo is None else f"{loo:.3f}")
             )
         for dim, why in result.left_out.items():
-            _stderr(f"  {dim}: no head ({why})")
-        _stderr(f"run {result.run_id} from run {result.parent}: {describe_run(new_run)}")
-        _stderr(f"`annotator agree {project} --run {result.run_id}` compares it with reviewers")
+            stderr(f"  {dim}: no head ({why})")
+        stderr(f"run {result.run_id} from run {result.parent}: {describe_run(new_run)}")
+        stderr(f"`annotator agree {project} --run {result.run_id}` compares it with reviewers")
         if out is not None:
             if result.head is None:
                 raise AnnotatorError(
@@ -152,7 +153,7 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
             write_model_with_head(store, new_run, result.head, out, source)
             from annotator.modelfile import sha256_file
 
-            _stderr(
+            stderr(
                 f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 "
                 f"{sha256_file(out)[:16]}...): annotate --model {out.name} applies the head"
             )
@@ -182,7 +183,3 @@ def agree(project, reviewer, bootstrap, run_id, as_json) -> None:
         from annotator.console import print_agreement
 
         print_agreement(report)
-
-
-def _stderr(message: str) -> None:
-    click.echo(message, err=True)
