@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # torch pinned to the CPU build: an unpinned torch pulls a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup setup-test demo demo-label test lint
+.PHONY: setup setup-test demo demo-label test test-long lint
 
 # The field set-up: the base package only (no torch). Redone when pyproject.toml changes.
 $(BIN)/annotator: pyproject.toml
@@ -41,8 +41,17 @@ demo: demo-label
 
 # Every extra is installed above: a test file of an extra that cannot be imported fails
 # (tests/conftest.py import_extra), it is never skipped.
+# One pytest worker per CPU (at most 4; tests/conftest.py pins each to its own CPU). `make test`
+# leaves out the long tier (end-to-end runs of half a minute or more: training, export, whole
+# jobs on workers and Ray); `make test-long` runs only that tier. CI runs both.
+TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
+PYTEST := ANNOTATOR_TEST_EXTRAS=required $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=25
+
 test: setup-test
-	ANNOTATOR_TEST_EXTRAS=required $(BIN)/python -m pytest --durations=25
+	$(PYTEST) -m "not long"
+
+test-long: setup-test
+	$(PYTEST) -m long
 
 # ruff comes with the [test] extra, so a fresh clone lints with the version CI uses.
 lint: setup

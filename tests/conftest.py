@@ -17,6 +17,23 @@ SAMPLES = ROOT / "annotator" / "samples"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
+def _one_cpu_share_per_worker() -> None:
+    """Under pytest-xdist (`make test` runs one worker per CPU), pin each worker and everything
+    it starts to its own share of the CPUs. llama.cpp and torch size their thread pools from
+    the CPUs a process may use; two workers each spinning two threads on two cores wait on
+    each other at every barrier (a run can be many times slower), one thread each does not."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    cpus = sorted(os.sched_getaffinity(0))
+    if not worker.startswith("gw") or count < 2 or len(cpus) < count:
+        return
+    index = int(worker[2:])
+    os.sched_setaffinity(0, cpus[index % count :: count])
+
+
+_one_cpu_share_per_worker()  # before any test module imports torch or llama.cpp
+
+
 @pytest.fixture(scope="session")
 def default_model() -> Path:
     from annotator.modelfile import default_model_path

@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_annotate_benchmark_prints_every_figure(tmp_path, default_model):
     out = tmp_path / "bench.json"
     run = subprocess.run(

@@ -136,7 +136,7 @@ def test_blocks_share_a_small_file_among_the_actors(tmp_path):
     assert sizes(BLOCK * 8 + 3, 2) == [BLOCK] * 8 + [1, 1, 1]
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_ray_run_with_a_killed_actor_labels_like_the_engine(
     tmp_path, cluster, reference, default_model, monkeypatch
 ):
@@ -344,7 +344,7 @@ def test_the_block_timeout_grows_with_the_block():
     assert block_timeout(1) < block_timeout(BLOCK) == 600
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_hung_actor_is_restarted_and_its_blocks_run_again(
     tmp_path, cluster, reference, default_model, monkeypatch
 ):
@@ -401,7 +401,7 @@ def test_a_hung_actor_is_restarted_and_its_blocks_run_again(
     assert _labels(tmp_path / "p.db") == reference
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_ray_cli_on_parquet_and_model_checked_on_the_node(
     tmp_path, cluster, reference, default_model
 ):
@@ -451,7 +451,7 @@ def test_ray_cli_on_parquet_and_model_checked_on_the_node(
         )
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_ray_ctrl_c_stops_cleanly_and_the_rerun_finishes(tmp_path, cluster, reference):
     """Ctrl-C on the driver: the summary and the interrupted line (no traceback, none of Ray's
     reports on the blocks still queued), what was saved stays, the same command resumes."""

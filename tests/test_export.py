@@ -31,6 +31,9 @@ from annotator.inference import prompt  # noqa: E402
 from annotator.modelfile import KEY_PROMPT_FORMAT, KEY_PROVENANCE, KEY_RUBRIC  # noqa: E402
 from annotator.rubric import rubric_from_dict  # noqa: E402
 
+# Every test here builds or exports a model: the long tier (`make test-long`).
+pytestmark = pytest.mark.long
+
 RUBRIC = rubric_from_dict(
     {
         "name": "reviews",

@@ -21,6 +21,9 @@ from annotator.modelfile import default_model_path, read_model_info, sha256_file
 from conftest import run_cli
 from annotator.export.adapter import read_adapter
 
+# Every test here builds or exports a model: the long tier (`make test-long`).
+pytestmark = pytest.mark.long
+
 
 @pytest.fixture(scope="module")
 def adapter_run(tmp_path_factory):

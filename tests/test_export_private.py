@@ -20,6 +20,9 @@ from test_train_cli import FAST
 from annotator.modelfile import read_model_info
 from conftest import run_cli
 
+# Every test here builds or exports a model: the long tier (`make test-long`).
+pytestmark = pytest.mark.long
+
 SECRET_DIR = "casefiles-ostrowski-unit9"
 SECRET_ID = "caseid-qv"
 

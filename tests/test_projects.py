@@ -170,7 +170,7 @@ def test_split_fixes_rubric_model_and_original_rows(tmp_path):
         split(ITEMS, 3, tmp_path / "shares", rubric_path=RUBRIC, model=model)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_split_annotate_review_merge_equals_one_project(tmp_path, default_model):
     """Two laptops: each annotates and reviews its share; the merged project's results are the
     single project's, byte for byte, and agree sees both laptops' reviewers."""

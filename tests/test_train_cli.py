@@ -248,6 +248,7 @@ def test_the_qlora_path_runs_and_merges_into_the_dequantized_base(workdir):
     assert "quantization_config" not in config
 
 
+@pytest.mark.long
 def test_the_trained_run_goes_through_export(run, workdir):
     """Train's real output, exported: the GGUF carries the rubric and annotates without one."""
     run_dir, _ = run

@@ -226,7 +226,7 @@ def reference(tmp_path_factory, default_model) -> dict[str, str]:
     return labels
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_concurrent_commands_one_killed_label_every_item_once(tmp_path, reference):
     """Three `annotate` commands on one project; one is SIGKILLed mid-run. The others take its
     claims: every item labelled exactly once, in one run, with the sequential labels."""
@@ -264,7 +264,7 @@ def test_concurrent_commands_one_killed_label_every_item_once(tmp_path, referenc
     assert _labels(project) == reference
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_workers_option_matches_sequential(tmp_path, reference):
     project = tmp_path / "p.db"
     done = run_cli(
@@ -291,7 +291,7 @@ def test_workers_option_matches_sequential(tmp_path, reference):
     assert "(0 now, 40 before)" in again.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("how", [[], ["--workers", "2"]], ids=["one process", "two workers"])
 def test_ctrl_c_stops_between_items_and_the_rerun_finishes(tmp_path, reference, how):
     """Ctrl-C in a terminal reaches the command's whole process group, mostly while llama.cpp
@@ -338,7 +338,7 @@ def test_ctrl_c_stops_between_items_and_the_rerun_finishes(tmp_path, reference, 
     assert _labels(project) == reference
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_app_job_and_cli_on_one_project_at_once(tmp_path, reference):
     """The app drives a Job in its own process; a CLI runs beside it on the same project."""
     from annotator.inference.backend import EngineSettings
@@ -379,7 +379,7 @@ def test_app_job_and_cli_on_one_project_at_once(tmp_path, reference):
     assert 0 < len(mine) < 40  # both did part of the work
 
 
-@pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.parametrize("how", ["workers", "commands"])
 def test_parallel_processes_on_one_project_never_wait_out_a_lease(tmp_path, how):
     """`--parallel` decodes several items at once, so a process holds claims on items it has
@@ -415,7 +415,7 @@ def test_parallel_processes_on_one_project_never_wait_out_a_lease(tmp_path, how)
     assert set(_labels(project)) == {row["id"] for row in rows}
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_working_job_keeps_its_claim_past_the_lease(tmp_path):
     """Claims are renewed while a job works, not only when it claims more: another live
     process that tries all along to take the item the job is labelling never gets it, though
@@ -474,7 +474,7 @@ def _refusing(project: Path, when: str = "1") -> None:
         )
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_workers_that_all_fail_exit_non_zero_with_one_line_each(tmp_path):
     """Every worker fails while labelling (its database refuses the labels): no traceback, one
     line per worker that names no item nor path, and the command fails."""
@@ -506,7 +506,7 @@ def test_workers_that_all_fail_exit_non_zero_with_one_line_each(tmp_path):
         assert row["id"] not in done.stderr and row["text"] not in done.stderr
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_failed_worker_whose_items_another_finished(tmp_path):
     """One worker fails on its first item (the database refuses it while fewer than 8 items are
     stored); the other labels everything: exit 0, one line for the failed worker, no
