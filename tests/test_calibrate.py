@@ -1,5 +1,6 @@
 """`annotator calibrate` end to end with the real default model: stored distributions and
-hidden states, a head fitted on reviews, leave-one-out labels, and the head shipped in a file."""
+hidden states, a head fitted on reviews, leave-one-out labels, and the head shipped in a file
+(on the embedded model a head file of a few kB: tests/test_head_file.py)."""
 
 import csv
 import json
@@ -77,6 +78,8 @@ def test_calibrate_fits_a_head_with_leave_one_out_labels_and_ships_it(project):
     assert done.returncode == 0, done.stderr
     assert "positivity: head fitted on 30 reviewed items" in done.stderr
     assert "kind: no head (nominal" in done.stderr
+    # On the embedded model: a head file of a few kB, not a 253 MB copy (tests/test_head_file.py).
+    assert f"wrote {model}, head file (" in done.stderr and model.stat().st_size < 1_000_000
     with Store(db) as store:
         run = store.run()
         assert run.id == 2 and run.settings["readout"]["derived_from"] == 1
@@ -129,6 +132,8 @@ def test_label_free_batch_prior_and_refusals(project):
     with Store(db) as store:
         readout = store.run().settings["readout"]
     assert readout["prior"] == "batch" and readout["batch_items"] == 40 and "head" not in readout
+    alone = run_cli("calibrate", str(db), "--full")
+    assert alone.returncode == 2 and "--full needs --out" in alone.stderr
     missing = run_cli("calibrate", str(db), "--reviewer", "nobody")
     assert missing.returncode == 1 and "no audit or imported reviews by 'nobody'" in missing.stderr
     assert json.loads(run_cli("agree", str(db), "--json", "--bootstrap", "0").stdout)["run"] >= 2

@@ -89,6 +89,10 @@ def test_the_head_file_is_kilobytes_and_names_its_base(shipped):
     raw = small.read_bytes()
     assert str(tmp).encode() not in raw and tmp.name.encode() not in raw
     assert not [i for i in ids if i.encode() in raw]
+    # The kit takes it as a model (an adapter on the embedded base, which every kit carries).
+    from annotator.kit.build import _check_inputs
+
+    assert _check_inputs(small, None, None, None)["info"].is_head_file
     shown = run_cli("inspect", str(small))
     assert shown.returncode == 0, shown.stderr
     assert f"base sha256   {embedded_sha256()} (runs on that base model)" in shown.stdout
