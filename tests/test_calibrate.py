@@ -274,16 +274,22 @@ def test_calibrate_out_copies_only_the_runs_own_model_file(project, tmp_path, de
 def test_a_head_for_another_models_n_embd_is_refused_before_any_item(tmp_path, default_model):
     """A model file whose head has another n_embd than the model (here 64, the model's is
     640): one line naming the file and key when the job opens, not a numpy traceback on the
-    first item."""
-    import gguf
-    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
-    from test_calibration import synthetic
+    first item. The file is a head file on the embedded model (the check is the engine's,
+    whatever carries the head; a head file costs no copy of the model)."""
+    from test_calibration import synthetic, tiny_model_file
 
     from annotator.calibration.heads import Head
     from annotator.errors import AnnotatorError
     from annotator.inference import prompt
     from annotator.jobs.job import open_job
-    from annotator.modelfile import KEY_PROMPT_FORMAT, KEY_RUBRIC
+    from annotator.modelfile import (
+        HEAD_FILE_KIND,
+        KEY_BASE_SHA256,
+        KEY_KIND,
+        KEY_PROMPT_FORMAT,
+        KEY_RUBRIC,
+        sha256_file,
+    )
     from annotator.rubric import load_rubric
 
     (tmp_path / "rubric.toml").write_text(RUBRIC)
@@ -296,19 +302,16 @@ def test_a_head_for_another_models_n_embd_is_refused_before_any_item(tmp_path, d
         {"items": 40},
         8,
     )
-    out = tmp_path / "other-head.gguf"
-    text = gguf.GGUFValueType.STRING
-    reader = gguf.GGUFReader(default_model, "r")
-    writer = gguf.GGUFWriter(out, "gemma3", endianess=reader.endianess)
-    copy_with_new_metadata(
-        reader,
-        writer,
+    out = tiny_model_file(
+        tmp_path / "other-head.gguf",
         {
-            KEY_CALIBRATION: MetadataDetails(text, head.to_json()),
-            KEY_RUBRIC: MetadataDetails(text, rubric.canonical_json()),
-            KEY_PROMPT_FORMAT: MetadataDetails(gguf.GGUFValueType.UINT32, prompt.PROMPT_FORMAT),
+            "adapter.type": "lora",
+            KEY_KIND: HEAD_FILE_KIND,
+            KEY_BASE_SHA256: sha256_file(default_model),
+            KEY_CALIBRATION: head.to_json(),
+            KEY_RUBRIC: rubric.canonical_json(),
+            KEY_PROMPT_FORMAT: str(prompt.PROMPT_FORMAT),
         },
-        [],
     )
     items = list(csv.DictReader((SAMPLES / "goemotions" / "items.csv").open(encoding="utf-8")))
     data = write_csv(tmp_path / "two.csv", items[:2], ["id", "text"])
