@@ -190,9 +190,10 @@ def _write_head_file(
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")  # no tensors: llama.cpp changes nothing
     writer.add_name(f"{base} + calibration head ({rubric.name})")
+    on = "annotator's embedded model, " if base_sha256 == embedded_sha256() else "the model "
     writer.add_description(
-        f"A calibration head for the rubric {rubric.name!r}, no model weights: it runs on the "
-        f"base model with sha256 {base_sha256} (annotator's embedded model when it is that)."
+        f"A calibration head for the rubric {rubric.name!r}, no model weights: it runs on "
+        f"{on}{base} with sha256 {base_sha256}."
     )
     writer.add_string(KEY_KIND, HEAD_FILE_KIND)
     writer.add_string(KEY_BASE_SHA256, base_sha256)
