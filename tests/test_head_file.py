@@ -27,7 +27,13 @@ from annotator.calibration.heads import Head, fit_dimension
 from annotator.errors import AnnotatorError
 from annotator.inference.backend import EngineSettings
 from annotator.jobs.job import open_job
-from annotator.modelfile import KEY_BASE_SHA256, KEY_CALIBRATION, read_model_info, sha256_file
+from annotator.modelfile import (
+    KEY_BASE_SHA256,
+    KEY_CALIBRATION,
+    KEY_PROMPT_FORMAT,
+    read_model_info,
+    sha256_file,
+)
 from annotator.project.store import Store
 
 SETTINGS = EngineSettings(n_ctx=1024)
@@ -150,6 +156,11 @@ def test_a_truncated_or_damaged_head_file_is_refused_in_one_line(shipped, tmp_pa
         assert (
             str(caught.value) == f"{cut}: damaged or truncated GGUF file (llama.cpp cannot load it)"
         )
+    # The metadata checks of any model file apply: here a prompt format that is no number.
+    odd = _rewritten(small, tmp_path / "odd.gguf", **{KEY_PROMPT_FORMAT: "one"})
+    with pytest.raises(AnnotatorError) as caught:
+        read_model_info(odd)
+    assert str(caught.value).startswith(f"{odd}: metadata {KEY_PROMPT_FORMAT} must be a non-neg")
     bad = _rewritten(small, tmp_path / "bad.gguf", **{KEY_CALIBRATION: '{"format": 2}'})
     with pytest.raises(AnnotatorError) as caught:
         _annotate(new, tmp_path / "p.db", model=bad)
