@@ -29,6 +29,11 @@ KEY_PROVENANCE = "annotator.provenance"
 KEY_CALIBRATION = "annotator.calibration"
 # In a LoRA adapter file: the sha256 of the base GGUF it was trained on (and must run on).
 KEY_BASE_SHA256 = "annotator.base_sha256"
+# What kind of annotator file this is, where general.type alone does not say. A head file
+# (`calibrate --out` on the embedded base): an adapter with no tensors that carries a
+# calibration head for its base (annotator/calibration/headfile.py).
+KEY_KIND = "annotator.kind"
+HEAD_FILE_KIND = "calibration head"
 _MAX_META_STRING = 1_000_000
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
@@ -131,6 +136,11 @@ class ModelInfo:
         return self.metadata.get("general.type") == "adapter"
 
     @property
+    def is_head_file(self) -> bool:
+        """A head file: an adapter that changes no weight and carries only a calibration head."""
+        return self.is_adapter and self.metadata.get(KEY_KIND) == HEAD_FILE_KIND
+
+    @property
     def base_sha256(self) -> str | None:
         return self.metadata.get(KEY_BASE_SHA256)
 
@@ -229,6 +239,11 @@ def check_adapter_base(adapter: ModelInfo, base: Path) -> None:
             f"{adapter.path}: LoRA adapter without {KEY_BASE_SHA256}; "
             "only adapters from `annotator export --adapter` can be used"
         )
+    if not base.is_file():
+        raise AnnotatorError(
+            f"{adapter.path}: runs on the base model with sha256 {want[:12]}..., "
+            f"which is not at {base}; pass that model with --base"
+        )
     have = sha256_file(base)
     if have != want:
         raise AnnotatorError(
@@ -267,7 +282,8 @@ def model_info_from_metadata(path: Path, metadata: dict[str, str]) -> ModelInfo:
     except ValueError:
         quant = "unknown" if file_type is None else f"file type {file_type}"
     if metadata.get("general.type") == "adapter":
-        quant = "LoRA adapter"
+        head_only = metadata.get(KEY_KIND) == HEAD_FILE_KIND
+        quant = "calibration head (no weights)" if head_only else "LoRA adapter"
     base_sha = text(KEY_BASE_SHA256)
     if base_sha is not None and not _SHA256_RE.fullmatch(base_sha):
         raise AnnotatorError(

@@ -14,6 +14,8 @@ from annotator.errors import printable
 
 def summary_lines(prov: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, text) pairs: when, on how many items, which recipe, validation alpha, checks."""
+    if prov.get("kind") == "calibration head":  # a head file: no training, a calibrated run
+        return _head_file_lines(prov)
     settings = _dict(prov.get("settings"))
     split = _dict(prov.get("split"))
     export = _dict(prov.get("export"))
@@ -62,6 +64,26 @@ def summary_lines(prov: dict[str, Any]) -> list[tuple[str, str]]:
         lines.append(("export", f"{_text(export.get('quant'))} on {_text(export.get('date'))}"))
         lines.append(("drift check", _drift(export)))
     return lines
+
+
+def _head_file_lines(prov: dict[str, Any]) -> list[tuple[str, str]]:
+    """A head file's record (annotator/calibration/headfile.py): when, on which base, and the
+    run it was fitted on, by digests."""
+    run = _dict(prov.get("run"))
+    settings = _dict(run.get("settings"))
+    return [
+        (
+            "calibrated",
+            f"{_text(prov.get('date'))} with annotator {_text(prov.get('tool_version'))}"
+            f" on base {_text(prov.get('base'))}",
+        ),
+        (
+            "from run",
+            f"model sha256 {_text(run.get('model_sha256'))[:12]}, reviews sha256 "
+            f"{_text(run.get('reviews_sha256'))[:12]}, {_text(run.get('backend'))}, "
+            f"n_ctx {_text(settings.get('n_ctx'))}, block {_text(settings.get('hidden_layer'))}",
+        ),
+    ]
 
 
 def _drift(export: dict) -> str:

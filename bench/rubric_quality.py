@@ -13,10 +13,10 @@ What it does, all through the `annotator` command (each command is printed first
        content-free + rule       the prior from items with no content (computed by the run)
        batch + rule              the prior from the run's own items
        head                      a ridge head on the hidden states fitted on the fit
-                                 responses' reviews (`calibrate --out` writes it into a copy
-                                 of the model file);
+                                 responses' reviews (`calibrate --out` writes it into a head
+                                 file of a few kB that runs on the embedded model);
   5. the shipped configuration: `annotate` the TEST responses in a new project with that one
-     file (base Q4_K_M + its head), as a field laptop would, and checks its labels equal the
+     file (its head, on the embedded base Q4_K_M), as a field laptop would, and checks its labels equal the
      head's labels for the same responses in step 4.
 Then, on the test responses only, per dimension: the human ceiling (mean pairwise alpha
 between the three rater slots, and all three at once) and, per coder, alpha(model, rater)
@@ -307,7 +307,7 @@ def main(args) -> None:
         "test_items": len(test),
         "command": shlex.join(sys.argv),
         "shipped_equal_labels": [same, len(test) * len(dims)],
-        "shipped_file_mb": round(shipped.stat().st_size / 1e6, 1),
+        "shipped_file_kb": round(shipped.stat().st_size / 1e3, 1),
         "spearman_overall": rho,
         "dimensions": rows,
     }
@@ -350,7 +350,7 @@ def format_table(report: dict) -> str:
         + ", ".join(f"{k} {v:.3f}" for k, v in report["spearman_overall"].items())
     )
     lines.append(
-        f"shipped file: {report['shipped_file_mb']} MB; its labels equal the project's "
+        f"shipped file: {report['shipped_file_kb']} kB; its labels equal the project's "
         f"head labels on {report['shipped_equal_labels'][0]} of "
         f"{report['shipped_equal_labels'][1]}"
     )

@@ -1,5 +1,6 @@
 """`annotator calibrate` end to end with the real default model: stored distributions and
-hidden states, a head fitted on reviews, leave-one-out labels, and the head shipped in a file."""
+hidden states, a head fitted on reviews, leave-one-out labels, and the head shipped in a file
+(on the embedded model a head file of a few kB: tests/test_head_file.py)."""
 
 import csv
 import json
@@ -77,6 +78,8 @@ def test_calibrate_fits_a_head_with_leave_one_out_labels_and_ships_it(project):
     assert done.returncode == 0, done.stderr
     assert "positivity: head fitted on 30 reviewed items" in done.stderr
     assert "kind: no head (nominal" in done.stderr
+    # On the embedded model: a head file of a few kB, not a 253 MB copy (tests/test_head_file.py).
+    assert f"wrote {model}, head file (" in done.stderr and model.stat().st_size < 1_000_000
     with Store(db) as store:
         run = store.run()
         assert run.id == 2 and run.settings["readout"]["derived_from"] == 1
@@ -129,6 +132,8 @@ def test_label_free_batch_prior_and_refusals(project):
     with Store(db) as store:
         readout = store.run().settings["readout"]
     assert readout["prior"] == "batch" and readout["batch_items"] == 40 and "head" not in readout
+    alone = run_cli("calibrate", str(db), "--full")
+    assert alone.returncode == 2 and "--full needs --out" in alone.stderr
     missing = run_cli("calibrate", str(db), "--reviewer", "nobody")
     assert missing.returncode == 1 and "no audit or imported reviews by 'nobody'" in missing.stderr
     assert json.loads(run_cli("agree", str(db), "--json", "--bootstrap", "0").stdout)["run"] >= 2
@@ -269,16 +274,22 @@ def test_calibrate_out_copies_only_the_runs_own_model_file(project, tmp_path, de
 def test_a_head_for_another_models_n_embd_is_refused_before_any_item(tmp_path, default_model):
     """A model file whose head has another n_embd than the model (here 64, the model's is
     640): one line naming the file and key when the job opens, not a numpy traceback on the
-    first item."""
-    import gguf
-    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
-    from test_calibration import synthetic
+    first item. The file is a head file on the embedded model (the check is the engine's,
+    whatever carries the head; a head file costs no copy of the model)."""
+    from test_calibration import synthetic, tiny_model_file
 
     from annotator.calibration.heads import Head
     from annotator.errors import AnnotatorError
     from annotator.inference import prompt
     from annotator.jobs.job import open_job
-    from annotator.modelfile import KEY_PROMPT_FORMAT, KEY_RUBRIC
+    from annotator.modelfile import (
+        HEAD_FILE_KIND,
+        KEY_BASE_SHA256,
+        KEY_KIND,
+        KEY_PROMPT_FORMAT,
+        KEY_RUBRIC,
+        sha256_file,
+    )
     from annotator.rubric import load_rubric
 
     (tmp_path / "rubric.toml").write_text(RUBRIC)
@@ -291,19 +302,16 @@ def test_a_head_for_another_models_n_embd_is_refused_before_any_item(tmp_path, d
         {"items": 40},
         8,
     )
-    out = tmp_path / "other-head.gguf"
-    text = gguf.GGUFValueType.STRING
-    reader = gguf.GGUFReader(default_model, "r")
-    writer = gguf.GGUFWriter(out, "gemma3", endianess=reader.endianess)
-    copy_with_new_metadata(
-        reader,
-        writer,
+    out = tiny_model_file(
+        tmp_path / "other-head.gguf",
         {
-            KEY_CALIBRATION: MetadataDetails(text, head.to_json()),
-            KEY_RUBRIC: MetadataDetails(text, rubric.canonical_json()),
-            KEY_PROMPT_FORMAT: MetadataDetails(gguf.GGUFValueType.UINT32, prompt.PROMPT_FORMAT),
+            "adapter.type": "lora",
+            KEY_KIND: HEAD_FILE_KIND,
+            KEY_BASE_SHA256: sha256_file(default_model),
+            KEY_CALIBRATION: head.to_json(),
+            KEY_RUBRIC: rubric.canonical_json(),
+            KEY_PROMPT_FORMAT: str(prompt.PROMPT_FORMAT),
         },
-        [],
     )
     items = list(csv.DictReader((SAMPLES / "goemotions" / "items.csv").open(encoding="utf-8")))
     data = write_csv(tmp_path / "two.csv", items[:2], ["id", "text"])

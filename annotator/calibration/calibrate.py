@@ -8,23 +8,21 @@ a new run (`derived_from` the old one) that `results`, `agree` and the app read 
 The dashboard stays honest: an item whose review helped fit the head gets its leave-one-out
 label (predicted by a head fitted without it), so `agree` on the new run compares reviewers
 only with labels that their own label did not produce. Only audit-sample and imported reviews
-are used, as for alpha. The head can be written into a copy of the run's model file
-(`--out`), which then carries it: `annotate --model` that file labels new items the same way.
+are used, as for alpha. The head can be shipped in a file (`--out`, annotator/calibration/
+headfile.py): `annotate --model` that file labels new items the same way.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
 from annotator.calibration.heads import MIN_ITEMS, DimHead, Head, fit_dimension
 from annotator.calibration.readout import Readout, mean_distribution
-from annotator.errors import AnnotatorError, printable
+from annotator.errors import AnnotatorError
 from annotator.project.reviews import unbiased_labels
 from annotator.project.runs import Run
 from annotator.project.store import Label, Output, Store
@@ -221,69 +219,3 @@ def describe_run(run: Run) -> str:
     if "derived_from" in readout:
         parts.append(f"read again from run {readout['derived_from']}")
     return "; ".join(parts)
-
-
-def shown_path(path: str | Path, project: str | Path) -> str:
-    """`path` as a message shows it: relative to the project's folder where that is shorter
-    than the absolute path (printable either way)."""
-    absolute = os.path.abspath(path)
-    try:
-        relative = os.path.relpath(absolute, os.path.dirname(os.path.abspath(project)))
-    except ValueError:  # another drive (Windows)
-        relative = absolute
-    return printable(min(absolute, relative, key=len), 400)
-
-
-def run_model_file(store: Store, run: Run) -> Path:
-    """The run's model file, checked: the file now at its recorded path (runs recorded before
-    paths were absolute: relative to the current folder) must have the run's sha256."""
-    from annotator.modelfile import read_sha256
-
-    source = Path(run.model_path)
-    shown = shown_path(source, store.path)
-    if not source.is_file():
-        raise AnnotatorError(f"{shown}: run {run.id}'s model file is not there; --out copies it")
-    found = read_sha256(source)  # read now: a replaced file must not pass on a cached digest
-    if found != run.model_sha256:
-        raise AnnotatorError(
-            f"{shown}: sha256 {found[:12]} is not run {run.id}'s model "
-            f"({run.model_sha256[:12]}); the file was replaced or this is "
-            "another folder; --out copies only the run's own model file"
-        )
-    return source
-
-
-def write_model_with_head(
-    store: Store, run: Run, head: Head, out: Path, source: Path | None = None
-) -> None:
-    """A copy of the run's model file (full model or LoRA adapter) that carries `head`, the
-    project's rubric and the prompt format, so `annotate --model OUT` applies the head.
-    `source`: the run's model file as `run_model_file` checked it (else checked here)."""
-    import gguf
-    from gguf.scripts.gguf_new_metadata import MetadataDetails, copy_with_new_metadata
-
-    from annotator.inference import prompt
-    from annotator.modelfile import KEY_CALIBRATION, KEY_PROMPT_FORMAT, KEY_RUBRIC
-
-    source = source or run_model_file(store, run)
-    rubric = store.rubric()
-    assert rubric is not None
-    if out.resolve() == source.resolve():
-        raise AnnotatorError(f"{out}: would overwrite the run's model file; choose another name")
-    text = gguf.GGUFValueType.STRING
-    new = {
-        KEY_CALIBRATION: MetadataDetails(text, head.to_json()),
-        KEY_RUBRIC: MetadataDetails(text, rubric.canonical_json()),
-        KEY_PROMPT_FORMAT: MetadataDetails(gguf.GGUFValueType.UINT32, prompt.PROMPT_FORMAT),
-    }
-    reader = gguf.GGUFReader(source, "r")
-    arch = reader.get_field(gguf.Keys.General.ARCHITECTURE)
-    partial = out.with_name(out.name + f".{os.getpid()}.tmp")
-    try:
-        writer = gguf.GGUFWriter(
-            partial, arch.contents() if arch else "unknown", endianess=reader.endianess
-        )
-        copy_with_new_metadata(reader, writer, new, [])
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)

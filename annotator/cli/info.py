@@ -80,7 +80,8 @@ def inspect(model, as_json) -> None:
     click.echo(f"file          {info.path}")
     click.echo(f"name          {info.name}")
     click.echo(f"architecture  {info.architecture}")
-    click.echo(f"size          {info.size / 1e6:.1f} MB ({info.size} bytes)")
+    shown = f"{info.size / 1e6:.1f} MB" if info.size >= 1e6 else f"{info.size / 1e3:.1f} kB"
+    click.echo(f"size          {shown} ({info.size} bytes)")  # kB: a head file
     click.echo(f"quantization  {info.quantization}")
     click.echo(f"context       {info.context_length}")
     click.echo(f"sha256        {sha256_file(info.path)}")

@@ -111,9 +111,17 @@ def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write a copy of the run's model file that carries the head.",
+    help="Also write a file that carries the head for `annotate --model`: on the embedded "
+    "model a head file of a few kB that runs on it; on an adapter the adapter with the "
+    "head; on another model a copy of it.",
 )
-def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
+@click.option(
+    "--full",
+    is_flag=True,
+    help="With --out on a full model: a copy of the whole model with the head (hundreds of "
+    "MB), for a machine without the embedded model.",
+)
+def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, full) -> None:
     """Read a run's labels out again, without running the model, into a new run.
 
     Fits a small head per ordinal or interval dimension (a ridge probe on the mean of the
@@ -123,11 +131,14 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
     that helped fit the head get leave-one-out labels, so `agree` on the new run stays honest.
     """
     from annotator.calibration.calibrate import calibrate as run_calibration
-    from annotator.calibration.calibrate import describe_run, run_model_file, write_model_with_head
+    from annotator.calibration.calibrate import describe_run
+    from annotator.calibration.headfile import HEAD_FILE, run_model_file, write_model_with_head
     from annotator.project.store import Store
 
+    if full and out is None:
+        raise click.UsageError("--full needs --out")
     with Store(project) as store:
-        # --out copies the run's model file: refused before anything is written when the
+        # --out reads the run's model file: refused before anything is written when the
         # file now at its path is not the one the run used (its sha256).
         source = run_model_file(store, store.run(run_id)) if out is not None else None
         result = run_calibration(store, run_id, reviewer, rule, prior, fit_head)
@@ -150,12 +161,19 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
                 raise AnnotatorError(
                     "no dimension had enough reviewed items for a head; nothing to write to --out"
                 )
-            write_model_with_head(store, new_run, result.head, out, source)
+            kind = write_model_with_head(store, new_run, result.head, out, source, full)
             from annotator.modelfile import sha256_file
 
+            size = out.stat().st_size
+            shown = f"{size / 1e3:.0f} kB" if size < 1e6 else f"{size / 1e6:.1f} MB"
             stderr(
-                f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 "
-                f"{sha256_file(out)[:16]}...): annotate --model {out.name} applies the head"
+                f"wrote {out}, {kind} ({shown}, sha256 {sha256_file(out)[:16]}...): "
+                f"annotate --model {out.name} applies the head"
+                + (
+                    " on the embedded model (--full: a copy with the model)"
+                    if kind == HEAD_FILE
+                    else ""
+                )
             )
 
 

@@ -299,8 +299,8 @@ def load_model(
             raise
     info = model_info_from_metadata(path, adapter)
     base_path = Path(base) if base else default_model_path()
+    check_adapter_base(info, base_path)  # first: a missing base is named with the adapter
     check_gguf_header(base_path)
-    check_adapter_base(info, base_path)
     return load_llama(base_path, settings, adapter=path), info
 
 
