@@ -164,13 +164,17 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
 @click.option("--reviewer", help="Only this reviewer [default: each reviewer].")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples (0: none).")
 @click.option("--run", "run_id", type=int, help="Run number [default: the latest].")
+@click.option("--pairs", is_flag=True, help="Also print each pair of coders per dimension.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def agree(project, reviewer, bootstrap, run_id, as_json) -> None:
+def agree(project, reviewer, bootstrap, run_id, pairs, as_json) -> None:
     """Krippendorff's alpha per dimension: model vs each reviewer, and between reviewers.
 
-    Uses each dimension's level (nominal, ordinal, interval) and full value domain, with a 95%
-    interval from resampling items. Only audit-sample and imported reviews count; reviews
-    from the "hardest first" queue are chosen by the model's doubt and would bias alpha.
+    One line per dimension: the reviewers' alpha among themselves (the ceiling), the model's
+    mean alpha against each reviewer, its share of the ceiling, its 95% interval, and a
+    verdict on both Krippendorff's conventions (0.8 reliable, 0.667 tentative) and the
+    ceiling. Uses each dimension's level (nominal, ordinal, interval) and full value domain;
+    intervals resample items. Only audit-sample and imported reviews count; reviews from the
+    "hardest first" queue are chosen by the model's doubt and would bias alpha.
     """
     from annotator.project.reviews import agreement_report
     from annotator.project.store import Store
@@ -182,4 +186,4 @@ def agree(project, reviewer, bootstrap, run_id, as_json) -> None:
     else:
         from annotator.console import print_agreement
 
-        print_agreement(report)
+        print_agreement(report, pairs=pairs)
