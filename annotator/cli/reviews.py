@@ -113,7 +113,13 @@ def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write a copy of the run's model file that carries the head.",
 )
-def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
+@click.option(
+    "--curve",
+    is_flag=True,
+    help="Only print how the head's alpha grows with the number of reviewed items "
+    "(25, 50, 100, 200), per dimension; writes nothing.",
+)
+def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, curve) -> None:
     """Read a run's labels out again, without running the model, into a new run.
 
     Fits a small head per ordinal or interval dimension (a ridge probe on the mean of the
@@ -121,7 +127,17 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
     reviewed labels' value shares) on items reviewed in
     the audit sample or imported, and applies a decision rule or prior to the rest. Items
     that helped fit the head get leave-one-out labels, so `agree` on the new run stays honest.
+
+    With --curve: for each size, heads fitted on 20 random subsets of that many reviewed items
+    label held-out items (never sharing an input text with a fitted one); the mean alpha
+    against each reviewer, ± the 95% range over subsets, and the size from which another 50
+    reviews would move alpha by less than that range.
     """
+    if curve:
+        if out is not None:
+            raise click.UsageError("--curve writes nothing: leave out --out")
+        _print_curve(project, reviewer, run_id)
+        return
     from annotator.calibration.calibrate import calibrate as run_calibration
     from annotator.calibration.calibrate import describe_run, run_model_file, write_model_with_head
     from annotator.project.store import Store
@@ -157,6 +173,24 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
                 f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 "
                 f"{sha256_file(out)[:16]}...): annotate --model {out.name} applies the head"
             )
+
+
+def _print_curve(project: Path, reviewer: str | None, run_id: int | None) -> None:
+    from annotator.calibration.curve import REPEATS, curve_lines, learning_curves
+    from annotator.project.store import Store
+
+    with Store(project) as store:
+        curves, groups = learning_curves(store, run_id, reviewer)
+    items = max((c.items for c in curves), default=0)
+    click.echo("alpha of a head fitted on N reviewed items, against each reviewer (mean) on")
+    click.echo(
+        f"held-out items, ± the 95% range over {REPEATS} draws; {items} reviewed items in "
+        f"{groups} groups"
+    )
+    for line in curve_lines(curves):
+        click.echo(line)
+    click.echo("enough at: from there, another 50 reviews move alpha by less than its ±")
+    click.echo("(groups: items that share an input text are fitted or held out together)")
 
 
 @click.command()
