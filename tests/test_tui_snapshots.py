@@ -13,6 +13,7 @@ from helpers.tui import fabricated_project, opened, text_of, wait_for
 from textual.widgets import Static
 
 from annotator.tui.app import make_app
+from annotator.tui.screens.curve import CurveScreen
 from annotator.tui.widgets.agreement_view import AgreementView
 
 
@@ -127,5 +128,27 @@ def test_agreement_pairs_of_one_dimension(snap_compare, tmp_path, monkeypatch):
         await pilot.pause()
         await pilot.press("down", "enter")
         assert "ceiling: rater1 vs rater2 vs rater3" in text_of(pilot.app.screen.query_one(Static))
+
+    assert snap_compare(app, run_before=run_before)
+
+
+def test_how_many_reviews_are_enough(snap_compare, tmp_path, monkeypatch):
+    """`c` on the Agreement tab: the head's learning curve, as `calibrate --curve` prints it."""
+    monkeypatch.chdir(tmp_path)
+    app = make_app(dialogue_project(tmp_path).name, bootstrap=100)
+
+    async def run_before(pilot) -> None:
+        await _opened_quietly(pilot)
+        await pilot.press("g")
+        view = pilot.app.main.query_one(AgreementView)
+        await wait_for(pilot, lambda: view.report is not None, what="agreement")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("c")
+        screen = pilot.app.screen
+        assert isinstance(screen, CurveScreen)
+        await wait_for(pilot, lambda: screen.lines is not None, what="the curve")
+        await pilot.pause()
+        assert any(line.startswith("overall") and "±" in line for line in screen.lines)
+        assert max(len(line) for line in screen.lines) <= 76  # no wrapping in the dialog
 
     assert snap_compare(app, run_before=run_before)

@@ -238,6 +238,19 @@ def _cell(point: Point) -> str:
     return f"{point.alpha:.2f}±{(point.high - point.low) / 2:.2f}"
 
 
+def describe(curves: list[Curve], groups: int) -> list[str]:
+    """What `calibrate --curve` prints and the app shows: the table between its legend lines,
+    every line within 76 columns (an 80-column screen less a dialog's border and padding)."""
+    items = max((c.items for c in curves), default=0)
+    return [
+        "alpha of heads fitted on N reviewed items, vs each reviewer (mean), on",
+        f"held-out items; ± the 95% range over {REPEATS} draws ({items} items, {groups} groups)",
+        *curve_lines(curves),
+        f"enough at: from there, another {STEP} reviews move alpha by less than its ±",
+        "(groups: items that share an input text are fitted or held out together)",
+    ]
+
+
 def curve_lines(curves: list[Curve]) -> list[str]:
     """One line per dimension, within 80 columns for names up to 20 characters; a header
     line wherever the sizes change (a dimension with fewer reviewed items caps them)."""

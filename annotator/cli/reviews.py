@@ -176,21 +176,13 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, curve) -> N
 
 
 def _print_curve(project: Path, reviewer: str | None, run_id: int | None) -> None:
-    from annotator.calibration.curve import REPEATS, curve_lines, learning_curves
+    from annotator.calibration.curve import describe, learning_curves
     from annotator.project.store import Store
 
     with Store(project) as store:
         curves, groups = learning_curves(store, run_id, reviewer)
-    items = max((c.items for c in curves), default=0)
-    click.echo("alpha of a head fitted on N reviewed items, against each reviewer (mean) on")
-    click.echo(
-        f"held-out items, ± the 95% range over {REPEATS} draws; {items} reviewed items in "
-        f"{groups} groups"
-    )
-    for line in curve_lines(curves):
+    for line in describe(curves, groups):
         click.echo(line)
-    click.echo("enough at: from there, another 50 reviews move alpha by less than its ±")
-    click.echo("(groups: items that share an input text are fitted or held out together)")
 
 
 @click.command()

@@ -15,10 +15,11 @@ recomputed whenever a review is saved.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import events, work
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.widgets import OptionList, Static
@@ -30,6 +31,7 @@ from annotator.project.store import Store
 from annotator.tui.confusion import Confusion, confusions
 from annotator.tui.focus import focus_now
 from annotator.tui.queues import HARD
+from annotator.tui.screens.curve import CurveScreen
 from annotator.tui.screens.dimension import DimensionScreen, cells_content
 
 if TYPE_CHECKING:
@@ -52,6 +54,7 @@ def compute(project: Path, bootstrap: int) -> tuple[dict, list[Confusion], int]:
 
 
 class AgreementView(VerticalScroll, can_focus=True):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("c", "curve", "Reviews enough?")]
     DEFAULT_CSS = """
     AgreementView { padding: 0 1; }
     AgreementView Static { height: auto; }
@@ -170,7 +173,12 @@ class AgreementView(VerticalScroll, can_focus=True):
                 focus_now(rows)
         legend.update(
             Content.styled(
-                "\n".join([*dashboard.LEGEND, "enter: each pair of coders, and where they differ"]),
+                "\n".join(
+                    [
+                        *dashboard.LEGEND,
+                        "enter: each pair of coders, and where they differ · c: reviews enough?",
+                    ]
+                ),
                 "$text-muted",
             )
         )
@@ -182,3 +190,10 @@ class AgreementView(VerticalScroll, can_focus=True):
         entry = self.report["dimensions"][event.option_index]
         confusion = next((c for c in self.pairs if c.dimension.name == entry["dimension"]), None)
         self.app.push_screen(DimensionScreen(entry, self.report["reviewers"], confusion))
+
+    def action_curve(self) -> None:
+        info = self.annotator.info
+        if info is None:
+            return
+        run = None if self.report is None else self.report["run"]
+        self.app.push_screen(CurveScreen(info.project, run))
