@@ -62,6 +62,9 @@ def test_enough_is_where_another_50_reviews_move_alpha_less_than_its_interval():
     # 25 -> 50 moves 0.2 per 50 reviews (more than ±0.1); 50 -> 100 moves 0.02 per 50.
     assert curve((25, 0.1, 0.1), (50, 0.2, 0.08), (100, 0.24, 0.05)).enough == 50
     assert curve((25, 0.1, 0.05), (50, 0.3, 0.05), (100, 0.5, 0.04)).enough is None
+    # Flat early, rising later: not enough (a first flat pair is no answer).
+    assert curve((25, 0.1, 0.1), (50, 0.12, 0.1), (100, 0.4, 0.05)).enough is None
+    assert curve((25, 0.1, 0.1), (50, 0.12, 0.1), (100, 0.14, 0.05)).enough == 25
 
 
 def test_calibrate_curve_prints_a_line_per_dimension_and_writes_nothing(tmp_path):

@@ -4,17 +4,21 @@ For each size (25, 50, 100, 200 reviewed items, capped at what exists), a head i
 (`heads.fit_dimension`, exactly as `calibrate` fits it) on a random subset of that many
 reviewed items and labels the reviewed items of groups it never saw; its alpha against each
 reviewer on those items, averaged over the reviewers (the dashboard's "model" figure), is one
-draw. Repeating the draw gives the curve's mean and a 95% range (mean ± 1.96 standard
-deviations): how much alpha depends on which items happen to be reviewed and which are held
-out. The reviews already in the project are the data; nothing is written.
+draw. The curve is the mean over the draws, with the 95% interval of that mean (± 1.96
+standard errors): how well the curve itself is known. A single draw varies far more (the
+held-out items are few at the largest size), so comparing the next point's gain with the
+spread of single draws would call every curve flat. The reviews already in the project are
+the data; nothing is written.
 
 Items that share an input text (a dialogue's context, a summary's article) are one group:
 a held-out item never shares a text with one the head was fitted on, or alpha would read the
 model's memory of the text, not the dimension. A column whose most common value covers more
 than half of the items (a constant instruction, a yes/no field) does not group.
 
-The point where reviewing more stops paying: the first size from which the next one moves
-alpha, per 50 reviews, by less than its own half-interval.
+The point where reviewing more stops paying: the first size from which every later point moves
+alpha, per 50 reviews, by less than the half-interval of the point before it. "From which
+every later" and not "the first pair that": at small sizes the gain is noisy, and a flat
+stretch early on says nothing about the rise after it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ CROWDED = 0.5  # a column whose commonest value covers more of the items does no
 class Point:
     size: int  # reviewed items each head was fitted on
     alpha: float | None  # mean over the draws with a defined alpha
-    low: float | None  # mean - 1.96 sd over the draws
+    low: float | None  # mean - 1.96 standard errors of the mean over the draws
     high: float | None
     draws: int  # draws with a defined alpha
 
@@ -56,15 +60,19 @@ class Curve:
 
     @property
     def enough(self) -> int | None:
-        """The first size from which the next point moves alpha, per STEP reviews, by less
-        than the half-width of its interval; None when no pair of points shows that."""
+        """The first size from which every later point moves alpha, per STEP reviews, by
+        less than the half-width of the interval of the point before it; None when the curve
+        still rises (or is undefined) at its end."""
+        found = None
         for a, b in zip(self.points, self.points[1:], strict=False):
             if None in (a.alpha, b.alpha, a.low, a.high):
-                continue
+                return None
             move = abs(b.alpha - a.alpha) * STEP / (b.size - a.size)  # type: ignore[operator]
             if move < (a.high - a.low) / 2:  # type: ignore[operator]
-                return a.size
-        return None
+                found = a.size if found is None else found
+            else:
+                found = None
+        return found
 
 
 def groups(fields: dict[str, dict[str, str]], columns: list[str]) -> dict[str, int]:
@@ -164,11 +172,11 @@ def dimension_curve(
             if defined:
                 draws.append(float(np.mean(defined)))
         if draws:
-            mean, spread = (
-                float(np.mean(draws)),
-                float(np.std(draws, ddof=1 if len(draws) > 1 else 0)),
+            mean = float(np.mean(draws))
+            half = (
+                1.96 * float(np.std(draws, ddof=1)) / len(draws) ** 0.5 if len(draws) > 1 else 0.0
             )
-            points.append(Point(size, mean, mean - 1.96 * spread, mean + 1.96 * spread, len(draws)))
+            points.append(Point(size, mean, mean - half, mean + half, len(draws)))
         else:
             points.append(Point(size, None, None, None, 0))
     return Curve(dim.name, n, tuple(points))
@@ -244,9 +252,9 @@ def describe(curves: list[Curve], groups: int) -> list[str]:
     items = max((c.items for c in curves), default=0)
     return [
         "alpha of heads fitted on N reviewed items, vs each reviewer (mean), on",
-        f"held-out items; ± the 95% range over {REPEATS} draws ({items} items, {groups} groups)",
+        f"held-out items, mean of {REPEATS} draws ± its 95% interval ({items} items, {groups} groups)",
         *curve_lines(curves),
-        f"enough at: from there, another {STEP} reviews move alpha by less than its ±",
+        f"enough at: from there on, another {STEP} reviews move alpha by less than its ±",
         "(groups: items that share an input text are fitted or held out together)",
     ]
 

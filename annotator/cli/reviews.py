@@ -130,8 +130,8 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, curve) -> N
 
     With --curve: for each size, heads fitted on 20 random subsets of that many reviewed items
     label held-out items (never sharing an input text with a fitted one); the mean alpha
-    against each reviewer, ± the 95% range over subsets, and the size from which another 50
-    reviews would move alpha by less than that range.
+    against each reviewer ± the 95% interval of that mean, and the size from which another 50
+    reviews would move alpha by less than that interval.
     """
     if curve:
         if out is not None:
