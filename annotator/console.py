@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from annotator.agreement import verdict
-
 
 @contextmanager
 def progress(
@@ -58,32 +56,53 @@ def progress(
         yield advance
 
 
-def print_agreement(report: dict) -> None:
-    """Names (rubric, dimensions, reviewers) go in as rich `Text`: printed as they are, never
-    read as markup (a reviewer `[bob]`) or emoji codes."""
+def print_agreement(report: dict, pairs: bool = False) -> None:
+    """One line per dimension (annotator.dashboard), fitted to the terminal's width; with
+    `pairs`, each pair of coders after it. Names (rubric, dimensions, reviewers) go in as rich
+    `Text`: printed as they are, never read as markup (a reviewer `[bob]`) or emoji codes."""
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=Text(f"Krippendorff's alpha, run {report['run']} ({report['rubric']})"))
-    for col in ("dimension", "level", "coders", "n", "alpha", "95% CI", "verdict"):
-        table.add_column(col)
-    colour = {"reliable": "green", "tentative": "yellow", "unreliable": "red", "undefined": "dim"}
-    for dim in report["dimensions"]:
-        for c in dim["comparisons"]:
-            a, (low, high) = c["alpha"], c["ci95"]
-            word = verdict(a)
-            table.add_row(
-                Text(dim["dimension"]),
-                Text(dim["level"]),
-                Text(" vs ".join(c["coders"])),
-                str(c["n"]),
-                "-" if a is None else f"{a:.3f}",
-                Text("-" if low is None else f"[{low:.3f}, {high:.3f}]"),
-                Text.assemble((word, colour[word]), f" ({c['note']})" if c["note"] else ""),
-            )
+    from annotator import dashboard
+
     console = Console()
+
+    def show(cells: list[dashboard.Cell], style: str = "") -> None:
+        line = Text.assemble(*((t, COLOURS.get(key, "")) for t, key in cells), style=style)
+        console.print(line, no_wrap=True, overflow="ellipsis", crop=True)
+
     if not report["reviewers"]:
         console.print("no reviews yet: import some with `annotator review import`")
         return
-    console.print(table)
+    width = console.width
+    title = f"Krippendorff's alpha, run {report['run']} ({report['rubric']})"
+    show([(title, "")], "bold")
+    rows = [dashboard.summary_row(d) for d in report["dimensions"]]
+    table = dashboard.fit(dashboard.SUMMARY_HEAD, rows, width)
+    show(table.header(), "bold")
+    for row in rows:
+        show(table.line(row))
+    for line in dashboard.LEGEND:
+        show([(line, "")], "dim")
+    if not pairs:
+        show([("`annotator agree --pairs` shows each pair of coders", "")], "dim")
+        return
+    pair_rows = {
+        d["dimension"]: dashboard.pair_rows(d, report["reviewers"]) for d in report["dimensions"]
+    }
+    # One set of column widths for every dimension's pairs: they line up down the page.
+    pair_table = dashboard.fit(
+        dashboard.PAIRS_HEAD, [row for rows in pair_rows.values() for row in rows], width
+    )
+    for dim in report["dimensions"]:
+        console.print()
+        show([(f"{dim['dimension']} ({dim['level']})", "")], "bold")
+        show(pair_table.header(), "bold")
+        for row in pair_rows[dim["dimension"]]:
+            show(pair_table.line(row))
+        for comp in dim["comparisons"]:
+            if comp["note"]:
+                show([(f"{' vs '.join(comp['coders'])}: {comp['note']}", "")], "dim")
+
+
+COLOURS = {"reliable": "green", "tentative": "yellow", "unreliable": "red", "undefined": "dim"}

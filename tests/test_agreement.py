@@ -101,7 +101,9 @@ def test_annotator_agree_reproduces_published_values(published_project):
 
 
 def test_agree_one_reviewer_and_table(published_project):
-    done = run_cli("agree", str(published_project), "--reviewer", "D", "--bootstrap", "50")
+    done = run_cli(
+        "agree", str(published_project), "--reviewer", "D", "--bootstrap", "50", "--pairs"
+    )
     assert done.returncode == 0, done.stderr
     assert "model vs D" in done.stdout and "95% CI" in done.stdout
     missing = run_cli("agree", str(published_project), "--reviewer", "Z")

@@ -64,7 +64,7 @@ def test_results_table_prints_ids_values_and_rubric_name_as_text(tmp_path):
 
 def test_agreement_table_prints_reviewer_and_rubric_name_as_text(tmp_path):
     project = make_project(tmp_path / "p.db")
-    done = run_cli("agree", str(project), "--bootstrap", "0", env={"COLUMNS": "200"})
+    done = run_cli("agree", str(project), "--bootstrap", "0", "--pairs", env={"COLUMNS": "200"})
     assert done.returncode == 0, done.stderr
     assert "model vs [bob]" in done.stdout and RUBRIC.name in done.stdout
 

@@ -28,7 +28,7 @@ from helpers.tui import (
     text_of,
     wait_for,
 )
-from textual.widgets import DataTable
+from textual.widgets import DataTable, OptionList, Static
 
 from annotator.inference.backend import EngineSettings
 from annotator.modelfile import sha256_file
@@ -36,6 +36,7 @@ from annotator.project.store import Store
 from annotator.tui.app import make_app
 from annotator.tui.queues import AUDIT, HARD, audit_order
 from annotator.tui.screens.ask import AskScreen
+from annotator.tui.screens.dimension import DimensionScreen
 from annotator.tui.screens.help import HelpScreen
 from annotator.tui.screens.item import ItemScreen
 from annotator.tui.widgets.agreement_view import AgreementView
@@ -195,13 +196,23 @@ async def test_annotate_browse_review_agree_with_the_real_model(tmp_path, defaul
         assert cli.returncode == 0, cli.stderr
         assert json.loads(json.dumps(agreement.report)) == json.loads(cli.stdout)
         comparison = agreement.report["dimensions"][0]["comparisons"][0]
-        shown = text_of(agreement)
+        summary = agreement.report["dimensions"][0]["ceiling"]
+        assert "1 hardest-first item(s) not counted" in text_of(agreement)
+        (row,) = agreement.query_one("#agree-dims", OptionList).options  # one dimension
+        one_reviewer = str(row.prompt).split()
+        assert one_reviewer[:3] == ["emotion", "4", "-"]  # no ceiling with one reviewer
+        assert one_reviewer[3] == ("-" if summary["model"] is None else f"{summary['model']:.2f}")
+        # Enter: the dimension's pairs, with three decimals, and its confusion view.
+        await pilot.press("enter")
+        assert isinstance(app.screen, DimensionScreen)
+        shown = text_of(app.screen.query_one("#dimension-detail", Static))
         alpha = "-" if comparison["alpha"] is None else f"{comparison['alpha']:.3f}"
-        row = next(line for line in shown.splitlines() if "model vs tester" in line)
+        pair = next(line for line in shown.splitlines() if "model vs tester" in line)
         low, high = comparison["ci95"]
-        assert row.split()[4:6] == ["4", alpha]
-        assert ("-" if low is None else f"[{low:.3f}, {high:.3f}]") in row
-        assert "of 4 the same" in shown and "1 hardest-first item(s) not counted" in shown
+        assert pair.split()[3:5] == ["4", alpha]
+        assert ("-" if low is None else f"[{low:.3f}, {high:.3f}]") in pair
+        assert "of 4 the same" in shown
+        await pilot.press("escape")
 
 
 @run_async

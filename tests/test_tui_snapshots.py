@@ -8,9 +8,12 @@ so nothing depends on timing, the machine or where the tests run. Update with
 from __future__ import annotations
 
 import pytest
+from helpers.dialogue import dialogue_project
 from helpers.tui import fabricated_project, opened, text_of, wait_for
+from textual.widgets import Static
 
 from annotator.tui.app import make_app
+from annotator.tui.screens.curve import CurveScreen
 from annotator.tui.widgets.agreement_view import AgreementView
 
 
@@ -76,7 +79,8 @@ def test_agreement(snap_compare, project, theme):
         view = pilot.app.main.query_one(AgreementView)
         await wait_for(pilot, lambda: view.report is not None, what="agreement")
         await pilot.app.workers.wait_for_complete()
-        assert "model vs alice" in text_of(view)
+        await pilot.pause()
+        assert "emotion" in str(view.query_one("#agree-dims").get_option_at_index(0).prompt)
 
     assert snap_compare(app, run_before=run_before)
 
@@ -87,5 +91,64 @@ def test_help(snap_compare, project):
     async def run_before(pilot) -> None:
         await _opened_quietly(pilot)
         await pilot.press("question_mark")
+
+    assert snap_compare(app, run_before=run_before)
+
+
+def test_agreement_six_dimensions_three_reviewers(snap_compare, tmp_path, monkeypatch):
+    """Can I trust this dimension: a six-dimension rubric with three reviewers on one 80x24
+    screen, one line per dimension (issue 24)."""
+    monkeypatch.chdir(tmp_path)
+    app = make_app(dialogue_project(tmp_path).name, bootstrap=100)
+
+    async def run_before(pilot) -> None:
+        await _opened_quietly(pilot)
+        await pilot.press("g")
+        view = pilot.app.main.query_one(AgreementView)
+        await wait_for(pilot, lambda: view.report is not None, what="agreement")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        assert len(view.query_one("#agree-dims").options) == 6
+
+    assert snap_compare(app, run_before=run_before)
+
+
+def test_agreement_pairs_of_one_dimension(snap_compare, tmp_path, monkeypatch):
+    """Enter on a dimension's row: each pair of coders, the reviewers' own row marked as the
+    ceiling, and the model-vs-reviewer picture."""
+    monkeypatch.chdir(tmp_path)
+    app = make_app(dialogue_project(tmp_path).name, bootstrap=100)
+
+    async def run_before(pilot) -> None:
+        await _opened_quietly(pilot)
+        await pilot.press("g")
+        view = pilot.app.main.query_one(AgreementView)
+        await wait_for(pilot, lambda: view.report is not None, what="agreement")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        await pilot.press("down", "enter")
+        assert "ceiling: rater1 vs rater2 vs rater3" in text_of(pilot.app.screen.query_one(Static))
+
+    assert snap_compare(app, run_before=run_before)
+
+
+def test_how_many_reviews_are_enough(snap_compare, tmp_path, monkeypatch):
+    """`c` on the Agreement tab: the head's learning curve, as `calibrate --curve` prints it."""
+    monkeypatch.chdir(tmp_path)
+    app = make_app(dialogue_project(tmp_path).name, bootstrap=100)
+
+    async def run_before(pilot) -> None:
+        await _opened_quietly(pilot)
+        await pilot.press("g")
+        view = pilot.app.main.query_one(AgreementView)
+        await wait_for(pilot, lambda: view.report is not None, what="agreement")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.press("c")
+        screen = pilot.app.screen
+        assert isinstance(screen, CurveScreen)
+        await wait_for(pilot, lambda: screen.lines is not None, what="the curve")
+        await pilot.pause()
+        assert any(line.startswith("overall") and "±" in line for line in screen.lines)
+        assert max(len(line) for line in screen.lines) <= 76  # no wrapping in the dialog
 
     assert snap_compare(app, run_before=run_before)

@@ -121,7 +121,13 @@ def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
     help="With --out on a full model: a copy of the whole model with the head (hundreds of "
     "MB), for a machine without the embedded model.",
 )
-def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, full) -> None:
+@click.option(
+    "--curve",
+    is_flag=True,
+    help="Only print how the head's alpha grows with the number of reviewed items "
+    "(25, 50, 100, 200), per dimension; writes nothing.",
+)
+def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, full, curve) -> None:
     """Read a run's labels out again, without running the model, into a new run.
 
     Fits a small head per ordinal or interval dimension (a ridge probe on the mean of the
@@ -129,7 +135,17 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, full) -> No
     reviewed labels' value shares) on items reviewed in
     the audit sample or imported, and applies a decision rule or prior to the rest. Items
     that helped fit the head get leave-one-out labels, so `agree` on the new run stays honest.
+
+    With --curve: for each size, heads fitted on 20 random subsets of that many reviewed items
+    label held-out items (never sharing an input text with a fitted one); the mean alpha
+    against each reviewer ± the 95% interval of that mean, and the size from which another 50
+    reviews would move alpha by less than that interval.
     """
+    if curve:
+        if out is not None:
+            raise click.UsageError("--curve writes nothing: leave out --out")
+        _print_curve(project, reviewer, run_id)
+        return
     from annotator.calibration.calibrate import calibrate as run_calibration
     from annotator.calibration.calibrate import describe_run
     from annotator.calibration.headfile import HEAD_FILE, run_model_file, write_model_with_head
@@ -177,18 +193,32 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, full) -> No
             )
 
 
+def _print_curve(project: Path, reviewer: str | None, run_id: int | None) -> None:
+    from annotator.calibration.curve import describe, learning_curves
+    from annotator.project.store import Store
+
+    with Store(project) as store:
+        curves, groups = learning_curves(store, run_id, reviewer)
+    for line in describe(curves, groups):
+        click.echo(line)
+
+
 @click.command()
 @click.argument("project", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--reviewer", help="Only this reviewer [default: each reviewer].")
 @click.option("--bootstrap", default=1000, show_default=True, help="Bootstrap resamples (0: none).")
 @click.option("--run", "run_id", type=int, help="Run number [default: the latest].")
+@click.option("--pairs", is_flag=True, help="Also print each pair of coders per dimension.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def agree(project, reviewer, bootstrap, run_id, as_json) -> None:
+def agree(project, reviewer, bootstrap, run_id, pairs, as_json) -> None:
     """Krippendorff's alpha per dimension: model vs each reviewer, and between reviewers.
 
-    Uses each dimension's level (nominal, ordinal, interval) and full value domain, with a 95%
-    interval from resampling items. Only audit-sample and imported reviews count; reviews
-    from the "hardest first" queue are chosen by the model's doubt and would bias alpha.
+    One line per dimension: the reviewers' alpha among themselves (the ceiling), the model's
+    mean alpha against each reviewer, its share of the ceiling, its 95% interval, and a
+    verdict on both Krippendorff's conventions (0.8 reliable, 0.667 tentative) and the
+    ceiling. Uses each dimension's level (nominal, ordinal, interval) and full value domain;
+    intervals resample items. Only audit-sample and imported reviews count; reviews from the
+    "hardest first" queue are chosen by the model's doubt and would bias alpha.
     """
     from annotator.project.reviews import agreement_report
     from annotator.project.store import Store
@@ -200,4 +230,4 @@ def agree(project, reviewer, bootstrap, run_id, as_json) -> None:
     else:
         from annotator.console import print_agreement
 
-        print_agreement(report)
+        print_agreement(report, pairs=pairs)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from annotator.agreement import agreement
+from annotator.ceiling import ceiling
 from annotator.data import data_format, read_rows, write_rows
 from annotator.errors import AnnotatorError, printable
 from annotator.project.store import Store
@@ -237,7 +238,8 @@ def agreement_report(
     bootstrap: int = 1000,
     seed: int = 0,
 ) -> dict:
-    """Per dimension: alpha(model, reviewer) for each reviewer, and between reviewers."""
+    """Per dimension: alpha(model, reviewer) for each reviewer, and between reviewers, and the
+    summary against the reviewers' own agreement (`annotator.ceiling`)."""
     rubric = store.rubric()
     if rubric is None:
         raise AnnotatorError(f"{store.path}: project has no rubric yet (annotate first)")
@@ -279,7 +281,22 @@ def agreement_report(
                 for name in coders
             ]
             comparisons.append(agreement(dim, coders, table, bootstrap, seed).as_dict())
-        dimensions.append({"dimension": dim.name, "level": dim.scale, "comparisons": comparisons})
+        reviewed = sorted({i for name in reviewers for (i, d) in by_coder[name] if d == dim.name})
+        summary = ceiling(
+            dim,
+            [model_values.get(i) for i in reviewed],
+            [[by_coder[name].get((i, dim.name)) for i in reviewed] for name in reviewers],
+            bootstrap,
+            seed,
+        )
+        dimensions.append(
+            {
+                "dimension": dim.name,
+                "level": dim.scale,
+                "ceiling": summary.as_dict(),
+                "comparisons": comparisons,
+            }
+        )
     return {
         "project": str(store.path),
         "run": run.id,

@@ -46,6 +46,13 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
             ("pgup pgdn", "scroll the item's text"),
         ],
     ),
+    (
+        "Agreement",
+        [
+            ("↑ ↓  enter", "move · open a dimension: each pair of coders, confusion"),
+            ("c", "how many reviews are enough (the head's learning curve)"),
+        ],
+    ),
 ]
 
 

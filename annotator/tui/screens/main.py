@@ -63,4 +63,4 @@ class MainScreen(Screen):
         elif tab_id == "review":
             self.query_one(ReviewView).activate()
         elif tab_id == "agreement":
-            focus_now(self.query_one(AgreementView))
+            self.query_one(AgreementView).focus_default()

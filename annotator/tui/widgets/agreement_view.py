@@ -1,4 +1,10 @@
-"""Agreement: Krippendorff's alpha (model vs reviewer) per dimension, and where they differ.
+"""Agreement: can I trust this dimension? One line per dimension, each pair on enter.
+
+A row holds the reviewers' alpha among themselves (the ceiling), the model's mean alpha
+against them, its share of the ceiling, its interval and a verdict (annotator.ceiling,
+annotator.dashboard: the same lines as `annotator agree`), so a six-dimension rubric fits one
+80x24 screen. Enter on a row opens the dimension: each pair of coders and the picture of where
+the model and the reviewers differ (screens/dimension.py).
 
 The numbers come from `annotator.project.reviews.agreement_report` with the CLI's defaults (1000
 bootstrap resamples, seed 0), so they equal `annotator agree` on the same project. They are
@@ -9,40 +15,27 @@ recomputed whenever a review is saved.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from textual import work
+from textual import events, work
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.content import Content
-from textual.widgets import Static
+from textual.widgets import OptionList, Static
 
-from annotator.agreement import verdict
+from annotator import dashboard
 from annotator.errors import AnnotatorError
 from annotator.project.reviews import UNBIASED_QUEUES, agreement_report
 from annotator.project.store import Store
-from annotator.tui import formatting as fmt
 from annotator.tui.confusion import Confusion, confusions
+from annotator.tui.focus import focus_now
 from annotator.tui.queues import HARD
-from annotator.tui.widgets.confusion_view import confusion_lines
+from annotator.tui.screens.curve import CurveScreen
+from annotator.tui.screens.dimension import DimensionScreen, cells_content
 
 if TYPE_CHECKING:
     from annotator.tui.app import AnnotatorApp
-
-VERDICT_STYLE = {
-    "reliable": "bold $text-success",
-    "tentative": "bold $text-warning",
-    "unreliable": "bold $text-error",
-    "undefined": "$text-muted",
-}
-COLUMNS = (
-    ("dimension", 16),
-    ("coders", 18),
-    ("n", 4),
-    ("alpha", 7),
-    ("95% CI", 17),
-    ("verdict", 10),
-)
 
 
 def compute(project: Path, bootstrap: int) -> tuple[dict, list[Confusion], int]:
@@ -60,15 +53,14 @@ def compute(project: Path, bootstrap: int) -> tuple[dict, list[Confusion], int]:
     return report, pairs, hard
 
 
-def _cell(text: str, width: int) -> str:
-    return (text if len(text) <= width else text[: width - 1] + "…").ljust(width)
-
-
 class AgreementView(VerticalScroll, can_focus=True):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("c", "curve", "Reviews enough?")]
     DEFAULT_CSS = """
     AgreementView { padding: 0 1; }
-    AgreementView #agree-table, AgreementView #agree-confusion { height: auto; }
-    AgreementView #agree-confusion { margin-top: 1; }
+    AgreementView Static { height: auto; }
+    AgreementView #agree-dims { background: transparent; }
+    AgreementView #agree-head { margin-top: 1; }
+    AgreementView #agree-legend { margin-top: 1; }
     """
 
     def __init__(self, bootstrap: int = 1000, **kwargs) -> None:
@@ -76,6 +68,7 @@ class AgreementView(VerticalScroll, can_focus=True):
         self.bootstrap = bootstrap
         self.report: dict | None = None  # what is on screen (tests compare it with the CLI)
         self.pairs: list[Confusion] = []
+        self._hard = 0
         # Threads cannot be stopped: a slow older computation must not overwrite a newer one.
         self._generation = 0
 
@@ -84,8 +77,15 @@ class AgreementView(VerticalScroll, can_focus=True):
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        yield Static("", id="agree-table")
-        yield Static("", id="agree-confusion")
+        yield Static("", id="agree-title")
+        yield Static("", id="agree-head")
+        yield OptionList(id="agree-dims", compact=True)
+        yield Static("", id="agree-legend")
+
+    def focus_default(self) -> None:
+        """The dimension list when it has rows (arrows and enter work at once), else the view."""
+        rows = self.query_one("#agree-dims", OptionList)
+        focus_now(rows if rows.option_count else self)
 
     def recompute(self) -> None:
         info = self.annotator.info
@@ -124,68 +124,76 @@ class AgreementView(VerticalScroll, can_focus=True):
 
     def _show_text(self, text: str) -> None:
         self.report = None
-        self.query_one("#agree-table", Static).update(Content(text))
-        self.query_one("#agree-confusion", Static).update("")
+        self.query_one("#agree-title", Static).update(Content(text))
+        for part in ("#agree-head", "#agree-legend"):
+            self.query_one(part, Static).update("")
+        self.query_one("#agree-dims", OptionList).clear_options()
 
     def _show(self, report: dict, pairs: list[Confusion], hard: int) -> None:
-        self.report, self.pairs = report, pairs
-        lines = [
+        self.report, self.pairs, self._hard = report, pairs, hard
+        self._draw()
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self.report is not None:
+            self._draw()  # the columns fit the new width
+
+    def _draw(self) -> None:
+        report = self.report
+        assert report is not None
+        title = [
             Content.assemble(
                 ("Krippendorff's alpha", "bold"),
                 f", run {report['run']}, {report['bootstrap']} bootstrap resamples",
             ),
             Content.styled(
-                f"audit sample and imported reviews only; {hard} hardest-first item(s) not counted",
+                f"audit sample and imported reviews only; {self._hard} hardest-first item(s) "
+                "not counted",
                 "$text-muted",
             ),
         ]
+        self.query_one("#agree-title", Static).update(Content("\n").join(title))
+        head = self.query_one("#agree-head", Static)
+        legend = self.query_one("#agree-legend", Static)
+        rows = self.query_one("#agree-dims", OptionList)
         if not report["reviewers"]:
-            lines.append(
-                Content("\nNo audit reviews yet: review the audit sample in the Review tab (r).")
-            )
-            self.query_one("#agree-table", Static).update(Content("\n").join(lines))
-            self.query_one("#agree-confusion", Static).update("")
+            head.update("No audit reviews yet: review the audit sample in the Review tab (r).")
+            legend.update("")
+            rows.clear_options()
             return
-        lines.append(
-            Content.styled(" ".join(_cell(name, w) for name, w in COLUMNS), "bold underline")
-        )
-        for dim in report["dimensions"]:
-            for comp in dim["comparisons"]:
-                lines.append(self._row(dim["dimension"], comp))
-        for dim in report["dimensions"]:
-            for comp in dim["comparisons"]:
-                if comp["note"]:
-                    lines.append(
-                        Content.styled(
-                            f"{dim['dimension']}, {' vs '.join(comp['coders'])}: {comp['note']}",
-                            "$text-muted",
-                        )
-                    )
-        lines.append(
+        cells = [dashboard.summary_row(d) for d in report["dimensions"]]
+        # The view's width less its padding; before the first layout, an 80-column screen's.
+        width = self.scrollable_content_region.width
+        table = dashboard.fit(dashboard.SUMMARY_HEAD, cells, width if width >= 40 else 78)
+        head.update(Content.styled(dashboard.text(table.header()), "bold underline"))
+        highlighted = rows.highlighted
+        rows.set_options([cells_content(table.line(row)) for row in cells])
+        if cells:
+            rows.highlighted = min(highlighted or 0, len(cells) - 1)
+            if self.has_focus:  # the rows came after the tab was opened: arrows move on them
+                focus_now(rows)
+        legend.update(
             Content.styled(
-                "≥ 0.800 reliable · ≥ 0.667 tentative · below: unreliable", "$text-muted"
+                "\n".join(
+                    [
+                        *dashboard.LEGEND,
+                        "enter: each pair of coders, and where they differ · c: reviews enough?",
+                    ]
+                ),
+                "$text-muted",
             )
         )
-        self.query_one("#agree-table", Static).update(Content("\n").join(lines))
-        visual: list[Content] = []
-        for confusion in pairs:
-            visual += confusion_lines(confusion)
-        self.query_one("#agree-confusion", Static).update(Content("\n").join(visual))
 
-    def _row(self, dimension: str, comp: dict) -> Content:
-        low, high = comp["ci95"]
-        interval = "-" if low is None else f"[{low:.3f}, {high:.3f}]"
-        word = verdict(comp["alpha"])
-        widths = [w for _, w in COLUMNS][:5]  # the verdict is added after, in colour
-        cells = [
-            dimension,
-            " vs ".join(comp["coders"]),
-            str(comp["n"]),
-            fmt.alpha(comp["alpha"]),
-            interval,
-        ]
-        texts = [_cell(text, width) + " " for text, width in zip(cells, widths, strict=True)]
-        # The alpha and its verdict carry the colour: green, yellow, red against 0.8 / 0.667.
-        return Content.assemble(
-            *texts[:3], (texts[3], VERDICT_STYLE[word]), texts[4], (word, VERDICT_STYLE[word])
-        )
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        if self.report is None:
+            return
+        entry = self.report["dimensions"][event.option_index]
+        confusion = next((c for c in self.pairs if c.dimension.name == entry["dimension"]), None)
+        self.app.push_screen(DimensionScreen(entry, self.report["reviewers"], confusion))
+
+    def action_curve(self) -> None:
+        info = self.annotator.info
+        if info is None:
+            return
+        run = None if self.report is None else self.report["run"]
+        self.app.push_screen(CurveScreen(info.project, run))
