@@ -114,6 +114,7 @@ def test_the_kit_lists_every_file_with_its_sha256_and_licences(kit):
     assert run_cli("kit", "verify", str(kit)).returncode == 0
 
 
+@pytest.mark.long
 def test_offline_install_labels_the_sample_byte_identically(kit, installed, tmp_path):
     work, venv, env, done = installed
     # doctor (install.sh's self-check) shows the kit the environment came from
@@ -185,6 +186,7 @@ def test_an_added_wheel_or_another_platform_is_refused(kit, tmp_path):
     assert f"{bad / 'wheels' / 'evil-1.0-py3-none-any.whl'}: not in the manifest" in done.stderr
 
 
+@pytest.mark.long
 def test_archive_holds_the_kit_folder(tmp_path, llama_wheel):
     out = tmp_path / "kit"
     key, signer = _ssh_key(tmp_path, "team")

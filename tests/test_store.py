@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from conftest import ROOT, SAMPLES, annotation_count, write_csv
 
 from annotator.project.migrations import MIGRATIONS
@@ -36,6 +37,7 @@ def test_not_a_project_file(tmp_path):
         Store(bogus)
 
 
+@pytest.mark.long
 def test_sigkill_mid_run_loses_nothing_and_duplicates_nothing(tmp_path, default_model):
     rows = goemotions(160)
     data = write_csv(tmp_path / "items.csv", rows, ["id", "text"])

@@ -434,6 +434,7 @@ def _spawn(script: str, *args: str) -> subprocess.Popen:
     )
 
 
+@pytest.mark.long
 @run_async
 async def test_killing_the_app_mid_annotation_loses_nothing(tmp_path, default_model):
     data = sample_subset(tmp_path, 8)
