@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from annotator.calibration.heads import MIN_ITEMS, DimHead, Head, fit_dimension
+from annotator.calibration.heads import MIN_ITEMS, DimHead, Fit, Head, fit_dimension
+from annotator.calibration.nominal import NominalFit, NominalHead, fit_nominal
 from annotator.calibration.readout import Readout, mean_distribution
 from annotator.errors import AnnotatorError, printable
 from annotator.project.reviews import unbiased_labels
@@ -122,7 +123,7 @@ def _fit_heads(
                 f"(reviewers: {', '.join(sorted(labels)) or 'none'})"
             )
         labels = {reviewer: labels[reviewer]}
-    heads: dict[str, DimHead] = {}
+    heads: dict[str, DimHead | NominalHead] = {}
     loo: dict[str, dict[str, int]] = {}
     used: set[str] = set()
     considered = sorted(
@@ -133,9 +134,6 @@ def _fit_heads(
     )
     result.reviews_sha256 = hashlib.sha256(json.dumps(considered).encode("utf-8")).hexdigest()
     for dim in rubric.dimensions:
-        if dim.scale == "nominal":
-            result.left_out[dim.name] = "nominal: keeps the rule"
-            continue
         given: dict[str, list[int]] = {}
         for by_item in labels.values():
             for (item_id, name), value in by_item.items():
@@ -151,8 +149,11 @@ def _fit_heads(
             )
             continue
         states = np.stack([hidden[i] for i in items])
-        targets = [float(np.mean(given[i])) for i in items]
-        fit = fit_dimension(dim, states, targets, positions)
+        if dim.scale == "nominal":
+            fit: Fit | NominalFit = fit_nominal(dim, states, [given[i] for i in items])
+        else:
+            targets = [float(np.mean(given[i])) for i in items]
+            fit = fit_dimension(dim, states, targets, positions)
         heads[dim.name] = fit.head
         loo[dim.name] = dict(zip(items, fit.loo_labels, strict=True))
         result.fitted[dim.name] = len(items)
@@ -189,14 +190,25 @@ def describe_head(head: Head | dict) -> str:
     """One line on a calibration head (a Head, or the summary a run records)."""
     summary = head.describe() if isinstance(head, Head) else head
     dims = summary.get("dims", {})
-    alphas = ", ".join(
-        f"{name} {d['loo_alpha']:.2f}" if d.get("loo_alpha") is not None else f"{name} undefined"
-        for name, d in sorted(dims.items())
-    )
+
+    def shown(name: str, d: dict) -> str:
+        a = d.get("loo_alpha")
+        text = f"{name} {a:.2f}" if a is not None else f"{name} undefined"
+        if d.get("kind") == "logistic":  # nominal: out-of-fold figures
+            text += f" ({d.get('folds', '?')}-fold, macro-F1 {d.get('cv_macro_f1', 0):.2f})"
+        return text
+
+    alphas = ", ".join(shown(name, d) for name, d in sorted(dims.items()))
+    nominal = any(d.get("kind") == "logistic" for d in dims.values())
     return (
         f"head on {', '.join(sorted(dims))} ({summary.get('fitted', {}).get('items', '?')} "
-        f"reviewed items; block {summary.get('layer', '?')}; leave-one-out alpha vs the "
-        f"reviewers' mean {alphas}; sha256 {str(summary.get('sha256', ''))[:12]})"
+        f"reviewed items; block {summary.get('layer', '?')}; "
+        + (
+            "out-of-sample alpha vs the reviewers' mean or majority "
+            if nominal
+            else "leave-one-out alpha vs the reviewers' mean "
+        )
+        + f"{alphas}; sha256 {str(summary.get('sha256', ''))[:12]})"
     )
 
 
