@@ -105,14 +105,21 @@ def test_calibrate_fits_a_head_with_leave_one_out_labels_and_ships_it(project):
     # The nominal dimension: a logistic head, out-of-fold labels for its reviewed items.
     kind = info.rubric.dimension("kind")
     given = {r["id"]: [kind.values.index(r["kind"])] for r in reviews}
-    nominal = fit_nominal(kind, np.stack([hidden[i] for i in ids]), [given[i] for i in ids])
+    nominal = fit_nominal(
+        kind,
+        np.stack([hidden[i] for i in ids]),
+        [stored[i].probs["kind"] for i in ids],
+        [given[i] for i in ids],
+    )
     assert [kind.values.index(derived[i].labels["kind"].value) for i in ids] == nominal.loo_labels
     assert head.dims["kind"].classes == (0, 1)  # "other" was never given
     # Unreviewed items: the shipped head's label.
     unreviewed = [r["id"] for r in items[30:]]
     for i in unreviewed:
-        assert derived[i].labels["positivity"].value == dim.values[head.choose(dim, hidden[i])[0]]
-        chosen, margin = head.choose(kind, hidden[i])
+        assert (
+            derived[i].labels["positivity"].value == dim.values[head.choose(dim, hidden[i], [])[0]]
+        )
+        chosen, margin = head.choose(kind, hidden[i], stored[i].probs["kind"])
         assert derived[i].labels["kind"].value == kind.values[chosen]
         assert derived[i].labels["kind"].margin == pytest.approx(margin)
     # The same calibration again reuses its run: results are byte-identical.

@@ -13,7 +13,23 @@ from annotator.errors import AnnotatorError
 from annotator.rubric import Dimension
 
 DIM = Dimension("kind", "?", "nominal", ("a", "b", "c", "d", "e", "f"))
+FLAT = [1.0 / 6] * 6
 SHARES = [0.55, 0.25, 0.1, 0.06, 0.04, 0.0]  # "f" is never given
+
+
+@pytest.fixture(autouse=True)
+def small_grid(monkeypatch):
+    """Two L2 strengths and full class balance: the search's breadth is not what these
+    tests check, and each point of it is 5 fits (bench/nominal_quality.py runs the full one)."""
+    import annotator.calibration.nominal as nominal
+
+    monkeypatch.setattr(nominal, "C_GRID", (0.1, 1.0))
+    monkeypatch.setattr(nominal, "POWERS", (1.0,))
+
+
+def flat(n: int, values: int = 6) -> list[list[float]]:
+    """The model's probabilities when it knows nothing: the head must read the states."""
+    return [[1.0 / values] * values] * n
 
 
 def synthetic(n: int, seed: int = 0, signal: float = 1.2):
@@ -28,22 +44,22 @@ def synthetic(n: int, seed: int = 0, signal: float = 1.2):
 
 def test_a_nominal_head_chooses_rare_values_and_reports_out_of_fold_figures():
     states, labels = synthetic(400)
-    fit = fit_nominal(DIM, states, [[int(v)] for v in labels])
+    fit = fit_nominal(DIM, states, flat(len(labels)), [[int(v)] for v in labels])
     head = fit.head
     assert head.classes == (0, 1, 2, 3, 4)  # "f" was never given: it cannot be chosen
-    assert head.c in (0.001, 0.01, 0.1, 1.0, 10.0) and head.n == 400
+    assert head.c in (0.1, 1.0) and head.n == 400 and head.power == 1.0
     # Out-of-fold labels: every value that was given is chosen, rare ones included.
     assert set(fit.loo_labels) == {0, 1, 2, 3, 4}
     assert head.cv_macro_f1 == pytest.approx(macro_f1(list(labels), fit.loo_labels), abs=1e-6)
     assert head.cv_alpha is not None and head.cv_alpha > 0.5
     # New items: the rare values are found (class balance), not drowned by "a".
     new_states, new_labels = synthetic(600, seed=1)
-    chosen = np.array([head.choose(s)[0] for s in new_states])
+    chosen = np.array([head.choose(s, FLAT)[0] for s in new_states])
     for rare in (3, 4):
         recall = np.mean(chosen[new_labels == rare] == rare)
         assert recall > 0.5, (rare, recall)
     assert macro_f1(list(new_labels), list(chosen)) > 0.6
-    margins = [head.choose(s)[1] for s in new_states[:20]]
+    margins = [head.choose(s, FLAT)[1] for s in new_states[:20]]
     assert all(0.0 <= m <= 1.0 for m in margins) and len(set(margins)) > 1
 
 
@@ -54,18 +70,38 @@ def test_two_reviewers_and_two_values():
     states = rng.normal(size=(60, 16)).astype(np.float32)
     labels = (states[:, 0] > 0).astype(int)
     given = [[int(v)] if i % 3 else [int(v), 1 - int(v)] for i, v in enumerate(labels)]
-    head = fit_nominal(Dimension("yes", "?", "nominal", ("no", "yes")), states, given).head
+    yes = Dimension("yes", "?", "nominal", ("no", "yes"))
+    head = fit_nominal(yes, states, flat(60, 2), given).head
     assert head.weights.shape == (2, 16) and head.classes == (0, 1)
-    probs = head.probabilities(states[0])
+    probs = head.probabilities(states[0], [0.5, 0.5])
     assert probs.sum() == pytest.approx(1.0)
-    assert head.choose(states[0])[0] == int(np.argmax(probs))
-    assert np.mean([head.choose(s)[0] for s in states] == labels) > 0.8
+    assert head.choose(states[0], [0.5, 0.5])[0] == int(np.argmax(probs))
+    assert np.mean([head.choose(s, [0.5, 0.5])[0] for s in states] == labels) > 0.75
 
 
 @functools.cache
+def test_the_models_own_probabilities_are_used_where_they_cross_validate_better():
+    """A fine-tuned model's answer carries the label (its states here do not): the head
+    recalibrates the answer's log-probabilities, and says so."""
+    rng = np.random.default_rng(5)
+    labels = rng.choice(6, size=150, p=SHARES)
+    probs = rng.dirichlet(np.ones(6), size=150) * 0.5
+    probs[np.arange(150), labels] += 0.5
+    states = rng.normal(size=(150, 16)).astype(np.float32)
+    fit = fit_nominal(DIM, states, probs.tolist(), [[int(v)] for v in labels])
+    assert fit.head.inputs == "probs" and fit.head.weights.shape == (5, 6)
+    assert fit.head.cv_alpha is not None and fit.head.cv_alpha > 0.5
+    again = head_from_json(Head({"kind": fit.head}, 16, {}, 3).to_json(), "m.gguf")
+    assert again.choose(DIM, states[0], probs[0]) == fit.head.choose(states[0], probs[0])
+    data = json.loads(Head({"kind": fit.head}, 16, {}, 3).to_json())
+    data["dims"]["kind"]["n_values"] = 4
+    with pytest.raises(AnnotatorError, match="dims.kind.n_values does not fit"):
+        head_from_json(json.dumps(data), "m.gguf")
+
+
 def crafted() -> tuple[Head, np.ndarray]:
     states, labels = synthetic(120)
-    fit = fit_nominal(DIM, states, [[int(v)] for v in labels])
+    fit = fit_nominal(DIM, states, flat(len(labels)), [[int(v)] for v in labels])
     return Head({"kind": fit.head}, 32, {"items": 120}, 3), states
 
 
@@ -74,7 +110,7 @@ def test_nominal_head_json_round_trip_and_old_format():
     again = head_from_json(head.to_json(), "m.gguf")
     assert isinstance(again.dims["kind"], NominalHead) and again.sha256 == head.sha256
     for s in states[:10]:
-        assert again.choose(DIM, s) == head.choose(DIM, s)
+        assert again.choose(DIM, s, FLAT) == head.choose(DIM, s, FLAT)
     summary = head.describe()["dims"]["kind"]
     assert summary["kind"] == "logistic" and summary["loo_alpha"] == head.dims["kind"].cv_alpha
     # Format 2 (ridge heads only, no per-dimension kind) still reads as ridge.
@@ -110,6 +146,8 @@ NOMINAL_RUBRIC = {
         ("dims/kind/cv_alpha", float("nan"), "dims.kind.cv_alpha must be finite"),
         ("dims/kind/weights", "AAAAAAAAAAA=", "dims.kind.weights must be 5 x 32"),
         ("dims/kind/n", -1, "dims.kind.n must be between"),
+        ("dims/kind/inputs", "tokens", "dims.kind.inputs must be one of states, probs"),
+        ("dims/kind/power", 2.0, "dims.kind.power must be between 0 and 1"),
     ],
     ids=lambda value: repr(value)[:24],
 )

@@ -81,10 +81,11 @@ def calibrate(
             },
         )
     hidden = {o.item_id: _states(o, len(rubric.dimensions)) for o in outputs}
+    probs = {o.item_id: o.probs or {} for o in outputs}
     result = CalibrationResult(run.id, 0, None, {})
     loo: dict[str, dict[str, int]] = {}
     if fit_head:
-        loo = _fit_heads(store, rubric, hidden, reviewer, result, int(layer))
+        loo = _fit_heads(store, rubric, hidden, probs, reviewer, result, int(layer))
     relabelled = [
         _relabel(rubric, o, readout, hidden[o.item_id], result.head, loo) for o in outputs
     ]
@@ -111,6 +112,7 @@ def _fit_heads(
     store: Store,
     rubric: Rubric,
     hidden: dict[str, np.ndarray],
+    probs: dict[str, dict[str, list[float]]],
     reviewer: str | None,
     result: CalibrationResult,
     layer: int,
@@ -150,7 +152,9 @@ def _fit_heads(
             continue
         states = np.stack([hidden[i] for i in items])
         if dim.scale == "nominal":
-            fit: Fit | NominalFit = fit_nominal(dim, states, [given[i] for i in items])
+            fit: Fit | NominalFit = fit_nominal(
+                dim, states, [probs[i][dim.name] for i in items], [given[i] for i in items]
+            )
         else:
             targets = [float(np.mean(given[i])) for i in items]
             fit = fit_dimension(dim, states, targets, positions)
@@ -178,7 +182,7 @@ def _relabel(
     for dim in rubric.dimensions:
         probs = output.probs[dim.name]
         if head is not None and dim.name in head.dims:
-            chosen, margin = head.choose(dim, states)
+            chosen, margin = head.choose(dim, states, probs)
             chosen = loo[dim.name].get(output.item_id, chosen)
         else:
             chosen, margin = readout.choose(dim, probs)

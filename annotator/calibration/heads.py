@@ -81,9 +81,13 @@ class Head:
     fitted: Mapping[str, object]  # what it was fitted on: counts and names, never item ids
     layer: int  # the block whose output it reads (EngineSettings.hidden_layer)
 
-    def choose(self, dim: Dimension, hidden: np.ndarray) -> tuple[int, float]:
-        """(value index, margin) for `dim` from the item's hidden states (dimensions x n_embd)."""
-        return self.dims[dim.name].choose(hidden)
+    def choose(
+        self, dim: Dimension, hidden: np.ndarray, probs: Sequence[float] = ()
+    ) -> tuple[int, float]:
+        """(value index, margin) for `dim` from the item's hidden states (dimensions x n_embd)
+        and the model's probabilities of `dim`'s values (a nominal head may read them)."""
+        head = self.dims[dim.name]
+        return head.choose(hidden) if isinstance(head, DimHead) else head.choose(hidden, probs)
 
     def to_json(self) -> str:
         dims = {}
