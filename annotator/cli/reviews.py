@@ -116,12 +116,13 @@ def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
 def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
     """Read a run's labels out again, without running the model, into a new run.
 
-    Fits a small head per dimension on items reviewed in the audit sample or imported: on
-    the mean of the model's middle-block hidden states at the item's answers, a ridge probe
-    with thresholds that keep the reviewed labels' value shares (ordinal, interval), or a
-    class-balanced logistic regression (nominal). Dimensions without one get the decision
-    rule or prior. Items that helped fit a head get leave-one-out (nominal: out-of-fold)
-    labels, so `agree` on the new run stays honest.
+    Fits a small head per dimension on items reviewed in the audit sample or imported:
+    ordinal and interval, a ridge probe on the mean of the model's middle-block hidden states
+    at the item's answers, with thresholds that keep the reviewed labels' value shares;
+    nominal, a class-weighted logistic regression on those states or on the model's own
+    value probabilities, whichever cross-validates better. Dimensions without one get the
+    decision rule or prior. Items that helped fit a head get leave-one-out (nominal:
+    out-of-fold) labels, so `agree` on the new run stays honest.
     """
     from annotator.calibration.calibrate import calibrate as run_calibration
     from annotator.calibration.calibrate import describe_run, run_model_file, write_model_with_head
