@@ -177,10 +177,12 @@ def fit_nominal(
     the model's probability of each of the dimension's values; labels: per item, the value
     indices its reviewers gave (each reviewer's label is a training row; the item's rows share
     one unit of weight)."""
+    import sklearn.linear_model  # noqa: F401  (loads scipy's BLAS before the limit is set)
     from threadpoolctl import threadpool_limits  # scikit-learn's dependency
 
     # One BLAS thread: these matrices are small, and on a busy 2-core machine OpenBLAS's
     # threads waiting on each other made a 320-item fit 30 times slower (8 s against 500 s).
+    # The limit covers only the BLAS libraries loaded when it is set, hence the import above.
     with threadpool_limits(1):
         return _fit_nominal(dim, hidden, probs, labels)
 
