@@ -146,7 +146,9 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out) -> None:
                 stderr(
                     f"  {dim}: logistic head fitted on {n} reviewed items; {FOLDS}-fold "
                     f"cross-validated alpha vs the reviewers' majority {shown}, macro-F1 "
-                    f"{head.cv_macro_f1:.3f} ({len(head.classes)} values seen)"
+                    f"{head.cv_macro_f1:.3f} ({len(head.classes)} values seen; on the "
+                    + ("model's value probabilities" if head.inputs == "probs" else "hidden states")
+                    + f", class balance power {head.power:g})"
                 )
             else:
                 stderr(
