@@ -4,8 +4,8 @@ Its inputs are one of two, whichever cross-validates better: the ordinal heads' 
 (annotator/calibration/heads.py: the mean of the item's float16-rounded decision states after
 the middle block), or the log of the model's own probabilities of the dimension's values (a
 learned recalibration of the model's answer, which keeps what a fine-tuned adapter learned;
-on GoEmotions with the bundled adapter it beat the states by cross-validation, 0.32 against
-0.14 alpha, bench/nominal_quality.py). Applying a head needs only numpy, softmax(W x + b);
+on GoEmotions with the bundled adapter it beat the states by cross-validation, 0.31 against
+about 0.14 alpha, bench/nominal_quality.py and README). Applying a head needs only numpy, softmax(W x + b);
 fitting uses scikit-learn's LogisticRegression (L2, multinomial), imported only when fitting.
 
 Rare values: each labelled item's weight is multiplied by (n / (values x its value's count))
