@@ -5,8 +5,9 @@ Its inputs are one of two, whichever cross-validates better: the ordinal heads' 
 the middle block), or the log of the model's own probabilities of the dimension's values (a
 learned recalibration of the model's answer, which keeps what a fine-tuned adapter learned;
 on GoEmotions with the bundled adapter it beat the states by cross-validation, 0.31 against
-about 0.14 alpha, bench/nominal_quality.py and README). Applying a head needs only numpy, softmax(W x + b);
-fitting uses scikit-learn's LogisticRegression (L2, multinomial), imported only when fitting.
+about 0.14 alpha, bench/nominal_quality.py and README). Applying a head needs only numpy,
+softmax(W x + b); fitting uses scikit-learn's LogisticRegression (L2, multinomial), imported
+only when fitting.
 
 Rare values: each labelled item's weight is multiplied by (n / (values x its value's count))
 to a power: 1 is "balanced" class weights (a value seen on 2% of the items pulls as hard as
