@@ -10,6 +10,7 @@ import pytest
 from conftest import SAMPLES, run_cli, write_csv
 
 from annotator.calibration.heads import fit_dimension
+from annotator.calibration.nominal import fit_nominal
 from annotator.modelfile import KEY_CALIBRATION, read_model_info
 from annotator.project.store import Store
 
@@ -47,8 +48,12 @@ def project(tmp_path_factory):
     # A reviewer labels 30 of the 40 items; 10 stay unreviewed. The labels only need to vary:
     # this checks the mechanics (quality is bench/quality.py's job).
     reviewed = items[:30]
-    rows = [{"id": r["id"], "positivity": 1 + len(r["text"]) % 3} for r in reviewed]
-    review = write_csv(tmp / "review.csv", rows, ["id", "positivity"])
+    kinds = ("praise", "complaint", "other")
+    rows = [
+        {"id": r["id"], "positivity": 1 + len(r["text"]) % 3, "kind": kinds[len(r["text"]) % 2]}
+        for r in reviewed
+    ]
+    review = write_csv(tmp / "review.csv", rows, ["id", "positivity", "kind"])
     assert run_cli("review", "import", str(db), str(review), "--reviewer", "ann").returncode == 0
     return tmp, db, items, rows
 
@@ -77,7 +82,7 @@ def test_calibrate_fits_a_head_with_leave_one_out_labels_and_ships_it(project):
     done = run_cli("calibrate", str(db), "--reviewer", "ann", "--out", str(model))
     assert done.returncode == 0, done.stderr
     assert "positivity: head fitted on 30 reviewed items" in done.stderr
-    assert "kind: no head (nominal" in done.stderr
+    assert "kind: logistic head fitted on 30 reviewed items; 5-fold" in done.stderr
     # On the embedded model: a head file of a few kB, not a 253 MB copy (tests/test_head_file.py).
     assert f"wrote {model}, head file (" in done.stderr and model.stat().st_size < 1_000_000
     with Store(db) as store:
@@ -100,11 +105,26 @@ def test_calibrate_fits_a_head_with_leave_one_out_labels_and_ships_it(project):
         [targets[i] for i in ids],
     )
     assert [dim.values.index(derived[i].labels["positivity"].value) for i in ids] == fit.loo_labels
+    # The nominal dimension: a logistic head, out-of-fold labels for its reviewed items.
+    kind = info.rubric.dimension("kind")
+    given = {r["id"]: [kind.values.index(r["kind"])] for r in reviews}
+    nominal = fit_nominal(
+        kind,
+        np.stack([hidden[i] for i in ids]),
+        [stored[i].probs["kind"] for i in ids],
+        [given[i] for i in ids],
+    )
+    assert [kind.values.index(derived[i].labels["kind"].value) for i in ids] == nominal.loo_labels
+    assert head.dims["kind"].classes == (0, 1)  # "other" was never given
     # Unreviewed items: the shipped head's label.
     unreviewed = [r["id"] for r in items[30:]]
     for i in unreviewed:
-        assert derived[i].labels["positivity"].value == dim.values[head.choose(dim, hidden[i])[0]]
-        assert derived[i].labels["kind"] == stored[i].labels["kind"]  # the rule, unchanged
+        assert (
+            derived[i].labels["positivity"].value == dim.values[head.choose(dim, hidden[i], [])[0]]
+        )
+        chosen, margin = head.choose(kind, hidden[i], stored[i].probs["kind"])
+        assert derived[i].labels["kind"].value == kind.values[chosen]
+        assert derived[i].labels["kind"].margin == pytest.approx(margin)
     # The same calibration again reuses its run: results are byte-identical.
     again = run_cli("calibrate", str(db), "--reviewer", "ann", "--run", "1")
     assert again.returncode == 0 and "run 2 from run 1" in again.stderr
@@ -113,16 +133,17 @@ def test_calibrate_fits_a_head_with_leave_one_out_labels_and_ships_it(project):
     field = tmp / "field.db"
     done = run_cli("annotate", str(data), "--model", str(model), "--project", str(field), *N_CTX)
     assert done.returncode == 0, done.stderr
-    assert "calibration head from the model file on positivity" in done.stderr
+    assert "calibration head from the model file on kind, positivity" in done.stderr
     with Store(field) as store:
         shipped = {o.item_id: o.labels for o in store.outputs(1)}
         assert store.run(1).settings["readout"]["head"]["sha256"] == head.sha256
-    assert {i: shipped[i]["positivity"].value for i in unreviewed} == {
-        i: derived[i].labels["positivity"].value for i in unreviewed
-    }
+    for name in ("positivity", "kind"):
+        assert {i: shipped[i][name].value for i in unreviewed} == {
+            i: derived[i].labels[name].value for i in unreviewed
+        }
     shown = run_cli("inspect", str(model))
     assert shown.returncode == 0
-    assert "calibration   head on positivity (30 reviewed items" in shown.stdout
+    assert "calibration   head on kind, positivity (30 reviewed items" in shown.stdout
 
 
 def test_label_free_batch_prior_and_refusals(project):

@@ -137,7 +137,7 @@ def test_a_reviewer_named_like_markup_is_stored_and_printed_as_text(tmp_path):
         done = run_cli("review", "import", str(project), str(labels), "--reviewer", reviewer)
         assert done.returncode == 0, done.stderr
         assert f"stored 4 labels from {reviewer!r} for 4 items" in done.stderr
-    done = run_cli("agree", str(project), "--bootstrap", "0", env={"COLUMNS": "200"})
+    done = run_cli("agree", str(project), "--bootstrap", "0", "--pairs", env={"COLUMNS": "200"})
     assert done.returncode == 0, done.stderr
     text = " ".join(done.stdout.split())
     for reviewer in ("[bob]", "[/x]", ":smile:"):

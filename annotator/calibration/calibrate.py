@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from annotator.calibration.heads import MIN_ITEMS, DimHead, Head, fit_dimension
+from annotator.calibration.heads import MIN_ITEMS, DimHead, Fit, Head, fit_dimension
+from annotator.calibration.nominal import NominalFit, NominalHead, fit_nominal
 from annotator.calibration.readout import Readout, mean_distribution
 from annotator.errors import AnnotatorError
 from annotator.project.reviews import unbiased_labels
@@ -78,10 +79,11 @@ def calibrate(
             },
         )
     hidden = {o.item_id: _states(o, len(rubric.dimensions)) for o in outputs}
+    probs = {o.item_id: o.probs or {} for o in outputs}
     result = CalibrationResult(run.id, 0, None, {})
     loo: dict[str, dict[str, int]] = {}
     if fit_head:
-        loo = _fit_heads(store, rubric, hidden, reviewer, result, int(layer))
+        loo = _fit_heads(store, rubric, hidden, probs, reviewer, result, int(layer))
     relabelled = [
         _relabel(rubric, o, readout, hidden[o.item_id], result.head, loo) for o in outputs
     ]
@@ -108,6 +110,7 @@ def _fit_heads(
     store: Store,
     rubric: Rubric,
     hidden: dict[str, np.ndarray],
+    probs: dict[str, dict[str, list[float]]],
     reviewer: str | None,
     result: CalibrationResult,
     layer: int,
@@ -120,7 +123,7 @@ def _fit_heads(
                 f"(reviewers: {', '.join(sorted(labels)) or 'none'})"
             )
         labels = {reviewer: labels[reviewer]}
-    heads: dict[str, DimHead] = {}
+    heads: dict[str, DimHead | NominalHead] = {}
     loo: dict[str, dict[str, int]] = {}
     used: set[str] = set()
     considered = sorted(
@@ -131,9 +134,6 @@ def _fit_heads(
     )
     result.reviews_sha256 = hashlib.sha256(json.dumps(considered).encode("utf-8")).hexdigest()
     for dim in rubric.dimensions:
-        if dim.scale == "nominal":
-            result.left_out[dim.name] = "nominal: keeps the rule"
-            continue
         given: dict[str, list[int]] = {}
         for by_item in labels.values():
             for (item_id, name), value in by_item.items():
@@ -149,8 +149,13 @@ def _fit_heads(
             )
             continue
         states = np.stack([hidden[i] for i in items])
-        targets = [float(np.mean(given[i])) for i in items]
-        fit = fit_dimension(dim, states, targets, positions)
+        if dim.scale == "nominal":
+            fit: Fit | NominalFit = fit_nominal(
+                dim, states, [probs[i][dim.name] for i in items], [given[i] for i in items]
+            )
+        else:
+            targets = [float(np.mean(given[i])) for i in items]
+            fit = fit_dimension(dim, states, targets, positions)
         heads[dim.name] = fit.head
         loo[dim.name] = dict(zip(items, fit.loo_labels, strict=True))
         result.fitted[dim.name] = len(items)
@@ -175,7 +180,7 @@ def _relabel(
     for dim in rubric.dimensions:
         probs = output.probs[dim.name]
         if head is not None and dim.name in head.dims:
-            chosen, margin = head.choose(dim, states)
+            chosen, margin = head.choose(dim, states, probs)
             chosen = loo[dim.name].get(output.item_id, chosen)
         else:
             chosen, margin = readout.choose(dim, probs)
@@ -187,14 +192,25 @@ def describe_head(head: Head | dict) -> str:
     """One line on a calibration head (a Head, or the summary a run records)."""
     summary = head.describe() if isinstance(head, Head) else head
     dims = summary.get("dims", {})
-    alphas = ", ".join(
-        f"{name} {d['loo_alpha']:.2f}" if d.get("loo_alpha") is not None else f"{name} undefined"
-        for name, d in sorted(dims.items())
-    )
+
+    def shown(name: str, d: dict) -> str:
+        a = d.get("loo_alpha")
+        text = f"{name} {a:.2f}" if a is not None else f"{name} undefined"
+        if d.get("kind") == "logistic":  # nominal: out-of-fold figures
+            text += f" ({d.get('folds', '?')}-fold, macro-F1 {d.get('cv_macro_f1', 0):.2f})"
+        return text
+
+    alphas = ", ".join(shown(name, d) for name, d in sorted(dims.items()))
+    nominal = any(d.get("kind") == "logistic" for d in dims.values())
     return (
         f"head on {', '.join(sorted(dims))} ({summary.get('fitted', {}).get('items', '?')} "
-        f"reviewed items; block {summary.get('layer', '?')}; leave-one-out alpha vs the "
-        f"reviewers' mean {alphas}; sha256 {str(summary.get('sha256', ''))[:12]})"
+        f"reviewed items; block {summary.get('layer', '?')}; "
+        + (
+            "out-of-sample alpha vs the reviewers' mean or majority "
+            if nominal
+            else "leave-one-out alpha vs the reviewers' mean "
+        )
+        + f"{alphas}; sha256 {str(summary.get('sha256', ''))[:12]})"
     )
 
 

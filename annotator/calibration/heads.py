@@ -15,7 +15,8 @@ does not.
 Fitting is leave-one-out: the ridge strength is chosen by the closed-form leave-one-out error,
 the thresholds are cut on leave-one-out scores (what scores of new items look like), and the
 alpha a fit reports compares leave-one-out labels with the labels, so no item's own label was
-used to predict it. Nominal dimensions keep the run's rule.
+used to predict it. A nominal dimension gets a multinomial logistic head on the same features
+(annotator/calibration/nominal.py).
 
 A head is a few kB per dimension (weights as float32, base64 in JSON): it travels in a GGUF
 file's metadata (`annotator.calibration`) and in a run's record. Hidden states are stored in
@@ -31,13 +32,20 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from annotator.errors import AnnotatorError, printable
 from annotator.rubric import Dimension, Rubric
 
-FORMAT = 2  # 2: the head names the block it reads (format 1 read the final hidden state)
+if TYPE_CHECKING:
+    from annotator.calibration.nominal import NominalHead
+
+# 2: the head names the block it reads (format 1 read the final hidden state);
+# 3: each dimension names its kind, ridge (ordinal, interval) or logistic (nominal).
+FORMAT = 3
+KINDS = {2: "hidden-ridge", 3: "hidden-probe"}  # format -> the JSON's kind
 FEATURES = "mean-of-decision-states"
 RIDGE_GRID = tuple(10.0**k for k in range(-2, 7))  # relative to the mean squared singular value
 MIN_ITEMS = 20  # fewer labelled items than this: no head for the dimension
@@ -68,21 +76,28 @@ class DimHead:
 
 @dataclass(frozen=True)
 class Head:
-    dims: Mapping[str, DimHead]
+    dims: Mapping[str, DimHead | NominalHead]
     n_embd: int
     fitted: Mapping[str, object]  # what it was fitted on: counts and names, never item ids
     layer: int  # the block whose output it reads (EngineSettings.hidden_layer)
 
-    def choose(self, dim: Dimension, hidden: np.ndarray) -> tuple[int, float]:
-        """(value index, margin) for `dim` from the item's hidden states (dimensions x n_embd)."""
-        return self.dims[dim.name].choose(hidden)
+    def choose(
+        self, dim: Dimension, hidden: np.ndarray, probs: Sequence[float] = ()
+    ) -> tuple[int, float]:
+        """(value index, margin) for `dim` from the item's hidden states (dimensions x n_embd)
+        and the model's probabilities of `dim`'s values (a nominal head may read them)."""
+        head = self.dims[dim.name]
+        return head.choose(hidden) if isinstance(head, DimHead) else head.choose(hidden, probs)
 
     def to_json(self) -> str:
         dims = {}
         for name, d in sorted(self.dims.items()):
-            raw = np.asarray(d.weights, dtype="<f4").tobytes()
+            if not isinstance(d, DimHead):
+                dims[name] = d.to_dict(_base64_float32)
+                continue
             dims[name] = {
-                "weights": base64.b64encode(raw).decode("ascii"),
+                "kind": "ridge",
+                "weights": _base64_float32(d.weights),
                 "bias": d.bias,
                 "thresholds": list(d.thresholds),
                 "spread": d.spread,
@@ -93,7 +108,7 @@ class Head:
         return json.dumps(
             {
                 "format": FORMAT,
-                "kind": "hidden-ridge",
+                "kind": KINDS[FORMAT],
                 "features": FEATURES,
                 "n_embd": self.n_embd,
                 "layer": self.layer,
@@ -110,7 +125,7 @@ class Head:
     def describe(self) -> dict:
         """What a run records and `inspect` shows: everything but the weights."""
         return {
-            "kind": "hidden-ridge",
+            "kind": KINDS[FORMAT],
             "sha256": self.sha256,
             "fitted": dict(self.fitted),
             "layer": self.layer,
@@ -120,9 +135,15 @@ class Head:
                     "loo_alpha": d.loo_alpha,
                     "thresholds": [round(t, 4) for t in d.thresholds],
                 }
+                if isinstance(d, DimHead)
+                else d.summary()
                 for name, d in sorted(self.dims.items())
             },
         }
+
+
+def _base64_float32(values: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode("ascii")
 
 
 def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head:
@@ -181,19 +202,19 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
         )
     if (
         not isinstance(data, dict)
-        or data.get("format") != FORMAT
+        or data.get("format") not in KINDS
+        or data.get("kind") != KINDS[data["format"]]
         or data.get("features") != FEATURES
-        or data.get("kind") != "hidden-ridge"
     ):
         raise bad(
-            f"must be a JSON object with format {FORMAT}, kind 'hidden-ridge' and "
-            f"features {FEATURES!r}"
+            f"must be a JSON object with format {FORMAT} and kind {KINDS[FORMAT]!r} (or "
+            f"format 2 and kind {KINDS[2]!r}) and features {FEATURES!r}"
         )
     if not isinstance(data.get("dims"), dict) or not data["dims"]:
         raise bad("needs dims, an object with a head per dimension")
     n_embd = int(number(data, "n_embd", "", integer=True, low=1, high=65536))
     layer = int(number(data, "layer", "", integer=True, low=0, high=4095))
-    dims = {}
+    dims: dict[str, DimHead | NominalHead] = {}
     for name, d in data["dims"].items():
         if not name.isprintable() or not 0 < len(name) <= 64:
             raise bad(
@@ -203,13 +224,29 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
         where = f"dims.{name}"
         if not isinstance(d, dict):
             raise bad(f"{where} must be an object")
+        # Format 2 had ridge heads only; format 3 names each dimension's kind.
+        kind = d.get("kind", "ridge") if data["format"] == 2 else d.get("kind")
+        if kind not in ("ridge", "logistic"):
+            raise bad(f"{where}.kind must be 'ridge' or 'logistic'")
         raw = d.get("weights")
-        if not isinstance(raw, str) or len(raw) > 8 * 65536:
+        # A logistic head holds a row per value (at most 1024 values of 640 floats, base64).
+        if not isinstance(raw, str) or len(raw) > 8 * 65536 * (1024 if kind == "logistic" else 1):
             raise bad(f"{where}.weights must be base64 text")
         try:
             weights = np.frombuffer(base64.b64decode(raw, validate=True), dtype="<f4")
         except ValueError:
             raise bad(f"{where}.weights must be base64 float32 values") from None
+        dim = None
+        if rubric is not None:
+            try:
+                dim = rubric.dimension(name)
+            except KeyError:
+                raise bad(f"names dimension {name!r}, which the rubric does not have") from None
+        if kind == "logistic":
+            from annotator.calibration.nominal import nominal_from_dict
+
+            dims[name] = nominal_from_dict(d, where, n_embd, weights, number, bad, dim)
+            continue
         if weights.shape != (n_embd,) or not np.isfinite(weights).all():
             raise bad(f"{where}.weights must be {n_embd} (n_embd) finite float32 values")
         cuts = d.get("thresholds")
@@ -225,13 +262,8 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
         ridge = number(d, "ridge", where, low=0)
         n = int(number(d, "n", where, integer=True, low=1, high=2**31))
         loo = None if d.get("loo_alpha") is None else number(d, "loo_alpha", where, high=1)
-        if rubric is not None:
-            try:
-                dim = rubric.dimension(name)
-            except KeyError:
-                raise bad(f"names dimension {name!r}, which the rubric does not have") from None
-            if dim.scale == "nominal" or len(thresholds) != len(dim.values) - 1:
-                raise bad(f"{where} does not fit the rubric's values")
+        if dim is not None and (dim.scale == "nominal" or len(thresholds) != len(dim.values) - 1):
+            raise bad(f"{where} does not fit the rubric's values")
         dims[name] = DimHead(weights.astype(np.float32), bias, thresholds, spread, n, ridge, loo)
     fitted = data.get("fitted", {})
     if not isinstance(fitted, dict) or len(fitted) > 32:

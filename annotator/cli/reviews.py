@@ -130,11 +130,13 @@ def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
 def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, full, curve) -> None:
     """Read a run's labels out again, without running the model, into a new run.
 
-    Fits a small head per ordinal or interval dimension (a ridge probe on the mean of the
-    model's middle-block hidden states at the item's answers, with thresholds that keep the
-    reviewed labels' value shares) on items reviewed in
-    the audit sample or imported, and applies a decision rule or prior to the rest. Items
-    that helped fit the head get leave-one-out labels, so `agree` on the new run stays honest.
+    Fits a small head per dimension on items reviewed in the audit sample or imported:
+    ordinal and interval, a ridge probe on the mean of the model's middle-block hidden states
+    at the item's answers, with thresholds that keep the reviewed labels' value shares;
+    nominal, a class-weighted logistic regression on those states or on the model's own
+    value probabilities, whichever cross-validates better. Dimensions without one get the
+    decision rule or prior. Items that helped fit a head get leave-one-out (nominal:
+    out-of-fold) labels, so `agree` on the new run stays honest.
 
     With --curve: for each size, heads fitted on 20 random subsets of that many reviewed items
     label held-out items (never sharing an input text with a fitted one); the mean alpha
@@ -149,6 +151,7 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, full, curve
     from annotator.calibration.calibrate import calibrate as run_calibration
     from annotator.calibration.calibrate import describe_run
     from annotator.calibration.headfile import HEAD_FILE, run_model_file, write_model_with_head
+    from annotator.calibration.nominal import FOLDS, NominalHead
     from annotator.project.store import Store
 
     if full and out is None:
@@ -161,13 +164,24 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, full, curve
         new_run = store.run(result.run_id)
         for dim, n in result.fitted.items():
             assert result.head is not None
-            loo = result.head.dims[dim].loo_alpha
-            # Against the reviewers' rounded mean label: less noisy than any one reviewer, so
-            # higher than `agree` (each reviewer alone) will show.
-            stderr(
-                f"  {dim}: head fitted on {n} reviewed items; leave-one-out alpha vs the "
-                "reviewers' mean " + ("undefined" if loo is None else f"{loo:.3f}")
-            )
+            head = result.head.dims[dim]
+            loo = head.loo_alpha
+            shown = "undefined" if loo is None else f"{loo:.3f}"
+            # Against the reviewers' rounded mean (nominal: most given) label: less noisy than
+            # any one reviewer, so higher than `agree` (each reviewer alone) will show.
+            if isinstance(head, NominalHead):
+                stderr(
+                    f"  {dim}: logistic head fitted on {n} reviewed items; {FOLDS}-fold "
+                    f"cross-validated alpha vs the reviewers' majority {shown}, macro-F1 "
+                    f"{head.cv_macro_f1:.3f} ({len(head.classes)} values seen; on the "
+                    + ("model's value probabilities" if head.inputs == "probs" else "hidden states")
+                    + f", class balance power {head.power:g})"
+                )
+            else:
+                stderr(
+                    f"  {dim}: head fitted on {n} reviewed items; leave-one-out alpha vs the "
+                    f"reviewers' mean {shown}"
+                )
         for dim, why in result.left_out.items():
             stderr(f"  {dim}: no head ({why})")
         stderr(f"run {result.run_id} from run {result.parent}: {describe_run(new_run)}")

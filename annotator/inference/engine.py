@@ -197,7 +197,7 @@ class Engine:
             probs = raw.probs[index]
             if self.head is not None and dim.name in self.head.dims:
                 assert raw.hidden is not None
-                chosen, margin = self.head.choose(dim, raw.hidden)
+                chosen, margin = self.head.choose(dim, raw.hidden, probs)
             else:
                 chosen, margin = self.readout.choose(dim, probs)
             decisions[dim.name] = Decision(dim.values[chosen], probs[chosen], margin, tuple(probs))
