@@ -260,18 +260,39 @@ def _annotate_summary(s, skipped, tie_margin: float, interrupted: bool) -> None:
     "would run as a formula (starting with = + - @, tab or CR, other than a "
     "plain number such as -1) gets a leading single quote.",
 )
-def results(project, out, run_id, with_probs, raw_cells) -> None:
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["labelstudio", "prodigy"]),
+    help="Write --out for another tool's import: labelstudio, a JSON list of tasks with "
+    "the run's labels as predictions; prodigy, JSONL choice tasks answered with them "
+    "(one dimension: see --dimension). Fields kept by `annotator import` go back in.",
+)
+@click.option(
+    "--dimension", help="With --format prodigy: the dimension to write [default: the only one]."
+)
+def results(project, out, run_id, with_probs, raw_cells, fmt, dimension) -> None:
     """One row per item: id, each dimension's value, <dimension>_p (its probability),
     <dimension>_margin (how far the rule is from another value) and truncated (tokens cut to
     fit the context)."""
     from annotator.project.results import print_table, result_rows, write_results
     from annotator.project.store import Store
 
+    if fmt is not None and out is None:
+        raise click.UsageError("--format needs --out")
+    if dimension is not None and fmt != "prodigy":
+        raise click.UsageError("--dimension is for --format prodigy")
     with Store(project) as store:
         rubric = store.rubric()
         if rubric is None:
             raise AnnotatorError(f"{project}: no annotation run yet")
         run = store.run(run_id)
+        if fmt is not None:
+            from annotator.formats import write_results_as
+
+            n = write_results_as(store, rubric, run, fmt, out, dimension)
+            stderr(f"wrote {n} tasks to {out}")
+            return
         rows = result_rows(rubric, store.outputs(run.id), with_probs)
     if out is None:
         print_table(rubric, rows)

@@ -16,6 +16,7 @@ import click
 
 from annotator import __version__
 from annotator.cli.annotate import annotate, results
+from annotator.cli.formats import import_file
 from annotator.cli.info import doctor, inspect, tui
 from annotator.cli.kit import kit
 from annotator.cli.project import project
@@ -52,7 +53,19 @@ def cli() -> None:
     """
 
 
-for _command in (annotate, results, review, calibrate, agree, doctor, inspect, tui, kit, project):
+for _command in (
+    annotate,
+    results,
+    import_file,
+    review,
+    calibrate,
+    agree,
+    doctor,
+    inspect,
+    tui,
+    kit,
+    project,
+):
     cli.add_command(_command)
 cli.add_command(review, name="reviews")  # `annotator reviews export` works too
 
