@@ -1,5 +1,6 @@
 """Prodigy's JSONL: annotated `textcat` and `choice` tasks in (as `prodigy db-out` writes
-them), `choice` tasks out (as a Prodigy stream or `db-in` reads them).
+them), `choice` tasks with the model's label pre-selected out (as a Prodigy stream or `db-in` reads
+them).
 
 The shapes follow Prodigy's documentation ("Annotation task formats": `text`, `meta`,
 `_input_hash`, `_task_hash`, `answer` accept/reject/ignore; textcat: `label`; choice: `options`
@@ -128,8 +129,10 @@ def _raw_value(record: dict, where: str) -> tuple[object, str]:
 def write_lines(
     out: Path, rubric: Rubric, dim: Dimension, items: list[Item], outputs: list[Output], kept: dict
 ) -> int:
-    """One `choice` task per item, answered with the run's label: its inputs (`text` the first
-    one), `meta` with the item id, the dimension's values as `options` and the label accepted."""
+    """One `choice` task per item with the run's label pre-selected: its inputs (`text` the
+    first one), `meta` with the item id and the label's probability, the dimension's values as
+    `options` and the label in `accept`. No `answer`: the model's label is a suggestion for an
+    annotator (`db-in` marks every task accepted by default if they go straight in)."""
     fields = {i.id: i.fields for i in items}
     options = [{"id": v, "text": str(v)} for v in dim.values]
     lines = []
@@ -144,11 +147,13 @@ def write_lines(
                 "text": inputs[rubric.inputs[0].column],
                 **inputs,
                 **task,
-                "meta": {**(meta if isinstance(meta, dict) else {}), "id": output.item_id},
+                "meta": {
+                    **(meta if isinstance(meta, dict) else {}),
+                    "id": output.item_id,
+                    "score": round(label.prob, 6),
+                },
                 "options": options,
                 "accept": [label.value],
-                "answer": "accept",
-                "score": round(label.prob, 6),
             }
         )
     # JSONL rows are written as they are, atomically and readable by the owner only.
