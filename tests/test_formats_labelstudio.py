@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import annotator
 
+from annotator.data import read_items
 from annotator.errors import AnnotatorError
 from annotator.formats import kept_fields, store_import, write_results_as
 from annotator.formats.labelstudio import read_tasks
@@ -206,10 +207,14 @@ def test_a_refused_file_stores_nothing_and_keeps_what_was_there(tmp_path, capsys
 def test_the_commands_import_and_write_results(tmp_path, capsys):
     project = tmp_path / "p.db"
     rubric = DATA / "reviews.toml"
+    items = tmp_path / "items.jsonl"
     code, err = annotator(capsys, "import", str(project), str(EXPORT), "--format", "labelstudio",
-                   "--rubric", str(rubric))  # fmt: skip
+                          "--rubric", str(rubric), "--items-out", str(items))  # fmt: skip
     assert code == 0, err
     assert err.strip() == "imported 3 items and 6 labels from 2 reviewers"
+    # The items as `annotate` reads a data file: the same ids and text, so it labels them.
+    _, read, skipped = read_items(items, ["text"])
+    assert [(i.id, i.fields) for i in read] == contents(project)[0] and skipped == []
     _annotate(project)
     out = tmp_path / "tasks.json"
     code, err = annotator(

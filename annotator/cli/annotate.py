@@ -265,7 +265,7 @@ def _annotate_summary(s, skipped, tie_margin: float, interrupted: bool) -> None:
     "fmt",
     type=click.Choice(["labelstudio", "prodigy"]),
     help="Write --out for another tool's import: labelstudio, a JSON list of tasks with "
-    "the run's labels as predictions; prodigy, JSONL choice tasks answered with them "
+    "the run's labels as predictions; prodigy, JSONL choice tasks with them pre-selected "
     "(one dimension: see --dimension). Fields kept by `annotator import` go back in.",
 )
 @click.option(
@@ -274,7 +274,7 @@ def _annotate_summary(s, skipped, tie_margin: float, interrupted: bool) -> None:
 def results(project, out, run_id, with_probs, raw_cells, fmt, dimension) -> None:
     """One row per item: id, each dimension's value, <dimension>_p (its probability),
     <dimension>_margin (how far the rule is from another value) and truncated (tokens cut to
-    fit the context)."""
+    fit the context). With --format, one task per item in that tool's import shape instead."""
     from annotator.project.results import print_table, result_rows, write_results
     from annotator.project.store import Store
 

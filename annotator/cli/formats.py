@@ -30,15 +30,24 @@ from annotator.errors import AnnotatorError
 @click.option(
     "--dimension", help="prodigy: the dimension each line labels [default: the rubric's only one]."
 )
-def import_file(project, file, fmt, rubric_path, dimension) -> None:
+@click.option(
+    "--items-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the file's items (id and input columns, .jsonl or .csv) for "
+    "`annotator annotate ITEMS --project PROJECT` to label.",
+)
+def import_file(project, file, fmt, rubric_path, dimension, items_out) -> None:
     """Import FILE's items and their annotations into PROJECT.
 
-    Each annotator becomes a reviewer (imported reviews count towards `agree`). Label Studio:
-    a choices, rating or taxonomy control is the dimension of its name. Prodigy: a textcat
-    label or a choice option id is the dimension's value. Fields not mapped are kept and
-    written back by `results --format`. A file that does not fit the rubric is refused whole,
-    naming the record and field; nothing is stored then.
+    Each annotator becomes a reviewer (imported reviews count towards `agree`).
+    Label Studio: the task id is the item id; a choices, rating or taxonomy control (one
+    choice, the stars, one path's last name) labels the dimension of its name. Prodigy:
+    meta.id (else _input_hash) is the item id; an accepted textcat label or choice option id
+    is the dimension's value, a rejected or ignored task gives none. Fields not mapped are
+    kept and written back by `results --format`. A file that does not fit the rubric is
+    refused whole, naming the record and field; nothing is stored then.
     """
+    from annotator.data import data_format, write_rows
     from annotator.formats import store_import
     from annotator.project.store import Store
     from annotator.rubric import load_rubric
@@ -64,8 +73,15 @@ def import_file(project, file, fmt, rubric_path, dimension) -> None:
         from annotator.formats.prodigy import read_lines
 
         found = read_lines(file, rubric, dimension)
+    if items_out is not None:
+        data_format(items_out)  # an unknown suffix fails before anything is stored
     with Store(project) as store:
         stored = store_import(store, rubric, fmt, found, file)
+    if items_out is not None:
+        columns = ["id", *(f.column for f in rubric.inputs)]
+        rows = ({"id": i.id, **i.fields} for i in found.items)
+        # As `annotate` reads them back: JSONL exactly, CSV without formula quotes.
+        write_rows(items_out, columns, rows, private=True, raw_cells=True)
     stderr(
         f"imported {stored.items} items and {stored.labels} labels from "
         f"{stored.reviewers} reviewers"
