@@ -111,8 +111,10 @@ def test_results_are_tasks_in_the_documented_import_shape(tmp_path):
         ours = task["predictions"][-1]
         assert ours["model_version"] == f"annotator run {run_id} ({'ab' * 6})"
         assert isinstance(ours["score"], float)
+        ids = [e["id"] for p in task["predictions"] for e in p["result"]]
+        assert len(set(ids)) == len(ids)  # "different IDs for ... their result items"
         for entry in ours["result"]:
-            assert set(entry) == {"from_name", "to_name", "type", "value", "score"}
+            assert set(entry) == {"id", "from_name", "to_name", "type", "value"}
             assert entry["to_name"] == "text" and entry["type"] in ("choices", "rating")
             assert set(entry["value"]) == {entry["type"]}
     first = tasks[0]["predictions"][-1]["result"]

@@ -73,6 +73,17 @@ def test_every_line_s_other_fields_are_kept(tmp_path):
     assert kept["r3"]["lines"][0]["answer"] == "reject"
 
 
+def test_a_second_file_adds_its_lines_to_what_was_kept(tmp_path):
+    project = imported(tmp_path / "p.db", TEXTCAT)
+    imported(project, CHOICE)
+    imported(project, CHOICE)  # the same file again adds nothing
+    with Store(project) as store:
+        kept = kept_fields(store, "prodigy")
+    assert [line["_view_id"] for line in kept["r1"]["lines"] if "_view_id" in line] == ["choice"]
+    assert len(kept["r1"]["lines"]) == 3 and len(kept["r3"]["lines"]) == 2
+    assert kept["r1"]["lines"][0] == {k: v for k, v in lines(TEXTCAT)[0].items() if k != "text"}
+
+
 def test_a_rubric_of_several_dimensions_needs_one_named():
     with pytest.raises(AnnotatorError) as err:
         read_lines(TEXTCAT, RUBRIC)

@@ -91,6 +91,14 @@ def store_import(
                 f"{source} record {item.row}: id {printable(item.id, 60)!r} is already in the "
                 "project with other text; nothing imported"
             )
+    # Fields kept by an earlier import of the same items stay: Prodigy's lines add up (one
+    # file per dataset or annotator), Label Studio's task fields are replaced by the newer.
+    before = kept_fields(store, fmt)
+    for tid, extra in found.extras.items():
+        old = before.get(tid, {})
+        if "lines" in old and "lines" in extra:
+            extra["lines"] = old["lines"] + [x for x in extra["lines"] if x not in old["lines"]]
+        found.extras[tid] = {**old, **extra}
     store.add_items(found.items)
     labels = 0
     for reviewer, rows in found.reviews.items():

@@ -76,7 +76,7 @@ def _annotations(raw: object, rubric: Rubric, tid: str, where: str, found: Impor
         result = ann.get("result")
         if not isinstance(result, list):
             raise AnnotatorError(f"{at}.result: missing or not a list")
-        rows = found.reviews.setdefault(reviewer, [])
+        rows = found.reviews.get(reviewer, [])
         for k, entry in enumerate(result):
             dim, value = _result_value(entry, rubric, f"{at}.result[{k}]")
             if any(r[0] == tid and r[1] == dim for r in rows):
@@ -85,6 +85,8 @@ def _annotations(raw: object, rubric: Rubric, tid: str, where: str, found: Impor
                     "for this task"
                 )
             rows.append((tid, dim, value))
+        if rows:  # an annotation with an empty result names no reviewer of anything
+            found.reviews[reviewer] = rows
 
 
 def _user(completed_by: object) -> object:
@@ -170,16 +172,20 @@ def write_tasks(
             kind = _control(dim)
             result.append(
                 {
+                    # Label Studio wants ids that differ between a task's results
+                    # (guide/predictions): the run and the dimension make one.
+                    "id": f"annotator_run{run.id}_{dim.name}",
                     "from_name": dim.name,
                     "to_name": _to_name(extra, dim.name, default_target),
                     "type": kind,
                     "value": {kind: label.value if kind == "rating" else [str(label.value)]},
-                    "score": round(label.prob, 6),
                 }
             )
         probs = [output.labels[d.name].prob for d in rubric.dimensions]
         prediction = {
             "model_version": f"annotator run {run.id} ({run.model_sha256[:12]})",
+            # The least sure dimension's probability: Label Studio sorts tasks by the score
+            # to show the model's doubtful ones first.
             "score": round(min(probs), 6),
             "result": result,
         }
