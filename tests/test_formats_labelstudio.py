@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers.cli import annotator
 
-from annotator.data import read_items
+from annotator.data import Item, read_items
 from annotator.errors import AnnotatorError
 from annotator.formats import kept_fields, store_import, write_results_as
 from annotator.formats.labelstudio import read_tasks
@@ -226,3 +226,34 @@ def test_the_commands_import_and_write_results(tmp_path, capsys):
     assert err.strip() == f"wrote 3 tasks to {out}"
     assert [t["id"] for t in json.loads(out.read_text())] == [1, 2, 3]
     assert out.stat().st_mode & 0o077 == 0  # it holds item text
+
+
+def test_an_id_that_is_no_integer_goes_in_data_and_comes_back(tmp_path):
+    project = tmp_path / "p.db"
+    with Store(project) as store:
+        store.bind_rubric(RUBRIC)
+        store.add_items([Item("a-1", 1, {"text": "one"}), Item("b 2", 2, {"text": "two"})])
+        run_id, _ = store.find_or_start_run(
+            model_path="m.gguf",
+            model_sha256="ab" * 32,
+            rubric=RUBRIC,
+            data_path="d.csv",
+            data_sha256="0" * 64,
+            settings={},
+        )
+        for item in ("a-1", "b 2"):
+            labels = {"sentiment": Label("Neutral", 0.5, 0.1), "quality": Label(2, 0.5, 0.1)}
+            labels["topic"] = Label("Delivery", 0.5, 0.1)
+            store.save_annotation(run_id, item, labels, 5, 0, 0.01)
+    out = tmp_path / "out.json"
+    with Store(project) as store:
+        write_results_as(store, RUBRIC, store.run(), "labelstudio", out)
+    tasks = json.loads(out.read_text())
+    # guide/tasks: a task's optional `id` is an integer; `data` holds any keys.
+    assert ["id" in t for t in tasks] == [False, False]
+    assert [t["data"] for t in tasks] == [
+        {"text": "one", "id": "a-1"},
+        {"text": "two", "id": "b 2"},
+    ]
+    (tmp_path / "again").mkdir()
+    assert contents(imported(tmp_path / "again", out))[0] == contents(project)[0]

@@ -41,13 +41,20 @@ def read_tasks(path: Path, rubric: Rubric) -> Imported:
         where = f"{path} task[{n}]"
         if not isinstance(task, dict):
             raise AnnotatorError(f"{where}: not a JSON object")
-        tid = item_id(task["id"], f"{where}.id") if "id" in task else str(n + 1)
-        if tid in first:
-            raise AnnotatorError(f"{where}.id: the same id as task[{first[tid]}]")
-        first[tid] = n
         data = task.get("data")
         if not isinstance(data, dict):
             raise AnnotatorError(f"{where}.data: missing or not an object")
+        # The task id; else `data.id`, where `write_tasks` puts an id that is no integer;
+        # else the task's place in the file, as a data file's row number.
+        if "id" in task:
+            tid = item_id(task["id"], f"{where}.id")
+        elif "id" in data:
+            tid = item_id(data["id"], f"{where}.data.id")
+        else:
+            tid = str(n + 1)
+        if tid in first:
+            raise AnnotatorError(f"{where}.id: the same id as task[{first[tid]}]")
+        first[tid] = n
         fields = {}
         for col in (f.column for f in rubric.inputs):
             if col not in data:
@@ -150,9 +157,8 @@ def _to_name(kept: dict, dim: str, default: str) -> str:
     return default
 
 
-def _task_id(text: str) -> int | str:
-    """Label Studio numbers its tasks: an id read from a number goes back as that number."""
-    return int(text) if text.isdigit() and str(int(text)) == text else text
+def _is_number(text: str) -> bool:
+    return text.isdigit() and str(int(text)) == text
 
 
 def write_tasks(
@@ -166,6 +172,11 @@ def write_tasks(
     for output in outputs:
         extra = dict(kept.get(output.item_id, {}))
         data = {**fields[output.item_id], **extra.pop("data", {})}
+        # A task's `id` is an integer (guide/tasks): another id goes in `data`, which holds
+        # any keys, and `read_tasks` finds it there.
+        number = _is_number(output.item_id)
+        if not number:
+            data.setdefault("id", output.item_id)
         result = []
         for dim in rubric.dimensions:
             label = output.labels[dim.name]
@@ -190,7 +201,7 @@ def write_tasks(
             "result": result,
         }
         task = {
-            "id": _task_id(output.item_id),
+            **({"id": int(output.item_id)} if number else {}),
             "data": data,
             **extra,
             "predictions": [*extra.get("predictions", []), prediction],
