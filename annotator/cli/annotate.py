@@ -263,10 +263,11 @@ def _annotate_summary(s, skipped, tie_margin: float, interrupted: bool) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["labelstudio", "prodigy"]),
+    type=click.Choice(["labelstudio", "prodigy", "argilla"]),
     help="Write --out for another tool's import: labelstudio, a JSON list of tasks with "
     "the run's labels as predictions; prodigy, JSONL choice tasks with them pre-selected "
-    "(one dimension: see --dimension). Fields kept by `annotator import` go back in.",
+    "(one dimension: see --dimension); argilla, a JSON list of records with them as "
+    "suggestions. Fields kept by `annotator import` go back in.",
 )
 @click.option(
     "--dimension", help="With --format prodigy: the dimension to write [default: the only one]."

@@ -1,4 +1,5 @@
-"""`annotator import`: another tool's file (Label Studio, Prodigy) as items and reviews."""
+"""`annotator import`: another tool's file (Label Studio, Prodigy, Argilla) as items and
+reviews."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from annotator.errors import AnnotatorError
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["labelstudio", "prodigy"]),
+    type=click.Choice(["labelstudio", "prodigy", "argilla"]),
     required=True,
     help="labelstudio: its JSON export (tasks with annotations); prodigy: JSONL of "
     "answered textcat or choice tasks (as `prodigy db-out` writes).",
@@ -43,9 +44,10 @@ def import_file(project, file, fmt, rubric_path, dimension, items_out) -> None:
     Label Studio: the task id is the item id; a choices, rating or taxonomy control (one
     choice, the stars, one path's last name) labels the dimension of its name. Prodigy:
     meta.id (else _input_hash) is the item id; an accepted textcat label or choice option id
-    is the dimension's value, a rejected or ignored task gives none. Fields not mapped are
-    kept and written back by `results --format`. A file that does not fit the rubric is
-    refused whole, naming the record and field; nothing is stored then.
+    is the dimension's value, a rejected or ignored task gives none. Argilla: the record id is
+    the item id; a submitted response to the question named like a dimension is its value.
+    Fields not mapped are kept and written back by `results --format`. A file that does not
+    fit the rubric is refused whole, naming the record and field; nothing is stored then.
     """
     from annotator.data import data_format, write_rows
     from annotator.formats import store_import
@@ -69,6 +71,10 @@ def import_file(project, file, fmt, rubric_path, dimension, items_out) -> None:
         from annotator.formats.labelstudio import read_tasks
 
         found = read_tasks(file, rubric)
+    elif fmt == "argilla":
+        from annotator.formats.argilla import read_records
+
+        found = read_records(file, rubric)
     else:
         from annotator.formats.prodigy import read_lines
 

@@ -1,4 +1,5 @@
-"""Other annotation tools' files in and out: Label Studio (`labelstudio`), Prodigy (`prodigy`).
+"""Other annotation tools' files in and out: Label Studio (`labelstudio`), Prodigy (`prodigy`),
+Argilla (`argilla`).
 
 Each format module reads a file into an `Imported` (items, reviewers' labels, and every field
 it did not map, per item) checked against the rubric, and writes a run's labels in that tool's
@@ -25,7 +26,7 @@ from annotator.project.runs import Run
 from annotator.project.store import Store
 from annotator.rubric import Rubric, Value
 
-FORMATS = ("labelstudio", "prodigy")
+FORMATS = ("labelstudio", "prodigy", "argilla")
 _EXTRA_KEY = "import/{format}/{item}"
 
 
@@ -151,6 +152,10 @@ def write_results_as(
         from annotator.formats.labelstudio import write_tasks
 
         return write_tasks(out, rubric, run, items, outputs, kept)
+    if fmt == "argilla":
+        from annotator.formats.argilla import write_records
+
+        return write_records(out, rubric, run, items, outputs, kept)
     if fmt == "prodigy":
         from annotator.formats.prodigy import dimension_of, write_lines
 
