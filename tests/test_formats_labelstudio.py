@@ -226,6 +226,12 @@ def test_the_commands_import_and_write_results(tmp_path, capsys):
     assert err.strip() == f"wrote 3 tasks to {out}"
     assert [t["id"] for t in json.loads(out.read_text())] == [1, 2, 3]
     assert out.stat().st_mode & 0o077 == 0  # it holds item text
+    code, err = annotator(capsys, "results", str(project), "--format", "labelstudio",
+                          "--out", str(tmp_path / "tasks.csv"))  # fmt: skip
+    assert (code, err.strip()) == (
+        1,
+        f"annotator: error: {tmp_path / 'tasks.csv'}: a labelstudio file must end in .json",
+    )
 
 
 def test_an_id_that_is_no_integer_goes_in_data_and_comes_back(tmp_path):

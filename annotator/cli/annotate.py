@@ -292,7 +292,7 @@ def results(project, out, run_id, with_probs, raw_cells, fmt, dimension) -> None
             from annotator.formats import write_results_as
 
             n = write_results_as(store, rubric, run, fmt, out, dimension)
-            stderr(f"wrote {n} tasks to {out}")
+            stderr(f"wrote {n} {'records' if fmt == 'argilla' else 'tasks'} to {out}")
             return
         rows = result_rows(rubric, store.outputs(run.id), with_probs)
     if out is None:

@@ -145,6 +145,9 @@ def write_results_as(
     store: Store, rubric: Rubric, run: Run, fmt: str, out: Path, dimension: str | None = None
 ) -> int:
     """`run`'s labels in `fmt`'s import shape, one task per labelled item; returns how many."""
+    wanted = ".jsonl" if fmt == "prodigy" else ".json"
+    if out.suffix.lower() != wanted:
+        raise AnnotatorError(f"{out}: a {fmt} file must end in {wanted}")
     outputs = store.outputs(run.id)
     items = store.items()
     kept = kept_fields(store, fmt)
@@ -159,7 +162,5 @@ def write_results_as(
     if fmt == "prodigy":
         from annotator.formats.prodigy import dimension_of, write_lines
 
-        if out.suffix.lower() != ".jsonl":
-            raise AnnotatorError(f"{out}: a Prodigy file must end in .jsonl")
         return write_lines(out, rubric, dimension_of(rubric, dimension), items, outputs, kept)
     raise AnnotatorError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
