@@ -192,8 +192,8 @@ def test_a_refused_file_stores_nothing_and_keeps_what_was_there(tmp_path, capsys
     code, err = annotator(capsys, "import", str(project), str(bad), "--format", "labelstudio")
     assert code == 1
     assert err.strip().splitlines() == [
-        f"annotator: error: {bad} record 1: id '1' is already in the project with other "
-        "text; nothing imported"
+        f"annotator: error: {bad}: the record with id '1': text not as the project holds "
+        "that item; nothing imported"
     ]
     assert contents(project) == before
     # A file refused while reading: a new project is not even created.

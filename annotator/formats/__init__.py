@@ -24,7 +24,7 @@ from annotator.errors import AnnotatorError, printable
 from annotator.project.reviews import check_reviewer
 from annotator.project.runs import Run
 from annotator.project.store import Store
-from annotator.rubric import Rubric, Value
+from annotator.rubric import Dimension, Rubric, Value
 
 FORMATS = ("labelstudio", "prodigy", "argilla")
 _EXTRA_KEY = "import/{format}/{item}"
@@ -72,9 +72,9 @@ def reviewer_name(value: object, where: str) -> str:
     return name
 
 
-def parse(dim_value, raw: object, where: str) -> Value:
+def parse(dim: Dimension, raw: object, where: str) -> Value:
     try:
-        return dim_value.parse_value(raw)
+        return dim.parse_value(raw)
     except ValueError as exc:
         raise AnnotatorError(f"{where}: {exc}") from None
 
@@ -88,9 +88,12 @@ def store_import(
     stored = {i.id: i.fields for i in store.items()}
     for item in found.items:
         if item.id in stored and stored[item.id] != item.fields:
+            # The same id with other text is another item: storing either would mislabel one.
+            differ = [c for c in item.fields if stored[item.id].get(c) != item.fields[c]]
             raise AnnotatorError(
-                f"{source} record {item.row}: id {printable(item.id, 60)!r} is already in the "
-                "project with other text; nothing imported"
+                f"{source}: the record with id {printable(item.id, 60)!r}: "
+                f"{', '.join(differ) or 'its input columns'} not as the project holds that "
+                "item; nothing imported"
             )
     # Fields kept by an earlier import of the same items stay: Prodigy's lines add up (one
     # file per dataset or annotator), Label Studio's task fields are replaced by the newer.
