@@ -62,6 +62,15 @@ def test_choice_answers_import_the_option_ids_and_an_ignore_gives_no_label(tmp_p
     ]
 
 
+def test_a_choice_accepted_with_no_option_chosen_gives_no_label(tmp_path):
+    records = lines(CHOICE)
+    records[0]["accept"] = []
+    source = tmp_path / "none.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in records))
+    _, reviews = contents(imported(tmp_path / "p.db", source))
+    assert reviews == [("r2", "sentiment", "reviews-alex", "Neutral")]
+
+
 def test_every_line_s_other_fields_are_kept(tmp_path):
     with Store(imported(tmp_path / "p.db", TEXTCAT)) as store:
         kept = kept_fields(store, "prodigy")

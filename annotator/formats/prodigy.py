@@ -75,8 +75,8 @@ def read_lines(path: Path, rubric: Rubric, dimension: str | None = None) -> Impo
             raise AnnotatorError(
                 f"{where}.answer: {printable(answer, 60)!r} is not one of {', '.join(ANSWERS)}"
             )
-        if answer != "accept":
-            continue  # rejected or ignored: no value for the dimension
+        if answer != "accept" or record.get("accept") == []:
+            continue  # rejected, ignored, or accepted with no option chosen: no value
         value = parse(dim, *_raw_value(record, where))
         who = "_annotator_id" if "_annotator_id" in record else "_session_id"
         if who not in record:
