@@ -1,12 +1,13 @@
-"""Prodigy's JSONL: annotated `textcat` and `choice` tasks in (as `prodigy db-out` writes
-them), `choice` tasks with the model's label pre-selected out (as a Prodigy stream or `db-in` reads
-them).
+"""Prodigy's JSONL: answered `textcat` and `choice` tasks in (as `prodigy db-out` writes
+them), `choice` tasks with the model's label pre-selected out (as a Prodigy stream reads them).
 
-The shapes follow Prodigy's documentation ("Annotation task formats": `text`, `meta`,
-`_input_hash`, `_task_hash`, `answer` accept/reject/ignore; textcat: `label`; choice: `options`
-[{id, text}] and `accept` [ids]; `_annotator_id` and `_session_id` name the annotator). A line
-labels one dimension: the rubric's only one, or the one named. A textcat `label` or a choice
-option id is that dimension's value; a rejected or ignored task gives no label.
+The shapes follow Prodigy's documentation (prodi.gy/docs/api-interfaces, "Annotation
+interfaces": `text`, `meta`, and the `answer` accept/reject/ignore every annotated task gains;
+classification: `label`; choice: `options` [{id, text}] and `accept` [ids]) and the lines
+`db-out` writes (`_input_hash`, `_task_hash`, `_annotator_id` and `_session_id` naming the
+annotator). A line labels one dimension: the rubric's only one, or the one named. A textcat
+`label` or a choice option id is that dimension's value; a rejected or ignored task, or a
+choice accepted with no option chosen, gives no label.
 
 The item id is `meta.id`, else `_input_hash`. Input text comes from the key named like the
 rubric's input column, else (one input) from `text`. Every line's other fields are kept, per
