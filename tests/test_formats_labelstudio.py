@@ -58,6 +58,16 @@ def test_the_documented_export_imports_as_items_and_reviews_per_annotator(tmp_pa
         assert {r[4] for r in store.reviews()} == {"import"}  # they count for `agree`
 
 
+def test_a_user_written_as_an_object_is_named_by_email_else_number(tmp_path):
+    tasks = json.loads(EXPORT.read_text())
+    tasks[0]["annotations"][0]["completed_by"] = {"id": 10, "email": "ana@example.org"}
+    tasks[0]["annotations"][1]["completed_by"] = {"id": 11}
+    source = tmp_path / "users.json"
+    source.write_text(json.dumps(tasks))
+    reviewers = {name for name in read_tasks(source, RUBRIC).reviews}
+    assert reviewers == {"ana@example.org", USER_10, USER_11}  # task 2 keeps plain number 10
+
+
 def test_fields_not_mapped_are_kept(tmp_path):
     with Store(imported(tmp_path)) as store:
         kept = kept_fields(store, "labelstudio")

@@ -99,7 +99,7 @@ def _annotations(raw: object, rubric: Rubric, tid: str, where: str, found: Impor
 def _user(completed_by: object) -> object:
     """An export names the user by number; some versions write an object with an email."""
     if isinstance(completed_by, dict):
-        return completed_by.get("email") or completed_by.get("id", "")
+        return completed_by.get("email") or _user(completed_by.get("id"))
     if isinstance(completed_by, int) and not isinstance(completed_by, bool):
         return f"labelstudio user {completed_by}"
     return completed_by if isinstance(completed_by, str) else ""
