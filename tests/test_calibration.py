@@ -83,7 +83,7 @@ def test_head_json_round_trip_and_untrusted_input():
 def test_states_beyond_float16_are_clipped_alike_when_stored_and_scored():
     """A head scores the float16 states a project stores; a fresh run's float32 states with
     an activation beyond float16's range must score the same, not as infinite."""
-    from annotator.calibration.heads import features, float16_states
+    from annotator.calibration.features import features, float16_states
 
     rng = np.random.default_rng(1)
     states = rng.normal(size=(3, 64)).astype(np.float32)

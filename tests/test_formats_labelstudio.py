@@ -13,8 +13,9 @@ from helpers.cli import annotator
 
 from annotator.data import Item, read_items
 from annotator.errors import AnnotatorError
-from annotator.formats import kept_fields, store_import, write_results_as
+from annotator.formats import kept_fields, store_import
 from annotator.formats.labelstudio import read_tasks
+from annotator.formats.results import write_results_as
 from annotator.project.store import Label, Store
 from annotator.rubric import load_rubric
 

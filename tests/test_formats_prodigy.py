@@ -12,8 +12,9 @@ import pytest
 from helpers.cli import annotator
 
 from annotator.errors import AnnotatorError
-from annotator.formats import kept_fields, store_import, write_results_as
+from annotator.formats import kept_fields, store_import
 from annotator.formats.prodigy import read_lines
+from annotator.formats.results import write_results_as
 from annotator.project.store import Label, Store
 from annotator.rubric import load_rubric
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotator.agreement import alpha, domain, encode
-from annotator.calibration.heads import MIN_ITEMS, features, fit_dimension
+from annotator.calibration.features import features
+from annotator.calibration.heads import MIN_ITEMS, fit_dimension
 from annotator.errors import AnnotatorError
 from annotator.project.reviews import unbiased_labels
 from annotator.project.store import Store

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from annotator.calibration.features import features
 from annotator.errors import AnnotatorError, printable
 from annotator.rubric import Dimension, Rubric
 
@@ -288,19 +289,6 @@ def head_from_json(text: str, source: str, rubric: Rubric | None = None) -> Head
 class Fit:
     head: DimHead
     loo_labels: list[int]  # per fitted item, its leave-one-out value index
-
-
-def float16_states(hidden: np.ndarray) -> np.ndarray:
-    """Hidden states as a project stores them: float16, clipped to its range (a middle block
-    can hold a few activations beyond it; unclipped they would become infinite)."""
-    limit = float(np.finfo(np.float16).max)
-    return np.clip(np.asarray(hidden, dtype=np.float32), -limit, limit).astype(np.float16)
-
-
-def features(hidden: np.ndarray) -> np.ndarray:
-    """An item's features: the mean of its float16-rounded decision states, in float64."""
-    states = float16_states(hidden).astype(np.float64)
-    return states.mean(axis=0) if states.ndim == 2 else states
 
 
 def fit_dimension(

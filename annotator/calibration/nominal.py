@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from annotator.calibration.heads import features
+from annotator.calibration.features import features
 from annotator.errors import AnnotatorError
 from annotator.rubric import Dimension
 

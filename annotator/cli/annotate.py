@@ -289,7 +289,7 @@ def results(project, out, run_id, with_probs, raw_cells, fmt, dimension) -> None
             raise AnnotatorError(f"{project}: no annotation run yet")
         run = store.run(run_id)
         if fmt is not None:
-            from annotator.formats import write_results_as
+            from annotator.formats.results import write_results_as
 
             n = write_results_as(store, rubric, run, fmt, out, dimension)
             stderr(f"wrote {n} {'records' if fmt == 'argilla' else 'tasks'} to {out}")

@@ -22,7 +22,6 @@ from pathlib import Path
 from annotator.data import Item
 from annotator.errors import AnnotatorError, printable
 from annotator.project.reviews import check_reviewer
-from annotator.project.runs import Run
 from annotator.project.store import Store
 from annotator.rubric import Dimension, Rubric, Value
 
@@ -142,28 +141,3 @@ def write_private(out: Path, text: str) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise AnnotatorError(f"{out}: cannot write ({exc.strerror or exc})") from exc
-
-
-def write_results_as(
-    store: Store, rubric: Rubric, run: Run, fmt: str, out: Path, dimension: str | None = None
-) -> int:
-    """`run`'s labels in `fmt`'s import shape, one task per labelled item; returns how many."""
-    wanted = ".jsonl" if fmt == "prodigy" else ".json"
-    if out.suffix.lower() != wanted:
-        raise AnnotatorError(f"{out}: a {fmt} file must end in {wanted}")
-    outputs = store.outputs(run.id)
-    items = store.items()
-    kept = kept_fields(store, fmt)
-    if fmt == "labelstudio":
-        from annotator.formats.labelstudio import write_tasks
-
-        return write_tasks(out, rubric, run, items, outputs, kept)
-    if fmt == "argilla":
-        from annotator.formats.argilla import write_records
-
-        return write_records(out, rubric, run, items, outputs, kept)
-    if fmt == "prodigy":
-        from annotator.formats.prodigy import dimension_of, write_lines
-
-        return write_lines(out, rubric, dimension_of(rubric, dimension), items, outputs, kept)
-    raise AnnotatorError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")

@@ -80,7 +80,7 @@ class ItemResult:
 
     def stored_hidden(self) -> bytes | None:
         """The hidden states as a project stores them: float16, dimensions x n_embd."""
-        from annotator.calibration.heads import float16_states
+        from annotator.calibration.features import float16_states
 
         return None if self.hidden is None else float16_states(self.hidden).astype("<f2").tobytes()
 
