@@ -18,6 +18,7 @@ from annotator.inference import prompt
 from annotator.errors import AnnotatorError
 from annotator.train.args import AugmentArgs, DataArgs
 from annotator.train.augment import DROPPABLE, instruction_texts, read_paraphrases, token_dropout
+from annotator.train.ratings import distribution, majority
 from annotator.train.data import (
     Encoder,
     LabeledItem,
@@ -53,13 +54,15 @@ def test_several_files_are_read_and_bad_rows_skipped_with_reasons(tmp_path):
     rows[1]["sentiment"] = "furious"  # not an allowed value
     rows[2]["quality"] = ""  # unlabelled
     first = write_labeled(tmp_path / "a.csv", rows)
-    second = write_labeled(tmp_path / "b.csv", [*smoke_rows(3, seed=2, prefix="s"), rows[0]])
+    other = {**rows[3], "text": "other text"}  # a repeated id must repeat the inputs
+    second = write_labeled(tmp_path / "b.csv", [*smoke_rows(3, seed=2, prefix="s"), rows[0], other])
     data = read_labeled(DataArgs(paths=[first, second], rubric=tmp_path / "r.toml"), rubric)
     assert [i.id for i in data.items] == ["r0", "r3", "r4", "r5", "s0", "s1", "s2"]
     reasons = {(name, s.id): s.reason for name, s in data.skipped}
     assert "is not one of" in reasons[("a.csv", "r1")]
     assert "empty" in reasons[("a.csv", "r2")]
-    assert "duplicate id" in reasons[("b.csv", "r0")]
+    assert "duplicate id with other inputs (first in a.csv row 4)" == reasons[("b.csv", "r3")]
+    assert data.items[0].ratings == 2  # r0 again in b.csv: a second rating of the same item
     assert data.items[0].labels == {
         "sentiment": rows[0]["sentiment"],
         "quality": rows[0]["quality"],
@@ -260,3 +263,46 @@ def test_loss_is_taken_on_answer_tokens_only():
     for e in examples:
         answer_positions = [p for p, a in enumerate(e.answer_mask) if a]
         assert all(p - 1 in kept for p in answer_positions)
+
+
+# -- several ratings per item ----------------------------------------------------------------
+
+
+def test_repeated_ids_become_one_item_with_the_raters_distribution(tmp_path):
+    rows = smoke_rows(4)
+    ratings = [
+        {**rows[0], "rater": "ann", "sentiment": "mixed", "quality": 3},
+        {**rows[0], "rater": "bob", "sentiment": "negative", "quality": 1},
+        {**rows[0], "rater": "cy", "sentiment": "negative", "quality": 3},
+        {**rows[0], "rater": "cy", "sentiment": "positive", "quality": 2},  # cy again
+        *({**r, "rater": "ann"} for r in rows[1:]),
+    ]
+    path = write_labeled(tmp_path / "a.csv", ratings)
+    args = DataArgs(paths=[path], rubric=tmp_path / "r.toml", rater_col="rater")
+    data = read_labeled(args, smoke_rubric())
+    assert [i.id for i in data.items] == ["r0", "r1", "r2", "r3"]  # one example per item
+    rated = data.items[0]
+    assert rated.ratings == 3
+    assert rated.targets["sentiment"] == {"negative": 2 / 3, "mixed": 1 / 3}
+    assert rated.targets["quality"] == {1: 1 / 3, 3: 2 / 3}
+    assert rated.labels == {"sentiment": "negative", "quality": 3}  # the majority
+    assert [s.reason for _, s in data.skipped] == ["a second rating by the same rater"]
+    single = data.items[1]  # one rating: a one-hot target, as before
+    assert single.targets == {} and single.target("quality") == {rows[1]["quality"]: 1.0}
+
+
+def test_the_split_never_separates_an_items_raters(tmp_path):
+    rows = smoke_rows(10)
+    path = write_labeled(tmp_path / "a.csv", rows + rows + rows)  # three raters, same ids
+    data = read_labeled(DataArgs(paths=[path], rubric=tmp_path / "r.toml"), smoke_rubric())
+    assert len(data.items) == 10 and {i.ratings for i in data.items} == {3}
+    split = split_items(data.items, 0.3, seed=1)
+    assert {i.id for i in split.train}.isdisjoint(i.id for i in split.validation)
+    assert len(split.train) + len(split.validation) == 10
+
+
+def test_majority_ties_go_to_the_value_listed_first():
+    rubric = smoke_rubric()
+    targets = distribution(rubric, [{"quality": 3}, {"quality": 1}, {"sentiment": "mixed"}])
+    assert targets == {"sentiment": {"mixed": 1.0}, "quality": {1: 0.5, 3: 0.5}}
+    assert majority(rubric, targets) == {"sentiment": "mixed", "quality": 1}

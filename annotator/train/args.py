@@ -25,6 +25,12 @@ class DataArgs:
     """Column holding item ids (else the row number, as in `annotate`)."""
     id_col_given: bool = False
     """Whether the user named `id_col` (then a file without it is an error)."""
+    rater_col: str | None = None
+    """Column naming each row's rater: rows sharing an id are that item's ratings, one per
+    rater (without it, every row of a repeated id is one more rating)."""
+    project: Path | None = None
+    """A project file (instead of `paths`): its items and every reviewer's reviews, one
+    rating per reviewer (the value `annotator reviews export` would take for them)."""
     val_fraction: float = 0.2
     """Share of items held out for validation. The split is by item (items with identical
     inputs stay together) and happens before any augmentation."""
