@@ -6,6 +6,7 @@ token as "blank", or at the wrong rate."""
 
 from __future__ import annotations  # noqa: I001  (`import train` must precede torch)
 
+import math
 import random
 
 import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy and hub settings)
@@ -29,7 +30,8 @@ from annotator.train.data import (
     training_examples,
     validation_examples,
 )
-from annotator.train.loss import answer_loss
+from annotator.train.loss import answer_loss, expected_score_loss, soft_cross_entropy
+from annotator.train.targets import Choices, Targets, balanced_weights
 
 
 def items(n: int = 40) -> list[LabeledItem]:
@@ -263,6 +265,124 @@ def test_loss_is_taken_on_answer_tokens_only():
     for e in examples:
         answer_positions = [p for p, a in enumerate(e.answer_mask) if a]
         assert all(p - 1 in kept for p in answer_positions)
+
+
+class _Random(_Recorder):
+    """A stand-in model: fixed random logits (seeded), so losses differ by target."""
+
+    def forward(self, input_ids, attention_mask, logits_to_keep, use_cache):
+        self.calls.append((input_ids, logits_to_keep))
+        g = torch.Generator().manual_seed(7)
+        shape = (input_ids.shape[0], len(logits_to_keep), self.vocab)
+        logits = 3 * torch.randn(shape, generator=g) + self.weight
+
+        class Out:
+            pass
+
+        out = Out()
+        out.logits = logits
+        return out
+
+
+def test_one_hot_targets_give_exactly_the_old_cross_entropy():
+    tokenizer = gemma_tokenizer()
+    rubric = smoke_rubric()
+    plain = [Encoder(tokenizer, rubric, 512).example(i) for i in items(3)]
+    targets = Targets(tokenizer, rubric, Choices(soft=False, loss="ce", class_weights=None))
+    built = [Encoder(tokenizer, rubric, 512, targets).example(i) for i in items(3)]
+    assert any(e.soft for e in built)  # the decision tokens got explicit one-hot targets
+    model = _Random(len(tokenizer))
+    loss, count = answer_loss(model, built, tokenizer.pad_token_id, "cpu")
+    again, _ = answer_loss(model, plain, tokenizer.pad_token_id, "cpu")
+    # the old loss: full-vocabulary cross-entropy on each answer token
+    logits = model(torch.zeros(3, 1), None, model.calls[0][1], False).logits  # same draw
+    rows, cols, wanted = [], [], []
+    keep = model.calls[0][1].tolist()
+    for row, e in enumerate(plain):
+        for p in (p for p, a in enumerate(e.answer_mask) if a and p > 0):
+            rows.append(row)
+            cols.append(keep.index(p - 1))
+            wanted.append(e.ids[p])
+    old = torch.nn.functional.cross_entropy(
+        logits[rows, cols], torch.tensor(wanted), reduction="sum"
+    )
+    assert count == len(wanted)
+    assert loss.item() == pytest.approx(old.item(), rel=1e-5)  # float32 sum order
+    assert again.item() == pytest.approx(old.item(), rel=1e-5)
+
+
+def test_soft_cross_entropy_against_a_distribution():
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]))
+    one_hot = soft_cross_entropy(logits, torch.tensor([0]), torch.tensor([1]), torch.ones(1))
+    assert one_hot.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits[:1], torch.tensor([1]), reduction="sum").item()
+    )
+    # row 0 towards (2/3, 1/3, 0): -(2/3 log .5 + 1/3 log .25)
+    soft = soft_cross_entropy(
+        logits, torch.tensor([0, 0]), torch.tensor([0, 1]), torch.tensor([2 / 3, 1 / 3])
+    )
+    assert soft.item() == pytest.approx(-(2 / 3 * math.log(0.5) + 1 / 3 * math.log(0.25)))
+
+
+def test_expected_score_loss_value_and_gradient_sign():
+    children = torch.zeros(3, requires_grad=True)  # uniform over three values
+    positions = torch.tensor([0.0, 0.5, 1.0])
+    loss = expected_score_loss(children, positions, target=1.0)  # raters all at the top
+    assert loss.item() == pytest.approx(0.25)  # (0.5 - 1)^2
+    loss.backward()
+    # raising the top value's logit lowers the loss, raising the bottom one's raises it
+    assert children.grad[2] < 0 < children.grad[0]
+    assert children.grad[1] == pytest.approx(0.0, abs=1e-7)  # d/dz_k = 2(e-t) p_k (x_k - e)
+
+
+def test_soft_targets_follow_the_raters_and_expected_terms_are_built():
+    tokenizer = gemma_tokenizer()
+    rubric = smoke_rubric()
+    item = items(1)[0]
+    rated = LabeledItem(
+        item.id,
+        item.source,
+        item.row,
+        item.fields,
+        {"sentiment": "mixed", "quality": 3},
+        {"sentiment": {"mixed": 2 / 3, "positive": 1 / 3}, "quality": {3: 2 / 3, 1: 1 / 3}},
+        3,
+    )
+    targets = Targets(tokenizer, rubric, Choices(soft=True, loss="both", class_weights=None))
+    example = Encoder(tokenizer, rubric, 512, targets).example(rated)
+    spread = [sorted(w for _, w in dist) for dist in example.soft.values() if len(dist) > 1]
+    assert spread == [pytest.approx([1 / 3, 2 / 3])] * 2  # one decision per dimension
+    [(position, children, places, mean)] = example.expected  # quality only (ordinal)
+    assert example.kinds[position] == "answer" and len(children) == 3
+    assert sorted(places) == [0.0, 0.5, 1.0] and mean == pytest.approx(2 / 3)
+
+
+def test_balanced_class_weights_scale_the_rare_values_loss_up():
+    tokenizer = gemma_tokenizer()
+    rubric = smoke_rubric()
+    pool = items(12)
+    rare = next(
+        v
+        for v in ("positive", "negative", "mixed")
+        if 0 < sum(i.labels["sentiment"] == v for i in pool) <= 3
+    )
+    weights = balanced_weights(rubric, pool)["sentiment"]
+    common = max(weights, key=lambda v: -weights[v])
+    assert weights[rare] > 1 > weights[common]
+    choices = Choices(soft=False, loss="ce", class_weights={"sentiment": weights})
+    targets = Targets(tokenizer, rubric, choices)
+    model = _Random(len(tokenizer))
+    for value in (rare, common):
+        item = next(i for i in pool if i.labels["sentiment"] == value)
+        plain = Encoder(tokenizer, rubric, 512).example(item)
+        weighted = Encoder(tokenizer, rubric, 512, targets).example(item)
+        sentiment = [p for p, ws in weighted.soft.items() if all(w != 1.0 for _, w in ws)]
+        assert sentiment and all(
+            sum(w for _, w in weighted.soft[p]) == pytest.approx(weights[value]) for p in sentiment
+        )
+        a, _ = answer_loss(model, [weighted], tokenizer.pad_token_id, "cpu")
+        b, _ = answer_loss(model, [plain], tokenizer.pad_token_id, "cpu")
+        assert (a > b) if value == rare else (a < b)
 
 
 # -- several ratings per item ----------------------------------------------------------------

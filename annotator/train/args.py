@@ -59,6 +59,20 @@ class AugmentArgs:
 
 
 @dataclass
+class LossArgs:
+    target: str = "auto"
+    """soft: train each answer towards the raters' distribution; majority: towards the
+    majority value only; auto: soft when some item has more than one rating."""
+    loss: str = "ce"
+    """Ordinal and interval dimensions: ce (cross-entropy), expected (squared error of the
+    probability-weighted score against the raters' mean, positions scaled to [0, 1]) or
+    both (their sum). Nominal dimensions always use cross-entropy."""
+    class_weights: str = "none"
+    """Nominal dimensions: balanced (weight each value by n / (k * its training count)) or
+    none."""
+
+
+@dataclass
 class LoraArgs:
     r: int = 16
     """LoRA rank."""
@@ -125,6 +139,7 @@ class FinetuneArgs:
     """Run directory; when it exists and is not empty, RUN_DIR-2, -3, ... is used instead."""
     data: DataArgs
     augment: AugmentArgs = field(default_factory=AugmentArgs)
+    loss: LossArgs = field(default_factory=LossArgs)
     lora: LoraArgs = field(default_factory=LoraArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     eval: EvalArgs = field(default_factory=EvalArgs)

@@ -66,6 +66,8 @@ class Example:
     kinds: list[str]
     truncated: int = 0  # item tokens cut to fit
     answer_mask: list[bool] = field(init=False)
+    soft: dict = field(default_factory=dict)  # position -> [(token, weight)] (train.targets)
+    expected: list = field(default_factory=list)  # expected-score terms (train.targets)
 
     def __post_init__(self) -> None:
         self.answer_mask = [k == "answer" for k in self.kinds]
@@ -299,7 +301,8 @@ def fit_fields(
 class Encoder:
     """Builds examples for one rubric and tokenizer (BOS and the answer reserve computed once)."""
 
-    def __init__(self, tokenizer, rubric: Rubric, max_tokens: int):
+    def __init__(self, tokenizer, rubric: Rubric, max_tokens: int, targets=None):
+        self.targets = targets  # train.targets.Targets; None: one-hot on the labels
         self.tokenizer = tokenizer
         self.rubric = rubric
         self.max_tokens = max_tokens
@@ -324,7 +327,10 @@ class Encoder:
             shown_values=v.shown_values,
         )
         ids, kinds = encode_pieces(self.tokenizer, pieces, self.bos)
-        return Example(item.id, ids, kinds, cut)
+        example = Example(item.id, ids, kinds, cut)
+        if self.targets is not None:
+            self.targets.fill(example, item)
+        return example
 
 
 def neutral_token(tokenizer) -> int:
