@@ -356,3 +356,17 @@ def test_train_from_a_project_with_three_reviewers(workdir):
     log = (run_dir / "train.log").read_text()
     assert "targets: the raters' distribution (most ratings of an item: 3)" in log
     assert not any(word in log for r in rows for word in r["text"].split())
+
+
+def test_data_or_a_project_one_of_the_two(tmp_path):
+    import click
+
+    from annotator.train.cli import main
+
+    rubric = tmp_path / "rubric.toml"
+    rubric.write_text(SMOKE_TOML)
+    common = ["--rubric", str(rubric), "--out", str(tmp_path / "never"), "--base", "x"]
+    for given in ([], ["--data", "a.csv", "--from-project", "p.db"]):
+        with pytest.raises(click.UsageError, match="--data files or --from-project"):
+            main([*given, *common])
+    assert not (tmp_path / "never").exists()

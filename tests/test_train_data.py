@@ -13,7 +13,7 @@ import annotator.train  # noqa: F401  (first, before torch: OpenMP wait policy a
 
 import pytest
 import torch
-from helpers.train import gemma_tokenizer, smoke_rows, smoke_rubric, write_labeled
+from helpers.train import SMOKE_RUBRIC, gemma_tokenizer, smoke_rows, smoke_rubric, write_labeled
 
 from annotator.inference import prompt
 from annotator.errors import AnnotatorError
@@ -426,3 +426,38 @@ def test_majority_ties_go_to_the_value_listed_first():
     targets = distribution(rubric, [{"quality": 3}, {"quality": 1}, {"sentiment": "mixed"}])
     assert targets == {"sentiment": {"mixed": 1.0}, "quality": {1: 0.5, 3: 0.5}}
     assert majority(rubric, targets) == {"sentiment": "mixed", "quality": 1}
+
+
+def test_a_projects_reviews_become_items_with_each_reviewers_rating(tmp_path):
+    from annotator.data import Item
+    from annotator.project.store import Store
+    from annotator.rubric import rubric_from_dict
+
+    rubric = smoke_rubric()
+    project = tmp_path / "p.db"
+    rows = smoke_rows(4)
+    with Store(project) as store:
+        store.bind_rubric(rubric)
+        store.add_items(
+            [Item(r["id"], n, {"title": r["title"], "text": r["text"]}) for n, r in enumerate(rows)]
+        )
+        store.save_reviews("ana", "import", [("r0", "sentiment", "mixed"), ("r0", "quality", 1)])
+        store.save_reviews("ben", "import", [("r0", "sentiment", "mixed"), ("r0", "quality", 3)])
+        store.save_reviews("cho", "import", [("r0", "sentiment", "negative")])  # no quality
+        store.save_reviews("ana", "import", [("r1", "sentiment", "positive"), ("r1", "quality", 2)])
+        store.save_reviews("ana", "import", [("r2", "sentiment", "positive")])  # quality unrated
+    data = read_labeled(DataArgs(paths=[], rubric=tmp_path / "r.toml", project=project), rubric)
+    assert [i.id for i in data.items] == ["r0", "r1"]
+    r0 = data.items[0]
+    assert r0.ratings == 3 and r0.fields == {"title": rows[0]["title"], "text": rows[0]["text"]}
+    assert r0.targets["sentiment"] == {"negative": 1 / 3, "mixed": 2 / 3}
+    assert r0.targets["quality"] == {1: 0.5, 3: 0.5}  # cho left out of quality
+    assert data.items[1].targets == {}  # one reviewer: one-hot, as a labelled file
+    assert [(s.id, s.reason) for _, s in data.skipped] == [("r2", "quality: not reviewed")]
+    other = rubric_from_dict({**SMOKE_RUBRIC, "name": "other"}, "other")
+    with pytest.raises(AnnotatorError, match=r"p\.db: the project's rubric is not --rubric's"):
+        read_labeled(DataArgs(paths=[], rubric=tmp_path / "r.toml", project=project), other)
+    with pytest.raises(AnnotatorError, match=r"nope\.db: no such project file"):
+        read_labeled(
+            DataArgs(paths=[], rubric=tmp_path / "r.toml", project=tmp_path / "nope.db"), rubric
+        )
