@@ -461,3 +461,18 @@ def test_a_projects_reviews_become_items_with_each_reviewers_rating(tmp_path):
         read_labeled(
             DataArgs(paths=[], rubric=tmp_path / "r.toml", project=tmp_path / "nope.db"), rubric
         )
+
+
+def test_the_target_choices_travel_into_the_files_provenance():
+    from annotator.export.metadata import shipped_provenance
+    from annotator.provenance import summary_lines
+
+    record = {
+        "targets": {"target": "soft", "ordinal_interval_loss": "both", "class_weights": "none"},
+        "settings": {"data": {"paths": [], "project": "/home/ana/projects/team.db"}},
+    }
+    shipped = shipped_provenance(record)
+    assert shipped["targets"] == record["targets"]
+    assert shipped["settings"]["data"]["project"] == "team.db"  # no training-machine path
+    lines = dict(summary_lines(shipped))
+    assert lines["targets"] == "soft; ordinal/interval loss both; nominal class weights none"
