@@ -355,6 +355,8 @@ def test_soft_targets_follow_the_raters_and_expected_terms_are_built():
     [(position, children, places, mean)] = example.expected  # quality only (ordinal)
     assert example.kinds[position] == "answer" and len(children) == 3
     assert sorted(places) == [0.0, 0.5, 1.0] and mean == pytest.approx(2 / 3)
+    asked = Choices(soft=True, loss="ce", class_weights={})  # balanced, no nominal dimension
+    assert Targets(tokenizer, rubric, asked).record()["class_weights"] == "balanced"
 
 
 def test_balanced_class_weights_scale_the_rare_values_loss_up():

@@ -126,7 +126,7 @@ def _run(args: FinetuneArgs, run_dir: Path, inputs: Inputs) -> Outcome:
     log.info(
         "read %d labelled items from %d file(s); skipped %d rows",
         len(data.items),
-        len(args.data.paths),
+        len(data.sha256),
         len(data.skipped),
     )
     for name, skip in data.skipped[:20]:

@@ -106,11 +106,11 @@ class Targets:
         return {
             "target": "soft" if c.soft else "majority",
             "ordinal_interval_loss": c.loss,
-            "class_weights": "balanced" if weights else "none",
+            "class_weights": "none" if weights is None else "balanced",
             "class_weight_values": (
-                {d: [[v, round(w, 6)] for v, w in ws.items()] for d, ws in weights.items()}
-                if weights
-                else None
+                None
+                if weights is None
+                else {d: [[v, round(w, 6)] for v, w in ws.items()] for d, ws in weights.items()}
             ),
         }
 
