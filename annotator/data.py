@@ -268,12 +268,18 @@ def _has_surrogates(values: Sequence[str]) -> bool:
 
 
 def read_items(
-    path: str | Path, columns: Sequence[str], id_col: str = "id", id_col_given: bool = False
+    path: str | Path,
+    columns: Sequence[str],
+    id_col: str = "id",
+    id_col_given: bool = False,
+    repeats: bool = False,
 ) -> tuple[Rows, list[Item], list[Skipped]]:
     """Items carrying `columns`, in file order, and the rows that were skipped, with reasons.
 
     The id comes from `id_col`; when the file has no such column the 1-based row number is
     the id (unless the user named the column explicitly, which makes its absence an error).
+    With `repeats`, a repeated id is kept as another row of the same item (several raters)
+    instead of being skipped.
     """
     rows = read_rows(path)
     if rows.columns is not None:
@@ -289,7 +295,9 @@ def read_items(
 
     items: list[Item] = []
     skipped: list[Skipped] = []
-    for found in items_of(rows.records, columns, id_col, use_row_numbers, id_col_given):
+    for found in items_of(
+        rows.records, columns, id_col, use_row_numbers, id_col_given, repeats=repeats
+    ):
         (items if isinstance(found, Item) else skipped).append(found)
     return rows, items, skipped
 
@@ -300,8 +308,10 @@ def items_of(
     id_col: str,
     use_row_numbers: bool,
     id_col_given: bool,
+    repeats: bool = False,
 ) -> Iterator[Item | Skipped]:
-    """Records to items, or to skipped rows with the reason, one at a time in file order."""
+    """Records to items, or to skipped rows with the reason, one at a time in file order
+    (`repeats`: a repeated id is yielded again rather than skipped)."""
     first_row: dict[str, int] = {}
     for number, record in records:
         if isinstance(record, str):
@@ -316,7 +326,7 @@ def items_of(
         if problem:
             yield Skipped(number, item_id, problem)
             continue
-        if item_id in first_row:
+        if item_id in first_row and not repeats:
             yield Skipped(number, item_id, f"duplicate id (first at row {first_row[item_id]})")
             continue
         first_row[item_id] = number

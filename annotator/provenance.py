@@ -48,6 +48,16 @@ def summary_lines(prov: dict[str, Any]) -> list[tuple[str, str]]:
             f"{_text(resolved.get('device'))} {_text(resolved.get('dtype'))}",
         )
     )
+    targets = _dict(prov.get("targets"))
+    if targets:
+        lines.append(
+            (
+                "targets",
+                f"{_text(targets.get('target'))}; ordinal/interval loss "
+                f"{_text(targets.get('ordinal_interval_loss'))}; nominal class weights "
+                f"{_text(targets.get('class_weights'))}",
+            )
+        )
     alphas = _dict(prov.get("validation_alpha"))
     shown = ", ".join(f"{_text(k)} {_number(v)}" for k, v in list(alphas.items())[:12]) or "?"
     lines.append(("val. alpha", shown))

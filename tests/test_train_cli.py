@@ -111,6 +111,14 @@ def test_provenance_records_what_made_the_model(run, workdir):
     split = prov["split"]
     assert split["seed"] == 3407 and split["train_count"] + split["validation_count"] == 24
     assert prov["settings"]["train"]["lr"] == 0.02
+    # one rating per item: today's training, recorded as such
+    assert prov["targets"] == {
+        "target": "majority",
+        "ordinal_interval_loss": "ce",
+        "class_weights": "none",
+        "class_weight_values": None,
+    }
+    assert prov["settings"]["loss"] == {"target": "auto", "loss": "ce", "class_weights": "none"}
     assert prov["settings"]["hardware"]["resolved"]["quantize"] == "none"
     check = prov["merge_check"]
     assert check["all_same"] and check["items"] == split["validation_count"]
@@ -285,3 +293,80 @@ def test_the_trained_run_goes_through_export(run, workdir):
     )
     assert labelled.returncode == 0, labelled.stderr
     assert "skipped 0 rows" in labelled.stderr
+
+
+def test_train_from_a_project_with_three_reviewers(workdir):
+    """`train --from-project`: items and imported reviews of three reviewers, one example per
+    item trained on their distribution; the choice is in the log and the provenance."""
+    from annotator.data import Item
+    from annotator.project.reviews import import_reviews
+    from annotator.project.store import Store
+
+    project = workdir / "p.db"
+    rows = smoke_rows(10, seed=5, prefix="p")
+    with Store(project) as store:
+        store.bind_rubric(load_rubric(workdir / "rubric.toml"))
+        store.add_items(
+            [Item(r["id"], n, {"title": r["title"], "text": r["text"]}) for n, r in enumerate(rows)]
+        )
+        for k, name in enumerate(("ana", "ben", "cho")):
+            reviews = [
+                {
+                    "id": r["id"],
+                    "sentiment": ["positive", "negative", "mixed"][(n + k) % 3],
+                    "quality": "" if (n, k) == (0, 2) else 1 + (n * k) % 3,  # one left blank
+                }
+                for n, r in enumerate(rows)
+            ]
+            report = import_reviews(store, write_labeled(workdir / f"{name}.csv", reviews), name)
+            assert not report.problems
+    done = run_cli(
+        "train",
+        "--base",
+        str(tiny_dir()),
+        "--from-project",
+        str(project),
+        "--rubric",
+        str(workdir / "rubric.toml"),
+        "--out",
+        str(workdir / "from-project"),
+        "--loss",
+        "both",
+        "--class-weights",
+        "balanced",
+        "--no-eval-before",
+        *FAST[:4],
+        "--max-steps",
+        "1",
+        env={"PYTHONPATH": str(workdir / "offline_site"), "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = workdir / "from-project"
+    prov = json.loads((run_dir / "merged" / "annotator_provenance.json").read_text())
+    assert prov["targets"]["target"] == "soft"
+    assert prov["targets"]["ordinal_interval_loss"] == "both"
+    assert prov["targets"]["class_weights"] == "balanced"
+    assert {v for v, _ in prov["targets"]["class_weight_values"]["sentiment"]} == {
+        "positive",
+        "negative",
+        "mixed",
+    }
+    assert prov["data_sha256"] == [hashlib.sha256(project.read_bytes()).hexdigest()]
+    assert prov["split"]["train_count"] + prov["split"]["validation_count"] == 10
+    log = (run_dir / "train.log").read_text()
+    assert "targets: the raters' distribution (most ratings of an item: 3)" in log
+    assert not any(word in log for r in rows for word in r["text"].split())
+
+
+def test_data_or_a_project_one_of_the_two(tmp_path):
+    import click
+
+    from annotator.train.cli import main
+
+    rubric = tmp_path / "rubric.toml"
+    rubric.write_text(SMOKE_TOML)
+    common = ["--rubric", str(rubric), "--out", str(tmp_path / "never"), "--base", "x"]
+    for given in ([], ["--data", "a.csv", "--from-project", "p.db"]):
+        with pytest.raises(click.UsageError, match="--data files or --from-project"):
+            main([*given, *common])
+    assert not (tmp_path / "never").exists()

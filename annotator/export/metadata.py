@@ -132,6 +132,8 @@ def shipped_provenance(record: dict[str, Any]) -> dict[str, Any]:
     data = slim.get("settings", {}).get("data") if isinstance(slim.get("settings"), dict) else None
     if isinstance(data, dict) and isinstance(data.get("paths"), list):
         data["paths"] = [_file_name(str(p)) for p in data["paths"]]
+    if isinstance(data, dict) and isinstance(data.get("project"), str):
+        data["project"] = _file_name(data["project"])
     split = slim.get("split")
     if isinstance(split, dict) and isinstance(split.get("validation_ids"), list):
         ids = sorted(str(i) for i in split.pop("validation_ids"))

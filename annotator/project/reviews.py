@@ -187,23 +187,11 @@ def export_reviews(
                 f"{store.path}: no reviews by {reviewer!r}{where} (reviewers: {names})"
             )
 
-    # One value per reviewer, item and dimension first. The store keeps a review per queue,
-    # so a reviewer may have labelled an item twice (in the hard queue and later, blind, in the
-    # audit sample; or in the app and in an import): the later-saved review is their answer,
-    # and on equal times the audit one, then import, then hard.
-    preference = {name: n for n, name in enumerate(("audit", "import", "hard"))}
-    latest: dict[tuple[str, str, str], tuple[tuple[float, int], Value]] = {}
-    for item_id, dim_name, name, value, queue_name, saved_at in reviews:
-        if dim_name not in dims:
-            continue  # not a dimension of this rubric: nothing to write it under
-        rank = (saved_at, -preference.get(queue_name, len(preference)))
-        mine = latest.get((item_id, dim_name, name))
-        if mine is None or rank > mine[0]:
-            latest[(item_id, dim_name, name)] = (rank, value)
-    # Then across reviewers: agreeing values are written, disagreeing ones are conflicts.
+    # One value per reviewer, item and dimension first; then across reviewers: agreeing
+    # values are written, disagreeing ones are conflicts.
     values: dict[tuple[str, str], set[str]] = {}
     parsed: dict[tuple[str, str], Value] = {}
-    for (item_id, dim_name, _), (_, value) in latest.items():
+    for (item_id, dim_name, _), value in reviewer_values(reviews, dims).items():
         key = (item_id, dim_name)
         values.setdefault(key, set()).add(json.dumps(value))
         parsed[key] = value
@@ -229,6 +217,29 @@ def export_reviews(
         report.incomplete += len(found) < len(dims)
     write_rows(out, columns, rows, private=True, raw_cells=raw_cells)  # it holds item text
     return report
+
+
+def reviewer_values(
+    reviews: Iterable[tuple[str, str, str, Value, str, float]], dims: list[str]
+) -> dict[tuple[str, str, str], Value]:
+    """(item id, dimension, reviewer) -> that reviewer's answer, from `Store.timed_reviews`.
+
+    The store keeps a review per queue, so a reviewer may have labelled an item twice (in the
+    hard queue and later, blind, in the audit sample; or in the app and in an import): the
+    later-saved review is their answer, and on equal times the audit one, then import, then
+    hard. Reviews of dimensions not in `dims` are left out. (`reviews export` and
+    `train --from-project` both read reviewers' labels through this.)
+    """
+    preference = {name: n for n, name in enumerate(("audit", "import", "hard"))}
+    latest: dict[tuple[str, str, str], tuple[tuple[float, int], Value]] = {}
+    for item_id, dim_name, name, value, queue_name, saved_at in reviews:
+        if dim_name not in dims:
+            continue  # not a dimension of this rubric
+        rank = (saved_at, -preference.get(queue_name, len(preference)))
+        mine = latest.get((item_id, dim_name, name))
+        if mine is None or rank > mine[0]:
+            latest[(item_id, dim_name, name)] = (rank, value)
+    return {key: value for key, (_, value) in latest.items()}
 
 
 def agreement_report(

@@ -25,6 +25,12 @@ class DataArgs:
     """Column holding item ids (else the row number, as in `annotate`)."""
     id_col_given: bool = False
     """Whether the user named `id_col` (then a file without it is an error)."""
+    rater_col: str | None = None
+    """Column naming each row's rater: rows sharing an id are that item's ratings, one per
+    rater (without it, every row of a repeated id is one more rating)."""
+    project: Path | None = None
+    """A project file (instead of `paths`): its items and every reviewer's reviews, one
+    rating per reviewer (the value `annotator reviews export` would take for them)."""
     val_fraction: float = 0.2
     """Share of items held out for validation. The split is by item (items with identical
     inputs stay together) and happens before any augmentation."""
@@ -50,6 +56,20 @@ class AugmentArgs:
     answers) replaced with a neutral token (pad, else unk)."""
     token_dropout_share: float = 0.5
     """Probability that a training example gets token dropout at all. Validation never does."""
+
+
+@dataclass
+class LossArgs:
+    target: str = "auto"
+    """soft: train each answer towards the raters' distribution; majority: towards the
+    majority value only; auto: soft when some item has more than one rating."""
+    loss: str = "ce"
+    """Ordinal and interval dimensions: ce (cross-entropy), expected (squared error of the
+    probability-weighted score against the raters' mean, positions scaled to [0, 1]) or
+    both (their sum). Nominal dimensions always use cross-entropy."""
+    class_weights: str = "none"
+    """Nominal dimensions: balanced (weight each value by n / (k * its training count)) or
+    none."""
 
 
 @dataclass
@@ -119,6 +139,7 @@ class FinetuneArgs:
     """Run directory; when it exists and is not empty, RUN_DIR-2, -3, ... is used instead."""
     data: DataArgs
     augment: AugmentArgs = field(default_factory=AugmentArgs)
+    loss: LossArgs = field(default_factory=LossArgs)
     lora: LoraArgs = field(default_factory=LoraArgs)
     train: TrainArgs = field(default_factory=TrainArgs)
     eval: EvalArgs = field(default_factory=EvalArgs)

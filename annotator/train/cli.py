@@ -1,6 +1,7 @@
 """`annotator train`: command-line options to FinetuneArgs, then train.finetune.main.
 
     annotator train --data LABELED [--data MORE] --rubric RUBRIC.toml --out RUN_DIR [--base BASE]
+    annotator train --from-project P.db --rubric RUBRIC.toml --out RUN_DIR
 
 A click command that `annotator` loads when it is named or listed: this module imports only
 click and train.args (defaults come from there), so `annotator --help` stays torch-free; the
@@ -22,6 +23,7 @@ from annotator.train.args import (
     FinetuneArgs,
     HardwareArgs,
     LoraArgs,
+    LossArgs,
     TrainArgs,
 )
 
@@ -30,6 +32,7 @@ SHARE = click.FloatRange(0, 1, max_open=True)  # [0, 1)
 AT_LEAST_1 = click.IntRange(min=1)
 # Defaults come from the dataclasses (train/args.py documents each field).
 AUG, LORA, TRAIN, EVAL, HW = AugmentArgs(), LoraArgs(), TrainArgs(), EvalArgs(), HardwareArgs()
+LOSS = LossArgs()
 
 
 @click.command(
@@ -39,10 +42,23 @@ AUG, LORA, TRAIN, EVAL, HW = AugmentArgs(), LoraArgs(), TrainArgs(), EvalArgs(),
     "--data",
     "paths",
     multiple=True,
-    required=True,
     type=PATH,
     metavar="LABELED",
-    help="Labelled file (.csv, .tsv, .jsonl); repeat for several.",
+    help="Labelled file (.csv, .tsv, .jsonl); repeat for several. Rows sharing an id are "
+    "ratings of one item.",
+)
+@click.option(
+    "--from-project",
+    "project",
+    type=PATH,
+    metavar="P.db",
+    help="Train on a project's items and every reviewer's reviews (instead of --data).",
+)
+@click.option(
+    "--rater-column",
+    "rater_col",
+    metavar="NAME",
+    help="Column naming each row's rater (one rating per rater and item).",
 )
 @click.option("--rubric", required=True, type=PATH, help="Rubric TOML.")
 @click.option(
@@ -101,6 +117,25 @@ AUG, LORA, TRAIN, EVAL, HW = AugmentArgs(), LoraArgs(), TrainArgs(), EvalArgs(),
     default=AUG.token_dropout_share,
     type=click.FloatRange(0, 1),
     help="Probability that a training example gets token dropout.",
+)
+@click.option(
+    "--target",
+    default=LOSS.target,
+    type=click.Choice(["auto", "soft", "majority"]),
+    help="soft: the raters' distribution; majority: one value; auto: soft when an item has "
+    "several ratings.",
+)
+@click.option(
+    "--loss",
+    default=LOSS.loss,
+    type=click.Choice(["ce", "expected", "both"]),
+    help="Ordinal/interval dimensions: cross-entropy, expected-score squared error, or both.",
+)
+@click.option(
+    "--class-weights",
+    default=LOSS.class_weights,
+    type=click.Choice(["none", "balanced"]),
+    help="Nominal dimensions: weight values by their inverse training frequency.",
 )
 @click.option("--lora-r", default=LORA.r, type=AT_LEAST_1, help="LoRA rank.")
 @click.option(
@@ -184,7 +219,9 @@ def train_command(**options) -> None:
 
     LoRA on the training items, validation with the engine's decoding, then the best adapter
     merged into the base. LABELED files hold the rubric's input columns and one column per
-    dimension; ids as in `annotate`. Items are split into training and validation (by item)
+    dimension; ids as in `annotate`. Rows sharing an id (or a project's reviews from several
+    reviewers, --from-project) are one item's ratings: it trains on their distribution
+    (--target). Items are split into training and validation (by item)
     before augmentation; the best adapter is the one with the highest mean validation alpha.
 
     RUN_DIR receives train.log, split.json, validation.jsonl, metrics.jsonl, adapter/ and
@@ -218,6 +255,11 @@ def train_command(**options) -> None:
 def finetune_args(
     *,
     paths,
+    project,
+    rater_col,
+    target,
+    loss,
+    class_weights,
     rubric,
     out,
     base,
@@ -251,6 +293,8 @@ def finetune_args(
     threads,
 ) -> FinetuneArgs:
     """The command's options as the dataclasses train.finetune reads."""
+    if bool(paths) == (project is not None):
+        raise click.UsageError("give --data files or --from-project, one of the two")
     if base is None:
         from annotator.modelfile import default_model_path
 
@@ -263,6 +307,8 @@ def finetune_args(
             rubric=rubric,
             id_col=id_col or "id",
             id_col_given=id_col is not None,
+            rater_col=rater_col,
+            project=project,
             val_fraction=val_fraction,
             max_tokens=max_tokens,
         ),
@@ -274,6 +320,7 @@ def finetune_args(
             token_dropout=token_dropout,
             token_dropout_share=token_dropout_share,
         ),
+        loss=LossArgs(target=target, loss=loss, class_weights=class_weights),
         lora=LoraArgs(r=lora_r, alpha=lora_alpha, dropout=lora_dropout),
         train=TrainArgs(
             epochs=epochs,

@@ -22,6 +22,7 @@ from annotator.inference import prompt
 from annotator.rubric import Rubric, Value
 from annotator.train.args import AugmentArgs, DataArgs
 from annotator.train.augment import Variant, draw_variant, token_dropout
+from annotator.train.ratings import distribution, majority, project_ratings
 
 CUT_MARKER = " [...]"
 
@@ -32,7 +33,13 @@ class LabeledItem:
     source: str  # file name
     row: int
     fields: dict[str, str]  # input column -> text
-    labels: dict[str, Value]  # dimension -> parsed value
+    labels: dict[str, Value]  # dimension -> parsed value (several raters: the majority)
+    targets: dict[str, dict] = field(default_factory=dict)
+    """dimension -> {value: share of the raters}; empty: one rating, one-hot on `labels`."""
+    ratings: int = 1  # how many raters rated the item
+
+    def target(self, dim: str) -> dict:
+        return self.targets.get(dim) or {self.labels[dim]: 1.0}
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class Example:
     kinds: list[str]
     truncated: int = 0  # item tokens cut to fit
     answer_mask: list[bool] = field(init=False)
+    soft: dict = field(default_factory=dict)  # position -> [(token, weight)] (train.targets)
+    expected: list = field(default_factory=list)  # expected-score terms (train.targets)
 
     def __post_init__(self) -> None:
         self.answer_mask = [k == "answer" for k in self.kinds]
@@ -68,37 +77,35 @@ class Example:
 
 
 def read_labeled(args: DataArgs, rubric: Rubric) -> LabeledData:
-    """Every labelled item of every file, and every row skipped with its reason.
+    """Every labelled item of every file (or of `args.project`), and every row skipped with
+    its reason.
 
     A row needs all inputs and a valid value for every dimension. Ids follow `annotate`'s
-    rules; with several files each needs ids, and an id seen in an earlier file is skipped.
+    rules; with several files each needs ids. Rows sharing an id are several ratings of one
+    item (one per rater: see train.ratings) and must have the same inputs; with
+    `args.rater_col`, a rater's second row for an item is skipped.
     """
     inputs = [f.column for f in rubric.inputs]
     dims = [d.name for d in rubric.dimensions]
     clash = sorted(set(inputs) & set(dims))
     if clash:
         raise AnnotatorError(f"{args.rubric}: {clash} are both inputs and dimensions")
+    if args.project is not None:
+        return _project_items(args.project, rubric)
     several = len(args.paths) > 1
-    items: list[LabeledItem] = []
+    extra = [args.rater_col] if args.rater_col else []
     skipped: list[tuple[str, Skipped]] = []
     digests: list[str] = []
-    seen: dict[str, str] = {}
+    first: dict[str, tuple[str, int, dict[str, str]]] = {}  # id -> file, row, fields
+    ratings: dict[str, list[dict[str, Value]]] = {}
+    raters: set[tuple[str, str]] = set()
     for path in args.paths:
         rows, found, bad = read_items(
-            path, inputs + dims, args.id_col, args.id_col_given or several
+            path, inputs + dims + extra, args.id_col, args.id_col_given or several, repeats=True
         )
         digests.append(rows.sha256)
         skipped += [(path.name, s) for s in bad]
         for item in found:
-            where = f"{path.name} row {item.row}"
-            if item.id in seen:
-                skipped.append(
-                    (
-                        path.name,
-                        Skipped(item.row, item.id, f"duplicate id (first in {seen[item.id]})"),
-                    )
-                )
-                continue
             labels: dict[str, Value] = {}
             problem = None
             for dim in rubric.dimensions:
@@ -107,15 +114,56 @@ def read_labeled(args: DataArgs, rubric: Rubric) -> LabeledData:
                 except ValueError as exc:
                     problem = f"{dim.name}: {exc}"
                     break
+            fields = {c: item.fields[c] for c in inputs}
+            seen = first.get(item.id)
+            if problem is None and seen is not None and seen[2] != fields:
+                problem = f"duplicate id with other inputs (first in {seen[0]} row {seen[1]})"
+            rater = (item.id, item.fields[args.rater_col]) if args.rater_col else None
+            if problem is None and rater is not None and rater in raters:
+                problem = f"a second rating by the same {args.rater_col}"
             if problem:
                 skipped.append((path.name, Skipped(item.row, item.id, problem)))
                 continue
-            seen[item.id] = where
-            fields = {c: item.fields[c] for c in inputs}
-            items.append(LabeledItem(item.id, path.name, item.row, fields, labels))
+            if rater is not None:
+                raters.add(rater)
+            first.setdefault(item.id, (path.name, item.row, fields))
+            ratings.setdefault(item.id, []).append(labels)
+    items = [
+        _rated_item(rubric, item_id, name, row, fields, ratings[item_id])
+        for item_id, (name, row, fields) in first.items()
+    ]
     if len(items) < 2:
         raise AnnotatorError(f"{len(items)} usable labelled item(s): training needs at least 2")
     return LabeledData(items, skipped, digests)
+
+
+def _rated_item(
+    rubric: Rubric, item_id: str, source: str, row: int, fields: dict, rated: list
+) -> LabeledItem:
+    targets = distribution(rubric, rated)
+    labels = majority(rubric, targets)
+    return LabeledItem(
+        item_id, source, row, fields, labels, targets if len(rated) > 1 else {}, len(rated)
+    )
+
+
+def _project_items(path: Path, rubric: Rubric) -> LabeledData:
+    """Items of a project with at least one review; a dimension no reviewer rated skips the
+    item (training needs every dimension's answer)."""
+    found, digest = project_ratings(path, rubric)
+    items, skipped = [], []
+    for row, (item_id, fields, rated) in enumerate(found, 1):
+        item = _rated_item(rubric, item_id, path.name, row, fields, rated)
+        missing = [d.name for d in rubric.dimensions if d.name not in item.labels]
+        if missing:
+            skipped.append((path.name, Skipped(row, item_id, f"{missing[0]}: not reviewed")))
+        else:
+            items.append(item)
+    if len(items) < 2:
+        raise AnnotatorError(
+            f"{path}: {len(items)} item(s) reviewed on every dimension: training needs at least 2"
+        )
+    return LabeledData(items, skipped, [digest])
 
 
 # -- the split ------------------------------------------------------------------------------
@@ -253,7 +301,8 @@ def fit_fields(
 class Encoder:
     """Builds examples for one rubric and tokenizer (BOS and the answer reserve computed once)."""
 
-    def __init__(self, tokenizer, rubric: Rubric, max_tokens: int):
+    def __init__(self, tokenizer, rubric: Rubric, max_tokens: int, targets=None):
+        self.targets = targets  # train.targets.Targets; None: one-hot on the labels
         self.tokenizer = tokenizer
         self.rubric = rubric
         self.max_tokens = max_tokens
@@ -278,7 +327,10 @@ class Encoder:
             shown_values=v.shown_values,
         )
         ids, kinds = encode_pieces(self.tokenizer, pieces, self.bos)
-        return Example(item.id, ids, kinds, cut)
+        example = Example(item.id, ids, kinds, cut)
+        if self.targets is not None:
+            self.targets.fill(example, item)
+        return example
 
 
 def neutral_token(tokenizer) -> int:

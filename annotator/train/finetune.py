@@ -45,9 +45,10 @@ from annotator.train.data import (
     validation_examples,
     write_validation,
 )
-from annotator.train.logs import start_logging
+from annotator.train.logs import claim_run_dir, start_logging
 from annotator.train.loss import answer_loss
 from annotator.train.scoring import score_items
+from annotator.train.targets import Targets, resolve
 from annotator.train.validate import Evaluation, evaluation, validation_loss
 
 log = logging.getLogger("train")
@@ -99,22 +100,6 @@ def read_inputs(args: FinetuneArgs) -> Inputs:
     return Inputs(rubric, data, split, texts, resolve_hardware(args.hardware))
 
 
-def claim_run_dir(out: Path) -> Path:
-    """RUN_DIR, or RUN_DIR-2, -3, ... when it exists and is not empty: a run never
-    overwrites an earlier one."""
-    out = Path(out)
-    candidate, number = out, 1
-    while True:
-        try:
-            candidate.mkdir(parents=True)
-            return candidate
-        except FileExistsError:
-            if candidate.is_dir() and not any(candidate.iterdir()):
-                return candidate
-        number += 1
-        candidate = out.with_name(f"{out.name}-{number}")
-
-
 def _run(args: FinetuneArgs, run_dir: Path, inputs: Inputs) -> Outcome:
     started = time.time()
     rubric, data, split, hardware = inputs.rubric, inputs.data, inputs.split, inputs.hardware
@@ -141,7 +126,7 @@ def _run(args: FinetuneArgs, run_dir: Path, inputs: Inputs) -> Outcome:
     log.info(
         "read %d labelled items from %d file(s); skipped %d rows",
         len(data.items),
-        len(args.data.paths),
+        len(data.sha256),
         len(data.skipped),
     )
     for name, skip in data.skipped[:20]:
@@ -214,7 +199,8 @@ class Trainer:
         self.args, self.hardware, self.rubric = args, hardware, rubric
         self.tokenizer, self.model, self.split, self.run_dir = tokenizer, model, split, run_dir
         self.texts = texts
-        self.encoder = Encoder(tokenizer, rubric, args.data.max_tokens)
+        targets = Targets(tokenizer, rubric, resolve(args.loss, rubric, split.train))
+        self.encoder = Encoder(tokenizer, rubric, args.data.max_tokens, targets)
         self.neutral_id = neutral_token(tokenizer)
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.neutral_id

@@ -1,4 +1,5 @@
-"""The run's log (RUN_DIR/train.log and stderr); the progress bar is annotator.console's.
+"""The run directory and its log (RUN_DIR/train.log and stderr); the progress bar is
+annotator.console's.
 
 Log lines carry counts, ids, losses and alphas, never item text.
 """
@@ -12,6 +13,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger("train")
+
+
+def claim_run_dir(out: Path) -> Path:
+    """RUN_DIR, or RUN_DIR-2, -3, ... when it exists and is not empty: a run never
+    overwrites an earlier one."""
+    out = Path(out)
+    candidate, number = out, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            if candidate.is_dir() and not any(candidate.iterdir()):
+                return candidate
+        number += 1
+        candidate = out.with_name(f"{out.name}-{number}")
 
 
 def start_logging(run_dir: Path) -> Callable[[], None]:

@@ -1,4 +1,6 @@
-"""The training loss: cross-entropy on answer tokens only.
+"""The training loss on answer tokens only: cross-entropy against each token's target
+distribution (one-hot, or the raters' distribution: train.targets), plus the expected-score
+term where asked.
 
 Prompt tokens (rubric, item, cues) are context, never targets: the model learns to answer,
 not to reproduce rubrics or items.
@@ -11,8 +13,28 @@ import torch
 from annotator.train.data import Example
 
 
+def soft_cross_entropy(
+    logits: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Sum over entries of -weight * log softmax(logits[row])[token] (full vocabulary).
+
+    With one entry of weight 1 per row this is `cross_entropy(..., reduction="sum")`.
+    """
+    lse = torch.logsumexp(logits, dim=-1)
+    return -(weights * (logits[rows, tokens] - lse[rows])).sum()
+
+
+def expected_score_loss(
+    children: torch.Tensor, positions: torch.Tensor, target: float
+) -> torch.Tensor:
+    """(sum softmax(children) * positions - target)^2: the probability-weighted position of
+    a dimension's values against the raters' mean position (both in [0, 1])."""
+    expected = (torch.softmax(children, dim=-1) * positions).sum()
+    return (expected - target) ** 2
+
+
 def answer_loss(model, examples: list[Example], pad_id: int, device) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy of the answer tokens of `examples`, and how many there are.
+    """Summed loss of the answer tokens of `examples`, and how many answer tokens there are.
 
     Only the positions that predict an answer token go through the output layer
     (`logits_to_keep`): the loss needs nothing else, and with a 262k vocabulary that layer
@@ -21,29 +43,37 @@ def answer_loss(model, examples: list[Example], pad_id: int, device) -> tuple[to
     width = max(len(e.ids) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
-    predicting: list[list[int]] = []  # per row: positions whose next token is an answer token
+    answers: list[list[int]] = []  # per row: the answer tokens' positions
     for row, e in enumerate(examples):
         ids[row, : len(e.ids)] = torch.tensor(e.ids)
         mask[row, : len(e.ids)] = 1
-        predicting.append(
-            [p - 1 for p, is_answer in enumerate(e.answer_mask) if is_answer and p > 0]
-        )
-    keep = sorted({p for row in predicting for p in row})
+        answers.append([p for p, is_answer in enumerate(e.answer_mask) if is_answer and p > 0])
+    keep = sorted({p - 1 for row in answers for p in row})
     index = {p: k for k, p in enumerate(keep)}
-    targets = torch.full((len(examples), len(keep)), -100, dtype=torch.long)
-    for row, positions in enumerate(predicting):
+    rows, tokens, weights = [], [], []
+    for row, (e, positions) in enumerate(zip(examples, answers, strict=True)):
         for p in positions:
-            targets[row, index[p]] = ids[row, p + 1]
+            for token, weight in e.soft.get(p, [(e.ids[p], 1.0)]):
+                rows.append(row * len(keep) + index[p - 1])
+                tokens.append(token)
+                weights.append(weight)
     logits = model(
         input_ids=ids.to(device),
         attention_mask=mask.to(device),
         logits_to_keep=torch.tensor(keep, device=device),
         use_cache=False,
-    ).logits
-    loss = torch.nn.functional.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]),
-        targets.to(device).reshape(-1),
-        ignore_index=-100,
-        reduction="sum",
+    ).logits.float()
+    flat = logits.reshape(-1, logits.shape[-1])
+    loss = soft_cross_entropy(
+        flat,
+        torch.tensor(rows, device=device),
+        torch.tensor(tokens, device=device),
+        torch.tensor(weights, device=device),
     )
-    return loss, int((targets != -100).sum())
+    for row, e in enumerate(examples):
+        for p, children, positions, target in e.expected:
+            scores = logits[row, index[p - 1], torch.tensor(children, device=device)]
+            loss = loss + expected_score_loss(
+                scores, torch.tensor(positions, device=device), target
+            )
+    return loss, sum(len(p) for p in answers)

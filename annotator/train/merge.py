@@ -92,6 +92,7 @@ def merge_run(
         "base_detail": base_record,  # kind (hf or gguf), sha256 of the file or weight files
         "data_sha256": data_sha256,
         "split": split.record,
+        "targets": trainer.encoder.targets.record(),
         "settings": {
             **settings,
             "hardware": {**settings["hardware"], "resolved": hardware.as_dict()},
