@@ -21,6 +21,7 @@ from pathlib import Path
 
 from annotator.data import Item
 from annotator.errors import AnnotatorError, printable
+from annotator.jsonin import load_json
 from annotator.project.reviews import check_reviewer
 from annotator.project.store import Store
 from annotator.rubric import Dimension, Rubric, Value
@@ -42,6 +43,23 @@ class StoredImport:
     items: int
     labels: int
     reviewers: int
+
+
+def read_file(path: Path) -> bytes:
+    """The bytes of an import file, or one line saying why they cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise AnnotatorError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def json_list(path: Path, what: str) -> list:
+    """A JSON file that must hold a list (Label Studio tasks, Argilla records); `what` says
+    what the file should have been when it is not one."""
+    records = load_json(read_file(path), str(path))
+    if not isinstance(records, list):
+        raise AnnotatorError(f"{path}: not {what}")
+    return records
 
 
 def input_text(value: object, where: str) -> str:

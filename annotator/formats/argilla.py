@@ -19,21 +19,22 @@ from pathlib import Path
 
 from annotator.data import Item
 from annotator.errors import AnnotatorError, printable
-from annotator.formats import Imported, input_text, item_id, parse, reviewer_name, write_private
-from annotator.jsonin import load_json
+from annotator.formats import (
+    Imported,
+    input_text,
+    item_id,
+    json_list,
+    parse,
+    reviewer_name,
+    write_private,
+)
 from annotator.project.runs import Run
 from annotator.project.store import Output
 from annotator.rubric import Rubric
 
 
 def read_records(path: Path, rubric: Rubric) -> Imported:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise AnnotatorError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    records = load_json(raw, str(path))
-    if not isinstance(records, list):
-        raise AnnotatorError(f"{path}: not Argilla records (a JSON list of records)")
+    records = json_list(path, "Argilla records (a JSON list of records)")
     found = Imported()
     first: dict[str, int] = {}
     for n, record in enumerate(records):

@@ -18,8 +18,15 @@ from pathlib import Path
 
 from annotator.data import Item
 from annotator.errors import AnnotatorError, printable
-from annotator.formats import Imported, input_text, item_id, parse, reviewer_name, write_private
-from annotator.jsonin import load_json
+from annotator.formats import (
+    Imported,
+    input_text,
+    item_id,
+    json_list,
+    parse,
+    reviewer_name,
+    write_private,
+)
 from annotator.project.runs import Run
 from annotator.project.store import Output
 from annotator.rubric import Dimension, Rubric, Value
@@ -28,13 +35,7 @@ CONTROLS = ("choices", "rating", "taxonomy")
 
 
 def read_tasks(path: Path, rubric: Rubric) -> Imported:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise AnnotatorError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    tasks = load_json(raw, str(path))
-    if not isinstance(tasks, list):
-        raise AnnotatorError(f"{path}: not a Label Studio export (a JSON list of tasks)")
+    tasks = json_list(path, "a Label Studio export (a JSON list of tasks)")
     found = Imported()
     first: dict[str, int] = {}
     for n, task in enumerate(tasks):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from annotator.data import Item, jsonl_records, write_rows
 from annotator.errors import AnnotatorError, printable
-from annotator.formats import Imported, input_text, item_id, parse, reviewer_name
+from annotator.formats import Imported, input_text, item_id, parse, read_file, reviewer_name
 from annotator.project.store import Output
 from annotator.rubric import Dimension, Rubric
 
@@ -49,10 +49,7 @@ def dimension_of(rubric: Rubric, name: str | None) -> Dimension:
 
 def read_lines(path: Path, rubric: Rubric, dimension: str | None = None) -> Imported:
     dim = dimension_of(rubric, dimension)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise AnnotatorError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    raw = read_file(path)
     found = Imported()
     fields_of: dict[str, dict[str, str]] = {}
     for n, record in jsonl_records(raw.removeprefix(b"\xef\xbb\xbf").split(b"\n")):
