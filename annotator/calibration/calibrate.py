@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from annotator.calibration.features import stored_states
 from annotator.calibration.heads import MIN_ITEMS, DimHead, Fit, Head, fit_dimension
 from annotator.calibration.nominal import NominalFit, NominalHead, fit_nominal
 from annotator.calibration.readout import Readout, mean_distribution
@@ -78,7 +79,7 @@ def calibrate(
                 for d in rubric.dimensions
             },
         )
-    hidden = {o.item_id: _states(o, len(rubric.dimensions)) for o in outputs}
+    hidden = {o.item_id: stored_states(o.hidden, len(rubric.dimensions)) for o in outputs}
     probs = {o.item_id: o.probs or {} for o in outputs}
     result = CalibrationResult(run.id, 0, None, {})
     loo: dict[str, dict[str, int]] = {}
@@ -99,11 +100,6 @@ def calibrate(
     settings = {**run.settings, "readout": described}
     result.run_id = store.start_derived_run(run, settings, relabelled)
     return result
-
-
-def _states(output: Output, n_dims: int) -> np.ndarray:
-    assert output.hidden is not None
-    return np.frombuffer(output.hidden, dtype="<f2").reshape(n_dims, -1)
 
 
 def _fit_heads(

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotator.agreement import alpha, domain, encode
-from annotator.calibration.features import features
+from annotator.calibration.features import features, stored_states
 from annotator.calibration.heads import MIN_ITEMS, fit_dimension
 from annotator.errors import AnnotatorError
 from annotator.project.reviews import unbiased_labels
@@ -183,11 +183,6 @@ def dimension_curve(
     return Curve(dim.name, n, tuple(points))
 
 
-def _states(hidden: bytes | None, n_dims: int) -> np.ndarray:
-    assert hidden is not None  # checked in learning_curves
-    return np.frombuffer(hidden, dtype="<f2").reshape(n_dims, -1)
-
-
 def learning_curves(
     store: Store,
     run_id: int | None = None,
@@ -231,7 +226,7 @@ def learning_curves(
             for mine in labels.values()
         ]
         states = np.stack(
-            [_states(outputs[i].hidden, n_dims) for i in items] or [np.zeros((n_dims, 1))]
+            [stored_states(outputs[i].hidden, n_dims) for i in items] or [np.zeros((n_dims, 1))]
         )[: len(items)]
         curves.append(
             dimension_curve(

@@ -20,3 +20,10 @@ def features(hidden: np.ndarray) -> np.ndarray:
     """An item's features: the mean of its float16-rounded decision states, in float64."""
     states = float16_states(hidden).astype(np.float64)
     return states.mean(axis=0) if states.ndim == 2 else states
+
+
+def stored_states(hidden: bytes | None, n_dims: int) -> np.ndarray:
+    """An item's hidden states as a project stores them (float16 bytes), one row per
+    dimension's decision point."""
+    assert hidden is not None  # callers take only outputs that hold states
+    return np.frombuffer(hidden, dtype="<f2").reshape(n_dims, -1)
