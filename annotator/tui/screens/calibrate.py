@@ -91,7 +91,11 @@ class CalibrateScreen(ModalScreen[None]):
     def _calibrate(self) -> None:
         worker = get_current_worker()
 
+        stored = False
+
         def tell(step: str) -> None:
+            nonlocal stored
+            stored = stored or step.startswith("alpha")  # the steps after storing the run
             if worker.is_cancelled:
                 raise Cancelled()
             self._app.call_from_thread(self._progress, step)
@@ -99,7 +103,14 @@ class CalibrateScreen(ModalScreen[None]):
         try:
             outcome = calibrate_project(self.project, self.run_id, self.bootstrap, tell)
         except Cancelled:
-            self._tell_app("calibration cancelled; nothing was stored")
+            self._tell_app(
+                "calibration cancelled; "
+                + (
+                    "the new run was stored, the current run stays current"
+                    if stored
+                    else "nothing was stored"
+                )
+            )
             return
         except AnnotatorError as exc:
             self._from_thread(worker, self._failed, f"cannot calibrate: {exc}")
@@ -130,6 +141,8 @@ class CalibrateScreen(ModalScreen[None]):
     # -- showing ----------------------------------------------------------------------------
 
     def _set(self, part: str, content: Content | str) -> None:
+        if not self.is_attached:  # closed (esc) while the worker was still telling
+            return
         self.query_one(f"#calibrate-{part}", Static).update(
             content if isinstance(content, Content) else Content(content)
         )
