@@ -9,13 +9,8 @@ import json
 import pytest
 from test_export_units import RUBRIC, record, write_record
 
-from annotator.export.calibrated import (
-    after_training,
-    compare,
-    comparison_line,
-    side_line,
-    skip_reason,
-)
+from annotator.export.calibrated import after_training, skip_reason
+from annotator.export.calibrated_compare import compare, comparison_line, side_line
 
 NAMES = {"fine_tuned": "calibrated.gguf", "base": "base-calibrated.gguf"}
 
@@ -106,3 +101,19 @@ def test_after_training_says_in_one_line_why_there_are_no_files(tmp_path, monkey
         "(No module named 'gguf')"
     ]
     assert sorted(p.name for p in ok.iterdir()) == ["merged", "validation.jsonl"]  # as it was
+
+
+def test_the_interval_resamples_the_same_items_for_both_files():
+    from annotator.export.calibrated_compare import difference_interval
+
+    human = {"score": [1, 2, 3, 4, 5] * 6, "tone": ["pos", "neg", "neu"] * 10}
+    same = difference_interval(RUBRIC, ["score", "tone"], human, human, human, resamples=200)
+    assert same == [0.0, 0.0]  # paired: identical labels differ by nothing in every resample
+    noisy = {"score": [3, 2, 3, 4, 3] * 6, "tone": ["pos", "neg", "pos"] * 10}
+    low, high = difference_interval(RUBRIC, ["score", "tone"], human, noisy, human, resamples=200)
+    assert 0 < low < high <= 1  # the first file (the human labels themselves) is better
+    line = comparison_line(
+        {**compare({"score": 1.0}, {"score": 0.5}), "interval": [low, high]}, 30, NAMES
+    )
+    assert f"(+0.500; 95% interval {low:+.3f} to {high:+.3f}) on 30 validation items" in line
+    assert difference_interval(RUBRIC, [], human, noisy, human) is None

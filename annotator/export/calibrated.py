@@ -24,13 +24,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from annotator.calibration.heads import MIN_ITEMS
 from annotator.errors import AnnotatorError
+from annotator.export.calibrated_compare import (
+    compare,
+    comparison_line,
+    difference_interval,
+    mean_alpha,
+    side_line,
+)
 from annotator.inference.backend import EngineSettings
 from annotator.rubric import Rubric
 
@@ -56,6 +63,7 @@ class Side:
     run: int  # the calibrated run in RUN_DIR/validation.db
     file: dict[str, Any] | None  # name, kind, size, sha256; None when not written
     note: str = ""  # why no file was written
+    labels: dict[str, list] = field(default_factory=dict)  # per dimension, one per item
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,60 +76,6 @@ class Side:
             "file": self.file,
             "note": self.note,
         }
-
-
-def mean_alpha(alpha: Mapping[str, float | None]) -> float | None:
-    """The mean of the defined alphas; None when none is defined."""
-    defined = [a for a in alpha.values() if a is not None]
-    return sum(defined) / len(defined) if defined else None
-
-
-def compare(tuned: Mapping[str, float | None], base: Mapping[str, float | None]) -> dict:
-    """Mean alpha of each side over the dimensions where both are defined, and the verdict:
-    `better` is "fine_tuned" only when it is strictly higher (a tie ships the base)."""
-    dims = [d for d in tuned if tuned[d] is not None and base.get(d) is not None]
-    if not dims:
-        return {
-            "dimensions": [],
-            "fine_tuned": None,
-            "base": None,
-            "difference": None,
-            "better": None,
-        }
-    t = sum(tuned[d] for d in dims) / len(dims)  # type: ignore[misc]
-    b = sum(base[d] for d in dims) / len(dims)  # type: ignore[misc]
-    return {
-        "dimensions": dims,
-        "fine_tuned": t,
-        "base": b,
-        "difference": t - b,
-        "better": "fine_tuned" if t > b else "base",
-    }
-
-
-def comparison_line(
-    comparison: Mapping[str, Any], items: int, names: Mapping[str, str | None]
-) -> str:
-    """The one line `train` prints: which file is better on the validation items, by how much.
-    `names`: the file written for each side ("fine_tuned", "base"), None where none was."""
-    if comparison["better"] is None:
-        return (
-            f"calibrated: no dimension has a defined alpha on both sides on the {items} "
-            "validation items; nothing to compare"
-        )
-    t, b, diff = comparison["fine_tuned"], comparison["base"], comparison["difference"]
-    figures = f"mean alpha {t:.3f} vs {b:.3f} ({diff:+.3f}) on {items} validation items"
-    if comparison["better"] == "fine_tuned":
-        ship = f"ship {names['fine_tuned']}" if names.get("fine_tuned") else "no file written"
-        return f"calibrated: the fine-tuned file beats the base, both with heads: {figures}; {ship}"
-    written = [n for n in (names.get("fine_tuned"), names.get("base")) if n]
-    better = names.get("base") or "the base"
-    return (
-        "calibrated: the fine-tuned file with its head does NOT beat the base with a head: "
-        f"{figures}; "
-        + ("both written, " if len(written) == 2 else "")
-        + f"{better} is the better one"
-    )
 
 
 def skip_reason(run_dir: Path) -> str | None:
@@ -187,15 +141,23 @@ def calibrate_run(run_dir: Path, settings: EngineSettings, say: Say) -> dict[str
         if imported.problems:
             raise AnnotatorError(f"{validation}: {imported.problems[0]}")
         say(f"fitting heads on {imported.items} validation items (leave-one-out)")
+        human = _human(store, training.rubric)
         sides, files = {}, {}
         for key, run_id, out in (
             ("fine_tuned", tuned_run, run_dir / CALIBRATED_FILE),
             ("base", base_run, run_dir / BASE_FILE),
         ):
             result = calibrate(store, run_id, REVIEWER)
-            sides[key] = _side(store, training.rubric, result, out)
+            sides[key] = _side(store, training.rubric, result, out, human)
             files[key] = out.name if sides[key].file is not None else None
     comparison = compare(sides["fine_tuned"].alpha, sides["base"].alpha)
+    comparison["interval"] = difference_interval(
+        training.rubric,
+        comparison["dimensions"],
+        sides["fine_tuned"].labels,
+        sides["base"].labels,
+        human,
+    )
     line = comparison_line(comparison, imported.items, files)
     record = {
         "items": imported.items,
@@ -242,29 +204,36 @@ def _label(
         job.close()
 
 
-def _side(store, rubric: Rubric, result, out: Path) -> Side:
+def _human(store, rubric: Rubric) -> dict[str, list]:
+    """The validation labels per dimension, items in id order (None where missing)."""
+    from annotator.project.reviews import unbiased_labels
+
+    given = unbiased_labels(store.reviews()).get(REVIEWER, {})
+    ids = sorted({item_id for item_id, _ in given})
+    return {"": ids} | {d.name: [given.get((i, d.name)) for i in ids] for d in rubric.dimensions}
+
+
+def _side(store, rubric: Rubric, result, out: Path, human: dict[str, list]) -> Side:
     """The figures of one calibrated run, and its file written to `out` when it has a head
-    (the base's only as a head file: a full copy of another base is left to the user)."""
+    (the base's only as a head file: a full copy of another base is left to the user).
+    `human`: `_human`'s labels, whose "" key lists the items."""
     from annotator.agreement import agreement
     from annotator.calibration.headfile import HEAD_FILE, embedded_sha256, write_model_with_head
     from annotator.modelfile import sha256_file
-    from annotator.project.reviews import unbiased_labels
 
-    human = unbiased_labels(store.reviews()).get(REVIEWER, {})
-
-    def alphas(run_id: int) -> dict[str, float | None]:
-        outputs = store.outputs(run_id)
+    def labels(run_id: int) -> dict[str, list]:
+        by_item = {o.item_id: o.labels for o in store.outputs(run_id)}
         return {
-            dim.name: agreement(
-                dim,
-                ("model", REVIEWER),
-                [
-                    [o.labels[dim.name].value for o in outputs],
-                    [human.get((o.item_id, dim.name)) for o in outputs],
-                ],
-                bootstrap=0,
+            d.name: [by_item[i][d.name].value if i in by_item else None for i in human[""]]
+            for d in rubric.dimensions
+        }
+
+    def alphas(found: dict[str, list]) -> dict[str, float | None]:
+        return {
+            d.name: agreement(
+                d, ("model", REVIEWER), [found[d.name], human[d.name]], bootstrap=0
             ).alpha
-            for dim in rubric.dimensions
+            for d in rubric.dimensions
         }
 
     run = store.run(result.run_id)
@@ -287,14 +256,16 @@ def _side(store, rubric: Rubric, result, out: Path) -> Side:
             "size": out.stat().st_size,
             "sha256": sha256_file(out),
         }
+    calibrated = labels(result.run_id)
     return Side(
-        alpha=alphas(result.run_id),
-        alpha_without_head=alphas(result.parent),
+        alpha=alphas(calibrated),
+        alpha_without_head=alphas(labels(result.parent)),
         head=None if result.head is None else result.head.describe(),
         left_out=dict(result.left_out),
         run=result.run_id,
         file=file,
         note=note,
+        labels=calibrated,
     )
 
 
@@ -328,16 +299,3 @@ def after_training(run_dir: Path, device: str, threads: int, echo: Say, note: Sa
         echo(side_line(what, record[key], run_dir))
     echo(record["line"])
     echo(f"calibration record: {run_dir / RECORD_FILE}")
-
-
-def side_line(what: str, side: Mapping[str, Any], run_dir: Path) -> str:
-    """One line on one side: its file (or why none) and its alpha per dimension."""
-    alphas = ", ".join(
-        f"{k} {'undefined' if v is None else f'{v:.3f}'}" for k, v in side["alpha"].items()
-    )
-    file = side["file"]
-    if file is None:
-        return f"{what} + head: alpha {alphas}; no file ({side['note']})"
-    size = file["size"]
-    shown = f"{size / 1e3:.0f} kB" if size < 1e6 else f"{size / 1e6:.1f} MB"
-    return f"{what} + head: alpha {alphas}; {run_dir / file['name']} ({file['kind']}, {shown})"
