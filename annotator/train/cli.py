@@ -219,7 +219,8 @@ LOSS = LossArgs()
     "--threads",
     default=HW.threads,
     show_default=False,
-    help="CPU threads for torch [default: all this process may use].",
+    help="CPU threads for torch (and llama.cpp for --calibrate) [default: all this process "
+    "may use].",
 )
 def train_command(calibrate: bool, **options) -> None:
     """Fine-tune a base model on labelled items ([train] extra).
