@@ -81,9 +81,9 @@ def collapse(
     out: dict[str, tuple[Value, float, float]] = {}
     for dim in rubric.dimensions:
         if not dim.multi:
-            out[dim.name] = tuple(labels[dim.name])  # type: ignore[assignment]
+            out[dim.name] = _triple(labels[dim.name])
             continue
-        subs = [labels[f"{dim.name}.{v}"] for v in dim.values]
+        subs = [_triple(labels[f"{dim.name}.{v}"]) for v in dim.values]
         p_yes = yes_probs(dim, labels, probs)
         chosen = choose(dim, [s[0] == YES for s in subs], p_yes)
         joint = 1.0
@@ -104,9 +104,17 @@ def yes_probs(
         if dist:
             out.append(float(dist[1]))
         else:
-            value, prob = labels[name][0], float(labels[name][1])
+            value, prob, _ = _triple(labels[name])
             out.append(prob if value == YES else 1.0 - prob)
     return out
+
+
+def _triple(label: Any) -> tuple[Value, float, float]:
+    """(value, prob, margin) of a stored Label or of such a tuple."""
+    if hasattr(label, "margin"):
+        return label.value, float(label.prob), float(label.margin)
+    value, prob, margin = label
+    return value, float(prob), float(margin)
 
 
 def as_answers(rubric: Rubric, values: Mapping[str, Value]) -> dict[str, Value]:
@@ -143,3 +151,11 @@ def review_rows(rubric: Rubric, rows: Sequence[tuple]) -> list[tuple]:
 def cell(value: Value) -> str:
     """A set as one `results` cell: its values joined by ";" (empty for none)."""
     return ";".join(str(v) for v in value) if isinstance(value, tuple | list) else str(value)
+
+
+def multi_labels(rubric: Rubric, output: Any) -> dict[str, Any]:
+    """A stored output's labels (annotator/project/store.py Output) as the rubric's, each a
+    Label: a multi-label dimension's value is its set."""
+    from annotator.project.store import Label
+
+    return {k: Label(*v) for k, v in collapse(rubric, output.labels, output.probs).items()}

@@ -141,3 +141,51 @@ def test_engine_decides_each_value_from_the_real_model(default_model):
         chosen = multilabel.collapse(RUBRIC, labels, result.stored_probs())["emotions"][0]
         assert 1 <= len(chosen) <= 2 and set(chosen) <= set(EMOTIONS)
     assert again.decisions == results[0].decisions  # deterministic
+
+
+def _alpha_by_hand(units, dist):
+    """Krippendorff's alpha from its definition (Krippendorff 2011, "Computing Krippendorff's
+    alpha-reliability"): 1 - D_o / D_e over the pairable values, written independently."""
+    units = [[v for v in u if v is not None] for u in units]
+    units = [u for u in units if len(u) >= 2]
+    n = sum(len(u) for u in units)
+    d_o = sum(
+        sum(dist(a, b) for i, a in enumerate(u) for j, b in enumerate(u) if i != j) / (len(u) - 1)
+        for u in units
+    )
+    pooled = [v for u in units for v in u]
+    d_e = sum(dist(a, b) for i, a in enumerate(pooled) for j, b in enumerate(pooled) if i != j)
+    return 1 - (d_o / n) / (d_e / (n * (n - 1)))
+
+
+def _masi(a, b):
+    a, b = set(a), set(b)
+    if not a | b:
+        return 0.0
+    mono = 1 if a == b else 2 / 3 if a <= b or b <= a else 1 / 3 if a & b else 0
+    return 1 - len(a & b) / len(a | b) * mono
+
+
+def test_set_alpha_matches_the_definition_with_masi():
+    from annotator.agreement import agreement, jaccard_distance
+
+    dim = RUBRIC.dimensions[0]
+    table = [
+        [("joy",), ("anger", "sadness"), ("neutral",), ("joy", "sadness"), None, ("anger",)],
+        [("joy",), ("anger",), ("neutral",), ("sadness",), ("joy",), ("anger", "sadness")],
+        [("joy", "anger"), ("anger",), None, ("sadness",), ("joy",), ("anger",)],
+    ]
+    got = agreement(dim, ["a", "b", "c"], table, bootstrap=50)
+    want = _alpha_by_hand(list(zip(*table, strict=True)), _masi)
+    assert got.level == "masi" and got.n == 6
+    assert got.alpha == pytest.approx(want, abs=1e-9)
+    assert got.low is not None and got.low <= got.alpha <= got.high
+    # Singletons only: MASI alpha is nominal alpha.
+    single = [[(v,) for v in row] for row in (["joy", "anger", "joy"], ["joy", "anger", "anger"])]
+    nominal = rubric_from_dict(rubric_data(), "t").dimensions[1]
+    plain = agreement(nominal, ["a", "b"], [["no", "yes", "no"], ["no", "yes", "yes"]], 0)
+    assert agreement(dim, ["a", "b"], single, 0).alpha == pytest.approx(plain.alpha)
+    # Jaccard distance on masks: {joy} vs {joy, anger} = 1/2; empty vs empty = 0.
+    import numpy as np
+
+    assert jaccard_distance(np.array([1.0, 0.0]), np.array([3.0, 0.0])).tolist() == [0.5, 0.0]
