@@ -153,9 +153,18 @@ def cell(value: Value) -> str:
     return ";".join(str(v) for v in value) if isinstance(value, tuple | list) else str(value)
 
 
-def multi_labels(rubric: Rubric, output: Any) -> dict[str, Any]:
-    """A stored output's labels (annotator/project/store.py Output) as the rubric's, each a
-    Label: a multi-label dimension's value is its set."""
+def shown(value: Value) -> str:
+    """A value as the app shows it: a set's values joined by ";" ("none" for the empty set)."""
+    return (cell(value) or "none") if isinstance(value, tuple | list) else str(value)
+
+
+def multi_labels(
+    rubric: Rubric | None, labels: Mapping[str, Any], probs: Any = None
+) -> dict[str, Any]:
+    """Stored labels (annotator/project/store.py Labels, per value for a multi-label dimension)
+    as the rubric's Labels: a multi-label dimension's value is its set. Unchanged without one."""
     from annotator.project.store import Label
 
-    return {k: Label(*v) for k, v in collapse(rubric, output.labels, output.probs).items()}
+    if rubric is None or not any(d.multi for d in rubric.dimensions):
+        return dict(labels)
+    return {k: Label(*v) for k, v in collapse(rubric, labels, probs).items()}

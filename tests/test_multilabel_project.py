@@ -7,6 +7,7 @@ import csv
 import json
 
 from conftest import run_cli, write_csv
+from helpers.tui import run_async
 
 from annotator.agreement import agreement
 from annotator.data import Item
@@ -107,3 +108,41 @@ def test_reviewed_sets_import_export_and_agree_with_masi(tmp_path):
     assert done.returncode == 0, done.stderr
     rows = {r["id"]: r for r in csv.DictReader(out.open())}
     assert rows["b"]["emotions"] == "anger;=odd" and rows["e"]["emotions"] == "joy"
+
+
+@run_async
+async def test_review_in_the_app_toggles_values_and_saves_the_set(tmp_path, monkeypatch):
+    from helpers.tui import opened, text_of
+
+    from annotator.tui.app import make_app
+    from annotator.tui.widgets.review_view import ReviewView
+    from annotator.tui.widgets.value_picker import ValuePicker
+
+    monkeypatch.chdir(tmp_path)
+    project = make_project(tmp_path / "p.db")
+    app = make_app(project.name, reviewer="ana", bootstrap=20)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        await pilot.press("r", "enter")
+        review = app.main.query_one(ReviewView)
+        picker = review.query_one(ValuePicker)
+        first = review.current
+        assert first is not None and picker.value is None  # nothing toggled: no answer yet
+        await pilot.press("enter")  # refused: the set is not chosen yet
+        assert not review.revealed
+        await pilot.press("1", "2", "4")  # joy, anger; a third is over max 2
+        assert picker.value == ("joy", "anger")
+        await pilot.press("1", "right", "right", "space")  # joy off; the cursor to =odd, on
+        assert picker.value == ("anger", "=odd") and "[x] 3 =odd" in str(picker.render())
+        await pilot.press("enter")
+        assert review.revealed
+        model = {"a": "joy", "b": "anger;=odd", "c": "anger;=odd", "d": "=odd;neutral", "e": "none"}
+        assert f"you anger;=odd · model {model[first]} (p " in text_of(review)
+        await pilot.press("enter")  # the next item: every value off again
+        assert review.current != first and picker.value is None and not picker.chosen
+        await pilot.press("2", "2", "enter")  # on and off again: the empty set, chosen
+        assert review.revealed
+    with Store(project) as store:
+        saved = {(i, tuple(v)) for i, d, r, v, q in store.reviews() if d == "emotions"}
+    assert (first, ("anger", "=odd")) in saved and len(saved) == 2
+    assert any(v == () for _, v in saved)

@@ -263,7 +263,9 @@ def agreement_report(
     run = store.run(run_id)
     model_labels = {item_id: labels for item_id, labels, _ in store.annotations(run.id)}
     if any(d.multi for d in rubric.dimensions):  # the sets the per-value decisions give
-        model_labels = {o.item_id: multi_labels(rubric, o) for o in store.outputs(run.id)}
+        model_labels = {
+            o.item_id: multi_labels(rubric, o.labels, o.probs) for o in store.outputs(run.id)
+        }
     # One label per reviewer, item and dimension: audit, else import; never hard.
     labels = unbiased_labels(store.reviews())
     reviewers = sorted(labels)
