@@ -133,18 +133,19 @@ def as_answers(rubric: Rubric, values: Mapping[str, Value]) -> dict[str, Value]:
 
 
 def review_rows(rubric: Rubric, rows: Sequence[tuple]) -> list[tuple]:
-    """Review rows (item, dimension, value, ...rest) with each multi-label value spread into
-    per-value yes/no rows, for what fits the model's view (heads, training)."""
+    """Review rows as the store gives them (item, dimension, reviewer, value, ...rest) with
+    each multi-label set spread into per-value yes/no rows: what the model's view (heads,
+    training) compares with."""
     multi = {d.name: d for d in rubric.dimensions if d.multi}
     out: list[tuple] = []
-    for item, dim_name, value, *rest in rows:
+    for item, dim_name, reviewer, value, *rest in rows:
         dim = multi.get(dim_name)
         if dim is None:
-            out.append((item, dim_name, value, *rest))
+            out.append((item, dim_name, reviewer, value, *rest))
             continue
         chosen = set(dim.parse_value(value))
         for v in dim.values:
-            out.append((item, f"{dim_name}.{v}", YES if v in chosen else NO, *rest))
+            out.append((item, f"{dim_name}.{v}", reviewer, YES if v in chosen else NO, *rest))
     return out
 
 

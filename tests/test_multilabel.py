@@ -119,8 +119,8 @@ def test_people_values_become_per_value_answers():
         "emotions.joy": "yes", "emotions.anger": "no", "emotions.sadness": "no",
         "emotions.neutral": "yes", "toxic": "no",
     }  # fmt: skip
-    rows = multilabel.review_rows(RUBRIC, [("i1", "emotions", ["anger"], "ann", "audit")])
-    assert ("i1", "emotions.anger", "yes", "ann", "audit") in rows and len(rows) == 4
+    rows = multilabel.review_rows(RUBRIC, [("i1", "emotions", "ann", ["anger"], "audit")])
+    assert ("i1", "emotions.anger", "ann", "yes", "audit") in rows and len(rows) == 4
 
 
 def test_engine_decides_each_value_from_the_real_model(default_model):

@@ -146,3 +146,49 @@ async def test_review_in_the_app_toggles_values_and_saves_the_set(tmp_path, monk
         saved = {(i, tuple(v)) for i, d, r, v, q in store.reviews() if d == "emotions"}
     assert (first, ("anger", "=odd")) in saved and len(saved) == 2
     assert any(v == () for _, v in saved)
+
+
+def test_calibrate_fits_a_head_per_value_and_the_new_run_reads_as_sets(tmp_path):
+    """Hidden states stored as the engine stores them (one row per value's decision); the
+    reviewers' sets are readable from them (value i on: feature i high), the model's own
+    per-value answers are not. The heads, one per value, recover the sets."""
+    import numpy as np
+
+    from annotator.calibration.calibrate import calibrate
+
+    rng = np.random.default_rng(0)
+    n_items, n_embd = 40, 16
+    truth = {f"i{n}": tuple(v for v in VALUES if rng.random() < 0.4)[:2] for n in range(n_items)}
+    path = tmp_path / "p.db"
+    with Store(path) as store:
+        store.bind_rubric(RUBRIC)
+        store.add_items([Item(i, n, {"text": f"text {i}"}) for n, i in enumerate(truth)])
+        run, _ = store.find_or_start_run(
+            model_path="m.gguf",
+            model_sha256="ab" * 32,
+            rubric=RUBRIC,
+            data_path="d.csv",
+            data_sha256="cd" * 32,
+            settings={"settings": {"n_ctx": 4096, "hidden_layer": 5}, "backend": "cpu"},
+        )
+        for item_id, chosen in truth.items():
+            state = rng.normal(0, 0.3, n_embd)
+            state[[VALUES.index(v) for v in chosen]] += 3.0
+            hidden = np.tile(state, (len(VALUES), 1)).astype("<f2").tobytes()
+            labels = {f"emotions.{v}": Label("no", 0.6, 0.2) for v in VALUES}
+            probs = {f"emotions.{v}": [0.6, 0.4] for v in VALUES}
+            store.save_annotation(run, item_id, labels, 3, 0, 0.01, probs=probs, hidden=hidden)
+        store.save_reviews("ana", "audit", [(i, "emotions", v) for i, v in truth.items()])
+        result = calibrate(store)
+        assert sorted(result.fitted) == sorted(f"emotions.{v}" for v in VALUES)
+        outputs = store.outputs(result.run_id)
+        from annotator.multilabel import multi_labels
+
+        sets = {
+            o.item_id: multi_labels(RUBRIC, o.labels, o.probs)["emotions"].value for o in outputs
+        }
+    agreeing = sum(sets[i] == truth[i] for i in truth)
+    assert agreeing >= 0.8 * n_items  # leave-one-out labels, from separable states
+    done = run_cli("agree", str(path), "--json", "--bootstrap", "0")
+    report = json.loads(done.stdout)["dimensions"][0]
+    assert report["level"] == "masi" and report["comparisons"][0]["alpha"] > 0.6
