@@ -27,12 +27,13 @@ BINARY = (NO, YES)  # "no" first: an exact tie reads as no
 
 def value_dimension(dim: Dimension, value: Value) -> Dimension:
     """The yes/no dimension for one value of multi-label `dim`."""
-    return Dimension(f"{dim.name}.{value}", dim.question, "nominal", BINARY, parent=dim.name)
+    return Dimension(f"{dim.name}.{value}", dim.question, "nominal", BINARY, origin=dim)
 
 
 def expand(rubric: Rubric) -> Rubric:
     """The rubric as the model sees it: each multi-label dimension as one yes/no dimension per
-    value, in place. A rubric without multi-label dimensions is returned as it is."""
+    value, in place. A rubric without multi-label dimensions is returned as it is. Its JSON
+    and hash are the original's (what provenance and model files record)."""
     if not any(d.multi for d in rubric.dimensions):
         return rubric
     dims: list[Dimension] = []
@@ -124,7 +125,7 @@ def as_answers(rubric: Rubric, values: Mapping[str, Value]) -> dict[str, Value]:
     for dim in rubric.dimensions:
         if dim.name not in values:
             continue
-        if dim.multi:
+        if dim.multi and values[dim.name] is not None:
             chosen = set(dim.parse_value(values[dim.name]))
             out.update({f"{dim.name}.{v}": YES if v in chosen else NO for v in dim.values})
         else:

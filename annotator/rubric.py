@@ -51,11 +51,15 @@ class Dimension:
     kind: str = "single"  # "multi": a value is any subset of `values` (annotator/multilabel.py)
     min_count: int = 0  # multi: fewest values an item may have
     max_count: int | None = None  # multi: most values an item may have (None: all)
-    parent: str = ""  # set on the per-value yes/no dimensions a multi dimension expands into
+    origin: Dimension | None = None  # on the yes/no dimension of a multi one's value: that one
 
     @property
     def multi(self) -> bool:
         return self.kind == "multi"
+
+    @property
+    def parent(self) -> str:
+        return "" if self.origin is None else self.origin.name
 
     def result_columns(self, with_probs: bool = False) -> list[str]:
         """Its columns in `annotator results`: value, probability and margin (`with_probs`:
@@ -136,7 +140,8 @@ class Rubric:
                     **({"anchors": dict(d.anchors)} if d.anchors else {}),
                     **(_multi_keys(d) if d.multi else {}),
                 }
-                for d in self.dimensions
+                # The model's view (annotator/multilabel.py) writes the rubric it came from.
+                for d in dict.fromkeys(d.origin or d for d in self.dimensions)
             ],
         }
         if self.description:

@@ -189,3 +189,9 @@ def test_set_alpha_matches_the_definition_with_masi():
     import numpy as np
 
     assert jaccard_distance(np.array([1.0, 0.0]), np.array([3.0, 0.0])).tolist() == [0.5, 0.0]
+
+
+def test_the_model_view_records_the_rubric_it_came_from():
+    model = multilabel.expand(RUBRIC)
+    assert model.hash == RUBRIC.hash and model.canonical_json() == RUBRIC.canonical_json()
+    assert rubric_from_json(model.canonical_json(), "gguf") == RUBRIC
