@@ -72,3 +72,30 @@ def test_train_learns_a_yes_no_answer_per_value_and_records_the_rubric(trained):
     assert "topics: 'food;travel;work' has 3 values; allowed 0 to 2" in done.stderr
     log = (run_dir / "train.log").read_text()
     assert "topics.travel" in log  # validated per value
+
+
+@pytest.mark.long
+def test_the_trained_run_exports_and_annotates_sets(trained):
+    """Export's drift check compares value by value; the file carries the rubric as written
+    and `annotate` with it alone labels sets that `results` writes."""
+    work, _ = trained
+    out = work / "tiny.gguf"
+    done = run_cli(
+        "export", str(work / "run" / "merged"), "--out", str(out), "--quant", "q8_0",
+        "--threads", "1", "--min-agreement", "0", "--bootstrap", "50",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    project = work / "exported.db"
+    labelled = run_cli(
+        "annotate", str(work / "a.csv"), "--project", str(project), "--model", str(out),
+        "--threads", "1",
+    )  # fmt: skip
+    assert labelled.returncode == 0, labelled.stderr
+    results = work / "r.jsonl"
+    assert run_cli("results", str(project), "--out", str(results)).returncode == 0
+    rows = [json.loads(line) for line in results.open()]
+    assert len(rows) == 17
+    assert all(
+        set(r["topics"]) <= {"food", "travel", "work"} and len(r["topics"]) <= 2 for r in rows
+    )
+    assert all(r["tone"] in ("calm", "angry") for r in rows)
