@@ -59,6 +59,14 @@ def make_project(path):
     return path
 
 
+def test_other_tools_formats_refuse_multi_label_in_one_line(tmp_path):
+    project = make_project(tmp_path / "p.db")
+    out = tmp_path / "ls.json"
+    done = run_cli("results", str(project), "--out", str(out), "--format", "labelstudio")
+    assert done.returncode != 0 and not out.exists()
+    assert "multi-label dimension 'emotions' is not supported" in done.stderr
+
+
 def test_results_write_a_semicolon_cell_and_a_column_per_value(tmp_path):
     project = make_project(tmp_path / "p.db")
     out = tmp_path / "r.csv"
@@ -181,6 +189,11 @@ def test_calibrate_fits_a_head_per_value_and_the_new_run_reads_as_sets(tmp_path)
         store.save_reviews("ana", "audit", [(i, "emotions", v) for i, v in truth.items()])
         result = calibrate(store)
         assert sorted(result.fitted) == sorted(f"emotions.{v}" for v in VALUES)
+        from annotator.calibration.curve import learning_curves
+
+        curves, _ = learning_curves(store, run_id=run, sizes=(20,), repeats=2)
+        assert [c.dimension for c in curves] == [f"emotions.{v}" for v in VALUES]
+        assert all(c.items == n_items for c in curves)
         outputs = store.outputs(result.run_id)
         from annotator.multilabel import multi_labels
 
