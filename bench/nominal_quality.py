@@ -4,16 +4,17 @@
 
 What it does, all through the `annotator` command (each command is printed first):
   1. fit comments: single-label GoEmotions train comments the bundled adapter never saw
-     (train comments 320 to 639; the adapter trained on the first 320); test comments: the
-     200 dev comments after the 40 bundled as the sample (README, "Quality on real human
-     labels");
+     (train comments from 320 on, 960 by default; the adapter trained on the first 320);
+     test comments: the 200 dev comments after the 40 bundled as the sample (README,
+     "Quality on real human labels");
   2. per coder model, the embedded base (Gemma 3 270M Q4_K_M) and the bundled adapter
      (annotator/samples/goemotions/goemotions-lora.gguf), `annotate` labels fit and test
-     comments once (argmax; the distributions and hidden states are stored);
+     comments once (argmax; the distributions and hidden states are stored). A head the
+     bundled file carries is not applied (`--no-head`): "argmax" is the model's own answer;
   3. imports the fit comments' human labels as reviews (`review import`) and runs
-     `calibrate --out`, which fits the nominal head (class-balanced logistic regression,
-     L2 strength by 5-fold cross-validation on the fit comments only) and writes a copy of
-     the model file carrying it;
+     `calibrate --out`, which fits the nominal head (class-balanced logistic regression;
+     inputs, class balance and L2 strength by 5-fold cross-validation on the fit comments
+     only) and writes a copy of the model file carrying it;
   4. scores on the test comments only: accuracy, macro-F1 (scikit-learn's, over the values
      in the truth or the labels) and Krippendorff's alpha (nominal) against the human label,
      with n and a 95% bootstrap interval over comments. With --check-shipped it also labels
@@ -36,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from annotator.modelfile import KEY_CALIBRATION, read_model_info
 from bench import datasets
 from bench.rubric_quality import calibrated_run, command, run_labels
 
@@ -78,7 +80,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, required=True, help="working folder (reused)")
-    parser.add_argument("--fit", type=int, default=320, help="fit comments [320]")
+    parser.add_argument("--fit", type=int, default=960, help="fit comments [960]")
     parser.add_argument("--test", type=int, default=200, help="test comments [200]")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bootstrap", type=int, default=1000)
@@ -101,25 +103,38 @@ def main() -> None:
     for name, model in MODELS.items():
         project = out / f"{name}.db"
         with_model = [] if model is None else ["--model", str(model)]
+        if model is not None and KEY_CALIBRATION in read_model_info(model).metadata:
+            with_model.append("--no-head")  # the model's own answer, not the file's head
         # Resumes an earlier pass (labelled comments are skipped); a review imported again
         # replaces itself.
-        command(
+        said = command(
             [
                 *("annotate", str(out / "items.csv"), "--rubric", str(rubric)),
                 *("--project", str(project), "--rule", "argmax", *with_model, *common),
             ],
             log,
         )
+        run = int(re.search(r"; run (\d+)", said).group(1))
         command(
             ["review", "import", str(project), str(out / "fit-labels.csv"), "--reviewer", "ge"],
             log,
         )
-        coders[f"{name} argmax"] = _values(run_labels(project, 1))
+        coders[f"{name} argmax"] = _values(run_labels(project, run))
         shipped = out / f"{name}-head.gguf"
-        said = command(["calibrate", str(project), "--run", "1", "--out", str(shipped)], log)
-        found = re.search(r"alpha vs the reviewers' majority (\S+), macro-F1 (\S+)", said)
+        said = command(["calibrate", str(project), "--run", str(run), "--out", str(shipped)], log)
+        found = re.search(
+            r"alpha vs the reviewers' majority (\S+), macro-F1 (\S+) \((.*)\); accuracy (\S+), "
+            r"the model's own answer (\S+)",
+            said,
+        )
         assert found, said
-        cv[name] = {"alpha": float(found.group(1)), "macro_f1": float(found.group(2))}
+        cv[name] = {
+            "alpha": float(found.group(1)),
+            "macro_f1": float(found.group(2)),
+            "chosen": found.group(3),
+            "accuracy": float(found.group(4)),
+            "answer_accuracy": float(found.group(5)),
+        }
         coders[f"{name} + head"] = _values(run_labels(project, calibrated_run(said)))
         cv[name]["file_mb"] = round(shipped.stat().st_size / 1e6, 1)
         if args.check_shipped:
@@ -179,7 +194,8 @@ def format_table(report: dict) -> str:
     for name, f in report["cross_validated_on_fit"].items():
         lines.append(
             f"{name} head, 5-fold on the fit comments: alpha {f['alpha']:.3f}, macro-F1 "
-            f"{f['macro_f1']:.3f}; written file {f['file_mb']} MB"
+            f"{f['macro_f1']:.3f}, accuracy {f['accuracy']:.3f} (the model's own answer "
+            f"{f['answer_accuracy']:.3f}; {f['chosen']}); written file {f['file_mb']} MB"
         )
     for name, (same, n) in report["shipped_equal_labels"].items():
         lines.append(f"{name} head file on its own: {same} of {n} test labels equal the head's")

@@ -4,6 +4,7 @@ hidden states, a head fitted on reviews, leave-one-out labels, and the head ship
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -83,6 +84,9 @@ def test_calibrate_fits_a_head_with_leave_one_out_labels_and_ships_it(project):
     assert done.returncode == 0, done.stderr
     assert "positivity: head fitted on 30 reviewed items" in done.stderr
     assert "kind: logistic head fitted on 30 reviewed items; 5-fold" in done.stderr
+    assert re.search(
+        r"kind: .*; accuracy \d\.\d{3}, the model's own answer \d\.\d{3}\n", done.stderr
+    )
     # On the embedded model: a head file of a few kB, not a 253 MB copy (tests/test_head_file.py).
     assert f"wrote {model}, head file (" in done.stderr and model.stat().st_size < 1_000_000
     with Store(db) as store:

@@ -210,3 +210,37 @@ def test_inspect_json_writes_a_non_finite_number_as_null():
         "alpha": None,
         "n": [1, None],
     }
+
+
+def test_no_head_labels_as_the_model_alone_and_the_run_says_so(shipped):
+    """`annotate --no-head` on a file that carries a head: the rule labels every dimension,
+    as the embedded model alone did (the fixture's run 1, same rule), and the run records that
+    the file's head was not applied (so a bench can score a demo file's own argmax)."""
+    from annotator.calibration.calibrate import describe_run
+
+    tmp, small, _, data, _ = shipped
+    db = tmp / "no-head.db"
+    done = run_cli(
+        *("annotate", str(data), "--project", str(db), "--model", str(small), "--no-head"),
+        *("--n-ctx", "1024", "--threads", "1"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "calibration head in the model file not applied (--no-head)" in done.stderr
+    with Store(tmp / "p.db") as alone, Store(db) as ignored:
+        run = ignored.run(1)
+        readout = run.settings["readout"]
+        assert "head" not in readout and readout["model_head"] == "not applied (--no-head)"
+        assert "calibration head not applied (--no-head)" in describe_run(run)
+        by_rule = {o.item_id: o for o in ignored.outputs(1)}
+        by_model = {o.item_id: o for o in alone.outputs(1)}
+        assert by_rule.keys() == by_model.keys() and len(by_rule) == 3
+        for item_id, output in by_rule.items():
+            assert output.labels == by_model[item_id].labels  # values, probabilities, margins
+        # With the head applied (the same command without --no-head) it is another run.
+        with_head = run_cli(
+            *("annotate", str(data), "--project", str(db), "--model", str(small)),
+            *("--n-ctx", "1024", "--threads", "1"),
+        )
+        assert with_head.returncode == 0, with_head.stderr
+        assert "calibration head from the model file on positivity" in with_head.stderr
+        assert "head" in ignored.run(2).settings["readout"]

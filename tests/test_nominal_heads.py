@@ -77,6 +77,35 @@ def test_two_reviewers_and_two_values():
     assert probs.sum() == pytest.approx(1.0)
     assert head.choose(states[0], [0.5, 0.5])[0] == int(np.argmax(probs))
     assert np.mean([head.choose(s, [0.5, 0.5])[0] for s in states] == labels) > 0.75
+    # The model's answer is always "no": as accurate as any head on the reviewers' majority
+    # ("no" wins ties), and worthless. No head improves on it on both accuracy and macro-F1,
+    # so alpha alone chooses, and the states win.
+    assert head.model_accuracy == pytest.approx(np.mean([min(g) == 0 for g in given]), abs=1e-6)
+    assert head.inputs == "states" and head.cv_accuracy < head.model_accuracy
+
+
+def test_a_head_records_the_accuracy_it_kept_against_the_models_answer(monkeypatch):
+    """A model that answers the frequent value "a" when unsure: the head improves on its
+    answer on both accuracy and macro-F1 out of fold, and records both accuracies (the
+    answer's is the model's argmax on the same items)."""
+    import annotator.calibration.nominal as nominal
+
+    monkeypatch.setattr(nominal, "POWERS", (1.0, 0.0))  # balance first: it must not win by order
+    rng = np.random.default_rng(7)
+    labels = rng.choice(6, size=300, p=SHARES)
+    probs = rng.dirichlet(np.ones(6), size=300) * 0.3
+    probs[:, 0] += 0.35
+    probs[np.arange(300), labels] += 0.35
+    answer = np.argmax(probs, axis=1)
+    states = rng.normal(size=(300, 16)).astype(np.float32)
+    head = fit_nominal(DIM, states, probs.tolist(), [[int(v)] for v in labels]).head
+    assert head.model_accuracy == pytest.approx(np.mean(answer == labels), abs=1e-6)
+    assert head.cv_accuracy >= head.model_accuracy
+    assert head.cv_macro_f1 > macro_f1(list(labels), list(answer))
+    again = head_from_json(Head({"kind": head}, 16, {}, 3).to_json(), "m.gguf").dims["kind"]
+    assert (again.cv_accuracy, again.model_accuracy) == pytest.approx(
+        (head.cv_accuracy, head.model_accuracy), abs=1e-4
+    )
 
 
 @functools.cache
@@ -120,6 +149,12 @@ def test_nominal_head_json_round_trip_and_old_format():
     old["format"], old["kind"] = 2, "hidden-ridge"
     del old["dims"]["quality"]["kind"]
     assert head_from_json(json.dumps(old), "m.gguf").dims["quality"].n == 60
+    # A nominal head written before the accuracies were recorded reads without them.
+    data = json.loads(head.to_json())
+    del data["dims"]["kind"]["cv_accuracy"], data["dims"]["kind"]["model_accuracy"]
+    read = head_from_json(json.dumps(data), "m.gguf").dims["kind"]
+    assert read.cv_accuracy is None and read.model_accuracy is None
+    assert "cv_accuracy" not in read.summary()
 
 
 NOMINAL_RUBRIC = {
@@ -148,6 +183,8 @@ NOMINAL_RUBRIC = {
         ("dims/kind/n", -1, "dims.kind.n must be between"),
         ("dims/kind/inputs", "tokens", "dims.kind.inputs must be one of states, probs"),
         ("dims/kind/power", 2.0, "dims.kind.power must be between 0 and 1"),
+        ("dims/kind/cv_accuracy", 1.5, "dims.kind.cv_accuracy must be between 0 and 1"),
+        ("dims/kind/model_accuracy", "x", "dims.kind.model_accuracy must be a number"),
     ],
     ids=lambda value: repr(value)[:24],
 )

@@ -253,6 +253,8 @@ def describe_run(run: Run) -> str:
         parts.append(f"prior {readout['prior']}")
     if head := readout.get("head"):
         parts.append("calibration " + describe_head(head))
+    if "model_head" in readout:
+        parts.append(f"the model file's calibration head {readout['model_head']}")
     if "derived_from" in readout:
         parts.append(f"read again from run {readout['derived_from']}")
     return "; ".join(parts)

@@ -15,10 +15,14 @@ one seen on 40%), 0 none. Without any the head chooses the frequent values (on G
 "neutral" and "admiration") and macro-F1, which weighs every value alike, stays low; fully
 balanced, accuracy drops. The power, the inputs and the L2 strength are chosen by K-fold
 cross-validation on the fitted items only (folds dealt round-robin within each value, so every
-fold sees the rare values; deterministic), by the out-of-fold alpha (nominal). The labels a fit
-reports for its own items, and the alpha and macro-F1 it reports, are the out-of-fold ones:
-no item's own label was used to predict it. A value no reviewer gave cannot be chosen: the
-head holds weights only for the values seen.
+fold sees the rare values; deterministic), by the out-of-fold alpha (nominal), first among the
+settings that improve on the model's own answer (argmax) on the same items: out-of-fold
+accuracy not below the answer's and macro-F1 above it. A head that would buy balance across
+values with the model's accuracy is chosen only where no setting improves on both (as when the
+answer is one frequent value: accurate, and worthless). The labels a fit reports for its own
+items, and the alpha, macro-F1 and accuracy it reports, are the out-of-fold ones: no item's own
+label was used to predict it. A value no reviewer gave cannot be chosen: the head holds
+weights only for the values seen.
 """
 
 from __future__ import annotations
@@ -52,6 +56,8 @@ class NominalHead:
     cv_macro_f1: float  # macro-F1 of the out-of-fold labels, over the values seen
     inputs: str = "states"  # one of INPUTS
     power: float = 1.0  # the class-balance exponent chosen
+    cv_accuracy: float | None = None  # accuracy of the out-of-fold labels (None: not recorded)
+    model_accuracy: float | None = None  # the model's own answer's on the same items
 
     @property
     def loo_alpha(self) -> float | None:
@@ -88,7 +94,12 @@ class NominalHead:
             "inputs": self.inputs,
             "power": self.power,
             **({"n_values": int(self.weights.shape[1])} if self.inputs == "probs" else {}),
+            **self._accuracies(),
         }
+
+    def _accuracies(self) -> dict:
+        found = {"cv_accuracy": self.cv_accuracy, "model_accuracy": self.model_accuracy}
+        return {k: round(v, 4) for k, v in found.items() if v is not None}
 
     def summary(self) -> dict:
         return {
@@ -100,6 +111,7 @@ class NominalHead:
             "values": len(self.classes),
             "inputs": self.inputs,
             "power": self.power,
+            **self._accuracies(),
         }
 
 
@@ -154,7 +166,13 @@ def nominal_from_dict(
     cv = None if d.get("cv_alpha") is None else number(d, "cv_alpha", where, high=1)
     f1 = number(d, "cv_macro_f1", where, low=0, high=1)
     power = number(d, "power", where, low=0, high=1)
-    return NominalHead(weights.reshape(k, n_in), biases, classes, n, c, cv, f1, inputs, power)
+    accuracies = [  # recorded since heads were chosen against the model's own accuracy
+        None if d.get(key) is None else number(d, key, where, low=0, high=1)
+        for key in ("cv_accuracy", "model_accuracy")
+    ]
+    return NominalHead(
+        weights.reshape(k, n_in), biases, classes, n, c, cv, f1, inputs, power, *accuracies
+    )
 
 
 # -- fitting ----------------------------------------------------------------------------------
@@ -199,6 +217,11 @@ def _fit_nominal(
     domain = [float(i) for i in range(len(dim.values))]
     majority = [_majority(v) for v in labels]
     folds = _folds(majority)
+    truth = np.asarray(majority)
+    # The model's own answer (argmax; ties to the lower index, as the readout breaks them).
+    answer = np.argmax(np.asarray(probs, dtype=np.float64), axis=1)
+    floor = float(np.mean(answer == truth))
+    answer_f1 = macro_f1(majority, answer.tolist())
     best: tuple | None = None
     for inputs in INPUTS:
         if inputs == "states":
@@ -226,10 +249,13 @@ def _fit_nominal(
                         predicted[i] = int(p)
                 score = alpha(np.array([predicted, majority], dtype=float), "nominal", domain)
                 score = -math.inf if score is None else score
-                if best is None or score > best[0] + 1e-12:
-                    best = (score, inputs, power, c, predicted, z, mean_x, scale)
+                accuracy = float(np.mean(np.asarray(predicted) == truth))
+                improves = accuracy >= floor - 1e-9 and macro_f1(majority, predicted) > answer_f1
+                key = (float(improves), score)
+                if best is None or _better(key, best[0]):
+                    best = (key, score, inputs, power, c, predicted, z, mean_x, scale, accuracy)
     assert best is not None
-    cv_alpha, inputs, power, c, predicted, z, mean_x, scale = best
+    _, cv_alpha, inputs, power, c, predicted, z, mean_x, scale, accuracy = best
     model = _fit(z, labels, c, power)
     coef = np.asarray(model.coef_, dtype=np.float64)
     classes = tuple(int(v) for v in model.classes_)
@@ -251,8 +277,19 @@ def _fit_nominal(
         round(macro_f1(majority, predicted), 6),
         inputs,
         power,
+        round(accuracy, 6),
+        round(floor, 6),
     )
     return NominalFit(head, predicted)
+
+
+def _better(key: tuple, than: tuple) -> bool:
+    """Whether a setting's (improves on the model's answer, alpha) beats the best so far;
+    figures within 1e-12 count as equal (the first setting tried keeps the tie)."""
+    for a, b in zip(key, than, strict=True):
+        if abs(float(a) - float(b)) > 1e-12:
+            return float(a) > float(b)
+    return False
 
 
 def _fit(z: np.ndarray, labels: Sequence[Sequence[int]], c: float, power: float):

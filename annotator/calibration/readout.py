@@ -91,6 +91,9 @@ class Readout:
     prior: str = "none"
     # The prior distributions, per dimension, once computed (content-free: by the engine).
     priors: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    # False (`annotate --no-head`): a calibration head the model file carries is not applied;
+    # the rule labels every dimension, as for the file's model alone. Recorded when False.
+    model_head: bool = True
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -111,4 +114,5 @@ class Readout:
             "rules": {d.name: rule_for(d, self.rule) for d in rubric.dimensions},
             "prior": self.prior,
             "priors": {k: [round(p, 6) for p in v] for k, v in sorted(self.priors.items())},
+            **({} if self.model_head else {"model_head": "not applied (--no-head)"}),
         }

@@ -80,6 +80,12 @@ DEFAULTS = {"n_ctx": 4096, "n_batch": 512}
     help="content-free: divide by the model's answer to an empty item first.",
 )
 @click.option(
+    "--no-head",
+    is_flag=True,
+    help="Do not apply a calibration head the model file carries: --rule labels every "
+    "dimension, as the file's model alone answers (recorded in the run).",
+)
+@click.option(
     "--tie-margin",
     default=0.1,
     show_default=True,
@@ -131,6 +137,7 @@ def annotate(
     parallel,
     rule,
     prior,
+    no_head,
     tie_margin,
     workers,
     ray_address,
@@ -170,7 +177,7 @@ def annotate(
         settings=settings,
         tie_margin=tie_margin,
         base=base,
-        readout=Readout(rule=rule, prior=prior),
+        readout=Readout(rule=rule, prior=prior, model_head=not no_head),
     )
     if ray_address:
         from annotator.jobs.cluster import annotate_command

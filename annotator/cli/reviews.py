@@ -134,7 +134,8 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, full, curve
     ordinal and interval, a ridge probe on the mean of the model's middle-block hidden states
     at the item's answers, with thresholds that keep the reviewed labels' value shares;
     nominal, a class-weighted logistic regression on those states or on the model's own
-    value probabilities, whichever cross-validates better. Dimensions without one get the
+    value probabilities, whichever cross-validates better (first among the settings that keep
+    the accuracy of the model's own answer and raise its macro-F1). Dimensions without one get the
     decision rule or prior. Items that helped fit a head get leave-one-out (nominal:
     out-of-fold) labels, so `agree` on the new run stays honest.
 
@@ -175,7 +176,8 @@ def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, full, curve
                     f"cross-validated alpha vs the reviewers' majority {shown}, macro-F1 "
                     f"{head.cv_macro_f1:.3f} ({len(head.classes)} values seen; on the "
                     + ("model's value probabilities" if head.inputs == "probs" else "hidden states")
-                    + f", class balance power {head.power:g})"
+                    + f", class balance power {head.power:g}); accuracy {head.cv_accuracy:.3f}, "
+                    f"the model's own answer {head.model_accuracy:.3f}"
                 )
             else:
                 stderr(

@@ -48,6 +48,7 @@ class Labeller:
     ):
         from annotator.inference.engine import Engine
         from annotator.jobs.job import load_model
+        from annotator.jobs.spec import file_head
         from annotator.rubric import rubric_from_json
 
         # Every node checks its own copy: a different or damaged file would label silently
@@ -70,7 +71,7 @@ class Labeller:
         rubric = rubric_from_json(rubric_json, "rubric from the driver")
         llm, info = load_model(Path(model), settings, base)
         self.engine = Engine(
-            model, rubric, settings, llm=llm, readout=readout, head=info.head(rubric)
+            model, rubric, settings, llm=llm, readout=readout, head=file_head(info, rubric, readout)
         )
 
     def describe(self) -> dict:

@@ -24,8 +24,16 @@ from annotator.data import Item, Skipped, read_items
 from annotator.errors import AnnotatorError
 from annotator.inference.backend import EngineSettings, load_llama
 from annotator.inference.engine import Engine, ItemResult
-from annotator.jobs.spec import DEFAULT_TIE_MARGIN, JobSpec, model_line, resolve_rubric, start_lines
+from annotator.jobs.spec import (
+    DEFAULT_TIE_MARGIN,
+    JobSpec,
+    file_head,
+    model_line,
+    resolve_rubric,
+    start_lines,
+)
 from annotator.modelfile import (
+    KEY_CALIBRATION,
     ModelInfo,
     check_adapter_base,
     check_gguf_header,
@@ -106,7 +114,12 @@ class Job:
             conflicted = {s.id for s in conflicts}
             items = [i for i in items if i.id not in conflicted]
             engine = Engine(
-                path, rubric, settings, llm=llm, readout=spec.readout, head=info.head(rubric)
+                path,
+                rubric,
+                settings,
+                llm=llm,
+                readout=spec.readout,
+                head=file_head(info, rubric, spec.readout),
             )
         except BaseException:
             if store is not None:
@@ -149,13 +162,16 @@ class Job:
         """What the drivers print once the job is open (`spec.start_lines`); `head`: with the
         calibration head's line, if the model file carries one."""
         dims = self.engine.head.dims if head and self.engine.head is not None else None
-        return start_lines(
+        lines = start_lines(
             model_line(self.model, self.engine.backend, self.engine.backend_reason),
             self.rubric,
             self.run_id,
             self.resumed,
             dims,
         )
+        if head and not self.engine.readout.model_head and KEY_CALIBRATION in self.model.metadata:
+            lines.append("calibration head in the model file not applied (--no-head)")
+        return lines
 
     def run(self) -> Iterator[tuple[Item, ItemResult]]:
         """Label the remaining items, committing each before yielding it.

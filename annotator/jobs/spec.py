@@ -14,13 +14,16 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from annotator.calibration.readout import Readout
 from annotator.errors import AnnotatorError
 from annotator.inference.backend import EngineSettings
 from annotator.modelfile import ModelInfo, default_model_path
 from annotator.rubric import Rubric, load_rubric
+
+if TYPE_CHECKING:
+    from annotator.calibration.heads import Head
 
 DEFAULT_TIE_MARGIN = 0.1
 
@@ -76,6 +79,12 @@ class JobSpec:
     def model_path(self) -> Path:
         """The model file to run (the default model is assembled on first use)."""
         return self.model if self.model else default_model_path()
+
+
+def file_head(model: ModelInfo, rubric: Rubric, readout: Readout | None) -> Head | None:
+    """The calibration head the model file carries, checked against `rubric` (None: it carries
+    none), unless `readout` says not to apply it (`annotate --no-head`): then it is not read."""
+    return model.head(rubric) if readout is None or readout.model_head else None
 
 
 NO_RUBRIC = "the model carries no rubric; pass --rubric RUBRIC.toml"
