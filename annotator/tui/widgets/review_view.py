@@ -380,7 +380,8 @@ class ReviewView(Vertical, can_focus=True):
         if self.queue == queues.TEACH:
             return (
                 "The teach batch is done (or nothing is left outside the audit sample). "
-                "Calibrate, so the next batch is chosen by the new head; t: the audit sample "
+                "Calibrate (k on the Agreement tab), so the next batch is chosen by the new "
+                "head; t: the audit sample "
                 "(the next teach batch is chosen when you come back)."
             )
         return (
