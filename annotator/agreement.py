@@ -1,14 +1,17 @@
 """Krippendorff's alpha per rubric dimension, with a bootstrap interval over items.
 
 Alpha is computed by the `krippendorff` package at each dimension's own level of measurement,
-with the dimension's full value domain. The interval resamples items (each item keeps all of its
+with the dimension's full value domain. A multi-label dimension's values are sets: alpha uses
+the MASI distance between sets (Passonneau 2006, "Measuring agreement on set-valued items
+(MASI) for semantic and pragmatic annotation"; the distance NLTK's agreement module uses),
+given to the package as its distance callable, over the sets the coders used. The interval resamples items (each item keeps all of its
 coders' values together). Missing values are nan; a model failure is never a default score.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import krippendorff
@@ -40,21 +43,70 @@ class Agreement:
         }
 
 
-def encode(dim: Dimension, value: Value | None) -> float:
+def encode(dim: Dimension, value: Value | list | None) -> float:
     """A value as the number krippendorff expects: the value itself on an interval scale,
-    its position in the value list otherwise (ranks for ordinal, codes for nominal)."""
+    its position in the value list otherwise (ranks for ordinal, codes for nominal); a set
+    (multi-label) as the bit mask of its values' positions (exact in a float up to 53 values)."""
     if value is None:
         return math.nan
+    if dim.multi:
+        mask = sum(1 << dim.values.index(v) for v in set(value))  # type: ignore[arg-type]
+        if mask >= 2**53:
+            raise ValueError(f"{dim.name}: set agreement handles at most 53 values")
+        return float(mask)
     if dim.scale == "interval":
         return float(value)
     return float(dim.values.index(value))
 
 
-def domain(dim: Dimension) -> list[float]:
-    return [encode(dim, v) for v in dim.values]
+def domain(dim: Dimension) -> list[float] | None:
+    """Every value's code; None for a multi-label dimension (the sets the coders used)."""
+    return None if dim.multi else [encode(dim, v) for v in dim.values]
 
 
-def alpha(data: np.ndarray, level: str, value_domain: Sequence[float]) -> float | None:
+def level(dim: Dimension) -> str | Callable:
+    """The level of measurement krippendorff is given: the scale, or the set distance."""
+    return masi_metric if dim.multi else dim.scale
+
+
+def level_name(dim: Dimension) -> str:
+    return "masi" if dim.multi else dim.scale
+
+
+def _bits(masks: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(masks.astype(np.int64))
+
+
+def jaccard_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """1 - |A & B| / |A | B| between sets given as bit masks (two empty sets: 0)."""
+    a, b = np.broadcast_arrays(a.astype(np.int64), b.astype(np.int64))
+    union = _bits(a | b)
+    return np.where(union == 0, 0.0, 1.0 - _bits(a & b) / np.maximum(union, 1))
+
+
+def masi_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """MASI: 1 - Jaccard x monotonicity, monotonicity 1 for equal sets, 2/3 when one holds
+    the other, 1/3 when they overlap otherwise, 0 when disjoint (Passonneau 2006)."""
+    a, b = np.broadcast_arrays(a.astype(np.int64), b.astype(np.int64))
+    both = a & b
+    mono = np.select(
+        [a == b, (both == a) | (both == b), both != 0], [1.0, 2 / 3, 1 / 3], default=0.0
+    )
+    union = _bits(a | b)
+    jac = np.where(union == 0, 1.0, _bits(both) / np.maximum(union, 1))
+    return 1.0 - jac * mono
+
+
+def masi_metric(v1: np.ndarray, v2: np.ndarray, **_: object) -> np.ndarray:
+    """`masi_distance` in the shape of a krippendorff distance callable. The package's
+    callables return the distance alpha sums (delta squared for interval); MASI is used as
+    that distance as it is, as NLTK's alpha does."""
+    return masi_distance(v1, v2)
+
+
+def alpha(
+    data: np.ndarray, level: str | Callable, value_domain: Sequence[float] | None
+) -> float | None:
     """Alpha of a coders x items matrix (nan = missing), or None where it is undefined."""
     pairable = np.sum(~np.isnan(data), axis=0) >= 2
     if pairable.sum() < 2:
@@ -65,7 +117,9 @@ def alpha(data: np.ndarray, level: str, value_domain: Sequence[float]) -> float 
         return None  # every value the same: no variation to agree on
     return float(
         krippendorff.alpha(
-            reliability_data=data, level_of_measurement=level, value_domain=list(value_domain)
+            reliability_data=data,
+            level_of_measurement=level,
+            value_domain=None if value_domain is None else list(value_domain),
         )
     )
 
@@ -84,11 +138,11 @@ def agreement(
     pairable = np.sum(~np.isnan(data), axis=0) >= 2
     data = data[:, pairable]
     n = int(data.shape[1])
-    dom = domain(dim)
-    point = alpha(data, dim.scale, dom)
+    dom, lev = domain(dim), level(dim)
+    point = alpha(data, lev, dom)
     if point is None:
         note = "fewer than 2 items" if n < 2 else "all values identical: alpha undefined"
-        return Agreement(dim.name, dim.scale, tuple(coders), n, None, None, None, note)
+        return Agreement(dim.name, level_name(dim), tuple(coders), n, None, None, None, note)
     low = high = None
     note = ""
     if bootstrap > 0:
@@ -96,14 +150,14 @@ def agreement(
         samples = []
         for _ in range(bootstrap):
             pick = rng.integers(0, n, size=n)
-            value = alpha(data[:, pick], dim.scale, dom)
+            value = alpha(data[:, pick], lev, dom)
             if value is not None:
                 samples.append(value)
         if samples:
             low, high = (float(x) for x in np.percentile(samples, [2.5, 97.5]))
         if len(samples) < bootstrap:
             note = f"{bootstrap - len(samples)} of {bootstrap} resamples undefined"
-    return Agreement(dim.name, dim.scale, tuple(coders), n, point, low, high, note)
+    return Agreement(dim.name, level_name(dim), tuple(coders), n, point, low, high, note)
 
 
 def verdict(value: float | None) -> str:

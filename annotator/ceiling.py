@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from annotator.agreement import alpha, domain, encode, verdict
+from annotator.agreement import alpha, domain, encode, level, verdict
 from annotator.rubric import Dimension, Value
 
 
@@ -90,10 +90,10 @@ def ceiling(
 
     def stats(cols: np.ndarray) -> tuple[float | None, float | None]:
         part = data[:, cols]
-        pairs = [alpha(part[[0, k]], dim.scale, dom) for k in range(1, len(part))]
+        pairs = [alpha(part[[0, k]], level(dim), dom) for k in range(1, len(part))]
         defined = [p for p in pairs if p is not None]
         mean = float(np.mean(defined)) if defined else None
-        raters = alpha(part[1:], dim.scale, dom) if len(part) > 2 else None
+        raters = alpha(part[1:], level(dim), dom) if len(part) > 2 else None
         return mean, raters
 
     every = np.arange(data.shape[1])

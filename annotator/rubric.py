@@ -20,6 +20,7 @@ from annotator.errors import AnnotatorError, printable
 from annotator.jsonin import load_json
 
 SCALES = ("nominal", "ordinal", "interval")
+KINDS = ("single", "multi")  # one value per item, or any subset of the values (multi-label)
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 _MAX_TEXT = 20_000  # instructions
 _MAX_SHORT = 1_000  # questions, anchors, labels, values
@@ -28,10 +29,10 @@ _MAX_VALUES = 200
 _MAX_INPUTS = 16
 _TOP_KEYS = {"name", "instructions", "inputs", "dimensions", "description"}
 _INPUT_KEYS = {"column", "label"}
-_DIMENSION_KEYS = {"name", "question", "scale", "values", "anchors"}
+_DIMENSION_KEYS = {"name", "question", "scale", "values", "anchors", "kind", "min", "max"}
 RESULT_COLUMNS = ("id", "truncated")  # the columns of `annotator results` that no dimension writes
 
-Value = int | str
+Value = int | str | tuple[str, ...]  # a tuple: the chosen values of a multi-label dimension
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,35 @@ class Dimension:
     scale: str
     values: tuple[Value, ...]
     anchors: tuple[tuple[str, str], ...] = ()
+    kind: str = "single"  # "multi": a value is any subset of `values` (annotator/multilabel.py)
+    min_count: int = 0  # multi: fewest values an item may have
+    max_count: int | None = None  # multi: most values an item may have (None: all)
+    origin: Dimension | None = None  # on the yes/no dimension of a multi one's value: that one
+
+    @property
+    def multi(self) -> bool:
+        return self.kind == "multi"
+
+    @property
+    def parent(self) -> str:
+        return "" if self.origin is None else self.origin.name
 
     def result_columns(self, with_probs: bool = False) -> list[str]:
         """Its columns in `annotator results`: value, probability and margin (`with_probs`:
-        each value's probability too)."""
+        each value's probability too). Multi-label: the values joined by ";" and a 0/1
+        column per value (`with_probs`: each value's probability of yes)."""
+        if self.multi:
+            cols = [self.name] + [f"{self.name}_{v}" for v in self.values]
+            return cols + ([f"{self.name}_p_{v}" for v in self.values] if with_probs else [])
         cols = [self.name, f"{self.name}_p", f"{self.name}_margin"]
         return cols + ([f"{self.name}_p_{v}" for v in self.values] if with_probs else [])
 
     def parse_value(self, raw: object) -> Value:
-        """The allowed value that `raw` (from a CSV cell or JSON) stands for; ValueError if none."""
+        """The allowed value that `raw` (from a CSV cell or JSON) stands for; ValueError if none.
+        Multi-label: a list, or text with the values joined by ";" ("" for none), as a tuple
+        in rubric order."""
+        if self.multi:
+            return self._parse_set(raw)
         if self.scale == "nominal":
             text = str(raw).strip()
             if text in self.values:
@@ -71,6 +92,24 @@ class Dimension:
                 return int(number)
         allowed = ", ".join(str(v) for v in self.values)
         raise ValueError(f"{raw!r} is not one of {allowed}")
+
+    def _parse_set(self, raw: object) -> tuple[str, ...]:
+        if isinstance(raw, list | tuple):
+            parts = [str(p).strip() for p in raw]
+        elif isinstance(raw, str):
+            parts = [p.strip() for p in raw.split(";")] if raw.strip() else []
+        else:
+            raise ValueError(f"{raw!r} is not a list of values or values joined by ';'")
+        unknown = [p for p in parts if p not in self.values]
+        if unknown:
+            allowed = ", ".join(str(v) for v in self.values)
+            raise ValueError(f"{unknown[0]!r} is not one of {allowed}")
+        if len(set(parts)) != len(parts):
+            raise ValueError(f"{raw!r} names a value twice")
+        top = len(self.values) if self.max_count is None else self.max_count
+        if not self.min_count <= len(parts) <= top:
+            raise ValueError(f"{raw!r} has {len(parts)} values; allowed {self.min_count} to {top}")
+        return tuple(v for v in self.values if v in parts)
 
 
 @dataclass(frozen=True)
@@ -99,8 +138,10 @@ class Rubric:
                     "scale": d.scale,
                     "values": list(d.values),
                     **({"anchors": dict(d.anchors)} if d.anchors else {}),
+                    **(_multi_keys(d) if d.multi else {}),
                 }
-                for d in self.dimensions
+                # The model's view (annotator/multilabel.py) writes the rubric it came from.
+                for d in dict.fromkeys(d.origin or d for d in self.dimensions)
             ],
         }
         if self.description:
@@ -114,6 +155,12 @@ class Rubric:
     @property
     def hash(self) -> str:
         return hashlib.sha256(self.canonical_json().encode("utf-8")).hexdigest()
+
+
+def _multi_keys(dim: Dimension) -> dict[str, Any]:
+    """The keys only a multi-label dimension has (absent otherwise: older hashes hold)."""
+    keys: dict[str, Any] = {"kind": "multi", "min": dim.min_count}
+    return keys if dim.max_count is None else {**keys, "max": dim.max_count}
 
 
 def load_rubric(path: str | Path) -> Rubric:
@@ -239,17 +286,52 @@ def _dimensions(raw: object, bad) -> list[Dimension]:
         else:
             name_ok = bool(name)
         question = _text(entry, "question", f"{where}.question", bad, _MAX_SHORT, required=True)
-        scale = entry.get("scale")
+        kind = entry.get("kind", "single")
+        if kind not in KINDS:
+            bad(f"{where}.kind", f"must be one of {', '.join(KINDS)}")
+            kind = "single"
+        scale = entry.get("scale", "nominal" if kind == "multi" else None)
         if scale not in SCALES:
             bad(f"{where}.scale", f"must be one of {', '.join(SCALES)}")
             scale = "nominal"
+        if kind == "multi" and scale != "nominal":
+            bad(f"{where}.scale", "a multi-label dimension (kind = multi) is nominal")
         values = _values(entry.get("values"), scale, f"{where}.values", bad)
         anchors = _anchors(entry.get("anchors"), values, f"{where}.anchors", bad)
-        dim = Dimension(name, question, scale, values, anchors)
+        low, high = _counts(entry, kind, len(values), where, bad)
+        if kind == "multi" and any(";" in str(v) for v in values):
+            bad(f"{where}.values", "multi-label values must not contain ';' (it joins them)")
+        dim = Dimension(name, question, scale, values, anchors, kind, low, high)
         if name_ok:
             _check_result_columns(dim, writers, f"{where}.name", bad)
         dims.append(dim)
     return dims
+
+
+def _counts(entry: dict, kind: str, n_values: int, where: str, bad) -> tuple[int, int | None]:
+    """A multi-label dimension's optional `min` and `max` number of values per item."""
+    if kind != "multi":
+        for key in ("min", "max"):
+            if key in entry:
+                bad(f"{where}.{key}", "only a multi-label dimension (kind = multi) has it")
+        return 0, None
+    counts: list[int | None] = []
+    for key, default in (("min", 0), ("max", None)):
+        raw = entry.get(key, default)
+        if raw is not None and (
+            isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= n_values
+        ):
+            bad(f"{where}.{key}", f"must be a whole number from 0 to {n_values} (the values)")
+            raw = default
+        counts.append(raw)
+    low, high = counts
+    assert low is not None
+    if high is not None and high < low:
+        bad(f"{where}.max", f"must not be less than min ({low})")
+        high = None
+    if high == 0:
+        bad(f"{where}.max", "must be at least 1")
+    return low, high
 
 
 def _check_result_columns(dim: Dimension, writers: dict[str, str | None], where: str, bad) -> None:

@@ -27,6 +27,7 @@ from annotator.calibration.heads import MIN_ITEMS, DimHead, Fit, Head, fit_dimen
 from annotator.calibration.nominal import NominalFit, NominalHead, fit_nominal
 from annotator.calibration.readout import Readout, mean_distribution
 from annotator.errors import AnnotatorError
+from annotator.multilabel import expand, review_rows
 from annotator.project.reviews import FIT_QUEUES, unbiased_labels
 from annotator.project.runs import Run
 from annotator.project.store import Label, Output, Store
@@ -68,6 +69,7 @@ def calibrate(
     rubric = store.rubric()
     if rubric is None:
         raise AnnotatorError(f"{store.path}: project has no rubric yet (annotate first)")
+    people, rubric = rubric, expand(rubric)  # multi-label: a yes/no head per value
     run = store.run(run_id)
     outputs = store.outputs(run.id)
     if not outputs:
@@ -97,7 +99,8 @@ def calibrate(
     result = CalibrationResult(run.id, 0, None, {})
     loo: dict[str, dict[str, int]] = {}
     if fit_head:
-        loo = _fit_heads(store, rubric, hidden, probs, reviewer, result, int(layer), tell)
+        reviews = review_rows(people, store.reviews())
+        loo = _fit_heads(store, rubric, reviews, hidden, probs, reviewer, result, int(layer), tell)
     if require_head and result.head is None:
         raise AnnotatorError(
             "no dimension has enough reviewed items for a head ("
@@ -125,6 +128,7 @@ def calibrate(
 def _fit_heads(
     store: Store,
     rubric: Rubric,
+    reviews: list[tuple],
     hidden: dict[str, np.ndarray],
     probs: dict[str, dict[str, list[float]]],
     reviewer: str | None,
@@ -132,7 +136,6 @@ def _fit_heads(
     layer: int,
     tell: Callable[[str], None],
 ) -> dict[str, dict[str, int]]:
-    reviews = store.reviews()
     labels = unbiased_labels(reviews, FIT_QUEUES)
     if reviewer is not None:
         if reviewer not in labels:

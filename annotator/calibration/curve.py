@@ -32,6 +32,7 @@ from annotator.agreement import alpha, domain, encode
 from annotator.calibration.features import features, stored_states
 from annotator.calibration.heads import MIN_ITEMS, fit_dimension
 from annotator.errors import AnnotatorError
+from annotator.multilabel import expand, review_rows
 from annotator.project.reviews import unbiased_labels
 from annotator.project.store import Store
 from annotator.rubric import Dimension
@@ -196,6 +197,7 @@ def learning_curves(
     rubric = store.rubric()
     if rubric is None:
         raise AnnotatorError(f"{store.path}: project has no rubric yet (annotate first)")
+    people, rubric = rubric, expand(rubric)  # multi-label: a curve per value
     run = store.run(run_id)
     outputs = {o.item_id: o for o in store.outputs(run.id)}
     if any(o.hidden is None for o in outputs.values()):
@@ -203,7 +205,7 @@ def learning_curves(
             f"{store.path}: run {run.id} was labelled before hidden states were stored; "
             "annotate the data again"
         )
-    labels = unbiased_labels(store.reviews())
+    labels = unbiased_labels(review_rows(people, store.reviews()))
     if reviewer is not None:
         if reviewer not in labels:
             raise AnnotatorError(

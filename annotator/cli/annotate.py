@@ -275,7 +275,8 @@ def _annotate_summary(s, skipped, tie_margin: float, interrupted: bool) -> None:
 def results(project, out, run_id, with_probs, raw_cells, fmt, dimension) -> None:
     """One row per item: id, each dimension's value, <dimension>_p (its probability),
     <dimension>_margin (how far the rule is from another value) and truncated (tokens cut to
-    fit the context). With --format, one task per item in that tool's import shape instead."""
+    fit the context). A multi-label dimension: its values joined by ";" and a 0/1 column per
+    value. With --format, one task per item in that tool's import shape instead."""
     from annotator.project.results import print_table, result_rows, write_results
     from annotator.project.store import Store
 

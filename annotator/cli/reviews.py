@@ -231,10 +231,11 @@ def agree(project, reviewer, bootstrap, run_id, pairs, as_json) -> None:
     One line per dimension: the reviewers' alpha among themselves (the ceiling), the model's
     mean alpha against each reviewer, its share of the ceiling, its 95% interval, and a
     verdict on both Krippendorff's conventions (0.8 reliable, 0.667 tentative) and the
-    ceiling. Uses each dimension's level (nominal, ordinal, interval) and full value domain;
-    intervals resample items. Only audit-sample and imported reviews count (the first lines
-    say how many of each); reviews from the "hardest first" and "teach" queues are chosen by
-    the model's doubt and would bias alpha.
+    ceiling. Uses each dimension's level (nominal, ordinal, interval) and full value domain, and
+    for a multi-label dimension the MASI distance between sets; intervals resample items. Only
+    audit-sample and imported reviews count (the first lines say how many of each); reviews
+    from the "hardest first" and "teach" queues are chosen by the model's doubt and would bias
+    alpha.
     """
     from annotator.project.reviews import agreement_report
     from annotator.project.store import Store

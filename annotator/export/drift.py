@@ -20,6 +20,7 @@ from annotator.data import read_items
 from annotator.errors import AnnotatorError
 from annotator.inference.backend import EngineSettings, load_llama
 from annotator.inference.engine import Decision, Engine
+from annotator.multilabel import as_answers, expand
 from annotator.rubric import Rubric, Value
 
 Answers = list[dict[str, Decision]]  # one dict per item, dimension name -> decision
@@ -39,6 +40,7 @@ def load_check_items(path: str | Path, rubric: Rubric) -> tuple[list[CheckItem],
     missing or blank label is missing data, not an error); a label that is not one of the
     dimension's values is reported and treated as missing. Returns (items, problems).
     """
+    people, rubric = rubric, expand(rubric)  # multi-label: checked value by value
     rows, items, skipped = read_items(path, [i.column for i in rubric.inputs])
     records = {number: record for number, record in rows.records if isinstance(record, dict)}
     problems = [f"row {s.row}: {s.reason}" for s in skipped]
@@ -46,6 +48,12 @@ def load_check_items(path: str | Path, rubric: Rubric) -> tuple[list[CheckItem],
     for item in items:
         record = records[item.row]
         human: dict[str, Value | None] = {}
+        for dim in people.dimensions:  # a set (values joined by ";") for each of its values
+            if dim.multi and (raw := record.get(dim.name)) not in (None, ""):
+                try:
+                    record.update(as_answers(people, {dim.name: dim.parse_value(raw)}))
+                except ValueError as exc:
+                    problems.append(f"row {item.row} (id {item.id}): {dim.name}: {exc}")
         for dim in rubric.dimensions:
             raw = record.get(dim.name)
             human[dim.name] = None
@@ -100,6 +108,7 @@ def merged_answers(
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    rubric = expand(rubric)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = AutoTokenizer.from_pretrained(merged_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(
@@ -153,6 +162,7 @@ def compare(
     """
     if not (len(items) == len(quantized) == len(merged)):
         raise ValueError("one answer per item expected from each coder")
+    rubric = expand(rubric)
     dims = []
     for dim in rubric.dimensions:
         q = [a[dim.name].value for a in quantized]

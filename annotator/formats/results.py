@@ -22,6 +22,9 @@ def write_results_as(
     wanted = ".jsonl" if fmt == "prodigy" else ".json"
     if out.suffix.lower() != wanted:
         raise AnnotatorError(f"{out}: a {fmt} file must end in {wanted}")
+    multi = [d.name for d in rubric.dimensions if d.multi]
+    if multi:
+        raise AnnotatorError(f"--format {fmt}: multi-label dimension {multi[0]!r} is not supported")
     outputs = store.outputs(run.id)
     items = store.items()
     kept = kept_fields(store, fmt)

@@ -13,14 +13,13 @@ How an item is labelled:
   5. The label is what the run's readout (annotator/calibration/readout.py: a decision rule, a
      prior, a fitted head from annotator/calibration/heads.py) makes of each dimension's
      distribution and hidden state. The prompt always continues with the most probable value, so
-     the model's pass never depends on the readout and a readout can be applied again to stored
-     outputs.
+     the model's pass never depends on the readout and a readout can be applied again to outputs.
 
 The hidden state at each decision point (the cue's last token, before the answer) is read from
 the same evaluation: the residual stream after the middle block, copied out of llama.cpp's
 graph as the decode that holds that token computes it (annotator/inference/layer_tap.py).
-
-Texts that do not fit the context are cut by `fit_item` (see its docstring) and flagged.
+Texts that do not fit the context are cut by `fit_item` (see its docstring) and flagged. A
+multi-label dimension is decided as a yes/no dimension per value (annotator/multilabel.py).
 """
 
 from __future__ import annotations
@@ -53,6 +52,7 @@ from annotator.inference.trie import (
     only_leaf,
     restricted_softmax,
 )
+from annotator.multilabel import expand
 from annotator.rubric import Rubric, Value
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class Engine:
         """`llm`: a model already loaded by `load_llama` with the same settings. `readout`
         turns distributions into labels (default: `--rule auto`); `head`, a fitted calibration head,
         labels the dimensions it covers from their hidden states (it needs read_hidden)."""
-        self.rubric = rubric
+        self.rubric = rubric = expand(rubric)
         self.settings = settings.resolved()
         self.backend, self.backend_reason = backend_choice(self.settings.gpu)
         s = self.settings

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from annotator.multilabel import prefix_line
 from annotator.rubric import Dimension, Rubric, Value
 
 PROMPT_FORMAT = 1
@@ -33,6 +34,10 @@ def render_prefix(
     parts = [(instructions if instructions is not None else rubric.instructions).strip(), "\n\n"]
     parts.append("Answer each question with exactly one of the allowed values.\n")
     for dim in rubric.dimensions:
+        if dim.parent:  # a value of a multi-label dimension (annotator/multilabel.py)
+            line = prefix_line(rubric, dim)
+            parts.append("\n" + line if line else "")
+            continue
         shown = shown_values.get(dim.name) if shown_values else None
         parts.append("\n" + dimension_line(dim, shown))
     return "".join(parts)

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from annotator.data import write_rows
 from annotator.errors import AnnotatorError
+from annotator.multilabel import cell, collapse, yes_probs
 from annotator.project.store import Output
-from annotator.rubric import Rubric
+from annotator.rubric import Dimension, Rubric
 
 
 def columns(rubric: Rubric, with_probs: bool = False) -> list[str]:
@@ -25,6 +26,9 @@ def result_rows(rubric: Rubric, outputs: list[Output], with_probs: bool = False)
     for output in outputs:
         row: dict = {"id": output.item_id}
         for dim in rubric.dimensions:
+            if dim.multi:
+                _multi_cells(row, dim, output, with_probs)
+                continue
             label = output.labels[dim.name]
             # Fixed rounding: the same run gives the same bytes.
             row[dim.name] = label.value
@@ -39,6 +43,18 @@ def result_rows(rubric: Rubric, outputs: list[Output], with_probs: bool = False)
     return rows
 
 
+def _multi_cells(row: dict, dim: Dimension, output: Output, with_probs: bool) -> None:
+    """A multi-label dimension's cells: the chosen values (a list; in CSV joined by ";"), 1 or
+    0 per value, and (`with_probs`) each value's probability of yes."""
+    chosen = collapse(Rubric("", "", (), (dim,)), output.labels, output.probs)[dim.name][0]
+    row[dim.name] = list(chosen)  # type: ignore[arg-type]
+    p_yes = yes_probs(dim, output.labels, output.probs)
+    for value, p in zip(dim.values, p_yes, strict=True):
+        row[f"{dim.name}_{value}"] = int(value in chosen)  # type: ignore[operator]
+        if with_probs:
+            row[f"{dim.name}_p_{value}"] = round(p, 6)
+
+
 def write_results(
     out: Path, rubric: Rubric, rows: list[dict], with_probs: bool = False, raw_cells: bool = False
 ) -> None:
@@ -49,6 +65,8 @@ def write_results(
 
 
 def _csv_cell(value: object) -> str:
+    if isinstance(value, list):  # a multi-label dimension's values
+        return cell(tuple(value))
     return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
@@ -67,6 +85,9 @@ def print_table(rubric: Rubric, rows: list[dict]) -> None:
     for row in rows:
         cells = [Text(str(row["id"]))]
         for dim in rubric.dimensions:
+            if dim.multi:
+                cells += [Text(cell(tuple(row[dim.name]))), ""]
+                continue
             cells += [Text(str(row[dim.name])), f"{row[f'{dim.name}_p']:.2f}"]
         table.add_row(*cells)
     Console().print(table)

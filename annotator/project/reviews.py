@@ -7,10 +7,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from annotator.agreement import agreement
+from annotator.agreement import agreement, level_name
 from annotator.ceiling import ceiling
 from annotator.data import data_format, read_rows, write_rows
 from annotator.errors import AnnotatorError, printable
+from annotator.multilabel import cell, multi_labels
 from annotator.project.store import Store
 from annotator.rubric import Value
 
@@ -237,8 +238,13 @@ def export_reviews(
         report.items += 1
         report.labels += len(found)
         report.incomplete += len(found) < len(dims)
-    write_rows(out, columns, rows, private=True, raw_cells=raw_cells)  # it holds item text
+    # It holds item text. A multi-label value is written as its values joined by ";".
+    write_rows(out, columns, rows, private=True, raw_cells=raw_cells, csv_cell=_cell)
     return report
+
+
+def _cell(value: object) -> object:
+    return "" if value is None else cell(tuple(value)) if isinstance(value, list) else value
 
 
 def reviewer_values(
@@ -278,6 +284,10 @@ def agreement_report(
         raise AnnotatorError(f"{store.path}: project has no rubric yet (annotate first)")
     run = store.run(run_id)
     model_labels = {item_id: labels for item_id, labels, _ in store.annotations(run.id)}
+    if any(d.multi for d in rubric.dimensions):  # the sets the per-value decisions give
+        model_labels = {
+            o.item_id: multi_labels(rubric, o.labels, o.probs) for o in store.outputs(run.id)
+        }
     # One label per reviewer, item and dimension: audit, else import; never hard or teach.
     reviews = store.reviews()
     labels = unbiased_labels(reviews)
@@ -326,7 +336,7 @@ def agreement_report(
         dimensions.append(
             {
                 "dimension": dim.name,
-                "level": dim.scale,
+                "level": level_name(dim),
                 "ceiling": summary.as_dict(),
                 "comparisons": comparisons,
             }

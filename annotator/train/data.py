@@ -19,6 +19,7 @@ from pathlib import Path
 from annotator.data import Skipped, read_items
 from annotator.errors import AnnotatorError
 from annotator.inference import prompt
+from annotator.multilabel import as_answers, expand
 from annotator.rubric import Rubric, Value
 from annotator.train.args import AugmentArgs, DataArgs
 from annotator.train.augment import Variant, draw_variant, token_dropout
@@ -140,6 +141,8 @@ def read_labeled(args: DataArgs, rubric: Rubric) -> LabeledData:
 def _rated_item(
     rubric: Rubric, item_id: str, source: str, row: int, fields: dict, rated: list
 ) -> LabeledItem:
+    # Multi-label: each rater's set as a yes or no per value (annotator/multilabel.py).
+    rated, rubric = [as_answers(rubric, r) for r in rated], expand(rubric)
     targets = distribution(rubric, rated)
     labels = majority(rubric, targets)
     return LabeledItem(
@@ -154,7 +157,7 @@ def _project_items(path: Path, rubric: Rubric) -> LabeledData:
     items, skipped = [], []
     for row, (item_id, fields, rated) in enumerate(found, 1):
         item = _rated_item(rubric, item_id, path.name, row, fields, rated)
-        missing = [d.name for d in rubric.dimensions if d.name not in item.labels]
+        missing = [d.name for d in expand(rubric).dimensions if d.name not in item.labels]
         if missing:
             skipped.append((path.name, Skipped(row, item_id, f"{missing[0]}: not reviewed")))
         else:

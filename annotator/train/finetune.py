@@ -20,6 +20,7 @@ import torch
 
 from annotator.console import progress
 from annotator.errors import AnnotatorError
+from annotator.multilabel import expand
 from annotator.rubric import Rubric, load_rubric
 from annotator.train.args import FinetuneArgs
 from annotator.train.augment import instruction_texts, read_paraphrases
@@ -92,8 +93,9 @@ def main(args: FinetuneArgs) -> Outcome:
 
 def read_inputs(args: FinetuneArgs) -> Inputs:
     check_base(args.base)
-    rubric = load_rubric(args.data.rubric)
-    data = read_labeled(args.data, rubric)
+    people = load_rubric(args.data.rubric)
+    data = read_labeled(args.data, people)
+    rubric = expand(people)  # multi-label: trained as a yes/no dimension per value
     split = split_items(data.items, args.data.val_fraction, args.train.seed)
     paraphrases = read_paraphrases(args.augment.paraphrases) if args.augment.paraphrases else []
     texts = instruction_texts(rubric, args.augment, paraphrases)

@@ -21,6 +21,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from annotator.errors import AnnotatorError
+from annotator.multilabel import multi_labels, shown
 from annotator.project.reviews import check_reviewer
 from annotator.project.store import Label
 from annotator.tui import queues
@@ -63,6 +64,7 @@ class ReviewView(Vertical, can_focus=True):
         Binding("down", "value('move_row', 1)", show=False),
         Binding("home", "value('move_to', 0)", show=False),
         Binding("end", "value('move_to', -1)", show=False),
+        Binding("space", "value('toggle', 0)", show=False),  # a multi-label value on or off
         Binding("tab", "dimension(1)", "Next dimension", show=False),
         Binding("shift+tab", "dimension(-1)", "Previous dimension", show=False),
         Binding("pageup", "scroll_text(-1)", show=False),
@@ -401,13 +403,13 @@ class ReviewView(Vertical, can_focus=True):
                 i: lab for i, lab, _ in self.annotator.store.annotations(self.annotator.run_id)
             }
             labels = self._model.get(self.current or "")
-        return labels
+        return None if labels is None else multi_labels(self.annotator.rubric, labels)
 
     def _show_model_answer(self) -> None:
         """Not blind (hardest-first and teach queues only): the model's answer before saving."""
         labels = self._model_labels() or {}
         answers = ", ".join(
-            f"{name} {label.value} (p {label.prob:.2f})" for name, label in labels.items()
+            f"{name} {shown(label.value)} (p {label.prob:.2f})" for name, label in labels.items()
         )
         reveal = self.query_one("#review-reveal", Static)
         reveal.update(
@@ -422,7 +424,9 @@ class ReviewView(Vertical, can_focus=True):
             name = picker.dimension.name
             label = (labels or {}).get(name)
             if label is None:
-                lines.append(Content(f"  {name}: you {picker.value} · model: not annotated yet"))
+                lines.append(
+                    Content(f"  {name}: you {picker.value_text} · model: not annotated yet")
+                )
                 continue
             same = label.value == picker.value
             mark = (
@@ -432,7 +436,9 @@ class ReviewView(Vertical, can_focus=True):
             )
             lines.append(
                 Content.assemble(
-                    f"  {name}: you {picker.value} · model {label.value} (p {label.prob:.2f})", mark
+                    f"  {name}: you {picker.value_text} · model {shown(label.value)} "
+                    f"(p {label.prob:.2f})",
+                    mark,
                 )
             )
         lines.append(Content.styled("enter: next item", "$text-muted"))
