@@ -77,6 +77,8 @@ def print_agreement(report: dict, pairs: bool = False) -> None:
     width = console.width
     title = f"Krippendorff's alpha, run {report['run']} ({report['rubric']})"
     show([(title, "")], "bold")
+    for line in dashboard.counted_lines(report):
+        show([(line, "")], "dim")
     rows = [dashboard.summary_row(d) for d in report["dimensions"]]
     table = dashboard.fit(dashboard.SUMMARY_HEAD, rows, width)
     show(table.header(), "bold")

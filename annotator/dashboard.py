@@ -28,6 +28,22 @@ LEGEND = (
 )
 
 
+def counted_lines(report: dict) -> list[str]:
+    """Which reviews alpha counts, plainly, in two lines of at most 80 columns: audit-sample
+    items only, or imported labels too (not the app's random sample); then the hardest-first
+    and teach items it leaves out."""
+    by_queue = report.get("items_by_queue") or {}
+    audit, imported = by_queue.get("audit", 0), by_queue.get("import", 0)
+    counted = (
+        f"alpha: {audit} audit-sample item(s) only"
+        if not imported
+        else f"alpha: {audit} audit-sample and {imported} imported item(s), not the audit "
+        "sample only"
+    )
+    left = f"not counted: {by_queue.get('hard', 0)} hardest-first, {by_queue.get('teach', 0)} teach item(s)"
+    return [counted, left]
+
+
 def _alpha(a: float | None, digits: int) -> str:
     return "-" if a is None else f"{a:.{digits}f}"
 

@@ -160,7 +160,10 @@ def test_label_free_batch_prior_and_refusals(project):
     alone = run_cli("calibrate", str(db), "--full")
     assert alone.returncode == 2 and "--full needs --out" in alone.stderr
     missing = run_cli("calibrate", str(db), "--reviewer", "nobody")
-    assert missing.returncode == 1 and "no audit or imported reviews by 'nobody'" in missing.stderr
+    assert (
+        missing.returncode == 1
+        and "no audit, imported or teach reviews by 'nobody'" in missing.stderr
+    )
     assert json.loads(run_cli("agree", str(db), "--json", "--bootstrap", "0").stdout)["run"] >= 2
 
 

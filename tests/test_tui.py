@@ -197,7 +197,7 @@ async def test_annotate_browse_review_agree_with_the_real_model(tmp_path, defaul
         assert json.loads(json.dumps(agreement.report)) == json.loads(cli.stdout)
         comparison = agreement.report["dimensions"][0]["comparisons"][0]
         summary = agreement.report["dimensions"][0]["ceiling"]
-        assert "1 hardest-first item(s) not counted" in text_of(agreement)
+        assert "not counted: 1 hardest-first, 0 teach item(s)" in text_of(agreement)
         (row,) = agreement.query_one("#agree-dims", OptionList).options  # one dimension
         one_reviewer = str(row.prompt).split()
         assert one_reviewer[:3] == ["emotion", "4", "-"]  # no ceiling with one reviewer
@@ -283,7 +283,7 @@ async def test_an_item_reviewed_in_the_hard_queue_is_reviewed_again_blind_in_the
             what="the agreement to update",
         )
         await app.workers.wait_for_complete()
-        assert "0 hardest-first item(s) not counted" in text_of(agreement)
+        assert "not counted: 0 hardest-first, 0 teach item(s)" in text_of(agreement)
     # Alpha counts the audit review only: the same with the hard one deleted.
     from annotator.project.reviews import agreement_report
 

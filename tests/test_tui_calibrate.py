@@ -131,7 +131,7 @@ async def test_dismissed_run_is_not_adopted_and_errors_are_one_line(tmp_path, mo
         # No reviews yet.
         screen = await calibrated(pilot)
         assert screen.outcome is None
-        assert screen.status.startswith("cannot calibrate: no audit or imported reviews yet")
+        assert screen.status.startswith("cannot calibrate: no audit, imported or teach reviews yet")
         await pilot.press("escape")
         # Too few: 5 reviewed items, a head needs 20.
         await review_audit_sample(pilot, 5)

@@ -7,8 +7,9 @@ a new run (`derived_from` the old one) that `results`, `agree` and the app read 
 
 The dashboard stays honest: an item whose review helped fit the head gets its leave-one-out
 label (predicted by a head fitted without it), so `agree` on the new run compares reviewers
-only with labels that their own label did not produce. Only audit-sample and imported reviews
-are used, as for alpha. The head can be shipped in a file (`--out`, annotator/calibration/
+only with labels that their own label did not produce. Heads are fitted on audit-sample,
+imported and teach-queue reviews (annotator/calibration/teach.py: items picked to improve the
+head, never the audit sample); hardest-first reviews, maybe not blind, are left out. The head can be shipped in a file (`--out`, annotator/calibration/
 headfile.py): `annotate --model` that file labels new items the same way.
 """
 
@@ -27,7 +28,7 @@ from annotator.calibration.nominal import NominalFit, NominalHead, fit_nominal
 from annotator.calibration.readout import Readout, mean_distribution
 from annotator.errors import AnnotatorError
 from annotator.multilabel import expand, review_rows
-from annotator.project.reviews import unbiased_labels
+from annotator.project.reviews import FIT_QUEUES, unbiased_labels
 from annotator.project.runs import Run
 from annotator.project.store import Label, Output, Store
 from annotator.rubric import Rubric
@@ -135,11 +136,11 @@ def _fit_heads(
     layer: int,
     tell: Callable[[str], None],
 ) -> dict[str, dict[str, int]]:
-    labels = unbiased_labels(reviews)
+    labels = unbiased_labels(reviews, FIT_QUEUES)
     if reviewer is not None:
         if reviewer not in labels:
             raise AnnotatorError(
-                f"{store.path}: no audit or imported reviews by {reviewer!r} "
+                f"{store.path}: no audit, imported or teach reviews by {reviewer!r} "
                 f"(reviewers: {', '.join(sorted(labels)) or 'none'})"
             )
         labels = {reviewer: labels[reviewer]}
@@ -183,7 +184,9 @@ def _fit_heads(
         used.update(items)
     if heads:
         n_embd = next(iter(hidden.values())).shape[1]
-        fitted = {"items": len(used), "reviewers": len(labels), "queues": "audit, import"}
+        taught = any(r[4] == "teach" and r[2] in labels and r[0] in used for r in reviews)
+        queues = "audit, import, teach" if taught else "audit, import"
+        fitted = {"items": len(used), "reviewers": len(labels), "queues": queues}
         result.head = Head(heads, n_embd, fitted, layer)
     return loo
 

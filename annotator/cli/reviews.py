@@ -48,7 +48,7 @@ def review_import(project, labels, reviewer) -> None:
 @click.option("--reviewer", help="Only this reviewer's labels [default: every reviewer].")
 @click.option(
     "--queue",
-    type=click.Choice(["audit", "hard", "import", "all"]),
+    type=click.Choice(["audit", "hard", "import", "teach", "all"]),
     default="all",
     show_default=True,
     help="Only reviews from this queue.",
@@ -106,7 +106,7 @@ def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
     "fit_head",
     default=True,
     show_default=True,
-    help="Fit a calibration head on the reviewed audit and imported items.",
+    help="Fit a calibration head on the reviewed audit, imported and teach items.",
 )
 @click.option(
     "--out",
@@ -130,8 +130,9 @@ def review_export(project, out, reviewer, queue, force, raw_cells) -> None:
 def calibrate(project, reviewer, run_id, rule, prior, fit_head, out, full, curve) -> None:
     """Read a run's labels out again, without running the model, into a new run.
 
-    Fits a small head per dimension on items reviewed in the audit sample or imported:
-    ordinal and interval, a ridge probe on the mean of the model's middle-block hidden states
+    Fits a small head per dimension on items reviewed in the audit sample, imported, or
+    reviewed in the app's teach queue (which alpha never counts): ordinal and interval, a
+    ridge probe on the mean of the model's middle-block hidden states
     at the item's answers, with thresholds that keep the reviewed labels' value shares;
     nominal, a class-weighted logistic regression on those states or on the model's own
     value probabilities, whichever cross-validates better (first among the settings that keep
@@ -233,8 +234,10 @@ def agree(project, reviewer, bootstrap, run_id, pairs, as_json) -> None:
     mean alpha against each reviewer, its share of the ceiling, its 95% interval, and a
     verdict on both Krippendorff's conventions (0.8 reliable, 0.667 tentative) and the
     ceiling. Uses each dimension's level (nominal, ordinal, interval) and full value domain, and
-    for a multi-label dimension the MASI distance between sets; intervals resample items. Only audit-sample and imported reviews count; reviews from the
-    "hardest first" queue are chosen by the model's doubt and would bias alpha.
+    for a multi-label dimension the MASI distance between sets; intervals resample items. Only
+    audit-sample and imported reviews count (the first lines say how many of each); reviews
+    from the "hardest first" and "teach" queues are chosen by the model's doubt and would bias
+    alpha.
     """
     from annotator.project.reviews import agreement_report
     from annotator.project.store import Store

@@ -17,15 +17,18 @@ from annotator.rubric import Value
 
 # Queues whose reviews count towards alpha: the random audit sample and imported labels.
 # The "hard" queue holds items picked for low model confidence and would bias alpha (and its
-# reviewer may have seen the model's answer). The order is the order of preference, see
-# `unbiased_labels`.
+# reviewer may have seen the model's answer); the "teach" queue (annotator/calibration/
+# teach.py) items picked to improve the head, so neither counts. The order is the order of
+# preference, see `unbiased_labels`. Heads are fitted on FIT_QUEUES: teach reviews too.
 UNBIASED_QUEUES = ("audit", "import")
-QUEUES = ("audit", "hard", "import")
+FIT_QUEUES = ("audit", "import", "teach")
+QUEUES = ("audit", "hard", "import", "teach")
 MODEL = "model"
 
 
 def unbiased_labels(
     reviews: Iterable[tuple[str, str, str, Value, str]],
+    queues: tuple[str, ...] = UNBIASED_QUEUES,
 ) -> dict[str, dict[tuple[str, str], Value]]:
     """reviewer -> (item id, dimension) -> the one label of theirs that alpha counts.
 
@@ -33,12 +36,31 @@ def unbiased_labels(
     item and dimension. Only `UNBIASED_QUEUES` count, and one of them per reviewer, item and
     dimension, so nothing is counted twice: the audit review if there is one, else the
     imported one. Hard-queue reviews never count, even where they are the only review.
+    (`queues=FIT_QUEUES`: the labels a head is fitted on, teach reviews last.)
     """
+    reviews = list(reviews)
     found: dict[str, dict[tuple[str, str], Value]] = {}
-    for preferred in UNBIASED_QUEUES:  # audit first, then import
+    for preferred in queues:  # audit first, then import (then teach)
         for item_id, dim_name, name, value, queue in reviews:
             if queue == preferred:
                 found.setdefault(name, {}).setdefault((item_id, dim_name), value)
+    return found
+
+
+def queue_items(
+    reviews: Iterable[tuple[str, str, str, Value, str]], reviewer: str | None = None
+) -> dict[str, int]:
+    """Per queue, how many items alpha counts or leaves out (the dashboard says so): "audit",
+    items with an audit review; "import", with an imported label and no audit review by the
+    same reviewer; "hard" and "teach", with such a review and no counted review by the same
+    reviewer (those count nowhere). `reviewer`: only theirs."""
+    mine = [r for r in reviews if reviewer is None or r[2] == reviewer]
+    audit = {(r[0], r[2]) for r in mine if r[4] == "audit"}
+    counted = {(r[0], r[2]) for r in mine if r[4] in UNBIASED_QUEUES}
+    found = {"audit": len({item_id for item_id, _ in audit})}
+    found["import"] = len({r[0] for r in mine if r[4] == "import" and (r[0], r[2]) not in audit})
+    for queue in ("hard", "teach"):
+        found[queue] = len({r[0] for r in mine if r[4] == queue and (r[0], r[2]) not in counted})
     return found
 
 
@@ -233,10 +255,10 @@ def reviewer_values(
     The store keeps a review per queue, so a reviewer may have labelled an item twice (in the
     hard queue and later, blind, in the audit sample; or in the app and in an import): the
     later-saved review is their answer, and on equal times the audit one, then import, then
-    hard. Reviews of dimensions not in `dims` are left out. (`reviews export` and
+    teach, then hard. Reviews of dimensions not in `dims` are left out. (`reviews export` and
     `train --from-project` both read reviewers' labels through this.)
     """
-    preference = {name: n for n, name in enumerate(("audit", "import", "hard"))}
+    preference = {name: n for n, name in enumerate(("audit", "import", "teach", "hard"))}
     latest: dict[tuple[str, str, str], tuple[tuple[float, int], Value]] = {}
     for item_id, dim_name, name, value, queue_name, saved_at in reviews:
         if dim_name not in dims:
@@ -266,8 +288,9 @@ def agreement_report(
         model_labels = {
             o.item_id: multi_labels(rubric, o.labels, o.probs) for o in store.outputs(run.id)
         }
-    # One label per reviewer, item and dimension: audit, else import; never hard.
-    labels = unbiased_labels(store.reviews())
+    # One label per reviewer, item and dimension: audit, else import; never hard or teach.
+    reviews = store.reviews()
+    labels = unbiased_labels(reviews)
     reviewers = sorted(labels)
     if reviewer is not None:
         if reviewer not in reviewers:
@@ -327,6 +350,7 @@ def agreement_report(
         "rubric_hash": rubric.hash,
         "reviewers": reviewers,
         "queues": list(UNBIASED_QUEUES),
+        "items_by_queue": queue_items(reviews, reviewer),
         "bootstrap": bootstrap,
         "dimensions": dimensions,
     }

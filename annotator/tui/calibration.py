@@ -20,12 +20,12 @@ from annotator.agreement import verdict
 from annotator.calibration.calibrate import CalibrationResult, calibrate
 from annotator.dashboard import Cell
 from annotator.errors import AnnotatorError
-from annotator.project.reviews import agreement_report, unbiased_labels
+from annotator.project.reviews import FIT_QUEUES, agreement_report, unbiased_labels
 from annotator.project.store import Store
 
 WIDTH = 74  # inside the border and padding of an 80-column screen
 NO_REVIEWS = (
-    "no audit or imported reviews yet: review the audit sample in the Review tab (r), "
+    "no audit, imported or teach reviews yet: review the audit sample in the Review tab (r), "
     "then calibrate"
 )
 
@@ -40,12 +40,12 @@ class Outcome:
 def calibrate_project(
     project: Path, run_id: int | None, bootstrap: int, tell: Callable[[str], None]
 ) -> Outcome:
-    """Fit heads on the project's audit and imported reviews for run `run_id` (None: the
+    """Fit heads on the project's audit, imported and teach reviews for run `run_id` (None: the
     current run), store the new run without adopting it, and both runs' agreement reports.
     `tell` hears each step; what it raises stops here (nothing stored before the last
     calibration step, see `calibrate`)."""
     with Store(project) as store:
-        if not unbiased_labels(store.reviews()):
+        if not unbiased_labels(store.reviews(), FIT_QUEUES):
             raise AnnotatorError(NO_REVIEWS)
         result = calibrate(store, run_id, adopt=False, require_head=True, progress=tell)
         tell(f"alpha of run {result.parent} against the reviewers")

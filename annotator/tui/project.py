@@ -69,6 +69,7 @@ class Counts:
     hard: int
     imported: int
     readout: str = ""  # how the run's labels were read from the model (annotator/calibrate.py)
+    teach: int = 0  # items reviewed in the teach queue
 
 
 def load_project(launch: Launch) -> ProjectInfo:
@@ -154,7 +155,7 @@ def counts(store: Store, run_id: int | None) -> Counts:
     items = len(store.item_ids())
     annotated = len(store.done_ids(run_id)) if run_id is not None else 0
     skipped = len(store.skipped(run_id)) if run_id is not None else 0
-    by_queue: dict[str, set[str]] = {"audit": set(), "hard": set(), "import": set()}
+    by_queue: dict[str, set[str]] = {"audit": set(), "hard": set(), "import": set(), "teach": set()}
     reviewed: set[str] = set()
     for item_id, _dim, _reviewer, _value, queue in store.reviews():
         reviewed.add(item_id)
@@ -170,4 +171,5 @@ def counts(store: Store, run_id: int | None) -> Counts:
         len(by_queue["hard"]),
         len(by_queue["import"]),
         readout,
+        len(by_queue["teach"]),
     )

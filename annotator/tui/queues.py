@@ -1,17 +1,20 @@
-"""The two review queues, kept apart (no Textual here).
+"""The three review queues, kept apart (no Textual here).
 
 audit: a random sample, the only reviews used for alpha. The sample of size N is the first N
     items of one fixed random permutation of the project's items, so it is reproducible, does
     not depend on the model's answers, and growing N only adds items.
 hard: "hardest first", annotated items in increasing order of their smallest margin (the
     model's least sure decision). Chosen by the model's doubt, so never counted in alpha.
+teach: a batch chosen to improve the calibration head (annotator/calibration/teach.py):
+    doubtful under the current head and spread over the data. Never counted in alpha; heads
+    are fitted on its reviews.
 
 The store keeps a review per (item, dimension, reviewer, queue), so the queues are apart by
 construction: the audit queue asks for every sampled item this reviewer has not reviewed *in
 the audit queue*, blind, even one they reviewed earlier in the hard queue (where they may have
 seen the model's answer: that review stays filed as hard and never counts towards alpha). The
-hard queue leaves out the current audit sample and every item this reviewer has reviewed in
-any queue.
+hard and teach queues leave out the current audit sample and every item this reviewer has
+reviewed in any queue.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ import random
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from annotator.project.store import Label
+from annotator.calibration.teach import TEACH, teach_queue
+from annotator.project.reviews import FIT_QUEUES
+from annotator.project.store import Label, Store
 
 AUDIT = "audit"
 HARD = "hard"
+CYCLE = (AUDIT, HARD, TEACH)  # the order `t` switches queues in
 AUDIT_SEED = 20240611  # fixed: the same project always gets the same sample
 
 
@@ -69,3 +75,17 @@ def my_reviewed_items(
         for item_id, _dim, name, _value, in_queue in reviews
         if name == reviewer and (queue is None or in_queue == queue)
     }
+
+
+def next_queue(queue: str) -> str:
+    return CYCLE[(CYCLE.index(queue) + 1) % len(CYCLE)] if queue in CYCLE else AUDIT
+
+
+def teach_todo(store: Store, run_id: int | None, exclude: Collection[str]) -> list[str]:
+    """The next teach batch of run `run_id` (the latest: a calibrated run's margins are its
+    head's), minus `exclude` (the audit sample and this reviewer's reviewed items)."""
+    rubric = store.rubric()
+    if run_id is None or rubric is None:
+        return []
+    covered = {item_id for item_id, *_, queue in store.reviews() if queue in FIT_QUEUES}
+    return teach_queue(store.outputs(run_id), len(rubric.dimensions), exclude, covered)

@@ -1,6 +1,6 @@
 """`k` on the Agreement tab: calibrate from the app (the same code as `annotator calibrate`).
 
-Heads are fitted on the project's audit and imported reviews in a worker thread; a progress
+Heads are fitted on the project's audit, imported and teach reviews in a worker thread; a progress
 line says which step is running and esc cancels (before the new run is stored, nothing is
 written). Then one row per dimension: the current run's alpha against the reviewers and the
 new run's out-of-fold alpha, each with its 95% interval (tui/calibration.py). `a` makes the

@@ -27,11 +27,10 @@ from textual.widgets import OptionList, Static
 
 from annotator import dashboard
 from annotator.errors import AnnotatorError
-from annotator.project.reviews import UNBIASED_QUEUES, agreement_report
+from annotator.project.reviews import agreement_report
 from annotator.project.store import Store
 from annotator.tui.confusion import Confusion, confusions
 from annotator.tui.focus import focus_now
-from annotator.tui.queues import HARD
 from annotator.tui.screens.calibrate import CalibrateScreen
 from annotator.tui.screens.curve import CurveScreen
 from annotator.tui.screens.dimension import DimensionScreen, cells_content
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
     from annotator.tui.app import AnnotatorApp
 
 
-def compute(project: Path, bootstrap: int) -> tuple[dict, list[Confusion], int]:
+def compute(project: Path, bootstrap: int) -> tuple[dict, list[Confusion]]:
     """Runs in a worker thread: its own connection, closed before returning."""
     with Store(project) as store:
         report = agreement_report(store, bootstrap=bootstrap)
@@ -48,11 +47,7 @@ def compute(project: Path, bootstrap: int) -> tuple[dict, list[Confusion], int]:
         assert rubric is not None  # agreement_report raised otherwise
         reviews = store.reviews()
         pairs = confusions(rubric, store.annotations(report["run"]), reviews)
-    # Items with a hardest-first review that counts nowhere: where the same reviewer also
-    # reviewed the item in the audit sample (or imported a label), that review is counted.
-    counted = {(r[0], r[2]) for r in reviews if r[4] in UNBIASED_QUEUES}
-    hard = len({r[0] for r in reviews if r[4] == HARD and (r[0], r[2]) not in counted})
-    return report, pairs, hard
+    return report, pairs
 
 
 class AgreementView(VerticalScroll, can_focus=True):
@@ -73,7 +68,6 @@ class AgreementView(VerticalScroll, can_focus=True):
         self.bootstrap = bootstrap
         self.report: dict | None = None  # what is on screen (tests compare it with the CLI)
         self.pairs: list[Confusion] = []
-        self._hard = 0
         # Threads cannot be stopped: a slow older computation must not overwrite a newer one.
         self._generation = 0
 
@@ -105,7 +99,7 @@ class AgreementView(VerticalScroll, can_focus=True):
     @work(thread=True, exclusive=True, group="agreement", exit_on_error=False)
     def _compute(self, project: Path, bootstrap: int, generation: int) -> None:
         try:
-            report, pairs, hard = compute(project, bootstrap)
+            report, pairs = compute(project, bootstrap)
         except AnnotatorError as exc:
             self.app.call_from_thread(self._latest, generation, self._show_text, str(exc))
             return
@@ -117,7 +111,7 @@ class AgreementView(VerticalScroll, can_focus=True):
                 f"agreement failed: {type(exc).__name__}: {exc}",
             )
             return
-        self.app.call_from_thread(self._latest, generation, self._show, report, pairs, hard)
+        self.app.call_from_thread(self._latest, generation, self._show, report, pairs)
 
     def _latest(self, generation: int, show, *args) -> None:
         if generation != self._generation:
@@ -134,8 +128,8 @@ class AgreementView(VerticalScroll, can_focus=True):
             self.query_one(part, Static).update("")
         self.query_one("#agree-dims", OptionList).clear_options()
 
-    def _show(self, report: dict, pairs: list[Confusion], hard: int) -> None:
-        self.report, self.pairs, self._hard = report, pairs, hard
+    def _show(self, report: dict, pairs: list[Confusion]) -> None:
+        self.report, self.pairs = report, pairs
         self._draw()
 
     def on_resize(self, event: events.Resize) -> None:
@@ -150,11 +144,7 @@ class AgreementView(VerticalScroll, can_focus=True):
                 ("Krippendorff's alpha", "bold"),
                 f", run {report['run']}, {report['bootstrap']} bootstrap resamples",
             ),
-            Content.styled(
-                f"audit sample and imported reviews only; {self._hard} hardest-first item(s) "
-                "not counted",
-                "$text-muted",
-            ),
+            Content.styled("\n".join(dashboard.counted_lines(report)), "$text-muted"),
         ]
         self.query_one("#agree-title", Static).update(Content("\n").join(title))
         head = self.query_one("#agree-head", Static)

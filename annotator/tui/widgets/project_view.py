@@ -73,7 +73,8 @@ class ProjectView(VerticalScroll, can_focus=True):
                 (
                     "",
                     f"{counts.reviewed} reviewed: audit sample {counts.audit}, "
-                    f"hardest first {counts.hard}, imported {counts.imported}",
+                    f"hardest first {counts.hard}, teach {counts.teach}, "
+                    f"imported {counts.imported}",
                 )
             )
             if counts.readout:

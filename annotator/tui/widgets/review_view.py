@@ -3,7 +3,7 @@
 The model's answer is not on screen (not even as a default pick) until the reviewer saves;
 then it is revealed next to the reviewer's values. Every save is committed to the project
 store before the screen moves on, so quitting or killing the app loses no saved review.
-Queues (audit sample, hardest first) are built by `tui.queues`.
+Queues (audit sample, hardest first, teach) are built by `tui.queues`.
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ class ReviewView(Vertical, can_focus=True):
         self.todo: list[str] = []
         self.current: str | None = None
         self.revealed = False
-        # Blind by default. Only the hardest-first queue may show the model's answer before
-        # saving: its reviews never count towards alpha, the audit sample's always do.
+        # Blind by default. Only the hardest-first and teach queues may show the model's answer
+        # before saving: their reviews never count towards alpha, the audit sample's always do.
         self.blind = True
         self.sample_done = 0
         self.sample_size = 0
@@ -211,7 +211,7 @@ class ReviewView(Vertical, can_focus=True):
         self.activate()
 
     def action_switch_queue(self) -> None:
-        self.queue = queues.HARD if self.queue == queues.AUDIT else queues.AUDIT
+        self.queue = queues.next_queue(self.queue)
         self.blind = True
         self.current = None
         self.activate()
@@ -327,6 +327,8 @@ class ReviewView(Vertical, can_focus=True):
         if self.queue == queues.AUDIT:
             self.todo = list(audit.todo)
             self.sample_done, self.sample_size = audit.done, len(audit.sample)
+        elif self.queue == queues.TEACH:
+            self.todo = queues.teach_todo(store, run_id, mine | set(audit.sample))
         else:
             self.todo = queues.hard_queue(annotations, mine | set(audit.sample))
         self.skipped = 0
@@ -377,6 +379,13 @@ class ReviewView(Vertical, can_focus=True):
                 f"The audit sample is done: {self.sample_done} of {self.sample_size} reviewed.\n"
                 "z: a larger sample · t: the hardest-first queue"
             )
+        if self.queue == queues.TEACH:
+            return (
+                "The teach batch is done (or nothing is left outside the audit sample). "
+                "Calibrate (k on the Agreement tab), so the next batch is chosen by the new "
+                "head; t: the audit sample "
+                "(the next teach batch is chosen when you come back)."
+            )
         return (
             "The hardest-first queue is empty: every annotated item outside the audit sample "
             "has your review (or nothing is annotated yet).\nt: the audit sample"
@@ -397,7 +406,7 @@ class ReviewView(Vertical, can_focus=True):
         return None if labels is None else multi_labels(self.annotator.rubric, labels)
 
     def _show_model_answer(self) -> None:
-        """Not blind (hardest-first queue only): the model's answer before saving."""
+        """Not blind (hardest-first and teach queues only): the model's answer before saving."""
         labels = self._model_labels() or {}
         answers = ", ".join(
             f"{name} {shown(label.value)} (p {label.prob:.2f})" for name, label in labels.items()
@@ -451,6 +460,8 @@ class ReviewView(Vertical, can_focus=True):
                 f"AUDIT sample: {self.sample_done} of {self.sample_size} reviewed · {left} left"
                 f" · {self.reviewer} · {state}"
             )
+        elif self.queue == queues.TEACH:
+            text = f"TEACH the head (not in alpha) · {left} left · {self.reviewer} · {state}"
         else:
             text = f"HARDEST FIRST (not in alpha) · {left} left · {self.reviewer} · {state}"
         self._set_status(text)
