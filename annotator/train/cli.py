@@ -186,6 +186,12 @@ LOSS = LossArgs()
     help="Sequences per forward pass when validating.",
 )
 @click.option(
+    "--patience",
+    default=EVAL.patience,
+    type=click.IntRange(min=0),
+    help="Stop after this many validations without a better one (0: never stop early).",
+)
+@click.option(
     "--device",
     default=HW.device,
     type=click.Choice(["auto", "cuda", "cpu"]),
@@ -222,11 +228,22 @@ def train_command(**options) -> None:
     dimension; ids as in `annotate`. Rows sharing an id (or a project's reviews from several
     reviewers, --from-project) are one item's ratings: it trains on their distribution
     (--target). Items are split into training and validation (by item)
-    before augmentation; the best adapter is the one with the highest mean validation alpha.
+    before augmentation.
 
-    RUN_DIR receives train.log, split.json, validation.jsonl, metrics.jsonl, adapter/ and
-    merged/ (the merged Hugging Face model and annotator_provenance.json), for `annotator
-    export`. An existing RUN_DIR is never overwritten: RUN_DIR-2, -3, ... is used instead.
+    Each validation scores the model's answers and a calibration head fitted on the
+    validation items' hidden states (as `annotator calibrate` fits one; out-of-fold alpha),
+    and the share of the commonest label. The adapter kept is the best: not collapsed, then
+    the highest mean head alpha, then mean answer alpha, then lowest validation loss (ties:
+    the earlier). Training stops after --patience validations without a better one.
+
+    RUN_DIR receives train.log, split.json, validation.jsonl, metrics.jsonl, curve.json,
+    curve.md, adapter/ and merged/ (the merged Hugging Face model and
+    annotator_provenance.json), for `annotator export`. An existing RUN_DIR is never
+    overwritten: RUN_DIR-2, -3, ... is used instead.
+
+    Exit status 1 when the kept adapter collapsed (one value for every validation item on a
+    dimension where the human labels have two or more): the summary names the dimensions and
+    the files stay, but the run is not a success.
 
     On CUDA: QLoRA (4-bit NF4 base, bf16, 8-bit AdamW, gradient checkpointing). Without CUDA:
     plain LoRA in fp32 on CPU (slow: small models and demos). Nothing uses the network.
@@ -250,6 +267,13 @@ def train_command(**options) -> None:
     if best is not None:
         click.echo(f"validation alpha after (step {best.step}): " + _alphas(best.alpha))
     click.echo(f"merged model: {outcome.run_dir / 'merged'}")
+    from annotator.train import curve  # the curve, and no success for a collapsed run
+
+    click.echo("\n".join(curve.table(outcome.history, best)))
+    collapsed = curve.collapse_error(best, outcome.run_dir)
+    if collapsed is not None:
+        click.echo(f"COLLAPSED: {curve.collapsed(best)}: one value for every validation item")
+        raise collapsed
 
 
 def finetune_args(
@@ -286,6 +310,7 @@ def finetune_args(
     eval_every,
     eval_before,
     eval_batch_size,
+    patience,
     device,
     quantize,
     optimizer,
@@ -332,7 +357,9 @@ def finetune_args(
             weight_decay=weight_decay,
             seed=seed,
         ),
-        eval=EvalArgs(every=eval_every, before=eval_before, batch_size=eval_batch_size),
+        eval=EvalArgs(
+            every=eval_every, before=eval_before, batch_size=eval_batch_size, patience=patience
+        ),
         hardware=HardwareArgs(
             device=device,
             quantize=quantize,
