@@ -80,12 +80,13 @@ def markdown(history: list[Evaluation], kept: Evaluation | None, stopped_early: 
         f"{history[0].n if history else 0} validation items. Per dimension: alpha of the "
         "model's own answers / of a head's out-of-fold labels, and the share of the commonest "
         "label (argmax / head; 1.00 = one value for every item). Step 0: before training.",
+        "",
         f"Kept: {f'step {kept.step}' if kept else 'none yet'} ({SELECTION}).",
     ]
     if stopped_early:
-        lines.append("Training stopped early: no better evaluation within the patience.")
+        lines += ["", "Training stopped early: no better evaluation within the patience."]
     if kept and kept.collapsed:
-        lines.append(f"**Collapsed**: {collapsed(kept)}.")
+        lines += ["", f"**Collapsed** (one value for every item): {collapsed(kept)}."]
     header = ["step", "epoch", "train loss", "val loss"]
     for name in dims:
         header += [f"{name} alpha", f"{name} commonest"]
@@ -112,7 +113,7 @@ def table(history: list[Evaluation], kept: Evaluation | None) -> list[str]:
         return []
     rows = _rows(history, kept)
     lines = [
-        "validation curve (alpha: mean over dimensions; top: largest commonest-label share)",
+        "validation curve (alpha: mean over dimensions; top: largest one-label share)",
         " step  epoch  train loss  val loss  alpha argmax  alpha head  top argmax/head",
     ]
     for e in rows:

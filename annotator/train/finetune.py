@@ -221,6 +221,7 @@ class Trainer:
         if self.args.eval.before:
             self.before = self.evaluate(epoch=0.0)
             curve.report(self.before, "before training")
+            self._write_curve()
 
         self.model.train()
         torch.manual_seed(t.seed)
@@ -275,7 +276,7 @@ class Trainer:
                             break
                 if self.step >= total or self.stopped_early:
                     break
-        curve.write(self.run_dir, self.history, self.best, patience, self.stopped_early)
+        self._write_curve()
         if self.best_state is not None and self.best is not None:
             from peft import set_peft_model_state_dict
 
@@ -347,7 +348,6 @@ class Trainer:
         self.history.append(result)
         with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(result.as_dict()) + "\n")
-        curve.write(self.run_dir, self.history, self.best, self.args.eval.patience, False)
         return result
 
     def validation_loss(self) -> float:
@@ -368,3 +368,8 @@ class Trainer:
                 for k, v in get_peft_model_state_dict(self.model).items()
             }
             self.model.save_pretrained(self.run_dir / "adapter")
+        self._write_curve()
+
+    def _write_curve(self) -> None:
+        patience, stopped = self.args.eval.patience, self.stopped_early
+        curve.write(self.run_dir, self.history, self.best, patience, stopped)
