@@ -169,26 +169,51 @@ def test_patience_stops_training(workdir):
 @pytest.mark.long
 def test_a_collapsed_run_is_not_called_a_success(workdir, capsys):
     """A learning rate 400 times the recipe's drives the tiny model to one answer for
-    "quality" on every validation item after each step (test_train_cli's data and steps),
-    where the human labels have two values: the summary says so, and the command ends with
-    an error (exit status 1), the files kept."""
+    "quality" on each of the 24 validation items after every step, where the human labels
+    have three values: the summary says so, and the command ends with an error (exit status
+    1), the files kept."""
     from annotator.train.cli import main
 
     argv = ["--base", str(tiny_dir()), "--rubric", str(workdir / "rubric.toml")]
-    argv += ["--data", str(workdir / "a.csv"), "--data", str(workdir / "b.csv")]
-    argv += ["--out", str(workdir / "collapsed"), *COMMON, "--micro-batch-size", "2"]
-    argv += ["--lr", "0.02", "--max-steps", "3", "--eval-every", "2"]
-    with pytest.raises(AnnotatorError, match=r"training collapsed: .* on quality \(argmax\)"):
+    argv += ["--data", str(workdir / "many.csv"), "--val-fraction", "0.4"]
+    argv += ["--out", str(workdir / "collapsed"), *COMMON, "--lr", "0.02", "--max-steps", "2"]
+    with pytest.raises(AnnotatorError, match=r"training collapsed: .* on quality \(argmax"):
         main(argv)
     out = capsys.readouterr().out
-    assert "COLLAPSED: quality (argmax): one value for every validation item" in out
-    assert "validation curve" in out
+    assert "COLLAPSED: quality (argmax" in out and "validation curve" in out
     run_dir = workdir / "collapsed"
     record = json.loads((run_dir / "curve.json").read_text())
-    assert record["collapsed"] == {"quality": ["argmax"]}
+    assert "quality" in record["collapsed"]
     assert all(e["collapsed"] for e in record["evaluations"] if e["step"] > 0)
     kept = next(e for e in record["evaluations"] if e["kept"])
-    assert kept["share"]["quality"] == 1.0
+    assert kept["share"]["quality"] == 1.0 and kept["n"] == 24
     human = {json.loads(line)["quality"] for line in (run_dir / "validation.jsonl").open()}
     assert len(human) >= 2
     assert (run_dir / "merged" / "model.safetensors").is_file()
+
+
+def test_too_few_validation_items_to_call_a_collapse():
+    """One answer for all of five items (humans: two values) is reported, not called a
+    collapse: that needs as many items as a head (MIN_ITEMS)."""
+    from helpers.train import smoke_rubric
+
+    from annotator.calibration.heads import MIN_ITEMS
+    from annotator.rubric import load_rubric  # noqa: F401
+    from annotator.train.data import LabeledItem
+    from annotator.train.scoring import Scored
+    from annotator.train.validate import evaluation
+
+    rubric = smoke_rubric()
+    for n in (5, MIN_ITEMS):
+        items = [
+            LabeledItem(f"i{k}", "v", k, {}, {"sentiment": "mixed", "quality": 1 + k % 2})
+            for k in range(n)
+        ]
+        answers = [{"sentiment": ("mixed", 1.0, 1.0), "quality": (1, 1.0, 1.0)}] * n
+        probs = [{"sentiment": [0, 0, 1.0], "quality": [1.0, 0, 0]}] * n
+        found = evaluation(rubric, items, Scored(answers, probs, None), 1, 1.0, 1.0)
+        assert found.share == {"sentiment": 1.0, "quality": 1.0}
+        # sentiment: the humans gave one value too, so one answer is no collapse
+        assert found.collapsed == ({} if n < MIN_ITEMS else {"quality": ["argmax"]})
+        lines = curve.table([found], found)
+        assert any("too few" in line for line in lines) == (n < MIN_ITEMS)

@@ -242,8 +242,9 @@ def train_command(**options) -> None:
     overwritten: RUN_DIR-2, -3, ... is used instead.
 
     Exit status 1 when the kept adapter collapsed (one value for every validation item on a
-    dimension where the human labels have two or more): the summary names the dimensions and
-    the files stay, but the run is not a success.
+    dimension where the human labels have two or more; judged from 20 validation items, as
+    is a head): the summary names the dimensions and the files stay, but the run is not a
+    success.
 
     On CUDA: QLoRA (4-bit NF4 base, bf16, 8-bit AdamW, gradient checkpointing). Without CUDA:
     plain LoRA in fp32 on CPU (slow: small models and demos). Nothing uses the network.

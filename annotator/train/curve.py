@@ -17,6 +17,7 @@ import logging
 import math
 from pathlib import Path
 
+from annotator.calibration.heads import MIN_ITEMS
 from annotator.errors import AnnotatorError
 from annotator.train.validate import Evaluation
 
@@ -83,6 +84,11 @@ def markdown(history: list[Evaluation], kept: Evaluation | None, stopped_early: 
         "",
         f"Kept: {f'step {kept.step}' if kept else 'none yet'} ({SELECTION}).",
     ]
+    if history and history[0].n < MIN_ITEMS:
+        lines += [
+            "",
+            f"Too few validation items for a head or to call a collapse ({MIN_ITEMS} needed).",
+        ]
     if stopped_early:
         lines += ["", "Training stopped early: no better evaluation within the patience."]
     if kept and kept.collapsed:
@@ -123,8 +129,14 @@ def table(history: list[Evaluation], kept: Evaluation | None) -> list[str]:
             f"{share(_top(e.share)):>6}/{share(_top(e.head_share)):<4}"
             + ("  kept" if e is kept else "")
         )
+    lines = [line.rstrip() for line in lines]
     if len(rows) < len(history):
         lines.append(f"({len(rows)} of {len(history)} evaluations shown; all in curve.md)")
+    if history[-1].n < MIN_ITEMS:
+        lines.append(
+            f"({history[-1].n} validation items: too few for a head or to call a collapse; "
+            f"{MIN_ITEMS} needed)"
+        )
     if kept is not None:
         lines.append(f"kept step {kept.step}: alpha argmax / head, commonest share argmax / head")
         for name in kept.alpha:

@@ -11,7 +11,9 @@ hidden states exactly as `annotator calibrate` fits one (annotator/calibration/h
 for ordinal and interval dimensions, annotator/calibration/nominal.py for nominal ones; the
 same MIN_ITEMS rule), scored out of fold: leave-one-out for ridge, 5-fold for nominal heads,
 so no item's own label predicted it. With each, the collapse signal: the share of the
-validation items given the commonest label (1.0: one value for every item).
+validation items given the commonest label (1.0: one value for every item). A dimension is
+collapsed when those labels take one value where the human labels take two or more, on at
+least MIN_ITEMS validation items (fewer: one answer for all of three items is no evidence).
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def evaluation(
         )
         result.share[dim.name] = commonest_share([dim.values.index(v) for v in model])
         head_labels = _head_labels(dim, items, scored, result)
-        if len(set(human)) >= 2:
+        if len(set(human)) >= 2 and len(items) >= MIN_ITEMS:
             result.collapsed[dim.name] = [
                 name
                 for name, labels in (("argmax", model), ("head", head_labels))
