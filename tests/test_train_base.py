@@ -133,6 +133,7 @@ def test_torch_scoring_gives_the_engines_answers_on_the_real_model(
         assert abs(a["emotion"][1] - b["emotion"][1]) < 1e-4
 
 
+@pytest.mark.long  # 4 dimensions of 3 long articles, in torch and in llama.cpp
 def test_torch_reads_the_hidden_states_the_engine_reads(default_model, newsroom_rubric):
     """A head fitted during training must see what the engine's layer tap gives it: the
     middle block's output at each dimension's cue (here four dimensions, so the positions

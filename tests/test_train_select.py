@@ -168,27 +168,31 @@ def test_patience_stops_training(workdir):
 
 @pytest.mark.long
 def test_a_collapsed_run_is_not_called_a_success(workdir, capsys):
-    """A learning rate 400 times the recipe's drives the tiny model to one answer for
-    "quality" on each of the 24 validation items after every step, where the human labels
-    have three values: the summary says so, and the command ends with an error (exit status
+    """A learning rate 400 times the recipe's drives the tiny model to one answer on a
+    dimension for each of the 24 validation items after every step, where the human labels
+    have three values: the summary names it, and the command ends with an error (exit status
     1), the files kept."""
     from annotator.train.cli import main
 
     argv = ["--base", str(tiny_dir()), "--rubric", str(workdir / "rubric.toml")]
     argv += ["--data", str(workdir / "many.csv"), "--val-fraction", "0.4"]
     argv += ["--out", str(workdir / "collapsed"), *COMMON, "--lr", "0.02", "--max-steps", "2"]
-    with pytest.raises(AnnotatorError, match=r"training collapsed: .* on quality \(argmax"):
+    with pytest.raises(AnnotatorError, match="training collapsed: the kept checkpoint") as error:
         main(argv)
-    out = capsys.readouterr().out
-    assert "COLLAPSED: quality (argmax" in out and "validation curve" in out
     run_dir = workdir / "collapsed"
     record = json.loads((run_dir / "curve.json").read_text())
-    assert "quality" in record["collapsed"]
     assert all(e["collapsed"] for e in record["evaluations"] if e["step"] > 0)
     kept = next(e for e in record["evaluations"] if e["kept"])
-    assert kept["share"]["quality"] == 1.0 and kept["n"] == 24
-    human = {json.loads(line)["quality"] for line in (run_dir / "validation.jsonl").open()}
-    assert len(human) >= 2
+    assert record["collapsed"] == kept["collapsed"] and kept["n"] == 24
+    named = curve.collapsed_text(kept["collapsed"])
+    assert f" on {named} where" in str(error.value)
+    out = capsys.readouterr().out
+    assert f"COLLAPSED: {named}: one value for every validation item" in out
+    assert "validation curve" in out
+    rows = [json.loads(line) for line in (run_dir / "validation.jsonl").open()]
+    for dim, how in kept["collapsed"].items():
+        assert len({r[dim] for r in rows}) >= 2
+        assert "argmax" not in how or kept["share"][dim] == 1.0
     assert (run_dir / "merged" / "model.safetensors").is_file()
 
 

@@ -151,7 +151,11 @@ def table(history: list[Evaluation], kept: Evaluation | None) -> list[str]:
 def collapsed(result: Evaluation) -> str:
     """'quality (argmax), tone (argmax, head)': the dimensions where one value was given to
     every validation item, by which labels."""
-    return ", ".join(f"{name} ({', '.join(how)})" for name, how in result.collapsed.items())
+    return collapsed_text(result.collapsed)
+
+
+def collapsed_text(found: dict[str, list[str]]) -> str:
+    return ", ".join(f"{name} ({', '.join(how)})" for name, how in found.items())
 
 
 def collapse_error(kept: Evaluation | None, run_dir: Path) -> AnnotatorError | None:
