@@ -131,13 +131,13 @@ def test_export_adapter_refuses_a_run_without_a_gguf_base(tmp_path):
     import tomllib
 
     from annotator.export.metadata import TrainingRecord
-    from annotator.export.pipeline import _adapter_base
+    from annotator.export.pipeline import adapter_base
     from annotator.rubric import rubric_from_dict
 
     rubric = rubric_from_dict(tomllib.loads(SMOKE_TOML), "smoke")
     record = TrainingRecord(rubric, 1, {"base_detail": {"kind": "hf", "path": "/x"}})
     with pytest.raises(AnnotatorError, match="trained from a GGUF base"):
-        _adapter_base(record)
+        adapter_base(record)
 
 
 def test_adapter_settings_llama_cpp_cannot_apply_are_refused(tmp_path):

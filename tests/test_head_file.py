@@ -7,6 +7,7 @@ reader parses the base's 262k-token vocabulary in Python)."""
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import replace
 
 import gguf
@@ -105,6 +106,15 @@ def test_the_head_file_is_kilobytes_and_names_its_base(shipped):
     assert "quantization  calibration head (no weights)" in shown.stdout
     assert "calibration   head on positivity (24 reviewed items" in shown.stdout
     assert "  calibrated   " in shown.stdout and "  from run     model sha256 " in shown.stdout
+    # --json is strict JSON: no Infinity or NaN, which json.dumps writes unless told not to.
+    as_json = run_cli("inspect", "--json", str(small))
+    assert as_json.returncode == 0, as_json.stderr
+    record = json.loads(as_json.stdout, parse_constant=_not_json)
+    assert record["calibration"]["dims"].keys() == {"positivity"}
+
+
+def _not_json(constant: str):
+    raise AssertionError(f"inspect --json wrote {constant}")
 
 
 def test_the_head_file_labels_as_the_full_copy_does(shipped):
@@ -189,3 +199,14 @@ def test_on_an_adapter_the_adapter_is_written_with_the_head(shipped, tmp_path):
     before, after = gguf.GGUFReader(adapter).tensors, gguf.GGUFReader(out).tensors
     assert [t.name for t in after] == [t.name for t in before] and len(after) > 0
     assert out.stat().st_size < adapter.stat().st_size + 64_000
+
+
+def test_inspect_json_writes_a_non_finite_number_as_null():
+    from annotator.cli.info import _finite
+
+    record = {"thresholds": [float("-inf"), 0.5], "alpha": float("nan"), "n": (1, float("inf"))}
+    assert json.loads(json.dumps(_finite(record), allow_nan=False)) == {
+        "thresholds": [None, 0.5],
+        "alpha": None,
+        "n": [1, None],
+    }

@@ -93,6 +93,9 @@ def test_run_writes_the_run_directory(run):
         assert (run_dir / name).is_file(), name
     assert "plain LoRA in fp32" in done.stderr  # the CPU fallback is announced
     assert "validation alpha before" in done.stdout and "merged model" in done.stdout
+    # A Hugging Face base has no GGUF for an adapter: no calibrated files, one line saying so.
+    assert "no calibrated files: the run's base is a Hugging Face model" in done.stdout
+    assert not (run_dir / "calibrated.gguf").exists()
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [0, 2, 3]  # before, every 2 steps, last step
 

@@ -486,7 +486,7 @@ def test_killing_the_app_mid_review_loses_no_saved_review(tmp_path):
 def test_app_modules_without_widgets_import_no_textual():
     code = (
         "import sys, annotator.tui.launch, annotator.tui.project, annotator.tui.annotation, "
-        "annotator.tui.queues, annotator.tui.confusion, "
+        "annotator.tui.queues, annotator.tui.confusion, annotator.tui.calibration, "
         "annotator.tui.formatting; print('textual' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)

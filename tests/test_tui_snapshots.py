@@ -8,11 +8,15 @@ so nothing depends on timing, the machine or where the tests run. Update with
 from __future__ import annotations
 
 import pytest
+from helpers.calibrate import DIMENSIONS as CALIBRATION_DIMENSIONS
+from helpers.calibrate import calibration_project, truth
 from helpers.dialogue import dialogue_project
 from helpers.tui import fabricated_project, opened, text_of, wait_for
 from textual.widgets import Static
 
+from annotator.project.store import Store
 from annotator.tui.app import make_app
+from annotator.tui.screens.calibrate import CalibrateScreen
 from annotator.tui.screens.curve import CurveScreen
 from annotator.tui.widgets.agreement_view import AgreementView
 
@@ -150,5 +154,39 @@ def test_how_many_reviews_are_enough(snap_compare, tmp_path, monkeypatch):
         await pilot.pause()
         assert any(line.startswith("overall") and "±" in line for line in screen.lines)
         assert max(len(line) for line in screen.lines) <= 76  # no wrapping in the dialog
+
+    assert snap_compare(app, run_before=run_before)
+
+
+def test_calibrate_from_the_app(snap_compare, tmp_path, monkeypatch):
+    """`k` on the Agreement tab: heads fitted on 30 audit reviews, the new run's out-of-fold
+    alpha beside the current run's, with 95% intervals (issue 24)."""
+    monkeypatch.chdir(tmp_path)
+    project = calibration_project(tmp_path)
+    true = truth()
+    with Store(project) as store:
+        store.save_reviews(
+            "alice",
+            "audit",
+            [
+                (i, name, values[true[i][name]])
+                for i in list(true)[:30]
+                for name, _, values in CALIBRATION_DIMENSIONS
+            ],
+        )
+    app = make_app(project.name, bootstrap=100)
+
+    async def run_before(pilot) -> None:
+        await _opened_quietly(pilot)
+        await pilot.press("g")
+        view = pilot.app.main.query_one(AgreementView)
+        await wait_for(pilot, lambda: view.report is not None, what="agreement")
+        await pilot.press("k")
+        screen = pilot.app.screen
+        assert isinstance(screen, CalibrateScreen)
+        await wait_for(pilot, lambda: screen.outcome is not None, what="the calibration")
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        assert "a: make run 2 current" in text_of(screen)
 
     assert snap_compare(app, run_before=run_before)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -49,9 +50,20 @@ def calibrate(
     rule: str | None = None,
     prior: str | None = None,
     fit_head: bool = True,
+    *,
+    adopt: bool = True,
+    require_head: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> CalibrationResult:
     """Apply `rule`/`prior` (default: the run's) and, with `fit_head`, a head fitted on the
-    reviewed items, to run `run_id`'s stored outputs; store the result as a new run."""
+    reviewed items, to run `run_id`'s stored outputs; store the result as a new run.
+
+    `adopt`: the new run becomes the latest (else `Store.adopt_run` can make it so later).
+    `require_head`: no dimension with enough reviews is an error, and nothing is stored.
+    `progress` hears each step in a few words before it starts; what it raises stops the
+    calibration, and before the last step ("storing the new run") nothing is written."""
+    tell = progress or (lambda step: None)
+    tell("reading the stored outputs")
     rubric = store.rubric()
     if rubric is None:
         raise AnnotatorError(f"{store.path}: project has no rubric yet (annotate first)")
@@ -84,7 +96,13 @@ def calibrate(
     result = CalibrationResult(run.id, 0, None, {})
     loo: dict[str, dict[str, int]] = {}
     if fit_head:
-        loo = _fit_heads(store, rubric, hidden, probs, reviewer, result, int(layer))
+        loo = _fit_heads(store, rubric, hidden, probs, reviewer, result, int(layer), tell)
+    if require_head and result.head is None:
+        raise AnnotatorError(
+            "no dimension has enough reviewed items for a head ("
+            + "; ".join(f"{name}: {why}" for name, why in result.left_out.items())
+            + ")"
+        )
     relabelled = [
         _relabel(rubric, o, readout, hidden[o.item_id], result.head, loo) for o in outputs
     ]
@@ -98,7 +116,8 @@ def calibrate(
     described["derived_from"] = run.id
     result.readout = described
     settings = {**run.settings, "readout": described}
-    result.run_id = store.start_derived_run(run, settings, relabelled)
+    tell("storing the new run")
+    result.run_id = store.start_derived_run(run, settings, relabelled, adopt)
     return result
 
 
@@ -110,6 +129,7 @@ def _fit_heads(
     reviewer: str | None,
     result: CalibrationResult,
     layer: int,
+    tell: Callable[[str], None],
 ) -> dict[str, dict[str, int]]:
     labels = unbiased_labels(store.reviews())
     if reviewer is not None:
@@ -129,7 +149,8 @@ def _fit_heads(
         if item_id in hidden
     )
     result.reviews_sha256 = hashlib.sha256(json.dumps(considered).encode("utf-8")).hexdigest()
-    for dim in rubric.dimensions:
+    for k, dim in enumerate(rubric.dimensions, 1):
+        tell(f"fitting a head on {dim.name} ({k} of {len(rubric.dimensions)})")
         given: dict[str, list[int]] = {}
         for by_item in labels.values():
             for (item_id, name), value in by_item.items():
@@ -140,7 +161,7 @@ def _fit_heads(
         if len(items) < MIN_ITEMS or len(set(positions)) < 2:
             result.left_out[dim.name] = (
                 f"{len(items)} reviewed items"
-                + (" with one value" if items else "")
+                + (" with one value" if items and len(set(positions)) < 2 else "")
                 + f"; a head needs {MIN_ITEMS} with two values or more"
             )
             continue

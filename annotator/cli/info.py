@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -51,29 +52,32 @@ def inspect(model, as_json) -> None:
     if as_json:
         click.echo(
             json.dumps(
-                {
-                    "file": str(info.path),
-                    "name": info.name,
-                    "architecture": info.architecture,
-                    "size": info.size,
-                    "quantization": info.quantization,
-                    "context_length": info.context_length,
-                    "sha256": sha256_file(info.path),
-                    "description": info.description,
-                    "is_adapter": info.is_adapter,
-                    "base_sha256": info.base_sha256,
-                    "prompt_format": info.prompt_format,
-                    "rubric": None
-                    if info.rubric is None
-                    else json.loads(info.rubric.canonical_json()),
-                    "rubric_sha256": None if info.rubric is None else info.rubric.hash,
-                    "provenance": info.provenance,
-                    "calibration": None
-                    if info.rubric is None or (head := info.head(info.rubric)) is None
-                    else head.describe(),
-                },
+                _finite(
+                    {
+                        "file": str(info.path),
+                        "name": info.name,
+                        "architecture": info.architecture,
+                        "size": info.size,
+                        "quantization": info.quantization,
+                        "context_length": info.context_length,
+                        "sha256": sha256_file(info.path),
+                        "description": info.description,
+                        "is_adapter": info.is_adapter,
+                        "base_sha256": info.base_sha256,
+                        "prompt_format": info.prompt_format,
+                        "rubric": None
+                        if info.rubric is None
+                        else json.loads(info.rubric.canonical_json()),
+                        "rubric_sha256": None if info.rubric is None else info.rubric.hash,
+                        "provenance": info.provenance,
+                        "calibration": None
+                        if info.rubric is None or (head := info.head(info.rubric)) is None
+                        else head.describe(),
+                    }
+                ),
                 indent=2,
                 sort_keys=True,
+                allow_nan=False,
             )
         )
         return
@@ -124,3 +128,15 @@ def tui(project, data, rubric_path, model, base) -> None:
     from annotator.tui.app import run_app
 
     run_app(project=project, data=data, rubric=rubric_path, model=model, base=base)
+
+
+def _finite(value):
+    """JSON has no Infinity or NaN (json.dumps would write them and strict readers refuse the
+    output): a non-finite number, such as an open-ended head threshold, becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

@@ -7,4 +7,6 @@ GPU-box side, installed with the `[export]` extra. Modules, one job each:
   report    the report next to the file (JSON and a table)
   pipeline  one export, in order, with the accept/reject decision
   cli       `annotator export` (main(args))
+  calibrated          what `train` does last: the adapter and the base, each with a head
+  calibrated_compare  which of the two to ship, and the lines that say so
 """

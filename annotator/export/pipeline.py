@@ -91,7 +91,7 @@ def export_model(opts: ExportOptions, say: Callable[[str], None] = lambda _: Non
 
     timings: dict[str, float] = {}
     opts.out.parent.mkdir(parents=True, exist_ok=True)
-    base = _adapter_base(training) if opts.adapter else None
+    base = adapter_base(training) if opts.adapter else None
     with tempfile.TemporaryDirectory(prefix=f".{opts.out.name}.", dir=opts.out.parent) as tmp:
         if base is not None:
             built, f16_bytes = _build_adapter(opts, training, Path(tmp), say, timings)
@@ -196,7 +196,7 @@ def _build_adapter(
     return built, 0
 
 
-def _adapter_base(training: metadata.TrainingRecord) -> Path:
+def adapter_base(training: metadata.TrainingRecord) -> Path:
     """The base GGUF the run was trained from, present and unchanged: the adapter's base."""
     detail = training.record.get("base_detail")
     if not isinstance(detail, dict) or detail.get("kind") != "gguf":

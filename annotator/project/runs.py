@@ -1,5 +1,6 @@
 """A project's runs: starting or resuming one (keyed by `run_keys.run_key`), the machines that
-labelled in it, and which run is the latest, the one `results`, `agree` and the app show.
+labelled in it, and which run is the latest, the one `results`, `agree` and the app show
+(the newest, or the derived run `calibrate` made or the app adopted since: `adopt_run`).
 
 `Runs` holds these methods of `Store`, which inherits them and provides the connection.
 """
@@ -148,6 +149,19 @@ class Runs:
         raise AnnotatorError(
             f"{self.path}: no run {run_id} (runs: {', '.join(str(r.id) for r in runs)})"
         )
+
+    def adopt_run(self, run_id: int) -> Run:
+        """Make run `run_id` the latest (what `results`, `agree` and the app show) until
+        another run is added; a stale derived run cannot be (see `stale`)."""
+        with self.transaction() as db:
+            run = self.run(run_id)
+            if self.stale(run):
+                raise AnnotatorError(
+                    f"{self.path}: run {run_id} was read from a run that has labelled items "
+                    "since; calibrate again"
+                )
+            self._mark_latest(db, run_id)
+        return run
 
     @staticmethod
     def _mark_latest(db: sqlite3.Connection, run_id: int) -> None:

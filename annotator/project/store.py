@@ -244,12 +244,15 @@ class Store(Claims, Runs):
             for r in rows
         ]
 
-    def start_derived_run(self, parent: Run, settings: dict, relabelled: Iterable[Output]) -> int:
+    def start_derived_run(
+        self, parent: Run, settings: dict, relabelled: Iterable[Output], adopt: bool = True
+    ) -> int:
         """A new run holding `parent`'s model outputs with new labels (a readout applied
         again, no model pass), written in one transaction. It is keyed by what it was read
         from: the parent run, the readout (with the reviews a head was fitted on) and the
         parent's labelled items, so a calibration after a resumed annotate makes a new run;
-        the same derivation twice reuses its run. Either way it becomes the latest run."""
+        the same derivation twice reuses its run. Either way it becomes the latest run; with
+        `adopt` False the latest run stays what it was (the app asks first, `adopt_run`)."""
         relabelled = list(relabelled)
         items = hashlib.sha256(json.dumps(sorted(o.item_id for o in relabelled)).encode("utf-8"))
         key = json.dumps(
@@ -261,8 +264,10 @@ class Store(Claims, Runs):
                 "SELECT id FROM runs WHERE run_key = ? ORDER BY id DESC LIMIT 1", (key,)
             ).fetchone()
             if row:
-                self._mark_latest(db, int(row[0]))
+                if adopt:
+                    self._mark_latest(db, int(row[0]))
                 return int(row[0])
+            current = self.runs()[-1].id  # the latest run before this one
             data_sha = db.execute(
                 "SELECT data_sha256 FROM runs WHERE id = ?", (parent.id,)
             ).fetchone()[0]
@@ -301,7 +306,7 @@ class Store(Claims, Runs):
                 "INSERT INTO skipped SELECT ?, row, item_id, reason FROM skipped WHERE run_id = ?",
                 (run_id, parent.id),
             )
-            self._mark_latest(db, run_id)
+            self._mark_latest(db, run_id if adopt else current)
             return run_id
 
     def annotations(self, run_id: int) -> list[tuple[str, dict[str, Label], int]]:

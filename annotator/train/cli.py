@@ -215,12 +215,20 @@ LOSS = LossArgs()
     help="Recompute activations in the backward pass [default: on for CUDA].",
 )
 @click.option(
+    "--calibrate/--no-calibrate",
+    default=True,
+    help="Runs from a GGUF base ([export] extra): then write RUN_DIR/adapter.gguf, fit heads "
+    "on the validation items through llama.cpp, and write calibrated.gguf (the adapter with "
+    "its head) and base-calibrated.gguf (the base's head file), compared in one line.",
+)
+@click.option(
     "--threads",
     default=HW.threads,
     show_default=False,
-    help="CPU threads for torch [default: all this process may use].",
+    help="CPU threads for torch (and llama.cpp for --calibrate) [default: all this process "
+    "may use].",
 )
-def train_command(**options) -> None:
+def train_command(calibrate: bool, **options) -> None:
     """Fine-tune a base model on labelled items ([train] extra).
 
     LoRA on the training items, validation with the engine's decoding, then the best adapter
@@ -239,7 +247,9 @@ def train_command(**options) -> None:
     RUN_DIR receives train.log, split.json, validation.jsonl, metrics.jsonl, curve.json,
     curve.md, adapter/ and merged/ (the merged Hugging Face model and
     annotator_provenance.json), for `annotator export`. An existing RUN_DIR is never
-    overwritten: RUN_DIR-2, -3, ... is used instead.
+    overwritten: RUN_DIR-2, -3, ... is used instead. From a GGUF base (--calibrate): also
+    adapter.gguf, calibrated.gguf, base-calibrated.gguf, validation.db and calibration.json,
+    whose comparison line says which file to ship.
 
     Exit status 1 when the kept adapter collapsed (one value for every validation item on a
     dimension where the human labels have two or more; judged from 20 validation items, as
@@ -274,6 +284,14 @@ def train_command(**options) -> None:
     collapsed = curve.collapse_error(best, outcome.run_dir)
     if collapsed is not None:
         click.echo(f"COLLAPSED: {curve.collapsed(best)}: one value for every validation item")
+    if calibrate:
+        from annotator.export.calibrated import after_training
+
+        note = lambda line: click.echo(line, err=True)  # noqa: E731
+        after_training(
+            outcome.run_dir, args.hardware.device, args.hardware.threads, click.echo, note
+        )
+    if collapsed is not None:
         raise collapsed
 
 

@@ -159,6 +159,13 @@ class AnnotatorApp(App[None]):
         self.main.query_one(AgreementView).recompute()
         self._show_counts()
 
+    def show_run(self, run_id: int) -> None:
+        """Run `run_id` was made the project's current run (calibrated, then adopted)."""
+        self.run_id = run_id
+        self.main.query_one(BrowseView).reload()
+        self.main.query_one(AgreementView).recompute()
+        self._show_counts()
+
     # -- actions ----------------------------------------------------------------------------
 
     def action_show_tab(self, tab: str) -> None:

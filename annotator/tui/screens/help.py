@@ -50,7 +50,7 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
         "Agreement",
         [
             ("↑ ↓  enter", "move · open a dimension: each pair of coders, confusion"),
-            ("c", "how many reviews are enough (the head's learning curve)"),
+            ("c  k", "reviews enough? · calibrate (then a adopt, w write file)"),
         ],
     ),
 ]

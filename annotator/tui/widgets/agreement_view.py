@@ -4,7 +4,8 @@ A row holds the reviewers' alpha among themselves (the ceiling), the model's mea
 against them, its share of the ceiling, its interval and a verdict (annotator.ceiling,
 annotator.dashboard: the same lines as `annotator agree`), so a six-dimension rubric fits one
 80x24 screen. Enter on a row opens the dimension: each pair of coders and the picture of where
-the model and the reviewers differ (screens/dimension.py).
+the model and the reviewers differ (screens/dimension.py); `c` the learning curve
+(screens/curve.py); `k` calibrates from these reviews (screens/calibrate.py).
 
 The numbers come from `annotator.project.reviews.agreement_report` with the CLI's defaults (1000
 bootstrap resamples, seed 0), so they equal `annotator agree` on the same project. They are
@@ -31,6 +32,7 @@ from annotator.project.store import Store
 from annotator.tui.confusion import Confusion, confusions
 from annotator.tui.focus import focus_now
 from annotator.tui.queues import HARD
+from annotator.tui.screens.calibrate import CalibrateScreen
 from annotator.tui.screens.curve import CurveScreen
 from annotator.tui.screens.dimension import DimensionScreen, cells_content
 
@@ -54,7 +56,10 @@ def compute(project: Path, bootstrap: int) -> tuple[dict, list[Confusion], int]:
 
 
 class AgreementView(VerticalScroll, can_focus=True):
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("c", "curve", "Reviews enough?")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("c", "curve", "Reviews enough?"),
+        Binding("k", "calibrate", "Calibrate"),
+    ]
     DEFAULT_CSS = """
     AgreementView { padding: 0 1; }
     AgreementView Static { height: auto; }
@@ -176,7 +181,8 @@ class AgreementView(VerticalScroll, can_focus=True):
                 "\n".join(
                     [
                         *dashboard.LEGEND,
-                        "enter: each pair of coders, and where they differ · c: reviews enough?",
+                        "enter: pairs of coders, where they differ · c: reviews enough? · "
+                        "k: calibrate",
                     ]
                 ),
                 "$text-muted",
@@ -197,3 +203,10 @@ class AgreementView(VerticalScroll, can_focus=True):
             return
         run = None if self.report is None else self.report["run"]
         self.app.push_screen(CurveScreen(info.project, run))
+
+    def action_calibrate(self) -> None:
+        info = self.annotator.info
+        if info is None or self.annotator.store is None:
+            self.app.notify("no project open (see the Project tab)", severity="warning")
+            return
+        self.app.push_screen(CalibrateScreen(info.project, self.annotator.run_id, self.bootstrap))
