@@ -131,3 +131,44 @@ def test_torch_scoring_gives_the_engines_answers_on_the_real_model(
     for a, b in zip(ours[:4], whole, strict=True):
         assert a["emotion"][0] == b["emotion"][0]
         assert abs(a["emotion"][1] - b["emotion"][1]) < 1e-4
+
+
+@pytest.mark.long  # 4 dimensions of 3 long articles, in torch and in llama.cpp
+def test_torch_reads_the_hidden_states_the_engine_reads(default_model, newsroom_rubric):
+    """A head fitted during training must see what the engine's layer tap gives it: the
+    middle block's output at each dimension's cue (here four dimensions, so the positions
+    after the model's own earlier answers count too). Same direction, same size."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM
+
+    from annotator.inference.backend import EngineSettings
+    from annotator.inference.engine import Engine
+    from annotator.train.scoring import middle_block, score_and_read
+
+    _, items, _ = read_items(SAMPLES / "newsroom" / "items.csv", ["summary", "article"])
+    items = items[:3]
+    model = AutoModelForCausalLM.from_pretrained(gemma_dir(), dtype=torch.float32)
+    assert middle_block(model) == 8  # block 8 of 18, as the engine reads by default
+    scored = score_and_read(
+        model, gemma_tokenizer(), newsroom_rubric, [i.fields for i in items], max_tokens=512
+    )
+    engine = Engine(default_model, newsroom_rubric, EngineSettings(n_ctx=512))
+    try:
+        theirs = [engine.annotate(i.fields) for i in items]
+    finally:
+        engine.close()
+    assert scored.states is not None
+    assert scored.states.shape == (3, len(newsroom_rubric.dimensions), 640)
+    compared = 0
+    for ours, decided, ref in zip(scored.states, scored.decisions, theirs, strict=True):
+        for d, dim in enumerate(newsroom_rubric.dimensions):
+            a, b = ours[d], np.asarray(ref.hidden[d], dtype=np.float32)
+            assert float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)) > 0.999, (d, dim.name)
+            assert abs(np.linalg.norm(a) / np.linalg.norm(b) - 1) < 0.02
+            compared += 1
+            # The prompt continues with the most probable value: later states are comparable
+            # only while both sides answered alike (a near tie may flip between backends).
+            probs = ref.decisions[dim.name].probs
+            if decided[dim.name][0] != dim.values[probs.index(max(probs))]:
+                break
+    assert compared >= len(items) + 3

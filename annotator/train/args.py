@@ -115,6 +115,9 @@ class EvalArgs:
     """Validate the untrained base first, to report alpha before training."""
     batch_size: int = 8
     """Sequences per forward pass when scoring validation items."""
+    patience: int = 3
+    """Stop training after this many validations in a row without a better one (the kept
+    checkpoint ranks as train.curve.SELECTION says); 0: never stop early."""
 
 
 @dataclass

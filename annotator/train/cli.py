@@ -186,6 +186,12 @@ LOSS = LossArgs()
     help="Sequences per forward pass when validating.",
 )
 @click.option(
+    "--patience",
+    default=EVAL.patience,
+    type=click.IntRange(min=0),
+    help="Stop after this many validations without a better one (0: never stop early).",
+)
+@click.option(
     "--device",
     default=HW.device,
     type=click.Choice(["auto", "cuda", "cpu"]),
@@ -230,13 +236,25 @@ def train_command(calibrate: bool, **options) -> None:
     dimension; ids as in `annotate`. Rows sharing an id (or a project's reviews from several
     reviewers, --from-project) are one item's ratings: it trains on their distribution
     (--target). Items are split into training and validation (by item)
-    before augmentation; the best adapter is the one with the highest mean validation alpha.
+    before augmentation.
 
-    RUN_DIR receives train.log, split.json, validation.jsonl, metrics.jsonl, adapter/ and
-    merged/ (the merged Hugging Face model and annotator_provenance.json), for `annotator
-    export`. An existing RUN_DIR is never overwritten: RUN_DIR-2, -3, ... is used instead.
-    From a GGUF base (--calibrate): also adapter.gguf, calibrated.gguf, base-calibrated.gguf,
-    validation.db and calibration.json, whose comparison line says which file to ship.
+    Each validation scores the model's answers and a calibration head fitted on the
+    validation items' hidden states (as `annotator calibrate` fits one; out-of-fold alpha),
+    and the share of the commonest label. The adapter kept is the best: not collapsed, then
+    the highest mean head alpha, then mean answer alpha, then lowest validation loss (ties:
+    the earlier). Training stops after --patience validations without a better one.
+
+    RUN_DIR receives train.log, split.json, validation.jsonl, metrics.jsonl, curve.json,
+    curve.md, adapter/ and merged/ (the merged Hugging Face model and
+    annotator_provenance.json), for `annotator export`. An existing RUN_DIR is never
+    overwritten: RUN_DIR-2, -3, ... is used instead. From a GGUF base (--calibrate): also
+    adapter.gguf, calibrated.gguf, base-calibrated.gguf, validation.db and calibration.json,
+    whose comparison line says which file to ship.
+
+    Exit status 1 when the kept adapter collapsed (one value for every validation item on a
+    dimension where the human labels have two or more; judged from 20 validation items, as
+    is a head): the summary names the dimensions and the files stay, but the run is not a
+    success.
 
     On CUDA: QLoRA (4-bit NF4 base, bf16, 8-bit AdamW, gradient checkpointing). Without CUDA:
     plain LoRA in fp32 on CPU (slow: small models and demos). Nothing uses the network.
@@ -260,6 +278,12 @@ def train_command(calibrate: bool, **options) -> None:
     if best is not None:
         click.echo(f"validation alpha after (step {best.step}): " + _alphas(best.alpha))
     click.echo(f"merged model: {outcome.run_dir / 'merged'}")
+    from annotator.train import curve  # the curve, and no success for a collapsed run
+
+    click.echo("\n".join(curve.table(outcome.history, best)))
+    collapsed = curve.collapse_error(best, outcome.run_dir)
+    if collapsed is not None:
+        click.echo(f"COLLAPSED: {curve.collapsed(best)}: one value for every validation item")
     if calibrate:
         from annotator.export.calibrated import after_training
 
@@ -267,6 +291,8 @@ def train_command(calibrate: bool, **options) -> None:
         after_training(
             outcome.run_dir, args.hardware.device, args.hardware.threads, click.echo, note
         )
+    if collapsed is not None:
+        raise collapsed
 
 
 def finetune_args(
@@ -303,6 +329,7 @@ def finetune_args(
     eval_every,
     eval_before,
     eval_batch_size,
+    patience,
     device,
     quantize,
     optimizer,
@@ -349,7 +376,9 @@ def finetune_args(
             weight_decay=weight_decay,
             seed=seed,
         ),
-        eval=EvalArgs(every=eval_every, before=eval_before, batch_size=eval_batch_size),
+        eval=EvalArgs(
+            every=eval_every, before=eval_before, batch_size=eval_batch_size, patience=patience
+        ),
         hardware=HardwareArgs(
             device=device,
             quantize=quantize,

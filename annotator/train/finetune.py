@@ -3,7 +3,9 @@
 The run, in order: claim RUN_DIR; read the labelled files; split by item (before any
 augmentation) and write the split and RUN_DIR/validation.jsonl; make the base a Hugging Face
 checkpoint; add LoRA; train with loss on answer tokens only, validating with the engine's
-decoding and keeping the adapter with the best mean alpha; merge (train.merge).
+decoding and a head fitted on the validation items' hidden states (train.validate), keeping
+the adapter that ranks best (train.curve.SELECTION) and stopping after `--patience`
+evaluations without a better one; write the curve (train.curve); merge (train.merge).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from annotator.console import progress
 from annotator.errors import AnnotatorError
 from annotator.multilabel import expand
 from annotator.rubric import Rubric, load_rubric
+from annotator.train import curve
 from annotator.train.args import FinetuneArgs
 from annotator.train.augment import instruction_texts, read_paraphrases
 from annotator.train.base import (
@@ -46,9 +49,9 @@ from annotator.train.data import (
     validation_examples,
     write_validation,
 )
-from annotator.train.logs import claim_run_dir, start_logging
+from annotator.train.logs import claim_run_dir, log_start, start_logging
 from annotator.train.loss import answer_loss
-from annotator.train.scoring import score_items
+from annotator.train.scoring import score_and_read
 from annotator.train.targets import Targets, resolve
 from annotator.train.validate import Evaluation, evaluation, validation_loss
 
@@ -62,6 +65,8 @@ class Outcome:
     before: Evaluation | None
     steps: int
     seconds: float
+    history: list[Evaluation]
+    stopped_early: bool = False
 
 
 @dataclass
@@ -105,48 +110,7 @@ def read_inputs(args: FinetuneArgs) -> Inputs:
 def _run(args: FinetuneArgs, run_dir: Path, inputs: Inputs) -> Outcome:
     started = time.time()
     rubric, data, split, hardware = inputs.rubric, inputs.data, inputs.split, inputs.hardware
-    if run_dir != Path(args.out):
-        log.warning("%s is taken: this run writes to %s", args.out, run_dir)
-    log.info("run directory %s", run_dir)
-    for note in hardware.notes:
-        log.warning(note)
-    log.info(
-        "device %s, base %s, compute %s, optimizer %s, gradient checkpointing %s",
-        hardware.device,
-        "4-bit NF4" if hardware.quantize == "nf4" else "not quantized",
-        str(hardware.dtype).removeprefix("torch."),
-        hardware.optimizer,
-        "on" if hardware.gradient_checkpointing else "off",
-    )
-    log.info(
-        "rubric %r %s: %d dimension(s); %d instruction text(s) for training",
-        rubric.name,
-        rubric.hash[:12],
-        len(rubric.dimensions),
-        len(inputs.texts),
-    )
-    log.info(
-        "read %d labelled items from %d file(s); skipped %d rows",
-        len(data.items),
-        len(data.sha256),
-        len(data.skipped),
-    )
-    for name, skip in data.skipped[:20]:
-        log.warning(
-            "skipped %s row %d%s: %s",
-            name,
-            skip.row,
-            f" (id {skip.id})" if skip.id else "",
-            skip.reason,
-        )
-    if len(data.skipped) > 20:
-        log.warning("... and %d more skipped rows", len(data.skipped) - 20)
-    log.info(
-        "split (seed %d, by item, before augmentation): %d train items, %d validation items",
-        args.train.seed,
-        len(split.train),
-        len(split.validation),
-    )
+    log_start(args, run_dir, inputs)
     (run_dir / "split.json").write_text(json.dumps(split.record, indent=1) + "\n")
     write_validation(run_dir / "validation.jsonl", rubric, split.validation)
 
@@ -181,7 +145,15 @@ def _run(args: FinetuneArgs, run_dir: Path, inputs: Inputs) -> Outcome:
     )
     seconds = time.time() - started
     log.info("done in %.0f s: %s", seconds, run_dir / "merged")
-    return Outcome(run_dir, trainer.best, trainer.before, trainer.step, seconds)
+    return Outcome(
+        run_dir,
+        trainer.best,
+        trainer.before,
+        trainer.step,
+        seconds,
+        trainer.history,
+        trainer.stopped_early,
+    )
 
 
 class Trainer:
@@ -216,6 +188,8 @@ class Trainer:
         self.before: Evaluation | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[Evaluation] = []
+        self.stale = 0  # evaluations since the kept one
+        self.stopped_early = False
 
     # -- the loop -----------------------------------------------------------------------------
 
@@ -233,9 +207,10 @@ class Trainer:
         warmup = math.ceil(t.warmup * total)
         schedule = get_linear_schedule_with_warmup(optimizer, warmup, total)
         every = self.args.eval.every or per_epoch
+        patience = self.args.eval.patience
         log.info(
             "training %d steps (%d per epoch, batch %d = %d x %d accumulated), warmup %d, "
-            "validating every %d steps",
+            "validating every %d steps, early stopping %s",
             total,
             per_epoch,
             t.batch_size,
@@ -243,10 +218,12 @@ class Trainer:
             t.batch_size // t.micro_batch_size,
             warmup,
             every,
+            f"after {patience} evaluations without a better one" if patience else "off",
         )
         if self.args.eval.before:
             self.before = self.evaluate(epoch=0.0)
-            self._report(self.before, "before training")
+            curve.report(self.before, "before training")
+            self._write_curve()
 
         self.model.train()
         torch.manual_seed(t.seed)
@@ -290,16 +267,27 @@ class Trainer:
                         losses = []
                         self._consider(result)
                         self.model.train()
-                if self.step >= total:
+                        if patience and self.stale >= patience:
+                            self.stopped_early = True
+                            log.info(
+                                "stopping early at step %d: no better validation in %d "
+                                "evaluations (--patience)",
+                                self.step,
+                                patience,
+                            )
+                            break
+                if self.step >= total or self.stopped_early:
                     break
+        self._write_curve()
         if self.best_state is not None and self.best is not None:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(self.model, self.best_state)
             log.info(
-                "kept the adapter of step %d (mean alpha %s)",
+                "kept the adapter of step %d (mean head alpha %s, mean alpha %s)",
                 self.best.step,
-                _fmt(self.best.mean_alpha),
+                curve.fmt(self.best.mean_head_alpha),
+                curve.fmt(self.best.mean_alpha),
             )
 
     def _optimizer(self):
@@ -341,12 +329,13 @@ class Trainer:
 
     def evaluate(self, epoch: float, train_loss: float | None = None) -> Evaluation:
         """The engine's decoding on the validation items, alpha per dimension against the
-        human labels (at each dimension's level), and the answer-token loss."""
+        human labels (at each dimension's level) of its answers and of a head on the same
+        pass's hidden states, and the answer-token loss."""
         items = self.split.validation
         log.info("validating on %d items (step %d)", len(items), self.step)
         started = time.time()
         with self.autocast():
-            scores = score_items(
+            scored = score_and_read(
                 self.model,
                 self.tokenizer,
                 self.rubric,
@@ -355,7 +344,7 @@ class Trainer:
                 max_tokens=self.args.data.max_tokens,
             )
             val_loss = self.validation_loss()
-        result = evaluation(self.rubric, items, scores, self.step, epoch, val_loss)
+        result = evaluation(self.rubric, items, scored, self.step, epoch, val_loss)
         result.train_loss = train_loss
         result.notes["seconds"] = f"{time.time() - started:.1f}"
         self.history.append(result)
@@ -370,7 +359,8 @@ class Trainer:
 
     def _consider(self, result: Evaluation) -> None:
         better = self.best is None or result.key() > self.best.key()
-        self._report(result, "best so far" if better else "")
+        self.stale = 0 if better else self.stale + 1
+        curve.report(result, "best so far" if better else "")
         if better:
             from peft import get_peft_model_state_dict
 
@@ -380,19 +370,8 @@ class Trainer:
                 for k, v in get_peft_model_state_dict(self.model).items()
             }
             self.model.save_pretrained(self.run_dir / "adapter")
+        self._write_curve()
 
-    def _report(self, result: Evaluation, tag: str) -> None:
-        dims = ", ".join(f"{name} {_fmt(a)}" for name, a in result.alpha.items())
-        log.info(
-            "validation at step %d (%d items): alpha %s; mean %s; loss %.4f%s",
-            result.step,
-            result.n,
-            dims,
-            _fmt(result.mean_alpha),
-            result.val_loss,
-            f" [{tag}]" if tag else "",
-        )
-
-
-def _fmt(value: float | None) -> str:
-    return "undefined" if value is None else f"{value:.3f}"
+    def _write_curve(self) -> None:
+        patience, stopped = self.args.eval.patience, self.stopped_early
+        curve.write(self.run_dir, self.history, self.best, patience, stopped)

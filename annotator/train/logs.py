@@ -60,6 +60,53 @@ def start_logging(run_dir: Path) -> Callable[[], None]:
     return stop
 
 
+def log_start(args, run_dir: Path, inputs) -> None:
+    """What a run starts from (train.finetune's FinetuneArgs and Inputs): counts, no text."""
+    rubric, data, split, hardware = inputs.rubric, inputs.data, inputs.split, inputs.hardware
+    if run_dir != Path(args.out):
+        log.warning("%s is taken: this run writes to %s", args.out, run_dir)
+    log.info("run directory %s", run_dir)
+    for note in hardware.notes:
+        log.warning(note)
+    log.info(
+        "device %s, base %s, compute %s, optimizer %s, gradient checkpointing %s",
+        hardware.device,
+        "4-bit NF4" if hardware.quantize == "nf4" else "not quantized",
+        str(hardware.dtype).removeprefix("torch."),
+        hardware.optimizer,
+        "on" if hardware.gradient_checkpointing else "off",
+    )
+    log.info(
+        "rubric %r %s: %d dimension(s); %d instruction text(s) for training",
+        rubric.name,
+        rubric.hash[:12],
+        len(rubric.dimensions),
+        len(inputs.texts),
+    )
+    log.info(
+        "read %d labelled items from %d file(s); skipped %d rows",
+        len(data.items),
+        len(data.sha256),
+        len(data.skipped),
+    )
+    for name, skip in data.skipped[:20]:
+        log.warning(
+            "skipped %s row %d%s: %s",
+            name,
+            skip.row,
+            f" (id {skip.id})" if skip.id else "",
+            skip.reason,
+        )
+    if len(data.skipped) > 20:
+        log.warning("... and %d more skipped rows", len(data.skipped) - 20)
+    log.info(
+        "split (seed %d, by item, before augmentation): %d train items, %d validation items",
+        args.train.seed,
+        len(split.train),
+        len(split.validation),
+    )
+
+
 def _quiet_libraries() -> None:
     # Library chatter (weight-loading bars, deprecation notices) would bury the run's own log.
     try:

@@ -106,6 +106,7 @@ def merge_run(
         },
         "validation_alpha": best.alpha,
         "validation_mean_alpha": best.mean_alpha,
+        "validation_head_alpha": best.head_alpha,
         "validation_accuracy": best.accuracy,
         "validation_alpha_before": before.alpha if before else None,
         "merge_check": check,

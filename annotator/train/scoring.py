@@ -10,6 +10,11 @@ inference will do and export can compare a merged model with its GGUF file:
   - the answer is the most probable value (ties: the value listed first), its margin is the
     gap to the runner-up, and the chosen value's tokens and the next cue follow.
 Item text longer than the budget is cut with the engine's rule (train.data.fit_fields).
+
+`score_and_read` also returns what a calibration head reads (annotator/calibration/heads.py):
+per item and dimension, the residual stream after the middle block (block n_layer // 2 - 1,
+the engine's default) at the cue's last token, the engine's decision point
+(annotator/inference/engine.py), taken from the same forward pass that gives the logits.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from annotator.errors import AnnotatorError
@@ -48,6 +54,13 @@ class _Plan:
     # of every node whose logits are read
 
 
+@dataclass
+class Scored:
+    decisions: list[dict[str, Decision]]  # per item
+    probs: list[dict[str, list[float]]]  # per item, each dimension's value probabilities
+    states: np.ndarray | None  # (items, dimensions, hidden size) float32; None: not read
+
+
 def score_items(
     model,
     tokenizer,
@@ -65,8 +78,40 @@ def score_items(
     reuses its KV cache for every item, as the engine does (False: whole sequences each time).
     The model is put in eval mode for the call.
     """
+    return score_and_read(
+        model,
+        tokenizer,
+        rubric,
+        items,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        reuse_prefix=reuse_prefix,
+        read_states=False,
+    ).decisions
+
+
+def middle_block(model) -> int:
+    """The block the engine reads by default: after half of the model's blocks."""
+    config = model.config
+    config = getattr(config, "text_config", None) or config
+    return max(0, int(config.num_hidden_layers) // 2 - 1)
+
+
+def score_and_read(
+    model,
+    tokenizer,
+    rubric: Rubric,
+    items: Sequence[Mapping[str, str]],
+    *,
+    batch_size: int = 8,
+    max_tokens: int | None = None,
+    reuse_prefix: bool = True,
+    read_states: bool = True,
+) -> Scored:
+    """`score_items`, plus every value's probability and (with `read_states`) the middle
+    block's hidden state at each dimension's decision point."""
     if not items:
-        return []
+        return Scored([], [], None)
     plans = [_plan(tokenizer, d) for d in rubric.dimensions]
     prefix = bos_ids(tokenizer) + tokenize_piece(tokenizer, prompt.render_prefix(rubric))
     budget = None
@@ -81,6 +126,9 @@ def score_items(
         contexts.append(prefix + tokenize_piece(tokenizer, prompt.render_item(rubric, fields)))
 
     results: list[dict[str, Decision]] = [{} for _ in items]
+    all_probs: list[dict[str, list[float]]] = [{} for _ in items]
+    states: list[list[np.ndarray]] = [[] for _ in items]
+    layer = middle_block(model) if read_states else None
     was_training = model.training
     model.eval()
     try:
@@ -90,13 +138,19 @@ def score_items(
                 (i, path, tokens) for i in range(len(items)) for path, tokens in plan.decisions
             ]
             sequences = [stems[i] + list(path) for i, path, _ in requests]
-            logits = last_logits(
+            # The decision point: the cue's last token, before the lead every value starts with.
+            at = [1 + len(plan.lead) if not path else 0 for _, path, _ in requests]
+            logits, found_states = _logits_and_states(
                 model,
                 sequences,
                 batch_size,
                 len(prefix) if reuse_prefix else 0,
-                columns=[tokens for _, _, tokens in requests],
+                [tokens for _, _, tokens in requests],
+                (layer, at) if layer is not None else None,
             )
+            for (i, _, _), state in zip(requests, found_states, strict=True):
+                if state is not None:
+                    states[i].append(state)
             read = {
                 (i, path): dict(zip(tokens, row.tolist(), strict=True))
                 for (i, path, tokens), row in zip(requests, logits, strict=True)
@@ -106,6 +160,7 @@ def score_items(
                 _value_probs(
                     plan.branch, (), lambda path, i=i, read=read: read[(i, path)], probs, 1.0
                 )
+                all_probs[i][plan.dim.name] = probs
                 order = sorted(range(len(probs)), key=lambda k: (-probs[k], k))
                 best, second = order[0], order[1]
                 results[i][plan.dim.name] = (
@@ -116,7 +171,8 @@ def score_items(
                 contexts[i] = stems[i] + plan.values[best][len(plan.lead) :]
     finally:
         model.train(was_training)
-    return results
+    stacked = np.stack([np.stack(rows) for rows in states]) if layer is not None else None
+    return Scored(results, all_probs, stacked)
 
 
 def _plan(tokenizer, dim: Dimension) -> _Plan:
@@ -168,7 +224,6 @@ def _value_probs(
             _value_probs(child, (*path, token), logits_at, probs, share)
 
 
-@torch.no_grad()
 def last_logits(
     model,
     sequences: list[list[int]],
@@ -185,14 +240,29 @@ def last_logits(
     `shared` tokens (the same in every sequence) are run once and their KV cache is copied
     into each batch.
     """
+    return _logits_and_states(model, sequences, batch_size, shared, columns, None)[0]
+
+
+@torch.no_grad()
+def _logits_and_states(
+    model,
+    sequences: list[list[int]],
+    batch_size: int,
+    shared: int,
+    columns: list[list[int]] | None,
+    states: tuple[int, list[int]] | None,
+) -> tuple[list[torch.Tensor], list[np.ndarray | None]]:
+    """`last_logits`, and with `states` = (block, at): per sequence whose `at` is k > 0, the
+    block's output at its k-th token from the end (float32), from the same forward pass."""
     if not sequences:
-        return []
+        return [], []
     device = next(model.parameters()).device
     cache = None
     if shared:
         head = torch.tensor([sequences[0][:shared]], device=device)
         cache = model(input_ids=head, use_cache=True, logits_to_keep=1).past_key_values
     out: list[torch.Tensor | None] = [None] * len(sequences)
+    found_states: list[np.ndarray | None] = [None] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -212,15 +282,25 @@ def last_logits(
             kwargs = {"past_key_values": batch_cache, "use_cache": True}
         else:
             kwargs = {"use_cache": False}
-        logits = model(
+        wanted = states is not None and any(states[1][i] for i in chunk)
+        result = model(
             input_ids=ids.to(device),
             attention_mask=mask.to(device),
             logits_to_keep=torch.tensor(keep, device=device),
+            output_hidden_states=wanted,
             **kwargs,
-        ).logits
+        )
+        logits = result.logits
         for row, i in enumerate(chunk):
             found = logits[row, keep.index(last[row])]
             if columns is not None:
                 found = found[torch.tensor(columns[i], device=found.device)]
             out[i] = found.float().cpu()
-    return out  # type: ignore[return-value]
+            if wanted:
+                assert states is not None
+                k = states[1][i]
+                if k:
+                    # hidden_states[0] is the embeddings: block b's output is [b + 1].
+                    row_state = result.hidden_states[states[0] + 1][row, len(tails[row]) - k]
+                    found_states[i] = row_state.float().cpu().numpy()
+    return out, found_states  # type: ignore[return-value]
