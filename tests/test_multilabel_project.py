@@ -205,3 +205,40 @@ def test_calibrate_fits_a_head_per_value_and_the_new_run_reads_as_sets(tmp_path)
     done = run_cli("agree", str(path), "--json", "--bootstrap", "0")
     report = json.loads(done.stdout)["dimensions"][0]
     assert report["level"] == "masi" and report["comparisons"][0]["alpha"] > 0.6
+
+
+@run_async
+async def test_browse_and_the_item_screen_show_sets(tmp_path, monkeypatch):
+    """Browse shows a multi-label dimension's set (not a blank), sorts by it, a label filter
+    finds a value inside a set, and the item screen shows the set too."""
+    from helpers.tui import opened, text_of
+
+    from annotator.tui.app import make_app
+    from annotator.tui.screens.item import ItemScreen
+    from annotator.tui.widgets.browse_view import BrowseView
+
+    monkeypatch.chdir(tmp_path)
+    project = make_project(tmp_path / "p.db")
+    app = make_app(project.name, reviewer="ana", bootstrap=20)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await opened(pilot)
+        await pilot.press("b")
+        browse = app.main.query_one(BrowseView)
+        shown = {
+            row.item_id: str(browse.table.get_row(row.item_id)[1]) for row in browse._visible()
+        }
+        assert shown == {
+            "a": "joy",
+            "b": "anger;=odd",
+            "c": "anger;=odd",
+            "d": "=odd;neutral",
+            "e": "none",
+        }
+        browse.sort = "label"  # by the set's values in rubric order; the empty set first
+        assert [r.item_id for r in browse._visible()] == ["e", "a", "b", "c", "d"]
+        browse.label_query = "emotions=anger"
+        assert {r.item_id for r in browse._visible()} == {"b", "c"}
+        browse.label_query = ""
+        app.push_screen(ItemScreen("b"))
+        await pilot.pause()
+        assert "emotions: anger;=odd" in text_of(app.screen)

@@ -11,6 +11,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from annotator.multilabel import multi_labels, shown
+
 if TYPE_CHECKING:
     from annotator.tui.app import AnnotatorApp
 
@@ -52,6 +54,7 @@ class ItemScreen(ModalScreen[None]):
             labels = next(
                 (lab for i, lab, _ in store.annotations(app.run_id) if i == self.item_id), {}
             )
+            labels = multi_labels(rubric, labels)  # a set per multi-label dimension
         lines.append(
             Content.styled(
                 f"Model (run {app.run_id})" if labels else "Model: not annotated",
@@ -64,7 +67,7 @@ class ItemScreen(ModalScreen[None]):
                 lines.append(
                     Content.assemble(
                         f"  {dim.name}: ",
-                        (str(label.value), "bold"),
+                        (shown(label.value), "bold"),
                         f"  p {label.prob:.3f} · margin {label.margin:.3f}",
                     )
                 )
@@ -73,7 +76,7 @@ class ItemScreen(ModalScreen[None]):
         for _item, dim_name, reviewer, value, queue in reviews:
             lines.append(
                 Content.assemble(
-                    f"  {dim_name}: ", (str(value), "bold"), f"  by {reviewer} ({queue})"
+                    f"  {dim_name}: ", (shown(value), "bold"), f"  by {reviewer} ({queue})"
                 )
             )
         return Content("\n").join(lines)

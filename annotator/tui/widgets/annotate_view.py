@@ -18,6 +18,7 @@ from textual.message import Message
 from textual.widgets import DataTable, ProgressBar, Static
 
 from annotator.errors import AnnotatorError
+from annotator.multilabel import multi_labels, shown
 from annotator.tui import formatting as fmt
 from annotator.tui.annotation import AnnotationRunner, Event, Finished, ItemDone, Paused, Started
 from annotator.tui.focus import focus_now
@@ -213,9 +214,10 @@ class AnnotateView(Vertical):
         if rubric is None:
             return
         cells = [event.item_id]
+        labels = multi_labels(rubric, event.labels)  # a set per multi-label dimension
         for dim in rubric.dimensions:
-            label = event.labels.get(dim.name)
-            cells += ["-", ""] if label is None else [str(label.value), f"{label.prob:.2f}"]
+            label = labels.get(dim.name)
+            cells += ["-", ""] if label is None else [shown(label.value), f"{label.prob:.2f}"]
         log.add_row(*(Text(c, no_wrap=True, end="") for c in cells))  # data, not markup
         if log.row_count > LOG_ROWS:
             log.remove_row(next(iter(log.rows)))

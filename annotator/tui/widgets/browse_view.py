@@ -17,6 +17,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Input, Static
 
 from annotator.jobs.spec import DEFAULT_TIE_MARGIN
+from annotator.multilabel import multi_labels, shown
 from annotator.project.store import Label
 from annotator.tui.focus import focus_now
 from annotator.tui.screens.item import ItemScreen
@@ -98,7 +99,7 @@ class BrowseView(Vertical):
             if self.annotator.run_id is not None:
                 for item_id, labels, _ in store.annotations(self.annotator.run_id):
                     if item_id in self.rows:
-                        self.rows[item_id].labels = labels
+                        self.rows[item_id].labels = multi_labels(rubric, labels)
             for item_id in {r[0] for r in store.reviews()}:
                 if item_id in self.rows:
                     self.rows[item_id].reviewed = True
@@ -108,7 +109,7 @@ class BrowseView(Vertical):
         row = self.rows.get(item_id)
         if row is None:
             return
-        row.labels = labels
+        row.labels = multi_labels(self.annotator.rubric, labels)  # a set per multi-label dim
         self._update_row(row)
 
     def set_reviewed(self, item_id: str) -> None:
@@ -165,7 +166,7 @@ class BrowseView(Vertical):
         cells = [row.item_id]
         for dim in rubric.dimensions:
             label = (row.labels or {}).get(dim.name)
-            cells += ["·", ""] if label is None else [str(label.value), f"{label.prob:.2f}"]
+            cells += ["·", ""] if label is None else [shown(label.value), f"{label.prob:.2f}"]
         margin = "" if row.margin is None else f"{row.margin:.2f}"
         return [
             Text(c, no_wrap=True, end="")
@@ -187,13 +188,8 @@ class BrowseView(Vertical):
     def _label_key(self, row: Row) -> tuple:
         rubric = self.annotator.rubric
         assert rubric is not None
-        # Rubric value order, so ordinal scales sort low to high.
-        return tuple(
-            rubric.dimensions[i].values.index(row.labels[d.name].value)
-            if row.labels and d.name in row.labels
-            else -1
-            for i, d in enumerate(rubric.dimensions)
-        )
+        # Rubric value order, so ordinal scales sort low to high; a set by its values' order.
+        return tuple(_value_key(d, (row.labels or {}).get(d.name)) for d in rubric.dimensions)
 
     def _keep(self, row: Row) -> bool:
         if self.filter == "low confidence" and (row.margin is None or row.margin >= self.threshold):
@@ -212,10 +208,11 @@ class BrowseView(Vertical):
         wanted = self.label_query.casefold()
         dim_name, _, value = wanted.rpartition("=")
         for name, label in row.labels.items():
-            if (not dim_name or name.casefold() == dim_name.strip()) and str(
-                label.value
-            ).casefold() == value.strip():
-                return True
+            values = label.value if isinstance(label.value, tuple | list) else [label.value]
+            if (not dim_name or name.casefold() == dim_name.strip()) and value.strip() in {
+                str(v).casefold() for v in values
+            }:
+                return True  # a set matches any of its values
         return False
 
     def _cursor_key(self) -> str | None:
@@ -282,3 +279,12 @@ class BrowseView(Vertical):
 
     def focus_default(self) -> None:
         focus_now(self.table)
+
+
+def _value_key(dim, label: Label | None) -> tuple[int, ...]:
+    """A label's place in the rubric's value order; a set's, its values' places in order."""
+    if label is None:
+        return (-1,)
+    if dim.multi:
+        return tuple(dim.values.index(v) for v in dim.parse_value(list(label.value)))
+    return (dim.values.index(label.value),)
