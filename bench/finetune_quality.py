@@ -8,13 +8,13 @@ step is an `annotator` command (printed first; a step whose output exists is ski
 stopped run resumes):
   base   `annotate` every response with the embedded Gemma 3 270M (--rule argmax); import the
          raters' labels of the fit responses as reviews; `calibrate --out` fits the head
-         (base+head) on them. A second copy of the project holds only the head subset's
-         reviews, for a head fitted on the same items as the LoRA+head one.
+         (base+head) on them. With --head-dialogues below 40, a copy of the project holds
+         only that subset's reviews: "base+head (subset)", fitted on the LoRA heads' items.
   LoRA   per lever (--target, --loss): `train` on the fit responses' ratings (one row per
          rater, --rater-column), `export --adapter`, then `annotate` the test responses and
-         the head subset (--head-dialogues fit dialogues) through the adapter: its argmax on
-         test is "LoRA argmax"; `calibrate --out` on the subset's reviews gives "LoRA+head"
-         (the adapter file with the head, what a laptop would be sent).
+         the fit responses (or --head-dialogues of them) through the adapter: its argmax on
+         test is "LoRA argmax"; `calibrate --out` on the fit responses' reviews gives
+         "LoRA+head" (the adapter file with the head, what a laptop would be sent).
 Per lever, on the test responses: alpha(model, rater k) averaged over the three raters per
 dimension, with a 95% bootstrap interval over responses; the mean over the six dimensions with
 its interval and the interval of its difference from base+head (same resamples); n; the
@@ -107,6 +107,11 @@ def copy_db(source: Path, target: Path) -> None:
 
 
 def head(project: Path, shipped: Path, log: Path, minutes: dict) -> dict:
+    db = sqlite3.connect(project)
+    (last,) = db.execute("SELECT max(id) FROM runs").fetchone()
+    db.close()
+    if shipped.exists() and last > 1:  # fitted before on the same reviews (imported once)
+        return run_labels(project, last)
     said = timed(
         minutes,
         "calibrate",
@@ -139,19 +144,21 @@ def base_levers(args, out: Path, log: Path, report: dict) -> dict[str, dict]:
     ]
     timed(minutes, "annotate (resumed)", annotate, log)
     subset = folder / "subset.db"  # the same run, only the head subset's reviews
-    if not subset.exists():
-        copy_db(project, subset)
-    import_reviews(subset, out, "-subset", log)
+    if 0 < args.head_dialogues < args.fit_dialogues:
+        if not subset.exists():
+            copy_db(project, subset)
+        import_reviews(subset, out, "-subset", log)
     import_reviews(project, out, "", log)
     labels = {"base argmax": run_labels(project, 1)}
     labels["base+head"] = head(project, folder / "base-head.gguf", log, minutes)
-    labels["base+head (subset)"] = head(subset, folder / "base-head-subset.gguf", log, {})
+    if 0 < args.head_dialogues < args.fit_dialogues:
+        labels["base+head (subset)"] = head(subset, folder / "base-head-subset.gguf", log, {})
     model_s = lever_table.model_seconds(project, 1)
     report["costs"]["base"] = {"minutes": minutes, "annotate_s_per_item": model_s}
     return labels
 
 
-def wait_for_training(run_dir: Path, stale_s: float = 900) -> None:
+def wait_for_training(run_dir: Path, stale_s: float = 3600) -> None:
     """A run another process is still training (its train.log grows): wait for its merged/."""
     log = run_dir / "train.log"
     while log.exists() and not (run_dir / "merged").is_dir():
@@ -240,9 +247,10 @@ def lora_lever(name: str, args, out: Path, log: Path, report: dict) -> dict[str,
         ],
         log,
     )
-    import_reviews(project, out, "-subset", log)
     labels = {f"LoRA {name} argmax": run_labels(project, 1)}
-    labels[f"LoRA {name}+head"] = head(project, folder / "lora-head.gguf", log, minutes)
+    if args.head_dialogues > 0:  # 0: argmax only (the test responses alone go through it)
+        import_reviews(project, out, "-subset", log)
+        labels[f"LoRA {name}+head"] = head(project, folder / "lora-head.gguf", log, minutes)
     previous = report["costs"].get(name, {}).get("minutes", {})
     report["costs"][name] = {
         "minutes": {k: minutes.get(k, previous.get(k)) for k in {*minutes, *previous}},
@@ -280,8 +288,9 @@ def main() -> None:
     parser.add_argument(
         "--head-dialogues",
         type=int,
-        default=8,
-        help="fit dialogues annotated through each adapter for its head",
+        default=None,
+        help="fit dialogues annotated through each adapter for its head [all 40]; fewer "
+        "also adds a base head fitted on the same subset; 0: no LoRA head",
     )
     parser.add_argument("--check-items", type=int, default=6, help="export's drift check items")
     parser.add_argument("--device", default="auto", help="train --device")
@@ -302,6 +311,9 @@ def main() -> None:
     dims = [d.name for d in rubric.dimensions]
     fit, test = split(datasets.usr_topical_chat(), args.test, args.seed)
     fit_dialogues = sorted({r["dialogue"] for r in fit})
+    args.fit_dialogues = len(fit_dialogues)
+    if args.head_dialogues is None or args.head_dialogues > len(fit_dialogues):
+        args.head_dialogues = len(fit_dialogues)
     random.Random(args.seed).shuffle(fit_dialogues)
     head_dialogues = set(fit_dialogues[: args.head_dialogues])
     head_ids = {r["id"] for r in fit if r["dialogue"] in head_dialogues}
