@@ -195,7 +195,8 @@ def lora_lever(name: str, args, out: Path, log: Path, report: dict) -> dict[str,
             log,
         )
     done = re.search(r"done in (\d+) s", (run_dir / "train.log").read_text())
-    minutes["train"] = round(int(done.group(1)) / 60, 2)  # train's own timing, even resumed
+    if done:  # train's own timing, also for a run trained before
+        minutes["train"] = round(int(done.group(1)) / 60, 2)
     if not adapter.exists():
         check = folder / "check.jsonl"  # a few validation items: the drift check is not the
         lines = (run_dir / "validation.jsonl").read_text().splitlines()  # measurement here

@@ -115,13 +115,16 @@ def _cost(report: dict, coder: str) -> str:
     costs = report.get("costs", {})
     if coder.startswith("base"):
         c = costs.get("base", {})
-        return f"{c.get('annotate_s_per_item', 0):.1f} s/item engine; head < 1 min"
-    if not coder.startswith("LoRA "):
+        m = {k: v for k, v in c.get("minutes", {}).items() if "head" in coder and k == "calibrate"}
+    elif coder.startswith("LoRA "):
+        c = costs.get(coder.split()[1].removesuffix("+head"), {})
+        m = dict(c.get("minutes", {}))
+        if not coder.endswith("+head"):
+            m.pop("calibrate", None)
+    else:
         return "n/a"
-    c = costs.get(coder.split()[1].removesuffix("+head"), {})
-    m = c.get("minutes", {})
-    parts = [f"{k} {v:.1f}" for k, v in sorted(m.items()) if v is not None]
-    return ", ".join(parts) + f" min; {c.get('annotate_s_per_item', 0):.1f} s/item engine"
+    parts = [f"{k} {v:.1f} min" for k, v in sorted(m.items()) if v is not None]
+    return ", ".join([*parts, f"engine {c.get('annotate_s_per_item', 0):.1f} s/response"])
 
 
 def format_table(report: dict) -> str:
