@@ -254,7 +254,10 @@ def lora_lever(name: str, args, out: Path, log: Path, report: dict) -> dict[str,
         labels[f"LoRA {name}+head"] = head(project, folder / "lora-head.gguf", log, minutes)
     previous = report["costs"].get(name, {}).get("minutes", {})
     report["costs"][name] = {
-        "minutes": {k: minutes.get(k, previous.get(k)) for k in {*minutes, *previous}},
+        "minutes": {  # a resumed step takes less: keep the longest (the real one)
+            k: max(v for v in (minutes.get(k), previous.get(k)) if v is not None)
+            for k in {*minutes, *previous}
+        },
         "annotate_s_per_item": lever_table.model_seconds(project, 1),
         "train_validation": lever_table.train_validation(run_dir),
     }
