@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # For the first lent CUDA machine (no network): install what its image lacks from carried
-# files, then, in under 8 minutes, measure
+# files, then measure (steps 1-2 in under 8 minutes, step 3 about 10 more)
 #   1. the engine on CUDA, without and with --parallel 8 (bench/annotate.py: items/s, and the
 #      share of labels --parallel changes), and the share of labels CUDA changes against the
 #      CPU (the 40 GoEmotions sample items, `annotate --gpu cpu` vs `--gpu cuda`);
 #   2. a few QLoRA steps (bitsandbytes NF4) against bf16 LoRA (bench/train.py: tokens/s, peak
-#      memory).
+#      memory);
+#   3. the USR Topical-Chat lever recipe of bench/finetune_quality.py (LoRA soft-CE, the CPU
+#      recipe: 12 steps x batch 8, lr 2e-4, rank 16, 512 tokens) once as QLoRA (nf4) and once
+#      as bf16 LoRA, each in its own folder: the minutes of each command and test alpha,
+#      argmax and +head (QUALITY=0 skips it; STEPS=N sets the steps of both; ~2 x 5 min).
 #
 #   bench/gpu.sh [--dry-run]
 #
@@ -15,7 +19,8 @@
 #                                   without models/, docs/, media/ and tests)
 #   bitsandbytes-*.whl              when the image has no bitsandbytes
 #   scikit_build_core-*.whl, cmake-*.whl, ninja-*.whl   build requirements, unless installed
-# Results: OUT (default runs/gpu/): annotate.json, cpu-vs-cuda.txt, train.json and log.txt.
+# Results: OUT (default runs/gpu/): annotate.json, cpu-vs-cuda.txt, train.json, log.txt,
+# finetune-nf4/ and finetune-none/ (levers.json, levers.md) and qlora-vs-bf16.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DRY=0
@@ -75,5 +80,28 @@ EOF
 
 step "training: QLoRA (NF4) against bf16 LoRA, bench/train.py"
 timeout 240 "$PY" bench/train.py "${TRAIN[@]}" --json "$OUT/train.json"
+
+if [[ "${QUALITY:-1}" == 1 ]]; then
+    for quant in nf4 none; do
+        step "quality recipe on $GPU: LoRA soft-ce, train --quantize $quant"
+        run timeout 600 "$PY" bench/finetune_quality.py --out "$OUT/finetune-$quant" \
+            --levers soft-ce --steps "${STEPS:-12}" --device "$GPU" --quantize "$quant" \
+            --threads 8 || echo "finetune_quality ($quant) failed: see $OUT/finetune-$quant"
+    done
+    if ((!DRY)); then
+        "$PY" - "$OUT"/finetune-{nf4,none}/levers.json <<'EOF' | tee "$OUT/qlora-vs-bf16.txt"
+import json, sys
+for path, name in zip(sys.argv[1:], ("QLoRA (nf4)", "bf16 LoRA")):
+    try:
+        r = json.load(open(path))
+    except OSError as exc:
+        print(f"{name}: no figures ({exc})")
+        continue
+    c = r["costs"]["soft-ce"]["minutes"]
+    m = {k: v["mean"]["alpha"] for k, v in r["levers"]["coders"].items() if "soft-ce" in k}
+    print(f"{name}: train {c.get('train')} min, export {c.get('export')} min; test mean alpha {m}")
+EOF
+    fi
+fi
 
 step "done: figures in $OUT/"

@@ -57,3 +57,32 @@ def test_annotate_benchmark_prints_every_figure(tmp_path, default_model):
         assert 0 < figures["first_label_seconds"] < figures["cli_seconds"]
         assert 0 <= figures["C_differs_from_B"] <= 1
         assert figures["B_failed"] == 0  # the grammar only allows valid answers
+
+
+def test_lever_table_scores_raters_and_flags_a_collapsed_coder():
+    """bench/lever_table.py on the real USR Topical-Chat labels: a coder that copies rater 1
+    agrees with the raters, one that always says the lowest value is flagged as collapsed."""
+    from annotator.rubric import load_rubric
+    from bench import datasets, lever_table
+    from bench.rubric_quality import RUBRIC, split
+
+    rubric = load_rubric(RUBRIC)
+    fit, test = split(datasets.usr_topical_chat(), 20, 3407)
+    dims = [d.name for d in rubric.dimensions]
+    rows = fit + test
+    copy = {r["id"]: {d: (r[f"{d}_rater1"], []) for d in dims} for r in rows}
+    lowest = {r["id"]: {d.name: (d.values[0], []) for d in rubric.dimensions} for r in rows}
+    labels = {"base+head": copy, "constant": lowest}
+    found = lever_table.measure(rubric, labels, fit, test, set(), bootstrap=20)
+    copied, constant = found["coders"]["base+head"], found["coders"]["constant"]
+    assert copied["n"] == len(test) == 120
+    assert copied["collapsed"] == [] and copied["mean"]["alpha"] > 0.3
+    low, high = copied["mean"]["ci95"]
+    assert low <= copied["mean"]["alpha"] <= high
+    assert constant["collapsed"] == dims
+    assert constant["minus base+head"]["alpha"] < 0
+    assert copied["fit_items"] == len(fit) and copied["fit_mean_alpha"] > 0.3
+    recipe = dict(steps=1, batch=8, lr=2e-4, rank=16, max_tokens=512, device="cpu", quantize="none")
+    report = dict(fit_items=240, test_items=120, head_items=0, recipe=recipe, levers=found)
+    table = lever_table.format_table(report)
+    assert "| constant |" in table and "| base+head |" in table
