@@ -31,12 +31,20 @@ AUDIT = "audit"
 HARD = "hard"
 CYCLE = (AUDIT, HARD, TEACH)  # the order `t` switches queues in
 AUDIT_SEED = 20240611  # fixed: the same project always gets the same sample
+DEFAULT_AUDIT_SIZE = 20  # offered when the reviewer has not reviewed more of the sample
 
 
 def audit_order(item_ids: Iterable[str]) -> list[str]:
     order = sorted(item_ids)
     random.Random(AUDIT_SEED).shuffle(order)
     return order
+
+
+def check_audit_size(text: str, total: int) -> str | None:
+    """What is wrong with `text` as an audit sample size of a project of `total` items."""
+    if not text.isdigit() or not 1 <= int(text) <= total:
+        return f"a whole number from 1 to {total}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -89,3 +97,29 @@ def teach_todo(store: Store, run_id: int | None, exclude: Collection[str]) -> li
         return []
     covered = {item_id for item_id, *_, queue in store.reviews() if queue in FIT_QUEUES}
     return teach_queue(store.outputs(run_id), len(rubric.dimensions), exclude, covered)
+
+
+@dataclass(frozen=True)
+class Built:
+    """One queue as built for a reviewer: the items to review, in order, with the model's
+    answers of run `run_id` and the audit sample (left out of the other queues)."""
+
+    todo: list[str]
+    model: dict[str, dict[str, Label]]
+    audit: AuditQueue
+
+
+def build(store: Store, run_id: int | None, reviewer: str, queue: str, audit_size: int) -> Built:
+    reviews = store.reviews()
+    mine = my_reviewed_items(reviews, reviewer)
+    audited = my_reviewed_items(reviews, reviewer, AUDIT)
+    audit = audit_queue(audit_order(store.item_ids()), audit_size, audited)
+    annotations = store.annotations(run_id) if run_id is not None else []
+    model = {item_id: labels for item_id, labels, _ in annotations}
+    if queue == AUDIT:
+        todo = list(audit.todo)
+    elif queue == TEACH:
+        todo = teach_todo(store, run_id, mine | set(audit.sample))
+    else:
+        todo = hard_queue(annotations, mine | set(audit.sample))
+    return Built(todo, model, audit)

@@ -3,7 +3,8 @@
 The model's answer is not on screen (not even as a default pick) until the reviewer saves;
 then it is revealed next to the reviewer's values. Every save is committed to the project
 store before the screen moves on, so quitting or killing the app loses no saved review.
-Queues (audit sample, hardest first, teach) are built by `tui.queues`.
+Queues (audit sample, hardest first, teach) are built by `tui.queues`; the words shown
+(status, item text, reveal) by `tui.review_text`.
 """
 
 from __future__ import annotations
@@ -21,18 +22,16 @@ from textual.message import Message
 from textual.widgets import Static
 
 from annotator.errors import AnnotatorError
-from annotator.multilabel import multi_labels, shown
+from annotator.multilabel import multi_labels
 from annotator.project.reviews import check_reviewer
 from annotator.project.store import Label
-from annotator.tui import queues
+from annotator.tui import queues, review_text
 from annotator.tui.focus import focus_now
 from annotator.tui.screens.ask import AskScreen
 from annotator.tui.widgets.value_picker import ValuePicker
 
 if TYPE_CHECKING:
     from annotator.tui.app import AnnotatorApp
-
-DEFAULT_AUDIT_SIZE = 20
 
 
 def default_reviewer() -> str:
@@ -177,13 +176,7 @@ class ReviewView(Vertical, can_focus=True):
             self._show_message("The project has no items yet.")
             return
         mine = queues.my_reviewed_items(store.reviews(queues.AUDIT), self.reviewer or "")
-        default = self.audit_size or min(total, max(DEFAULT_AUDIT_SIZE, len(mine)))
-
-        def check(text: str) -> str | None:
-            if not text.isdigit() or not 1 <= int(text) <= total:
-                return f"a whole number from 1 to {total}"
-            return None
-
+        default = self.audit_size or min(total, max(queues.DEFAULT_AUDIT_SIZE, len(mine)))
         self._asking = True
         self.app.push_screen(
             AskScreen(
@@ -191,7 +184,7 @@ class ReviewView(Vertical, can_focus=True):
                 f"A random sample of the project's {total} items. Only these reviews "
                 "count towards alpha; a larger size keeps the items already drawn.",
                 str(default),
-                check,
+                lambda text: queues.check_audit_size(text, total),
             ),
             self._got_audit_size,
         )
@@ -316,21 +309,11 @@ class ReviewView(Vertical, can_focus=True):
     def _load_queue(self) -> None:
         store = self.annotator.store
         assert store is not None and self.reviewer is not None
-        reviews = store.reviews()
-        mine = queues.my_reviewed_items(reviews, self.reviewer)
-        audited = queues.my_reviewed_items(reviews, self.reviewer, queues.AUDIT)
-        order = queues.audit_order(store.item_ids())
-        audit = queues.audit_queue(order, self.audit_size or DEFAULT_AUDIT_SIZE, audited)
-        run_id = self.annotator.run_id
-        annotations = store.annotations(run_id) if run_id is not None else []
-        self._model = {item_id: labels for item_id, labels, _ in annotations}
+        size = self.audit_size or queues.DEFAULT_AUDIT_SIZE
+        built = queues.build(store, self.annotator.run_id, self.reviewer, self.queue, size)
+        self.todo, self._model = built.todo, built.model
         if self.queue == queues.AUDIT:
-            self.todo = list(audit.todo)
-            self.sample_done, self.sample_size = audit.done, len(audit.sample)
-        elif self.queue == queues.TEACH:
-            self.todo = queues.teach_todo(store, run_id, mine | set(audit.sample))
-        else:
-            self.todo = queues.hard_queue(annotations, mine | set(audit.sample))
+            self.sample_done, self.sample_size = built.audit.done, len(built.audit.sample)
         self.skipped = 0
 
     def _next_item(self) -> None:
@@ -355,16 +338,13 @@ class ReviewView(Vertical, can_focus=True):
         self._update_status()
         if self.current is None:
             if self.reviewer is not None and self.annotator.store is not None:
-                self._show_message(self._empty_text())
+                sample = (self.sample_done, self.sample_size)
+                self._show_message(review_text.empty_text(self.queue, sample))
             return
         item = self.annotator.item(self.current)
-        parts: list[Content] = [Content.styled(f"item {self.current}", "$text-muted")]
-        rubric = self.annotator.rubric
-        if item is not None and rubric is not None:
-            for field in rubric.inputs:
-                parts.append(Content.styled(field.label, "bold $text-accent"))
-                parts.append(Content(item.fields.get(field.column, "").strip()))
-        self.query_one("#review-item", Static).update(Content("\n").join(parts))
+        fields = None if item is None else item.fields
+        content = review_text.item_content(self.current, fields, self.annotator.rubric)
+        self.query_one("#review-item", Static).update(content)
         self.query_one("#review-text", VerticalScroll).scroll_home(animate=False)
         if not self.blind:
             self._show_model_answer()
@@ -372,24 +352,6 @@ class ReviewView(Vertical, can_focus=True):
     def _show_message(self, text: str) -> None:
         self.query_one("#review-pickers").display = False
         self.query_one("#review-item", Static).update(Content(text))
-
-    def _empty_text(self) -> str:
-        if self.queue == queues.AUDIT:
-            return (
-                f"The audit sample is done: {self.sample_done} of {self.sample_size} reviewed.\n"
-                "z: a larger sample · t: the hardest-first queue"
-            )
-        if self.queue == queues.TEACH:
-            return (
-                "The teach batch is done (or nothing is left outside the audit sample). "
-                "Calibrate (k on the Agreement tab), so the next batch is chosen by the new "
-                "head; t: the audit sample "
-                "(the next teach batch is chosen when you come back)."
-            )
-        return (
-            "The hardest-first queue is empty: every annotated item outside the audit sample "
-            "has your review (or nothing is annotated yet).\nt: the audit sample"
-        )
 
     def _model_labels(self) -> dict[str, Label] | None:
         labels = self._model.get(self.current or "")
@@ -407,61 +369,24 @@ class ReviewView(Vertical, can_focus=True):
 
     def _show_model_answer(self) -> None:
         """Not blind (hardest-first and teach queues only): the model's answer before saving."""
-        labels = self._model_labels() or {}
-        answers = ", ".join(
-            f"{name} {shown(label.value)} (p {label.prob:.2f})" for name, label in labels.items()
-        )
         reveal = self.query_one("#review-reveal", Static)
-        reveal.update(
-            Content.styled(f"Not blind. Model: {answers or 'not annotated yet'}", "$text-warning")
-        )
+        reveal.update(review_text.model_answer_content(self._model_labels() or {}))
         reveal.add_class("-shown")
 
     def _reveal(self, pickers: list[ValuePicker]) -> None:
-        labels = self._model_labels()
-        lines = [Content.styled("Saved. The model's answers:", "bold")]
-        for picker in pickers:
-            name = picker.dimension.name
-            label = (labels or {}).get(name)
-            if label is None:
-                lines.append(
-                    Content(f"  {name}: you {picker.value_text} · model: not annotated yet")
-                )
-                continue
-            same = label.value == picker.value
-            mark = (
-                Content.styled(" same", "bold $text-success")
-                if same
-                else Content.styled(" differs", "bold $text-warning")
-            )
-            lines.append(
-                Content.assemble(
-                    f"  {name}: you {picker.value_text} · model {shown(label.value)} "
-                    f"(p {label.prob:.2f})",
-                    mark,
-                )
-            )
-        lines.append(Content.styled("enter: next item", "$text-muted"))
+        picks = [(p.dimension.name, p.value, p.value_text) for p in pickers]
         reveal = self.query_one("#review-reveal", Static)
-        reveal.update(Content("\n").join(lines))
+        reveal.update(review_text.reveal_content(self._model_labels(), picks))
         reveal.add_class("-shown")
 
     def _set_status(self, text: str) -> None:
         self.query_one("#review-status", Static).update(text)
 
     def _update_status(self) -> None:
-        if self.reviewer is None:
-            self._set_status("reviewer not set (n)")
-            return
         left = len(self.todo) + (1 if self.current is not None and not self.revealed else 0)
-        state = "saved" if self.revealed else ("blind" if self.blind else "NOT blind (v)")
-        if self.queue == queues.AUDIT:
-            text = (
-                f"AUDIT sample: {self.sample_done} of {self.sample_size} reviewed · {left} left"
-                f" · {self.reviewer} · {state}"
+        sample = (self.sample_done, self.sample_size)
+        self._set_status(
+            review_text.status_text(
+                self.queue, self.reviewer, left, self.revealed, self.blind, sample
             )
-        elif self.queue == queues.TEACH:
-            text = f"TEACH the head (not in alpha) · {left} left · {self.reviewer} · {state}"
-        else:
-            text = f"HARDEST FIRST (not in alpha) · {left} left · {self.reviewer} · {state}"
-        self._set_status(text)
+        )
