@@ -13,7 +13,9 @@ Through the `annotator` command (each command printed first):
      95% bootstrap interval over comments;
   4. `calibrate`: a head per value fitted on the same reviews, its labels leave-one-out for
      every reviewed comment, and `agree` again on that run.
-Also the share of comments whose set the model gets exactly, and the annotate throughput.
+Also the share of comments whose set the model gets exactly, and the annotate throughput
+against a baseline timed in the same run: the same comments with the same values as one
+single-label (nominal) dimension, so the ratio is what deciding each value costs.
 Figures go to OUT/multilabel.json.
 """
 
@@ -112,6 +114,20 @@ def main() -> None:
         "--project", str(project), "--threads", args.threads, "--n-ctx", "2048",
     )  # fmt: skip
     seconds = time.time() - started
+    single = out / "single"
+    single.mkdir(exist_ok=True)
+    (single / "rubric.toml").write_text(
+        rubric_toml(values)
+        .replace('kind = "multi"\n', 'scale = "nominal"\n')
+        .replace("min = 1\n", "")
+    )
+    (single / "p.db").unlink(missing_ok=True)
+    started = time.time()
+    command(
+        "annotate", str(out / "items.csv"), "--rubric", str(single / "rubric.toml"),
+        "--project", str(single / "p.db"), "--threads", args.threads, "--n-ctx", "2048",
+    )  # fmt: skip
+    single_seconds = time.time() - started
     command("review", "import", str(project), str(out / "gold.jsonl"), "--reviewer", "goemotions")
     base = json.loads(_agree(project))
     command("results", str(project), "--out", str(out / "results.jsonl"))
@@ -126,6 +142,8 @@ def main() -> None:
         "n_values": len(values),
         "seconds_annotate": round(seconds, 1),
         "items_per_s": round(len(rows) / seconds, 3),
+        "seconds_annotate_single_label": round(single_seconds, 1),
+        "cost_vs_single_label": round(seconds / single_seconds, 2),
         "exact_sets_base": exact,
         "alpha_masi_base": _pair(base),
         "alpha_masi_head_loo": _pair(head),
