@@ -34,6 +34,7 @@ def _args(workdir, out: str, *more: str):
     argv = ["--base", str(tiny_dir()), "--rubric", str(workdir / "rubric.toml")]
     argv += ["--out", str(workdir / out), *COMMON, *more]
     params = train_command.make_context("train", argv).params
+    params.pop("calibrate")  # the step after training (export.calibrated), not the loop's
     return finetune_args(**params)
 
 
