@@ -36,18 +36,24 @@ P_YES = {
 }
 
 
+def start_run(store: Store, item_ids: list[str], settings: dict):
+    """The rubric, items `item_ids` and a run of a stand-in model, as `annotate` stores them."""
+    store.bind_rubric(RUBRIC)
+    store.add_items([Item(i, n, {"text": f"text {i}"}) for n, i in enumerate(item_ids)])
+    run, _ = store.find_or_start_run(
+        model_path="m.gguf",
+        model_sha256="ab" * 32,
+        rubric=RUBRIC,
+        data_path="d.csv",
+        data_sha256="cd" * 32,
+        settings={"settings": settings, "backend": "cpu"},
+    )
+    return run
+
+
 def make_project(path):
     with Store(path) as store:
-        store.bind_rubric(RUBRIC)
-        store.add_items([Item(i, n, {"text": f"text {i}"}) for n, i in enumerate(P_YES)])
-        run, _ = store.find_or_start_run(
-            model_path="m.gguf",
-            model_sha256="ab" * 32,
-            rubric=RUBRIC,
-            data_path="d.csv",
-            data_sha256="cd" * 32,
-            settings={"settings": {"n_ctx": 4096}, "backend": "cpu"},
-        )
+        run = start_run(store, list(P_YES), {"n_ctx": 4096})
         for item_id, ps in P_YES.items():
             labels, probs = {}, {}
             for value, p in zip(VALUES, ps, strict=True):
@@ -169,16 +175,7 @@ def test_calibrate_fits_a_head_per_value_and_the_new_run_reads_as_sets(tmp_path)
     truth = {f"i{n}": tuple(v for v in VALUES if rng.random() < 0.4)[:2] for n in range(n_items)}
     path = tmp_path / "p.db"
     with Store(path) as store:
-        store.bind_rubric(RUBRIC)
-        store.add_items([Item(i, n, {"text": f"text {i}"}) for n, i in enumerate(truth)])
-        run, _ = store.find_or_start_run(
-            model_path="m.gguf",
-            model_sha256="ab" * 32,
-            rubric=RUBRIC,
-            data_path="d.csv",
-            data_sha256="cd" * 32,
-            settings={"settings": {"n_ctx": 4096, "hidden_layer": 5}, "backend": "cpu"},
-        )
+        run = start_run(store, list(truth), {"n_ctx": 4096, "hidden_layer": 5})
         for item_id, chosen in truth.items():
             state = rng.normal(0, 0.3, n_embd)
             state[[VALUES.index(v) for v in chosen]] += 3.0
