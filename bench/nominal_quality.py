@@ -85,7 +85,21 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--check-shipped", action="store_true")
+    parser.add_argument(
+        "--coders", default="base,adapter", help="coder models measured [base,adapter]"
+    )
+    parser.add_argument(
+        "--adapter",
+        type=Path,
+        default=MODELS["adapter"],
+        help="the adapter measured [the bundled one; a head it carries is not applied]",
+    )
     args = parser.parse_args()
+    models = {"base": None, "adapter": args.adapter}
+    coder_names = [c for c in args.coders.split(",") if c]
+    for name in coder_names:
+        if name not in models:
+            sys.exit(f"--coders: unknown coder {name!r} (known: base, adapter)")
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     log = out / "commands.log"
@@ -100,7 +114,8 @@ def main() -> None:
     coders: dict[str, dict[str, str]] = {}
     cv: dict[str, dict] = {}
     shipped_equal: dict[str, list[int]] = {}
-    for name, model in MODELS.items():
+    for name in coder_names:
+        model = models[name]
         project = out / f"{name}.db"
         with_model = [] if model is None else ["--model", str(model)]
         if model is not None and KEY_CALIBRATION in read_model_info(model).metadata:

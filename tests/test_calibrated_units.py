@@ -10,7 +10,12 @@ import pytest
 from test_export_units import RUBRIC, record, write_record
 
 from annotator.export.calibrated import after_training, skip_reason
-from annotator.export.calibrated_compare import compare, comparison_line, side_line
+from annotator.export.calibrated_compare import (
+    compare,
+    comparison_line,
+    refused_line,
+    side_line,
+)
 
 NAMES = {"fine_tuned": "calibrated.gguf", "base": "base-calibrated.gguf"}
 
@@ -117,3 +122,23 @@ def test_the_interval_resamples_the_same_items_for_both_files():
     )
     assert f"(+0.500; 95% interval {low:+.3f} to {high:+.3f}) on 30 validation items" in line
     assert difference_interval(RUBRIC, [], human, noisy, human) is None
+
+
+def test_a_refused_adapter_leaves_the_base_file_to_ship(tmp_path, monkeypatch):
+    reason = "alpha(quantized, merged) below 0.9 on tone (0.755)"
+    line = refused_line(reason, "adapter.export.txt", 24, {"base": "base-calibrated.gguf"})
+    assert line == (
+        "calibrated: the fine-tuned adapter was refused by export's drift check (alpha(quantized, "
+        "merged) below 0.9 on tone (0.755); see adapter.export.txt), so only the base got a "
+        "head on the 24 validation items; ship base-calibrated.gguf"
+    )
+    assert refused_line(reason, "r.txt", 24, {"base": None}).endswith("for the base either")
+    base = {"alpha": {"tone": 0.3}, "file": {"name": "b.gguf", "kind": "head file", "size": 9}}
+    record = {"fine_tuned": None, "base": {**base, "note": ""}, "line": line}
+    monkeypatch.setattr("annotator.export.calibrated.calibrate_run", lambda *a: record)
+    monkeypatch.setattr("annotator.export.convert.check_converter", lambda: None)
+    ok = _run_dir(tmp_path / "ok", "gguf", [(["pos", "neg"][n % 2], 1 + n % 3) for n in range(20)])
+    said: list[str] = []
+    after_training(ok, "cpu", 1, said.append, said.append)
+    assert said[0].startswith("base + head: alpha tone 0.300; ") and said[1] == line
+    assert len(said) == 3 and said[2].startswith("calibration record: ")

@@ -2,7 +2,8 @@
 
 After a run trained from a GGUF base (the embedded Gemma 3 270M by default), in order:
   1. the adapter is exported as `annotator export --adapter` does (export.pipeline, drift
-     check included) to RUN_DIR/adapter.gguf;
+     check included) to RUN_DIR/adapter.gguf; when the drift check refuses it, the steps
+     below run for the base alone and the line says so (base-calibrated.gguf to ship);
   2. the validation items (RUN_DIR/validation.jsonl) are labelled through llama.cpp twice into
      a project, RUN_DIR/validation.db: with base + adapter, and with the base alone; so the
      heads read the hidden states the laptop will compute from the shipped file itself;
@@ -36,6 +37,7 @@ from annotator.export.calibrated_compare import (
     comparison_line,
     difference_interval,
     mean_alpha,
+    refused_line,
     side_line,
 )
 from annotator.inference.backend import EngineSettings
@@ -127,15 +129,22 @@ def calibrate_run(run_dir: Path, settings: EngineSettings, say: Say) -> dict[str
         ),
         say=say,
     )
-    if not exported.accepted:
-        raise AnnotatorError(
-            f"{adapter}: the adapter export was refused ({exported.report['reason']}); "
-            f"see {exported.report_files[1]}"
-        )
+    # An adapter export's drift check refused (its labels through llama.cpp differ from the
+    # merged model's: typical of a near-collapsed adapter, whose answers are near ties) ships
+    # nothing fine-tuned; the base still gets its head file, so the run ends with one to ship.
+    refused = None if exported.accepted else exported.report["reason"]
     validation = run_dir / "validation.jsonl"
     project = run_dir / PROJECT_FILE
-    tuned_run = _label(validation, project, adapter, base, settings, "base + adapter", say)
-    base_run = _label(validation, project, base, None, settings, "base alone", say)
+    runs = {}
+    if refused is None:
+        runs["fine_tuned"] = (
+            _label(validation, project, adapter, base, settings, "base + adapter", say),
+            run_dir / CALIBRATED_FILE,
+        )
+    runs["base"] = (
+        _label(validation, project, base, None, settings, "base alone", say),
+        run_dir / BASE_FILE,
+    )
     with Store(project) as store:
         imported = import_reviews(store, validation, REVIEWER)
         if imported.problems:
@@ -143,32 +152,35 @@ def calibrate_run(run_dir: Path, settings: EngineSettings, say: Say) -> dict[str
         say(f"fitting heads on {imported.items} validation items (leave-one-out)")
         human = _human(store, training.rubric)
         sides, files = {}, {}
-        for key, run_id, out in (
-            ("fine_tuned", tuned_run, run_dir / CALIBRATED_FILE),
-            ("base", base_run, run_dir / BASE_FILE),
-        ):
+        for key, (run_id, out) in runs.items():
             result = calibrate(store, run_id, REVIEWER)
             sides[key] = _side(store, training.rubric, result, out, human)
             files[key] = out.name if sides[key].file is not None else None
-    comparison = compare(sides["fine_tuned"].alpha, sides["base"].alpha)
-    comparison["interval"] = difference_interval(
-        training.rubric,
-        comparison["dimensions"],
-        sides["fine_tuned"].labels,
-        sides["base"].labels,
-        human,
-    )
-    line = comparison_line(comparison, imported.items, files)
+    if refused is None:
+        comparison = compare(sides["fine_tuned"].alpha, sides["base"].alpha)
+        comparison["interval"] = difference_interval(
+            training.rubric,
+            comparison["dimensions"],
+            sides["fine_tuned"].labels,
+            sides["base"].labels,
+            human,
+        )
+        line = comparison_line(comparison, imported.items, files)
+    else:
+        comparison = {"better": "base", "refused": refused}
+        line = refused_line(refused, exported.report_files[1].name, imported.items, files)
     record = {
         "items": imported.items,
         "labels": "validation.jsonl (several raters: their majority)",
         "adapter": {
-            "file": ADAPTER_FILE,
+            "file": ADAPTER_FILE if refused is None else None,
             "sha256": exported.sha256,
             "size": exported.size,
             "export_report": exported.report_files[0].name,
+            "refused": refused,
         },
         "project": PROJECT_FILE,
+        "fine_tuned": None,
         **{key: side.as_dict() for key, side in sides.items()},
         "comparison": comparison,
         "line": line,
@@ -296,6 +308,7 @@ def after_training(run_dir: Path, device: str, threads: int, echo: Say, note: Sa
             f"{run_dir}: trained and merged, but the calibrated files failed: {exc}"
         ) from exc
     for key, what in SIDES.items():
-        echo(side_line(what, record[key], run_dir))
+        if record[key] is not None:  # None: the fine-tuned adapter's export was refused
+            echo(side_line(what, record[key], run_dir))
     echo(record["line"])
     echo(f"calibration record: {run_dir / RECORD_FILE}")

@@ -110,6 +110,16 @@ def comparison_line(
     )
 
 
+def refused_line(reason: str, report: str, items: int, names: Mapping[str, str | None]) -> str:
+    """The one line `train` prints when export's drift check refused the fine-tuned adapter."""
+    base = names.get("base")
+    ship = f"ship {base}" if base else "no file written for the base either"
+    return (
+        f"calibrated: the fine-tuned adapter was refused by export's drift check ({reason}; "
+        f"see {report}), so only the base got a head on the {items} validation items; {ship}"
+    )
+
+
 def side_line(what: str, side: Mapping[str, Any], run_dir: Path) -> str:
     """One line on one side: its file (or why none) and its alpha per dimension."""
     alphas = ", ".join(
