@@ -4,7 +4,8 @@
 
 What it does, all through the `annotator` command (each command is printed first):
   1. fit comments: single-label GoEmotions train comments the bundled adapter never saw
-     (train comments from 320 on, 960 by default; the adapter trained on the first 320);
+     (train comments from 320 on, 5,760 by default: the demo's head; the adapter trained on
+     the first 320);
      test comments: the 200 dev comments after the 40 bundled as the sample (README,
      "Quality on real human labels");
   2. per coder model, the embedded base (Gemma 3 270M Q4_K_M) and the bundled adapter
@@ -80,7 +81,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", type=Path, required=True, help="working folder (reused)")
-    parser.add_argument("--fit", type=int, default=960, help="fit comments [960]")
+    parser.add_argument("--fit", type=int, default=5760, help="fit comments [5760]")
     parser.add_argument("--test", type=int, default=200, help="test comments [200]")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bootstrap", type=int, default=1000)

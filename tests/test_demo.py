@@ -27,20 +27,20 @@ def test_the_demo_adapter_is_small_and_made_for_the_embedded_model():
 
 def test_the_demo_adapter_carries_the_nominal_head_it_was_measured_with():
     """The demo ships the adapter with the GoEmotions head bench/nominal_quality.py fitted
-    (960 further train comments; README, "Nominal heads"): chosen by cross-validation among
+    (5,760 further train comments; README, "Nominal heads"): chosen by cross-validation among
     settings that keep the adapter's own accuracy, and `inspect` shows it."""
     info = read_model_info(SAMPLE / DEMO_MODEL)
     assert info.rubric is not None
     head = info.head(info.rubric)
     assert head is not None and set(head.dims) == {"emotion"}
     emotion = head.dims["emotion"]
-    assert emotion.inputs == "probs" and emotion.n == 960 and len(emotion.classes) == 27
+    assert emotion.inputs == "probs" and emotion.n == 5760 and len(emotion.classes) == 28
     assert emotion.cv_accuracy >= emotion.model_accuracy and emotion.cv_macro_f1 > 0.3
     assert emotion.cv_alpha > 0.3
     assert "calibration head" in info.description and "--no-head" in info.description
     shown = run_cli("inspect", str(SAMPLE / DEMO_MODEL))
     assert shown.returncode == 0, shown.stderr
-    assert "calibration   head on emotion (960 reviewed items" in shown.stdout
+    assert "calibration   head on emotion (5760 reviewed items" in shown.stdout
 
 
 def test_the_demo_adapter_labels_the_sample_unlike_the_base_model(tmp_path):
