@@ -109,3 +109,37 @@ def test_a_project_recalibrates_the_calibrated_file_on_its_reviews(calibrated_ru
     info = read_model_info(out)
     assert info.is_adapter and not info.is_head_file
     assert info.head(load_rubric(path / "rubric.toml")) is not None
+
+
+def test_an_adapter_export_refuses_still_ends_with_the_base_file(
+    calibrated_run, tmp_path, monkeypatch
+):
+    """When export's drift check refuses the adapter (here its verdict is overridden: the
+    export, labelling and head fit are real), the base still gets its head file, and the line
+    says to ship it."""
+    import dataclasses
+
+    from annotator.export import pipeline
+    from annotator.export.calibrated import calibrate_run
+    from annotator.inference.backend import EngineSettings
+
+    path, _ = calibrated_run
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("merged", "validation.jsonl"):
+        (run / name).symlink_to(path / "run" / name)
+    real = pipeline.export_model
+
+    def refused(opts, say=lambda _: None):
+        done = real(opts, say)
+        return dataclasses.replace(done, accepted=False, report={**done.report, "reason": "x"})
+
+    monkeypatch.setattr(pipeline, "export_model", refused)
+    record = calibrate_run(run, EngineSettings(n_threads=1), lambda _: None)
+    assert record["fine_tuned"] is None and record["adapter"]["refused"] == "x"
+    assert record["line"].startswith("calibrated: the fine-tuned adapter was refused by export")
+    assert record["line"].endswith("; ship base-calibrated.gguf")
+    assert not (run / "calibrated.gguf").exists()
+    assert read_model_info(run / "base-calibrated.gguf").is_head_file
+    assert record["base"]["file"]["sha256"] == sha256_file(run / "base-calibrated.gguf")
+    assert json.loads((run / "calibration.json").read_text())["line"] == record["line"]

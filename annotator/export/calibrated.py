@@ -135,6 +135,8 @@ def calibrate_run(run_dir: Path, settings: EngineSettings, say: Say) -> dict[str
     refused = None if exported.accepted else exported.report["reason"]
     validation = run_dir / "validation.jsonl"
     project = run_dir / PROJECT_FILE
+    with Store(project) as store:  # the base carries no rubric: the project holds the run's
+        store.bind_rubric(training.rubric)
     runs = {}
     if refused is None:
         runs["fine_tuned"] = (
