@@ -228,7 +228,14 @@ def lora_lever(name: str, args, out: Path, log: Path, report: dict) -> dict[str,
                 "--force",
             ],
             log,
+            allowed=(0, 1),  # 1: the drift check refused the file; measured all the same
         )
+    rejected = adapter.with_name(adapter.name + ".rejected")
+    if not adapter.exists() and rejected.exists():
+        shutil.copyfile(rejected, adapter)
+        report["costs"].setdefault(name, {})["export_refused"] = True
+    if not adapter.exists():
+        sys.exit(f"export wrote no {adapter}: see {log}")
     project = folder / "project.db"
     timed(
         minutes,
@@ -258,7 +265,9 @@ def lora_lever(name: str, args, out: Path, log: Path, report: dict) -> dict[str,
         import_reviews(project, out, "-subset", log)
         labels[f"LoRA {name}+head"] = head(project, folder / "lora-head.gguf", log, minutes)
     previous = report["costs"].get(name, {}).get("minutes", {})
+    refused = report["costs"].get(name, {}).get("export_refused", False)
     report["costs"][name] = {
+        "export_refused": refused,
         "minutes": {  # a resumed step takes less: keep the longest (the real one)
             k: max(v for v in (minutes.get(k), previous.get(k)) if v is not None)
             for k in {*minutes, *previous}

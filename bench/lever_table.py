@@ -124,6 +124,8 @@ def _cost(report: dict, coder: str) -> str:
     else:
         return "n/a"
     parts = [f"{k} {v:.1f} min" for k, v in sorted(m.items()) if v is not None]
+    if c.get("export_refused"):  # the drift check refused the file; measured all the same
+        parts.append("export refused by the drift check")
     return ", ".join([*parts, f"engine {c.get('annotate_s_per_item', 0):.1f} s/response"])
 
 

@@ -126,7 +126,7 @@ def test_an_adapter_export_refuses_still_ends_with_the_base_file(
     path, _ = calibrated_run
     run = tmp_path / "run"
     run.mkdir()
-    for name in ("merged", "validation.jsonl"):
+    for name in ("merged", "adapter", "validation.jsonl"):
         (run / name).symlink_to(path / "run" / name)
     real = pipeline.export_model
 
