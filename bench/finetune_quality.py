@@ -40,7 +40,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import datasets, lever_table
-from bench.rubric_quality import RATERS, RUBRIC, calibrated_run, command, run_labels, split
+from bench.rubric_quality import (
+    RATERS,
+    RUBRIC,
+    annotate_argmax,
+    calibrated_run,
+    command,
+    run_labels,
+    split,
+)
 
 LEVERS = {  # name -> train options; the CPU recipe (--steps, --lr, ...) is added to each
     "soft-ce": ["--target", "soft", "--loss", "ce"],
@@ -128,20 +136,7 @@ def base_levers(args, out: Path, log: Path, report: dict) -> dict[str, dict]:
     minutes: dict = {}
     if not project.exists() and args.cache:
         copy_db(args.cache, project)  # a partial run of the same items: annotate resumes it
-    annotate = [
-        "annotate",
-        str(out / "items.csv"),
-        "--rubric",
-        str(RUBRIC),
-        "--project",
-        str(project),
-        "--rule",
-        "argmax",
-        "--n-ctx",
-        "2048",
-        "--threads",
-        args.threads,
-    ]
+    annotate = annotate_argmax(out / "items.csv", project, "2048", args.threads)
     timed(minutes, "annotate (resumed)", annotate, log)
     subset = folder / "subset.db"  # the same run, only the head subset's reviews
     if 0 < args.head_dialogues < args.fit_dialogues:
@@ -237,29 +232,9 @@ def lora_lever(name: str, args, out: Path, log: Path, report: dict) -> dict[str,
     if not adapter.exists():
         sys.exit(f"export wrote no {adapter}: see {log}")
     project = folder / "project.db"
-    timed(
-        minutes,
-        "annotate",
-        [
-            "annotate",
-            str(out / "lora-items.csv"),
-            "--rubric",
-            str(RUBRIC),
-            "--model",
-            str(adapter),
-            "--project",
-            str(project),
-            "--rule",
-            "argmax",
-            "--n-ctx",
-            "2048",
-            "--threads",
-            args.threads,
-            "--workers",
-            str(args.workers),
-        ],
-        log,
-    )
+    extra = ("--model", str(adapter), "--workers", str(args.workers))
+    annotate = annotate_argmax(out / "lora-items.csv", project, "2048", args.threads, *extra)
+    timed(minutes, "annotate", annotate, log)
     labels = {f"LoRA {name} argmax": run_labels(project, 1)}
     if args.head_dialogues > 0:  # 0: argmax only (the test responses alone go through it)
         import_reviews(project, out, "-subset", log)

@@ -78,6 +78,15 @@ def command(args: list[str], log: Path, allowed: tuple[int, ...] = (0,)) -> str:
     return done.stderr
 
 
+def annotate_argmax(items: Path, project: Path, n_ctx: str, threads: str, *extra: str) -> list[str]:
+    """`annotate` arguments: ITEMS into PROJECT with the bench's rubric and the argmax rule (the
+    stored distributions and states are what every lever reads), then `extra` options."""
+    return [
+        *("annotate", str(items), "--rubric", str(RUBRIC), "--project", str(project)),
+        *("--rule", "argmax", "--n-ctx", n_ctx, "--threads", threads, *extra),
+    ]
+
+
 def run_labels(project: Path, run_id: int) -> dict[str, dict]:
     """item id -> (dimension -> (value, probs, hidden row)) of a run, read from the project."""
     db = sqlite3.connect(project)
@@ -216,23 +225,7 @@ def main(args) -> None:
     n_ctx = str(args.max_tokens or 2048)
     threads = str(args.threads)
     if not project.exists():
-        command(
-            [
-                "annotate",
-                str(out / "items.csv"),
-                "--rubric",
-                str(RUBRIC),
-                "--project",
-                str(project),
-                "--rule",
-                "argmax",
-                "--n-ctx",
-                n_ctx,
-                "--threads",
-                threads,
-            ],
-            log,
-        )
+        command(annotate_argmax(out / "items.csv", project, n_ctx, threads), log)
         for rater in RATERS:
             command(
                 ["review", "import", str(project), str(out / f"{rater}.csv"), "--reviewer", rater],
