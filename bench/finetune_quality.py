@@ -227,8 +227,7 @@ def lora_lever(name: str, args, out: Path, log: Path, report: dict) -> dict[str,
         )
     rejected = adapter.with_name(adapter.name + ".rejected")
     if not adapter.exists() and rejected.exists():
-        shutil.copyfile(rejected, adapter)
-        report["costs"].setdefault(name, {})["export_refused"] = True
+        shutil.copyfile(rejected, adapter)  # measured all the same; the table says so
     if not adapter.exists():
         sys.exit(f"export wrote no {adapter}: see {log}")
     project = folder / "project.db"
@@ -240,9 +239,8 @@ def lora_lever(name: str, args, out: Path, log: Path, report: dict) -> dict[str,
         import_reviews(project, out, "-subset", log)
         labels[f"LoRA {name}+head"] = head(project, folder / "lora-head.gguf", log, minutes)
     previous = report["costs"].get(name, {}).get("minutes", {})
-    refused = report["costs"].get(name, {}).get("export_refused", False)
     report["costs"][name] = {
-        "export_refused": refused,
+        "export_refused": rejected.exists(),  # the file measured is the one refused
         "minutes": {  # a resumed step takes less: keep the longest (the real one)
             k: max(v for v in (minutes.get(k), previous.get(k)) if v is not None)
             for k in {*minutes, *previous}
